@@ -1,0 +1,65 @@
+package conformance
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Harness gives the suite independent clients of one backend, the way two
+// pods reach one server, and the faults it needs to inject. Each test case
+// gets a fresh Harness from the HarnessMaker passed to Run and closes it.
+type Harness interface {
+	// NewConnector returns a new Connector to the backend. Connectors from
+	// one Harness must reach the same lock space, as two processes would,
+	// and share nothing in memory that makes them exclude each other.
+	NewConnector(ctx context.Context) (driver.Connector, error)
+
+	// Vanish makes the backend lose the grant on key behind its holder's
+	// back, as a fault would: expire or drop it, flush the node, kill the
+	// session, remove the lock file. The holder's client must then report
+	// the lease lost within Capabilities.LossWithin.
+	Vanish(ctx context.Context, key string) error
+
+	// Abandon leaves key held by a holder that then dies without releasing
+	// it (a crashed process): the backend must free it by itself, at TTL
+	// or at session end, within Capabilities.FreeWithin. It returns once
+	// the key is held by the doomed holder.
+	Abandon(ctx context.Context, key string) error
+
+	// Capabilities declares what the backend does and how fast.
+	Capabilities() Capabilities
+
+	// Close frees what the Harness made.
+	Close() error
+}
+
+// HarnessMaker makes a Harness for one test case.
+type HarnessMaker func(ctx context.Context, t *testing.T) (Harness, error)
+
+// Capabilities declares a driver's features and bounds. A feature it lacks
+// makes the cases that need it skip, by name and with the reason given here,
+// never silently.
+type Capabilities struct {
+	// Fencing: grants carry strictly increasing tokens. When false,
+	// WithFencing must fail with an error matching errors.ErrUnsupported.
+	Fencing bool
+
+	// TTL: grants expire unless renewed (Redis, mem). When false, grants
+	// last until release or session end (PostgreSQL, file).
+	TTL bool
+
+	// LossWithin bounds how soon after Vanish the holder reports the loss.
+	// Default 10s.
+	LossWithin time.Duration
+
+	// FreeWithin bounds how soon after Abandon the key is free again.
+	// Default 30s.
+	FreeWithin time.Duration
+
+	// Lacks names cases the backend cannot take part in, with the reason,
+	// e.g. {"Vanish": "the backend cannot be faulted from a test"}.
+	Lacks map[string]string
+}

@@ -1,0 +1,156 @@
+// Package driver defines the interface a lock backend implements for package
+// mutex, in the manner of database/sql/driver.
+//
+// A driver makes single attempts: acquire once, release once, renew a batch
+// once. Everything that loops or keeps time (waiting for a held key, renewal
+// scheduling, lost-lease detection, exclusion between Mutex values of one
+// client) lives once in package mutex and is never copied into a driver.
+//
+// The interface is closed: a backend that lacks a feature returns an error
+// matching ErrUnimplemented instead of the portable layer probing optional
+// interfaces, so middleware wrappers stay simple.
+//
+// Most users never import this package; they import a driver for its side
+// effect and call mutex.Open:
+//
+//	import _ "github.com/mutexkit/mutexkit/driver/mem"
+//
+//	client, err := mutex.Open("mem", "")
+//
+// A driver author implements Driver, Connector and Locker, registers the
+// Driver with mutex.Register in an init function, and proves it with
+// conformance.Run.
+package driver
+
+import (
+	"context"
+	"time"
+)
+
+// Driver is the interface a backend registers with mutex.Register.
+type Driver interface {
+	// OpenConnector parses dsn and returns a Connector. It must not do I/O:
+	// opening is lazy, as in database/sql, and mutex.Client.Ping checks for
+	// real. A malformed DSN gets an error matching ErrInvalid whose text
+	// never contains a password.
+	OpenConnector(dsn string) (Connector, error)
+}
+
+// Connector is a configured backend, not yet connected. Drivers export
+// constructors of Connectors that wrap a client the application already has
+// (a *sql.DB, a redigo pool); mutex.OpenConnector takes them.
+type Connector interface {
+	// Connect returns a Locker. Package mutex calls it once per Client, on
+	// the first operation that needs the backend; if it fails, the
+	// operation returns the error and a later operation calls it again.
+	Connect(ctx context.Context) (Locker, error)
+
+	// DriverName is the name the driver registers under, for errors and
+	// telemetry.
+	DriverName() string
+}
+
+// Locker is one client's connection to a backend. All methods must be safe
+// for concurrent use. Every method makes one attempt; none waits for a held
+// key or retries.
+//
+// Errors: a method returns an error matching one of this package's
+// sentinel errors (ErrLocked, ErrNotHeld, ErrUnimplemented, ErrUnavailable,
+// ErrInvalid, ErrClosed) wherever one applies, wrapped with %w so the
+// backend's own error stays reachable. When ctx ends during a call the
+// error must match ctx.Err().
+type Locker interface {
+	// Acquire makes one attempt to take req.Key for req.Owner.
+	//
+	// It returns ErrLocked when another owner holds the key. It must never
+	// grant a key that another owner holds, and must not re-grant a key the
+	// same owner holds (a retried attempt with the same Owner may return
+	// the existing grant, as it is that attempt's own).
+	//
+	// When req.Fencing is set and the backend cannot issue fencing tokens
+	// it returns ErrUnimplemented and takes nothing.
+	//
+	// If Acquire returns any error other than ErrLocked the attempt may
+	// still have taken the key on the server (a reply lost in flight);
+	// package mutex then calls Release with the same Owner.
+	Acquire(ctx context.Context, req AcquireRequest) (Grant, error)
+
+	// Release gives up key if owner holds it. It returns ErrNotHeld when
+	// owner does not hold key (never held, expired, taken over, already
+	// released); it must never release a key held by another owner.
+	// Repeating a Release is safe: the second returns ErrNotHeld.
+	Release(ctx context.Context, key string, owner Owner) error
+
+	// Renew extends each lease in batch by its TTL, in as few round trips
+	// as the backend allows, and records the outcome in each element:
+	// Validity on success, or Err. Err matches ErrNotHeld when the owner no
+	// longer holds the key (the lease is lost), and anything else when the
+	// outcome is unknown (package mutex retries until the lease's validity
+	// runs out). Backends whose grants do not expire (Grant.Validity == 0)
+	// are never asked to renew and may set ErrUnimplemented.
+	Renew(ctx context.Context, batch []Renewal)
+
+	// Watch registers wake to receive a value, sent without blocking,
+	// whenever key may have become free (a release seen by the backend).
+	// Package mutex calls Watch before an attempt, so a release between
+	// the attempt and the wait is not missed, and calls stop when it no
+	// longer waits. Wake-ups are hints: spurious ones are allowed and
+	// mutex still polls with backoff, so a backend that cannot signal
+	// returns ErrUnimplemented.
+	Watch(key string, wake chan<- struct{}) (stop func(), err error)
+
+	// Ping checks that the backend is reachable and fit to hold locks.
+	Ping(ctx context.Context) error
+
+	// Close releases every key this Locker holds (or lets the backend drop
+	// them, as closing a session does), stops background work and waits
+	// for it. Calls after Close return ErrClosed.
+	Close() error
+}
+
+// AcquireRequest is one acquire attempt.
+type AcquireRequest struct {
+	Key   string
+	Owner Owner
+
+	// TTL is how long a grant lasts unless renewed, for backends whose
+	// grants expire. Session backends ignore it.
+	TTL time.Duration
+
+	// Fencing requires a fencing token: a driver that cannot issue one
+	// returns ErrUnimplemented.
+	Fencing bool
+
+	// OnLost, when not nil, is to be called at most once, from any
+	// goroutine and without blocking for long, if the backend learns that
+	// the grant is gone while no call is in flight: the session that held
+	// it died, the key was removed. Session backends must call it; it is
+	// how their leases are reported lost. It may be called after Release.
+	OnLost func(err error)
+}
+
+// Grant is a successful acquire.
+type Grant struct {
+	// Token is a fencing token: from 1, strictly increasing per key for as
+	// long as the backend keeps its data. 0 means the driver does not fence.
+	Token uint64
+
+	// Validity is how long, counted from just before the attempt was
+	// begun, the grant is certain to hold without renewal (TTL less clock
+	// drift). 0 means the grant does not expire: it lasts until Release or
+	// until the session ends (then OnLost is called).
+	Validity time.Duration
+}
+
+// Renewal is one lease in a Renew batch. Key, Owner and TTL are input;
+// Validity and Err are set by the driver.
+type Renewal struct {
+	Key   string
+	Owner Owner
+	TTL   time.Duration
+
+	// Validity is, on success, how long from just before the Renew call
+	// was begun the lease is certain to hold.
+	Validity time.Duration
+	Err      error
+}

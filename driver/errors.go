@@ -1,0 +1,33 @@
+package driver
+
+import "errors"
+
+// Sentinel errors a driver wraps, with %w, to say what happened. Package
+// mutex maps them to its own errors in one place.
+var (
+	// ErrLocked: the key is held by another owner.
+	ErrLocked = errors.New("key is held by another owner")
+
+	// ErrNotHeld: the owner does not hold the key (released, expired,
+	// taken over, never held).
+	ErrNotHeld = errors.New("key is not held by this owner")
+
+	// ErrUnimplemented: the backend lacks this feature. It matches
+	// errors.ErrUnsupported.
+	ErrUnimplemented = unimplementedError{}
+
+	// ErrUnavailable: the backend could not be reached or did not answer in
+	// time. The operation may be retried with the same arguments.
+	ErrUnavailable = errors.New("backend unavailable")
+
+	// ErrInvalid: an argument or DSN is malformed. Retrying cannot help.
+	ErrInvalid = errors.New("invalid argument")
+
+	// ErrClosed: the Locker or Connector was closed.
+	ErrClosed = errors.New("closed")
+)
+
+type unimplementedError struct{}
+
+func (unimplementedError) Error() string        { return "not implemented by this driver" }
+func (unimplementedError) Is(target error) bool { return target == errors.ErrUnsupported }

@@ -1,0 +1,77 @@
+package driver
+
+import (
+	"context"
+	"time"
+)
+
+// Middleware adds behaviour around a client's driver calls (Wrap) and sees
+// what package mutex does between them (Observer): the whole wait of a Lock,
+// the hold, a loss found by renewal. Either field may be nil.
+//
+// With several middleware, the first listed is outermost: its Wrap sees a
+// call first, and its Observer hooks run first.
+type Middleware struct {
+	// Wrap returns a Locker that adds behaviour and calls next.
+	Wrap func(next Locker, info Info) Locker
+
+	// Observer receives events from package mutex, in the manner of
+	// net/http/httptrace.
+	Observer *Observer
+}
+
+// Info describes the client a Middleware is applied to.
+type Info struct {
+	// Driver is the name of the driver, as in mutex.Open.
+	Driver string
+}
+
+// Observer holds hooks package mutex calls as a client works. Any hook may
+// be nil. Hooks run on the caller's goroutine or the client's renewal
+// goroutine and must not block.
+type Observer struct {
+	// LockStart is called when Mutex.Lock or Mutex.TryLock begins. The
+	// context it returns is passed to every driver call of that operation,
+	// so a span it starts is their parent. done, when not nil, is called
+	// once as the operation returns.
+	LockStart func(ctx context.Context, ev LockStart) (_ context.Context, done func(LockDone))
+
+	// LeaseEnd is called once when a lease ends: released or lost.
+	LeaseEnd func(ev LeaseEnd)
+
+	// Renewed is called with the outcome of each lease's renewal.
+	Renewed func(ev Renewed)
+}
+
+// LockStart describes a Lock or TryLock that begins.
+type LockStart struct {
+	Driver string
+	Key    string
+	Wait   bool // Lock (true) or TryLock (false)
+}
+
+// LockDone describes how a Lock or TryLock ended.
+type LockDone struct {
+	Token    uint64        // fencing token of the lease, when acquired
+	Waited   time.Duration // from the start of the operation to its end
+	Attempts int           // acquire attempts sent to the driver
+	Err      error         // nil when acquired
+}
+
+// LeaseEnd describes a lease that ended.
+type LeaseEnd struct {
+	Driver string
+	Key    string
+	Held   time.Duration // from acquisition to the end
+	Err    error         // nil when released cleanly; matches mutex.ErrLockLost when lost
+}
+
+// Renewed describes one lease's renewal.
+type Renewed struct {
+	Driver string
+	Key    string
+	// Remaining is how much of the lease's validity was left when the
+	// renewal was sent: its health margin.
+	Remaining time.Duration
+	Err       error // nil when extended
+}

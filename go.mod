@@ -1,0 +1,3 @@
+module github.com/mutexkit/mutexkit
+
+go 1.26
