@@ -1,0 +1,286 @@
+package mutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Register makes a driver available to Open under name. It panics if d is
+// nil, name is empty, or name is taken. Drivers call it (through
+// driver.Register) from init.
+func Register(name string, d driver.Driver) { driver.Register(name, d) }
+
+// Drivers returns the names of the registered drivers, sorted.
+func Drivers() []string { return driver.Drivers() }
+
+// Open returns a Client of the driver registered as driverName, configured
+// by dsn. Like sql.Open it only parses: nothing is reached until the first
+// operation, and Ping checks for real. An unknown driver, or a malformed
+// DSN, gives an error matching ErrInvalid that never quotes a password.
+func Open(driverName, dsn string, opts ...Option) (*Client, error) {
+	d, err := driver.Lookup(driverName)
+	if err != nil {
+		return nil, opError("open", "", err, ErrInvalid)
+	}
+	conn, err := d.OpenConnector(dsn)
+	if err != nil {
+		return nil, wrapError("open "+driverName, "", err)
+	}
+	return OpenConnector(conn, opts...), nil
+}
+
+// OpenConnector returns a Client of a Connector the application built, for
+// example one wrapping its own *sql.DB or redigo pool.
+func OpenConnector(c driver.Connector, opts ...Option) *Client {
+	var cfg clientConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cl := &Client{
+		connector: c,
+		driver:    c.DriverName(),
+		closing:   make(chan struct{}),
+		keys:      make(map[string]*Lease),
+	}
+	for _, m := range cfg.middleware {
+		if m.Wrap != nil {
+			cl.wraps = append(cl.wraps, m.Wrap)
+		}
+		if m.Observer != nil {
+			cl.observers = append(cl.observers, m.Observer)
+		}
+	}
+	cl.renew.init(cl)
+	return cl
+}
+
+// Client is a handle to one backend, safe for concurrent use, meant to be
+// long-lived and shared (as *sql.DB is). It connects lazily, keeps its leases
+// alive, and excludes its own Mutex values from each other by key without
+// relying on the backend.
+type Client struct {
+	connector driver.Connector
+	driver    string
+	wraps     []func(driver.Locker, driver.Info) driver.Locker
+	observers []*driver.Observer
+
+	connMu sync.Mutex
+	locker driver.Locker // set once connected; read under mu
+
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{}     // closed by Close, to wake waiters
+	keys    map[string]*Lease // keys this client holds or is acquiring
+	cleanup sync.WaitGroup    // releases running in the background
+
+	renew renewer
+}
+
+// conn returns the Locker, connecting on first use.
+func (c *Client) conn(ctx context.Context) (driver.Locker, error) {
+	c.mu.Lock()
+	l, closed := c.locker, c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, errClientClosed
+	}
+	if l != nil {
+		return l, nil
+	}
+
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	c.mu.Lock()
+	l = c.locker
+	c.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	l, err := c.connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info := driver.Info{Driver: c.driver}
+	for i := len(c.wraps) - 1; i >= 0; i-- { // the first listed ends outermost
+		l = c.wraps[i](l, info)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		l.Close()
+		return nil, errClientClosed
+	}
+	c.locker = l
+	return l, nil
+}
+
+// NewMutex returns a Mutex for key. Invalid keys or options are reported
+// by the Mutex's methods, with errors matching ErrInvalid.
+func (c *Client) NewMutex(key string, opts ...MutexOption) *Mutex {
+	m := &Mutex{c: c, key: key, cfg: mutexConfig{ttl: DefaultTTL}}
+	for _, o := range opts {
+		o(&m.cfg)
+	}
+	if err := checkKey(key); err != nil {
+		m.cfg.err = errors.Join(err, m.cfg.err)
+	}
+	return m
+}
+
+// Ping connects if need be and checks that the backend is reachable and
+// fit to hold locks.
+func (c *Client) Ping(ctx context.Context) error {
+	l, err := c.conn(ctx)
+	if err == nil {
+		err = l.Ping(ctx)
+	}
+	if err != nil {
+		return wrapError("ping", "", err)
+	}
+	return nil
+}
+
+// closeReleaseTimeout bounds the releases Close makes on its own.
+const closeReleaseTimeout = 10 * time.Second
+
+// Close ends every lease of this client (each reports an error matching
+// ErrLockLost and ErrClosed, since its holder is no longer protected),
+// releases them on the backend, stops background work, waits for it and
+// closes the driver. Later operations return ErrClosed. Close is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.closing)
+	held := make([]*Lease, 0, len(c.keys))
+	for _, l := range c.keys {
+		held = append(held, l)
+	}
+	locker := c.locker
+	c.mu.Unlock()
+
+	c.renew.stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), closeReleaseTimeout)
+	defer cancel()
+	var errs []error
+	for _, l := range held {
+		if !l.acquiredYet() {
+			continue // its Lock is still running and will see ErrClosed
+		}
+		wasHeld := l.end(opError("close", l.key, errClientClosed, ErrLockLost, ErrClosed))
+		if wasHeld {
+			c.observeEnd(l, time.Now(), l.err)
+		}
+		if wasHeld || l.pendingRelease() {
+			if err := locker.Release(ctx, l.key, l.owner); err != nil && !errors.Is(err, driver.ErrNotHeld) {
+				errs = append(errs, fmt.Errorf("release: %w", err))
+			}
+		}
+		c.forget(l)
+	}
+	c.cleanup.Wait()
+	c.connMu.Lock() // a Connect in flight finishes first, and sees closed
+	c.connMu.Unlock()
+	if locker != nil {
+		if err := locker.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return opError("close", "", err)
+	}
+	return nil
+}
+
+// releaseInBackground gives up a grant an attempt may have made but will
+// not use: one that raced a cancelled ctx, or whose reply was lost.
+func (c *Client) releaseInBackground(l driver.Locker, key string, owner driver.Owner) {
+	release := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeReleaseTimeout)
+		defer cancel()
+		l.Release(ctx, key, owner) // best effort: TTL or session end frees it otherwise
+	}
+	c.mu.Lock()
+	if c.closed { // Close may be waiting on cleanup already: no more Add
+		c.mu.Unlock()
+		release()
+		return
+	}
+	c.cleanup.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.cleanup.Done()
+		release()
+	}()
+}
+
+// lockerNow returns the connected Locker; callers hold a lease, so there is one.
+func (c *Client) lockerNow() driver.Locker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.locker
+}
+
+// reserve claims key for l inside this client, waiting (when wait is set)
+// for another Mutex of this client to let go of it.
+func (c *Client) reserve(ctx context.Context, l *Lease, wait bool) error {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return errClientClosed
+		}
+		cur := c.keys[l.key]
+		if cur == nil {
+			c.keys[l.key] = l
+			c.mu.Unlock()
+			return nil
+		}
+		if !wait {
+			c.mu.Unlock()
+			return errLocalHeld
+		}
+		if cur.freed == nil {
+			cur.freed = make(chan struct{})
+		}
+		freed := cur.freed
+		c.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-c.closing:
+			return errClientClosed
+		}
+	}
+}
+
+// forget drops l from the client: the key is free for its other Mutex
+// values, and renewal stops.
+func (c *Client) forget(l *Lease) {
+	c.renew.remove(l)
+	c.mu.Lock()
+	if c.keys[l.key] == l {
+		delete(c.keys, l.key)
+	}
+	if l.freed != nil {
+		close(l.freed)
+		l.freed = nil
+	}
+	c.mu.Unlock()
+}
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}

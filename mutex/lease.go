@@ -1,0 +1,218 @@
+package mutex
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Lease is a held lock, returned by Lock and TryLock. It is safe for
+// concurrent use. Watch Done (or Err) while working: a lease can be lost
+// before Unlock, and then the work is no longer protected.
+type Lease struct {
+	c     *Client
+	key   string
+	owner driver.Owner
+	ttl   time.Duration
+
+	// Set once acquired, then read-only.
+	token    uint64
+	acquired time.Time     // monotonic, taken before the acquire was sent
+	validity time.Duration // 0: no expiry (session backends)
+	minHold  time.Duration
+
+	freed chan struct{} // guarded by c.mu: closed when the client forgets the lease
+
+	mu      sync.Mutex
+	state   leaseState
+	err     error         // why the lease was lost
+	done    chan struct{} // made on demand by Done
+	expires time.Time     // the lease counts as lost from here on; zero: never
+	onEnd   func(error)   // set by Do: cancels its context on loss
+
+	sched schedule // guarded by c.renew.mu
+}
+
+type leaseState uint8
+
+const (
+	stateAcquiring leaseState = iota // reserved in the client, not yet granted
+	stateHeld
+	stateReleasing // unlocked by the user; the client may hold on (WithMinHold)
+	stateEnded     // unlocked and released
+	stateLost
+)
+
+// closedChan is returned by Done for leases that ended before Done was
+// first called.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+var errAlreadyUnlocked = errors.New("lease already unlocked")
+
+// Key returns the key the lease holds.
+func (l *Lease) Key() string { return l.key }
+
+// Token returns the lease's fencing token: from 1, strictly increasing per
+// key across every client of the backend, for as long as the backend keeps
+// its data. 0 means the driver does not fence. Pass it to the resource the
+// lock guards and have that resource refuse tokens older than the newest it
+// has seen: it is the only defence against a holder that was paused or cut
+// off and does not know yet that its lease is gone.
+func (l *Lease) Token() uint64 { return l.token }
+
+// Done returns a channel closed when the lease ends: unlocked or lost.
+func (l *Lease) Done() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done == nil {
+		if l.state != stateHeld {
+			return closedChan
+		}
+		l.done = make(chan struct{})
+	}
+	return l.done
+}
+
+// Err returns nil while the lease is held and after a clean Unlock, and an
+// error matching ErrLockLost once it is lost. It checks the lease's
+// validity on the local clock, so it reports an expired lease even before
+// the client's renewal machinery has noticed.
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	if l.state == stateHeld && l.pastExpiry(time.Now()) {
+		l.mu.Unlock()
+		l.lose(errExpired)
+		l.mu.Lock()
+	}
+	defer l.mu.Unlock()
+	return l.err
+}
+
+var errExpired = errors.New("lease validity ran out before a renewal succeeded")
+
+func (l *Lease) pastExpiry(now time.Time) bool {
+	return !l.expires.IsZero() && !now.Before(l.expires)
+}
+
+// Unlock releases the lock. It returns an error matching ErrNotHeld if the
+// lease was already unlocked, and one matching both ErrLockLost and
+// ErrNotHeld if it was lost: then the critical section may have overlapped
+// another holder's, and the caller must be able to tell.
+//
+// With WithMinHold, Unlock returns at once and the client releases the lock
+// when the minimum hold has passed. If Unlock fails for another reason (the
+// backend is unreachable), the backend frees the lock at TTL or session end.
+func (l *Lease) Unlock(ctx context.Context) error {
+	now := time.Now()
+	l.mu.Lock()
+	switch {
+	case l.state == stateHeld && l.pastExpiry(now):
+		l.mu.Unlock()
+		l.lose(errExpired)
+		return l.unlockLostError()
+	case l.state == stateLost:
+		l.mu.Unlock()
+		return l.unlockLostError()
+	case l.state != stateHeld:
+		l.mu.Unlock()
+		return opError("unlock", l.key, errAlreadyUnlocked, ErrNotHeld)
+	}
+	l.state = stateReleasing
+	l.closeDone()
+	l.mu.Unlock()
+	l.c.observeEnd(l, now, nil)
+
+	if until := l.acquired.Add(l.minHold); l.minHold > 0 && now.Before(until) {
+		l.c.renew.releaseAt(l, until)
+		return nil
+	}
+	err := l.c.lockerNow().Release(ctx, l.key, l.owner)
+	l.mu.Lock()
+	if l.state == stateReleasing {
+		l.state = stateEnded
+	}
+	l.mu.Unlock()
+	l.c.forget(l)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, driver.ErrNotHeld):
+		// Gone on the backend before we released it: lost, unnoticed.
+		return opError("unlock", l.key, err, ErrLockLost, ErrNotHeld)
+	}
+	return wrapError("unlock", l.key, err)
+}
+
+func (l *Lease) unlockLostError() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return opError("unlock", l.key, l.err, ErrNotHeld)
+}
+
+// lose ends a held lease as lost and frees its key in the client. It is
+// safe to call more than once and in any state.
+func (l *Lease) lose(cause error) {
+	now := time.Now()
+	if l.end(opError("lease", l.key, cause, ErrLockLost)) {
+		l.c.observeEnd(l, now, l.err)
+	}
+	l.c.forget(l)
+}
+
+// end moves a held lease to lost with err and reports whether it was held.
+// Leases being released after Unlock are left as they are.
+func (l *Lease) end(err error) bool {
+	l.mu.Lock()
+	if l.state != stateHeld {
+		l.mu.Unlock()
+		return false
+	}
+	l.state = stateLost
+	l.err = err
+	l.closeDone()
+	onEnd := l.onEnd
+	l.mu.Unlock()
+	if onEnd != nil {
+		onEnd(err)
+	}
+	return true
+}
+
+// closeDone closes the Done channel if one was handed out. Callers hold mu.
+func (l *Lease) closeDone() {
+	if l.done != nil {
+		close(l.done)
+	}
+}
+
+// driverLost is the OnLost callback given to the driver.
+func (l *Lease) driverLost(err error) { l.lose(err) }
+
+// setOnEnd registers fn to be called if the lease is lost; if it already
+// is, fn is called now.
+func (l *Lease) setOnEnd(fn func(error)) {
+	l.mu.Lock()
+	if l.state == stateLost {
+		err := l.err
+		l.mu.Unlock()
+		fn(err)
+		return
+	}
+	l.onEnd = fn
+	l.mu.Unlock()
+}
+
+func (l *Lease) acquiredYet() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state != stateAcquiring
+}
+
+func (l *Lease) pendingRelease() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == stateReleasing
+}

@@ -1,0 +1,195 @@
+package mutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Mutex is a distributed lock on one key, made by Client.NewMutex. It is
+// cheap, safe for concurrent use, and holds nothing itself: each Lock or
+// TryLock returns a Lease. Two Mutex values with one key exclude each other,
+// whether they share a client or not.
+type Mutex struct {
+	c   *Client
+	key string
+	cfg mutexConfig
+}
+
+// Key returns the Mutex's key.
+func (m *Mutex) Key() string { return m.key }
+
+// Lock waits until it holds the lock or ctx ends. It wakes as soon as the
+// driver signals a release, and otherwise polls with capped, jittered
+// backoff. When ctx ends it returns an error matching ctx's error (and
+// context.Cause), and nothing stays acquired: a grant that races the end is
+// released.
+func (m *Mutex) Lock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, true) }
+
+// TryLock makes one attempt. It returns an error matching ErrLocked when the
+// key is held, by another client or by another Mutex of this one.
+func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, false) }
+
+// unlockTimeout bounds the Unlock that Do makes with a context of its own.
+const unlockTimeout = 10 * time.Second
+
+// Do runs fn while holding the lock: it calls Lock, runs fn with a context
+// that is cancelled, with cause ErrLockLost, if the lease is lost, and then
+// unlocks with a context of its own (ctx may be done by then). It returns
+// errors.Join of fn's error, the loss, and an Unlock failure. If fn panics,
+// Do unlocks and the panic goes on.
+func (m *Mutex) Do(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+	lease, err := m.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	lease.setOnEnd(cancel)
+	defer func() { // runs on panic too
+		cancel(nil)
+		uctx, cancelUnlock := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
+		defer cancelUnlock()
+		if uerr := lease.Unlock(uctx); uerr != nil {
+			err = errors.Join(err, uerr) // a loss shows here as ErrLockLost
+		}
+	}()
+	return fn(fnCtx)
+}
+
+func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
+	op := "trylock"
+	if wait {
+		op = "lock"
+	}
+	if m.cfg.err != nil {
+		return nil, opError(op, m.key, m.cfg.err, ErrInvalid)
+	}
+	c := m.c
+	start := time.Now()
+	ctx, done := c.observeLockStart(ctx, m.key, wait)
+	lease, attempts, err := m.attempt(ctx, wait)
+	if err != nil {
+		err = m.wrapAcquireError(ctx, op, err)
+	}
+	if done != nil {
+		ev := driver.LockDone{Waited: time.Since(start), Attempts: attempts, Err: err}
+		if lease != nil {
+			ev.Token = lease.token
+		}
+		done(ev)
+	}
+	return lease, err
+}
+
+func (m *Mutex) wrapAcquireError(ctx context.Context, op string, err error) error {
+	switch {
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return opError(op, m.key, err)
+	case errors.Is(err, driver.ErrUnimplemented) && m.cfg.fencing:
+		return opError(op, m.key, fmt.Errorf("driver %q cannot issue fencing tokens (WithFencing): %w", m.c.driver, err))
+	}
+	return wrapError(op, m.key, err)
+}
+
+// attempt reserves the key in the client, then asks the driver until it
+// grants the key, or (when wait is false) once.
+func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
+	c := m.c
+	if err := ctx.Err(); err != nil {
+		return nil, 0, context.Cause(ctx)
+	}
+	l := &Lease{c: c, key: m.key, ttl: m.cfg.ttl, minHold: m.cfg.minHold, owner: driver.NewOwner()}
+	if err := c.reserve(ctx, l, wait); err != nil {
+		return nil, 0, err
+	}
+	locker, err := c.conn(ctx)
+	if err != nil {
+		c.forget(l)
+		return nil, 0, err
+	}
+	var w *waiter
+	if wait {
+		w = newWaiter(locker, m.key)
+		defer w.stop()
+	}
+	req := driver.AcquireRequest{Key: m.key, Owner: l.owner, TTL: m.cfg.ttl, Fencing: m.cfg.fencing, OnLost: l.driverLost}
+	for attempts := 1; ; attempts++ {
+		sent := time.Now()
+		g, err := locker.Acquire(ctx, req)
+		switch {
+		case err == nil && m.cfg.fencing && g.Token == 0:
+			err = fmt.Errorf("driver returned no fencing token: %w", driver.ErrUnimplemented)
+			fallthrough
+		case err == nil && ctx.Err() != nil:
+			c.releaseInBackground(locker, m.key, l.owner) // granted, but the caller has gone
+			c.forget(l)
+			if err == nil {
+				err = context.Cause(ctx)
+			}
+			return nil, attempts, err
+		case err == nil:
+			if err := l.start(g, sent); err != nil {
+				c.releaseInBackground(locker, m.key, l.owner)
+				c.forget(l)
+				return nil, attempts, err
+			}
+			return l, attempts, nil
+		case errors.Is(err, driver.ErrLocked):
+			if !wait {
+				c.forget(l)
+				return nil, attempts, err
+			}
+			if err := w.wait(ctx, c.closing, attempts); err != nil {
+				c.forget(l)
+				return nil, attempts, err
+			}
+		default:
+			if mayHaveGranted(err) {
+				c.releaseInBackground(locker, m.key, l.owner)
+			}
+			c.forget(l)
+			return nil, attempts, err
+		}
+	}
+}
+
+// mayHaveGranted reports whether a failed acquire could have taken the key
+// on the server all the same (the reply was lost, the ctx ended in flight).
+func mayHaveGranted(err error) bool {
+	return !errors.Is(err, driver.ErrInvalid) && !errors.Is(err, driver.ErrUnimplemented) &&
+		!errors.Is(err, driver.ErrClosed)
+}
+
+// start records the grant and makes the lease live: held, and renewed when
+// the grant expires.
+func (l *Lease) start(g driver.Grant, sent time.Time) error {
+	l.token = g.Token
+	l.acquired = sent
+	l.validity = g.Validity
+	c := l.c
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return errClientClosed
+	}
+	l.mu.Lock()
+	l.state = stateHeld
+	if g.Validity > 0 {
+		l.expires = sent.Add(g.Validity - lossMargin(g.Validity))
+	}
+	l.mu.Unlock()
+	if g.Validity > 0 {
+		c.renew.add(l)
+	}
+	return nil
+}
+
+// lossMargin is how long before a grant could lapse the client gives it up
+// as lost: the room left for a late timer or a short pause of this process.
+func lossMargin(validity time.Duration) time.Duration {
+	return min(validity/10, time.Second)
+}

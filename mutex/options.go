@@ -1,0 +1,97 @@
+package mutex
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Limits on keys and leases.
+const (
+	// MaxKeyLen is the longest key accepted, in bytes. Keys are otherwise
+	// free-form: any bytes, unicode, spaces; drivers encode them safely.
+	MaxKeyLen = 4096
+
+	// DefaultTTL is the lease length on TTL backends when WithTTL is not
+	// given. A held lease is renewed about every third of it; a crashed
+	// holder blocks others for at most this long.
+	DefaultTTL = 15 * time.Second
+
+	// MinTTL and MaxTTL bound WithTTL.
+	MinTTL = 100 * time.Millisecond
+	MaxTTL = time.Hour
+
+	// MaxMinHold bounds WithMinHold.
+	MaxMinHold = 24 * time.Hour
+)
+
+// Option configures a Client.
+type Option func(*clientConfig)
+
+type clientConfig struct {
+	middleware []driver.Middleware
+}
+
+// WithMiddleware adds middleware around the client's driver calls and as
+// observers of its operations. The first listed is outermost.
+func WithMiddleware(m ...driver.Middleware) Option {
+	return func(c *clientConfig) { c.middleware = append(c.middleware, m...) }
+}
+
+// MutexOption configures a Mutex.
+type MutexOption func(*mutexConfig)
+
+type mutexConfig struct {
+	ttl     time.Duration
+	fencing bool
+	minHold time.Duration
+	err     error
+}
+
+// WithTTL sets the lease length on backends whose locks expire (Redis,
+// mem): from MinTTL to MaxTTL, DefaultTTL when not given. A held lease is
+// renewed automatically, so the TTL bounds only how long a crashed holder
+// keeps others out. Session backends (PostgreSQL, file) ignore it.
+func WithTTL(d time.Duration) MutexOption {
+	return func(c *mutexConfig) {
+		if d < MinTTL || d > MaxTTL {
+			c.err = errors.Join(c.err, fmt.Errorf("TTL %v outside [%v, %v]: %w", d, MinTTL, MaxTTL, ErrInvalid))
+			return
+		}
+		c.ttl = d
+	}
+}
+
+// WithFencing requires fencing tokens: Lock and TryLock fail with an error
+// matching errors.ErrUnsupported when the driver cannot issue them, rather
+// than return leases whose Token is 0.
+func WithFencing() MutexOption {
+	return func(c *mutexConfig) { c.fencing = true }
+}
+
+// WithMinHold keeps the lock at least d from acquisition, even when Unlock
+// comes sooner (ShedLock's lockAtLeastFor): pods whose cron fires a little
+// later then find it held and skip, rather than run the job again. Unlock
+// returns at once; the client keeps the lock, renewing it as needed, and
+// releases it when d has passed, or when the client is closed.
+func WithMinHold(d time.Duration) MutexOption {
+	return func(c *mutexConfig) {
+		if d < 0 || d > MaxMinHold {
+			c.err = errors.Join(c.err, fmt.Errorf("min hold %v outside [0, %v]: %w", d, MaxMinHold, ErrInvalid))
+			return
+		}
+		c.minHold = d
+	}
+}
+
+func checkKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("empty key: %w", ErrInvalid)
+	case len(key) > MaxKeyLen:
+		return fmt.Errorf("key of %d bytes is longer than %d: %w", len(key), MaxKeyLen, ErrInvalid)
+	}
+	return nil
+}
