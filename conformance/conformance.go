@@ -1,0 +1,155 @@
+// Package conformance is the suite every mutexkit driver must pass, in the
+// manner of gocloud.dev's drivertest: one entry point, a Harness that makes
+// clients of one backend and injects faults, and a flat list of named cases.
+//
+// A driver calls it from one test:
+//
+//	func TestConformance(t *testing.T) {
+//		conformance.Run(t, func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
+//			return newHarness(ctx, t)
+//		})
+//	}
+//
+// Cases run through package mutex, as users do, except the "Driver/..."
+// cases, which check the driver's single attempts directly. Run it under
+// -race. Cases a backend cannot take part in are declared in
+// Capabilities.Lacks and skipped by name, never silently. Options passed to
+// Run (middleware, say) apply to every client the suite opens, so a
+// middleware proves it keeps drivers conformant by running the suite
+// stacked over one.
+package conformance
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+// caseTimeout bounds each case, so a hang fails with a name.
+const caseTimeout = 2 * time.Minute
+
+// suiteTTL is the lease length the suite uses where expiry is not under
+// test: long enough not to lapse on a loaded 2-core machine under -race.
+const suiteTTL = 2 * time.Second
+
+type testCase struct {
+	name  string
+	needs func(Capabilities) (ok bool, why string) // nil: every driver
+	run   func(f *fixture)
+}
+
+// Run runs every case against the backend newHarness reaches. opts apply to
+// every client the suite opens.
+func Run(t *testing.T, newHarness HarnessMaker, opts ...mutex.Option) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), caseTimeout)
+			defer cancel()
+			h, err := newHarness(ctx, t)
+			if err != nil {
+				t.Fatalf("harness: %v", err)
+			}
+			t.Cleanup(func() {
+				if err := h.Close(); err != nil {
+					t.Errorf("harness Close: %v", err)
+				}
+			})
+			caps := h.Capabilities()
+			if caps.LossWithin <= 0 {
+				caps.LossWithin = 10 * time.Second
+			}
+			if caps.FreeWithin <= 0 {
+				caps.FreeWithin = 30 * time.Second
+			}
+			if why, ok := caps.Lacks[c.name]; ok {
+				t.Skipf("driver declares it lacks %s: %s", c.name, why)
+			}
+			if c.needs != nil {
+				if ok, why := c.needs(caps); !ok {
+					t.Skipf("%s: %s", c.name, why)
+				}
+			}
+			c.run(&fixture{T: t, ctx: ctx, h: h, caps: caps, opts: opts})
+		})
+	}
+}
+
+// fixture is what a case works with.
+type fixture struct {
+	*testing.T
+	ctx  context.Context
+	h    Harness
+	caps Capabilities
+	opts []mutex.Option
+}
+
+// client opens a new client of the backend, closed when the case ends.
+func (f *fixture) client() *mutex.Client {
+	f.Helper()
+	conn, err := f.h.NewConnector(f.ctx)
+	if err != nil {
+		f.Fatalf("NewConnector: %v", err)
+	}
+	c := mutex.OpenConnector(conn, f.opts...)
+	f.Cleanup(func() { c.Close() })
+	return c
+}
+
+// lock takes key on c or fails the case.
+func (f *fixture) lock(c *mutex.Client, key string, opts ...mutex.MutexOption) *mutex.Lease {
+	f.Helper()
+	l, err := c.NewMutex(key, append([]mutex.MutexOption{mutex.WithTTL(suiteTTL)}, opts...)...).Lock(f.ctx)
+	if err != nil {
+		f.Fatalf("Lock(%.40q): %v", key, err)
+	}
+	return l
+}
+
+// unlock releases l or fails the case.
+func (f *fixture) unlock(l *mutex.Lease) {
+	f.Helper()
+	if err := l.Unlock(f.ctx); err != nil {
+		f.Fatalf("Unlock(%.40q): %v", l.Key(), err)
+	}
+}
+
+// tryLock makes one attempt on c.
+func (f *fixture) tryLock(c *mutex.Client, key string, opts ...mutex.MutexOption) (*mutex.Lease, error) {
+	return c.NewMutex(key, append([]mutex.MutexOption{mutex.WithTTL(suiteTTL)}, opts...)...).TryLock(f.ctx)
+}
+
+// mustBeLocked fails unless key is held for c.
+func (f *fixture) mustBeLocked(c *mutex.Client, key, why string) {
+	f.Helper()
+	l, err := f.tryLock(c, key)
+	if err == nil {
+		l.Unlock(f.ctx)
+		f.Fatalf("TryLock(%.40q) succeeded, but %s", key, why)
+	}
+	if !isLocked(err) {
+		f.Fatalf("TryLock(%.40q): %v; want an error matching mutex.ErrLocked (%s)", key, err, why)
+	}
+}
+
+// waitDone fails unless l's Done closes within d.
+func (f *fixture) waitDone(l *mutex.Lease, d time.Duration, what string) {
+	f.Helper()
+	select {
+	case <-l.Done():
+	case <-time.After(d):
+		f.Fatalf("%s: lease's Done did not close within %v", what, d)
+	case <-f.ctx.Done():
+		f.Fatalf("%s: %v", what, f.ctx.Err())
+	}
+}
+
+func needFencing(c Capabilities) (bool, string) {
+	return c.Fencing, "the driver declares no fencing tokens"
+}
+
+func needTTL(c Capabilities) (bool, string) {
+	return c.TTL, "the driver's grants do not expire (session backend)"
+}
