@@ -1,0 +1,140 @@
+package conformance_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/conformance"
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/mem"
+)
+
+// The suite must have teeth: run on a deliberately broken driver, it must
+// fail, in the case that guards against that fault. Each broken driver runs
+// in a child process (the suite takes a real *testing.T), and the child's
+// verdict is read from its output.
+
+const brokenEnv = "MUTEXKIT_CONFORMANCE_BROKEN_DRIVER"
+
+// brokenDrivers maps each fault to the cases that must catch it.
+var brokenDrivers = map[string][]string{
+	"grantsEveryAcquire": {"Exclusion", "TryLockHeld", "StaleUnlock"},
+	"unlockFreesAny":     {"Driver/ReleaseNeedsOwner"},
+	"neverReportsLoss":   {"LossReported"},
+}
+
+func TestSuiteFailsBrokenDrivers(t *testing.T) {
+	if os.Getenv(brokenEnv) != "" {
+		t.Skip("running as a child of this test")
+	}
+	for fault, mustFail := range brokenDrivers {
+		t.Run(fault, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestBrokenDriver$", "-test.v", "-test.count=1")
+			cmd.Env = append(os.Environ(), brokenEnv+"="+fault)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				t.Fatalf("the suite passed a driver that %s (err %v); output:\n%s", fault, err, out)
+			}
+			for _, name := range mustFail {
+				if !strings.Contains(string(out), "--- FAIL: TestBrokenDriver/"+name+" ") {
+					t.Errorf("case %s did not catch a driver that %s; output:\n%s", name, fault, out)
+				}
+			}
+		})
+	}
+}
+
+// TestBrokenDriver runs the suite on the broken driver its parent names.
+func TestBrokenDriver(t *testing.T) {
+	fault := os.Getenv(brokenEnv)
+	if fault == "" {
+		t.Skip("run by TestSuiteFailsBrokenDrivers in a child process")
+	}
+	conformance.Run(t, func(context.Context, *testing.T) (conformance.Harness, error) {
+		return brokenHarness{table: mem.NewTable(), fault: fault}, nil
+	})
+}
+
+type brokenHarness struct {
+	table *mem.Table
+	fault string
+}
+
+func (h brokenHarness) NewConnector(context.Context) (driver.Connector, error) {
+	return brokenConnector{Connector: mem.NewConnector(h.table), h: h}, nil
+}
+
+func (h brokenHarness) Vanish(_ context.Context, key string) error {
+	h.table.Expire(key)
+	return nil
+}
+
+func (h brokenHarness) Abandon(ctx context.Context, key string) error {
+	l, err := mem.NewConnector(h.table).Connect(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: time.Second})
+	return err
+}
+
+func (brokenHarness) Capabilities() conformance.Capabilities {
+	return conformance.Capabilities{Fencing: true, TTL: true, LossWithin: 5 * time.Second, FreeWithin: 10 * time.Second}
+}
+
+func (brokenHarness) Close() error { return nil }
+
+type brokenConnector struct {
+	driver.Connector
+	h brokenHarness
+}
+
+func (c brokenConnector) Connect(ctx context.Context) (driver.Locker, error) {
+	l, err := c.Connector.Connect(ctx)
+	return brokenLocker{Locker: l, h: c.h}, err
+}
+
+// brokenLocker is the mem driver with one fault.
+type brokenLocker struct {
+	driver.Locker
+	h brokenHarness
+}
+
+func (l brokenLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	switch l.h.fault {
+	case "grantsEveryAcquire":
+		g, err := l.Locker.Acquire(ctx, req)
+		if errors.Is(err, driver.ErrLocked) {
+			return driver.Grant{Token: 1, Validity: req.TTL}, nil
+		}
+		return g, err
+	case "neverReportsLoss":
+		req.OnLost = nil
+	}
+	return l.Locker.Acquire(ctx, req)
+}
+
+func (l brokenLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
+	if l.h.fault == "unlockFreesAny" {
+		l.h.table.Expire(key)
+		return nil
+	}
+	return l.Locker.Release(ctx, key, owner)
+}
+
+func (l brokenLocker) Renew(ctx context.Context, batch []driver.Renewal) {
+	if l.h.fault == "neverReportsLoss" {
+		for i := range batch {
+			batch[i].Validity, batch[i].Err = batch[i].TTL, nil
+		}
+		return
+	}
+	l.Locker.Renew(ctx, batch)
+}
