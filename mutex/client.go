@@ -176,9 +176,10 @@ func (c *Client) Close() error {
 		if !l.acquiredYet() {
 			continue // its Lock is still running and will see ErrClosed
 		}
-		wasHeld := l.end(opError("close", l.key, errClientClosed, ErrLockLost, ErrClosed))
+		lost := opError("close", l.key, errClientClosed, ErrLockLost, ErrClosed)
+		wasHeld := l.end(lost)
 		if wasHeld {
-			c.observeEnd(l, time.Now(), l.err)
+			c.observeEnd(l, time.Now(), lost)
 		}
 		if wasHeld || l.pendingRelease() {
 			if err := locker.Release(ctx, l.key, l.owner); err != nil && !errors.Is(err, driver.ErrNotHeld) {

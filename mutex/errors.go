@@ -2,6 +2,7 @@ package mutex
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -50,6 +51,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	msg := "mutex: " + e.Op
+	if len(e.kinds) > 0 {
+		msg += ": " + strings.TrimPrefix(e.kinds[0].Error(), "mutex: ")
+	}
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}

@@ -3,6 +3,7 @@ package mutex
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,7 +29,7 @@ type Lease struct {
 
 	mu      sync.Mutex
 	state   leaseState
-	err     error         // why the lease was lost
+	err     *Error        // why the lease was lost
 	done    chan struct{} // made on demand by Done
 	expires time.Time     // the lease counts as lost from here on; zero: never
 	onEnd   func(error)   // set by Do: cancels its context on loss
@@ -88,6 +89,9 @@ func (l *Lease) Err() error {
 		l.mu.Lock()
 	}
 	defer l.mu.Unlock()
+	if l.err == nil {
+		return nil // not a typed nil
+	}
 	return l.err
 }
 
@@ -149,22 +153,22 @@ func (l *Lease) Unlock(ctx context.Context) error {
 func (l *Lease) unlockLostError() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return opError("unlock", l.key, l.err, ErrNotHeld)
+	return opError("unlock", l.key, l.err.Err, append(slices.Clone(l.err.kinds), ErrNotHeld)...)
 }
 
 // lose ends a held lease as lost and frees its key in the client. It is
 // safe to call more than once and in any state.
 func (l *Lease) lose(cause error) {
 	now := time.Now()
-	if l.end(opError("lease", l.key, cause, ErrLockLost)) {
-		l.c.observeEnd(l, now, l.err)
+	if err := opError("lease", l.key, cause, ErrLockLost); l.end(err) {
+		l.c.observeEnd(l, now, err)
 	}
 	l.c.forget(l)
 }
 
 // end moves a held lease to lost with err and reports whether it was held.
 // Leases being released after Unlock are left as they are.
-func (l *Lease) end(err error) bool {
+func (l *Lease) end(err *Error) bool {
 	l.mu.Lock()
 	if l.state != stateHeld {
 		l.mu.Unlock()

@@ -57,7 +57,7 @@ type mutexConfig struct {
 func WithTTL(d time.Duration) MutexOption {
 	return func(c *mutexConfig) {
 		if d < MinTTL || d > MaxTTL {
-			c.err = errors.Join(c.err, fmt.Errorf("TTL %v outside [%v, %v]: %w", d, MinTTL, MaxTTL, ErrInvalid))
+			c.err = errors.Join(c.err, fmt.Errorf("TTL %v outside [%v, %v]", d, MinTTL, MaxTTL))
 			return
 		}
 		c.ttl = d
@@ -79,7 +79,7 @@ func WithFencing() MutexOption {
 func WithMinHold(d time.Duration) MutexOption {
 	return func(c *mutexConfig) {
 		if d < 0 || d > MaxMinHold {
-			c.err = errors.Join(c.err, fmt.Errorf("min hold %v outside [0, %v]: %w", d, MaxMinHold, ErrInvalid))
+			c.err = errors.Join(c.err, fmt.Errorf("min hold %v outside [0, %v]", d, MaxMinHold))
 			return
 		}
 		c.minHold = d
@@ -89,9 +89,9 @@ func WithMinHold(d time.Duration) MutexOption {
 func checkKey(key string) error {
 	switch {
 	case key == "":
-		return fmt.Errorf("empty key: %w", ErrInvalid)
+		return errors.New("empty key")
 	case len(key) > MaxKeyLen:
-		return fmt.Errorf("key of %d bytes is longer than %d: %w", len(key), MaxKeyLen, ErrInvalid)
+		return fmt.Errorf("key of %d bytes is longer than %d", len(key), MaxKeyLen)
 	}
 	return nil
 }
