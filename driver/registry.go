@@ -44,10 +44,16 @@ func Lookup(name string) (Driver, error) {
 		if known == "" {
 			known = "none"
 		}
-		return nil, fmt.Errorf("unknown driver %q (forgotten import?); registered: %s: %w", name, known, ErrInvalid)
+		return nil, unknownDriverError(fmt.Sprintf("unknown driver %q (forgotten import?); registered: %s", name, known))
 	}
 	return d, nil
 }
+
+// unknownDriverError matches ErrInvalid without saying so in its text.
+type unknownDriverError string
+
+func (e unknownDriverError) Error() string        { return string(e) }
+func (e unknownDriverError) Is(target error) bool { return target == ErrInvalid }
 
 // Drivers returns the names of the registered drivers, sorted.
 func Drivers() []string {

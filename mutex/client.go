@@ -25,7 +25,7 @@ func Drivers() []string { return driver.Drivers() }
 func Open(driverName, dsn string, opts ...Option) (*Client, error) {
 	d, err := driver.Lookup(driverName)
 	if err != nil {
-		return nil, opError("open", "", err, ErrInvalid)
+		return nil, wrapError("open", "", err)
 	}
 	conn, err := d.OpenConnector(dsn)
 	if err != nil {
@@ -176,7 +176,7 @@ func (c *Client) Close() error {
 		if !l.acquiredYet() {
 			continue // its Lock is still running and will see ErrClosed
 		}
-		lost := opError("close", l.key, errClientClosed, ErrLockLost, ErrClosed)
+		lost := opError("close", l.key, nil, ErrLockLost, ErrClosed)
 		wasHeld := l.end(lost)
 		if wasHeld {
 			c.observeEnd(l, time.Now(), lost)

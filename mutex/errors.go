@@ -63,6 +63,9 @@ func (e *Error) Error() string {
 // Unwrap lets errors.Is and errors.As reach both this package's error and
 // the cause.
 func (e *Error) Unwrap() []error {
+	if e.Err == nil {
+		return e.kinds
+	}
 	return append(e.kinds[:len(e.kinds):len(e.kinds)], e.Err)
 }
 
@@ -75,7 +78,7 @@ func opError(op, key string, err error, kinds ...error) *Error {
 func wrapError(op, key string, err error) error {
 	switch {
 	case err == errClientClosed:
-		return opError(op, key, err, ErrClosed)
+		return opError(op, key, nil, ErrClosed)
 	case err == errLocalHeld:
 		return opError(op, key, err, ErrLocked)
 	case errors.Is(err, driver.ErrLocked):

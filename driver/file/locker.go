@@ -33,10 +33,10 @@ type locker struct {
 
 	mu          sync.Mutex
 	closed      bool
-	held        map[string]*hold                   // key -> grant
+	held        map[string]*hold                 // key -> grant
 	watchers    map[string]map[*watcher]struct{} // file name -> registrations
-	hbStop      chan struct{}                      // nil until the heartbeat starts
-	notify      io.Closer                          // inotify file; nil if not started or unavailable
+	hbStop      chan struct{}                    // nil until the heartbeat starts
+	notify      io.Closer                        // inotify file; nil if not started or unavailable
 	notifyTried bool
 	wg          sync.WaitGroup // background goroutines
 }
@@ -308,7 +308,8 @@ func lostError(path string) error {
 
 // Release closes the key's lock file, which releases the flock, and wakes
 // this Locker's waiters; other processes' waiters see the close through
-// inotify. ctx is not consulted: releasing cannot block, and giving up a
+// inotify. It returns an error matching driver.ErrNotHeld if the lock file
+// was removed or replaced meanwhile. ctx is not consulted: releasing cannot block, and giving up a
 // release would leave the key held.
 func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	l.mu.Lock()
@@ -320,9 +321,16 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	if h == nil || h.owner != owner {
 		return fmt.Errorf("file: key %q: %w", key, driver.ErrNotHeld)
 	}
+	// A release can come before the heartbeat finds a removed or replaced
+	// lock file: the grant was lost, and the caller must hear so. Check
+	// before closing: a closed, unlinked inode's number can be reused.
+	lost := replaced(h)
 	delete(l.held, key)
 	h.close()
 	l.wakeLocked(h.name)
+	if lost {
+		return lostError(h.path)
+	}
 	return nil
 }
 

@@ -1,0 +1,71 @@
+// Package file is a lock driver that takes flock(2) locks on files in a
+// directory: exclusion between the processes of one host with no server to
+// run. It is mutexkit's embedded default.
+//
+//	client, err := mutex.Open("file", "/var/lock/myapp") // or "file:///var/lock/myapp"; "" is $TMPDIR/mutexkit
+//	if err != nil { ... }
+//	defer client.Close()
+//	err = client.NewMutex("nightly-report").Do(ctx, func(ctx context.Context) error { ... })
+//
+// # One host only
+//
+// A flock excludes every process on the host that locks the same file, in
+// any Client, Locker or process. It does not reach other hosts: pods or
+// machines that share a directory over a network filesystem get no mutual
+// exclusion. Connect and Ping therefore refuse a directory on NFS, SMB/CIFS,
+// AFS, Coda, NCP or Lustre with an error matching driver.ErrUnimplemented
+// (and errors.ErrUnsupported) that names the filesystem. Only Linux is
+// checked: elsewhere make sure the directory is local.
+//
+// # Lock files
+//
+// Key k is locked through the file FileName(k) in the directory: a readable
+// prefix of the key (only [A-Za-z0-9._-], at most 64 bytes, no leading dot)
+// and the first 128 bits of SHA-256(k) in hex, ending in ".lock", such as
+// "nightly-report-<32 hex digits>.lock". Whatever bytes a key holds ("../",
+// "/", NUL, unicode, 4 KiB) the file stays inside the directory.
+//
+// Lock files are never removed by the driver: a holder that unlinked its
+// file could let one waiter lock the old inode while another creates and
+// locks a new one, and both would hold the key. A directory of many keys
+// keeps one small file per key; removing files of keys no one uses is
+// safe only while nothing runs.
+//
+// # Crash release and loss
+//
+// The kernel drops a flock when the last descriptor of its open file
+// description closes, so a holder that dies, even by SIGKILL, frees the key
+// at once. Grants do not expire (Grant.Validity is 0) and need no renewal.
+//
+// A grant is lost only if its lock file is removed or replaced behind the
+// holder's back: the flock then sits on an inode nobody else opens. Each
+// Locker checks, every heartbeat (WithHeartbeat, default one second), that
+// each held key's path still names the locked inode, and otherwise drops the
+// key and calls AcquireRequest.OnLost with an error matching
+// driver.ErrNotHeld. Another process may take the key the moment the file
+// goes, so the loss is seen after the fact, within one heartbeat.
+//
+// # Fencing tokens
+//
+// Every grant carries a fencing token: the lock file holds the last one as
+// a decimal line, and the winner of the flock reads it, writes the next and
+// fsyncs it before returning. Tokens start at 1 and strictly increase per
+// key, across Lockers and processes, for as long as the lock file exists;
+// removing the file starts them again at 1.
+//
+// # Wake-ups
+//
+// On Linux, Watch uses one inotify instance per Locker on the directory:
+// an attempt opens the lock file read-only, and only the winner opens it
+// for writing as well, keeping that descriptor until it releases; so a
+// release, or the holder's death, is the IN_CLOSE_WRITE of that file, while
+// waiters' failed attempts wake no one. Where inotify is unavailable (other
+// systems, fs.inotify.max_user_instances reached) Watch wakes on this
+// Locker's own releases only and package mutex's polling finds the rest.
+//
+// # Platforms and registration
+//
+// The driver runs on Linux, macOS and the BSDs; elsewhere Connect returns
+// an error matching driver.ErrUnimplemented. The package does not import
+// package mutex; it exports Driver, which registers under Name.
+package file

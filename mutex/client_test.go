@@ -1,0 +1,188 @@
+package mutex_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/mem"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+func TestRegisterPanics(t *testing.T) {
+	for name, reg := range map[string]func(){
+		"nil driver": func() { mutex.Register("nil-driver", nil) },
+		"empty name": func() { mutex.Register("", mem.Driver{}) },
+		"duplicate":  func() { mutex.Register(mem.Name, mem.Driver{}) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: Register did not panic", name)
+				}
+			}()
+			reg()
+		}()
+	}
+}
+
+func TestDriversSorted(t *testing.T) {
+	mutex.Register("zz-test-driver", mem.Driver{})
+	mutex.Register("aa-test-driver", mem.Driver{})
+	got := mutex.Drivers()
+	if !slices.IsSorted(got) || !slices.Contains(got, "mem") || !slices.Contains(got, "zz-test-driver") {
+		t.Fatalf("Drivers() = %v; want sorted, with mem and the test drivers", got)
+	}
+}
+
+func TestOpenUnknownDriver(t *testing.T) {
+	_, err := mutex.Open("postgress", "postgres://u:secret@host/db")
+	if !errors.Is(err, mutex.ErrInvalid) {
+		t.Fatalf("Open = %v; want ErrInvalid", err)
+	}
+	for _, want := range []string{`"postgress"`, "forgotten import", "mem"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Open error %q does not mention %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("Open error %q quotes the password", err)
+	}
+}
+
+func TestOpenIsLazyAndPingChecks(t *testing.T) {
+	var connects int
+	conn := countingConnector{Connector: mem.NewConnector(mem.NewTable()), n: &connects}
+	c := mutex.OpenConnector(conn)
+	defer c.Close()
+	if connects != 0 {
+		t.Fatalf("OpenConnector connected %d times; want lazily", connects)
+	}
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewMutex("k").TryLock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if connects != 1 {
+		t.Fatalf("connected %d times; want once", connects)
+	}
+}
+
+type countingConnector struct {
+	driver.Connector
+	n *int
+}
+
+func (c countingConnector) Connect(ctx context.Context) (driver.Locker, error) {
+	*c.n++
+	return c.Connector.Connect(ctx)
+}
+
+func TestFencingUnsupported(t *testing.T) {
+	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(driver.Middleware{
+		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return noFencing{next} },
+	}))
+	defer c.Close()
+	_, err := c.NewMutex("k", mutex.WithFencing()).TryLock(context.Background())
+	if !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "fencing") {
+		t.Fatalf("TryLock with WithFencing = %v; want errors.ErrUnsupported naming fencing", err)
+	}
+	l, err := c.NewMutex("k").TryLock(context.Background())
+	if err != nil || l.Token() != 0 {
+		t.Fatalf("TryLock without fencing: token %v, %v; want 0, nil", l.Token(), err)
+	}
+}
+
+// noFencing is a driver that cannot fence.
+type noFencing struct{ driver.Locker }
+
+func (l noFencing) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	if req.Fencing {
+		return driver.Grant{}, driver.ErrUnimplemented
+	}
+	g, err := l.Locker.Acquire(ctx, req)
+	g.Token = 0
+	return g, err
+}
+
+// TestMiddlewareOrder: the first middleware listed is outermost, and
+// observers see a Lock's start and end and the lease's end.
+func TestMiddlewareOrder(t *testing.T) {
+	var trail []string
+	mw := func(name string) driver.Middleware {
+		return driver.Middleware{
+			Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
+				return tracer{Locker: next, name: name, trail: &trail}
+			},
+			Observer: &driver.Observer{
+				LockStart: func(ctx context.Context, ev driver.LockStart) (context.Context, func(driver.LockDone)) {
+					trail = append(trail, name+" lock-start "+ev.Driver)
+					return ctx, func(d driver.LockDone) {
+						trail = append(trail, name+" lock-done")
+					}
+				},
+				LeaseEnd: func(ev driver.LeaseEnd) { trail = append(trail, name+" lease-end") },
+			},
+		}
+	}
+	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(mw("outer"), mw("inner")))
+	defer c.Close()
+	l, err := c.NewMutex("k").TryLock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock(context.Background())
+	want := []string{
+		"outer lock-start mem", "inner lock-start mem",
+		"outer acquire", "inner acquire",
+		"inner lock-done", "outer lock-done",
+		"outer lease-end", "inner lease-end",
+		"outer release", "inner release",
+	}
+	if !slices.Equal(trail, want) {
+		t.Fatalf("trail:\n%s\nwant:\n%s", strings.Join(trail, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+type tracer struct {
+	driver.Locker
+	name  string
+	trail *[]string
+}
+
+func (l tracer) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	*l.trail = append(*l.trail, l.name+" acquire")
+	return l.Locker.Acquire(ctx, req)
+}
+
+func (l tracer) Release(ctx context.Context, key string, owner driver.Owner) error {
+	*l.trail = append(*l.trail, l.name+" release")
+	return l.Locker.Release(ctx, key, owner)
+}
+
+func TestNamedTablesShared(t *testing.T) {
+	a, _ := mutex.Open("mem", "TestNamedTablesShared")
+	b, _ := mutex.Open("mem", "TestNamedTablesShared")
+	other, _ := mutex.Open("mem", "TestNamedTablesShared-other")
+	defer a.Close()
+	defer b.Close()
+	defer other.Close()
+	ctx := context.Background()
+	l, err := a.NewMutex("k").TryLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.NewMutex("k").TryLock(ctx); !errors.Is(err, mutex.ErrLocked) {
+		t.Fatalf("same DSN: %v; want ErrLocked", err)
+	}
+	l2, err := other.NewMutex("k").TryLock(ctx)
+	if err != nil {
+		t.Fatalf("another DSN's table: %v; want its own free key", err)
+	}
+	l2.Unlock(ctx)
+	l.Unlock(ctx)
+}

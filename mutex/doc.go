@@ -1,0 +1,52 @@
+// Package mutex is mutexkit's portable distributed lock, shaped like
+// database/sql: backends register drivers, an application opens a Client by
+// driver name and DSN, and takes locks by key.
+//
+//	import (
+//		"github.com/mutexkit/mutexkit/mutex"
+//		_ "github.com/mutexkit/mutexkit/driver/postgres"
+//	)
+//
+//	client, err := mutex.Open("postgres", "postgres://app@db/app?sslmode=disable")
+//	...
+//	lease, err := client.NewMutex("nightly-report").TryLock(ctx)
+//	if errors.Is(err, mutex.ErrLocked) {
+//		return // already running in another pod
+//	}
+//	defer lease.Unlock(ctx)
+//
+// # What this package does once, for every driver
+//
+//   - Waiting: Lock waits until it holds the key or its context ends. It
+//     wakes when the driver signals a release and otherwise polls with capped,
+//     jittered backoff. A grant that races the end of the context is
+//     released, and so is one an attempt may have made before failing.
+//   - Renewal: leases on backends whose grants expire (Redis, mem) are
+//     renewed about every third of their TTL, in batches, by one goroutine per
+//     client, however many leases it holds.
+//   - Loss detection: a lease is lost when a renewal finds the key gone, when
+//     renewals keep failing until its validity (measured on the local
+//     monotonic clock from before the acquire was sent, less a margin of a
+//     tenth of it, at most one second) runs out, when its session dies
+//     (PostgreSQL, file), or when its client is closed. Then Done closes, Err
+//     matches ErrLockLost, the context of Do is cancelled with that cause, and
+//     Unlock reports it.
+//   - Exclusion inside a client: two Mutex values of one client with one key
+//     exclude each other here, without leaning on the backend's re-entrancy.
+//
+// # Guarantees and their limits
+//
+// On a TTL backend a loss is reported before the grant could lapse, provided
+// clocks drift less than the driver allows for and this process is never
+// paused (GC, SIGSTOP, a VM migration) for longer than the margin. On a
+// session backend the server frees the key the moment the session dies, so a
+// loss is seen after the fact, within the driver's heartbeat. In both cases a
+// holder can go on working for a moment without the lock; fencing tokens
+// (Lease.Token, WithFencing) let the guarded resource refuse it.
+//
+// # Performance
+//
+// Over the bare driver calls, TryLock+Unlock through this package costs
+// about the figures in docs/BENCHMARKS.md (BenchmarkTryLockUnlock against
+// BenchmarkDriverFloor, mem driver).
+package mutex
