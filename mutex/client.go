@@ -179,7 +179,7 @@ func (c *Client) Close() error {
 		lost := opError("close", l.key, nil, ErrLockLost, ErrClosed)
 		wasHeld := l.end(lost)
 		if wasHeld {
-			c.observeEnd(l, time.Now(), lost)
+			c.observeEnd(l, lost)
 		}
 		if wasHeld || l.pendingRelease() {
 			if err := locker.Release(ctx, l.key, l.owner); err != nil && !errors.Is(err, driver.ErrNotHeld) {

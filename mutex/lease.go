@@ -31,7 +31,7 @@ type Lease struct {
 	state   leaseState
 	err     *Error        // why the lease was lost
 	done    chan struct{} // made on demand by Done
-	expires time.Time     // the lease counts as lost from here on; zero: never
+	lostAt  time.Duration // after acquired, the lease counts as lost; 0: never
 	onEnd   func(error)   // set by Do: cancels its context on loss
 
 	sched schedule // guarded by c.renew.mu
@@ -83,7 +83,7 @@ func (l *Lease) Done() <-chan struct{} {
 // the client's renewal machinery has noticed.
 func (l *Lease) Err() error {
 	l.mu.Lock()
-	if l.state == stateHeld && l.pastExpiry(time.Now()) {
+	if l.state == stateHeld && l.pastExpiry() {
 		l.mu.Unlock()
 		l.lose(errExpired)
 		l.mu.Lock()
@@ -97,8 +97,10 @@ func (l *Lease) Err() error {
 
 var errExpired = errors.New("lease validity ran out before a renewal succeeded")
 
-func (l *Lease) pastExpiry(now time.Time) bool {
-	return !l.expires.IsZero() && !now.Before(l.expires)
+// pastExpiry reports whether the lease's validity has run out. Callers hold
+// mu. time.Since reads only the monotonic clock: cheaper than time.Now.
+func (l *Lease) pastExpiry() bool {
+	return l.lostAt > 0 && time.Since(l.acquired) >= l.lostAt
 }
 
 // Unlock releases the lock. It returns an error matching ErrNotHeld if the
@@ -110,10 +112,9 @@ func (l *Lease) pastExpiry(now time.Time) bool {
 // when the minimum hold has passed. If Unlock fails for another reason (the
 // backend is unreachable), the backend frees the lock at TTL or session end.
 func (l *Lease) Unlock(ctx context.Context) error {
-	now := time.Now()
 	l.mu.Lock()
 	switch {
-	case l.state == stateHeld && l.pastExpiry(now):
+	case l.state == stateHeld && l.pastExpiry():
 		l.mu.Unlock()
 		l.lose(errExpired)
 		return l.unlockLostError()
@@ -127,10 +128,10 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	l.state = stateReleasing
 	l.closeDone()
 	l.mu.Unlock()
-	l.c.observeEnd(l, now, nil)
+	l.c.observeEnd(l, nil)
 
-	if until := l.acquired.Add(l.minHold); l.minHold > 0 && now.Before(until) {
-		l.c.renew.releaseAt(l, until)
+	if l.minHold > 0 && time.Since(l.acquired) < l.minHold {
+		l.c.renew.releaseAt(l, l.acquired.Add(l.minHold))
 		return nil
 	}
 	err := l.c.lockerNow().Release(ctx, l.key, l.owner)
@@ -159,9 +160,8 @@ func (l *Lease) unlockLostError() error {
 // lose ends a held lease as lost and frees its key in the client. It is
 // safe to call more than once and in any state.
 func (l *Lease) lose(cause error) {
-	now := time.Now()
 	if err := opError("lease", l.key, cause, ErrLockLost); l.end(err) {
-		l.c.observeEnd(l, now, err)
+		l.c.observeEnd(l, err)
 	}
 	l.c.forget(l)
 }

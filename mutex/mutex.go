@@ -68,8 +68,11 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 		return nil, opError(op, m.key, m.cfg.err, ErrInvalid)
 	}
 	c := m.c
-	start := time.Now()
+	var start time.Time
 	ctx, done := c.observeLockStart(ctx, m.key, wait)
+	if done != nil {
+		start = time.Now()
+	}
 	lease, attempts, err := m.attempt(ctx, wait)
 	if err != nil {
 		err = m.wrapAcquireError(ctx, op, err)
@@ -179,7 +182,7 @@ func (l *Lease) start(g driver.Grant, sent time.Time) error {
 	l.mu.Lock()
 	l.state = stateHeld
 	if g.Validity > 0 {
-		l.expires = sent.Add(g.Validity - lossMargin(g.Validity))
+		l.lostAt = g.Validity - lossMargin(g.Validity)
 	}
 	l.mu.Unlock()
 	if g.Validity > 0 {

@@ -33,10 +33,10 @@ func (c *Client) observeLockStart(ctx context.Context, key string, wait bool) (c
 	}
 }
 
-func (c *Client) observeEnd(l *Lease, now time.Time, err error) {
+func (c *Client) observeEnd(l *Lease, err error) {
 	for _, o := range c.observers {
 		if o.LeaseEnd != nil {
-			o.LeaseEnd(driver.LeaseEnd{Driver: c.driver, Key: l.key, Held: now.Sub(l.acquired), Err: err})
+			o.LeaseEnd(driver.LeaseEnd{Driver: c.driver, Key: l.key, Held: time.Since(l.acquired), Err: err})
 		}
 	}
 }

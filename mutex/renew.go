@@ -25,6 +25,7 @@ type renewer struct {
 	started bool
 	stopped bool
 	kick    chan struct{}
+	armedAt time.Time // when the loop's timer fires; zero: not armed
 	ctx     context.Context // cancelled by stop: ends renewals in flight
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -89,7 +90,9 @@ func (r *renewer) releaseAt(l *Lease, t time.Time) {
 	}
 	l.sched.update()
 	heap.Fix(&r.leases, l.sched.pos-1)
-	r.wakeLoop()
+	if r.armedAt.IsZero() || l.sched.next.Before(r.armedAt) {
+		r.wakeLoop()
+	}
 }
 
 // push schedules l and starts the loop if need be. Callers hold mu.
@@ -101,8 +104,8 @@ func (r *renewer) push(l *Lease) {
 		r.wg.Add(1)
 		go r.loop()
 	}
-	if l.sched.pos == 1 {
-		r.wakeLoop()
+	if l.sched.pos == 1 && (r.armedAt.IsZero() || l.sched.next.Before(r.armedAt)) {
+		r.wakeLoop() // only when the loop would sleep past this lease's event
 	}
 }
 
@@ -137,8 +140,10 @@ func (r *renewer) loop() {
 	for {
 		r.mu.Lock()
 		if r.leases.Len() > 0 {
-			timer.Reset(time.Until(r.leases[0].sched.next))
+			r.armedAt = r.leases[0].sched.next
+			timer.Reset(time.Until(r.armedAt))
 		} else {
+			r.armedAt = time.Time{}
 			timer.Stop()
 		}
 		r.mu.Unlock()
@@ -264,7 +269,7 @@ func (r *renewer) renewBatch(batch []*Lease) {
 			s.renewAt = start.Add(v / 3)
 			s.lossAt = start.Add(v - lossMargin(v))
 			l.mu.Lock()
-			l.expires = s.lossAt
+			l.lostAt = s.lossAt.Sub(l.acquired)
 			l.mu.Unlock()
 		case errors.Is(err, driver.ErrNotHeld):
 			lost = append(lost, i)
