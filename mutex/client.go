@@ -258,7 +258,7 @@ func (c *Client) reserve(ctx context.Context, l *Lease, wait bool) error {
 		select {
 		case <-freed:
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return ctxErr(ctx)
 		case <-c.closing:
 			return errClientClosed
 		}

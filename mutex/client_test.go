@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mutexkit/mutexkit/driver"
@@ -185,4 +186,56 @@ func TestNamedTablesShared(t *testing.T) {
 	}
 	l2.Unlock(ctx)
 	l.Unlock(ctx)
+}
+
+func TestLockCancelCause(t *testing.T) {
+	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()))
+	defer c.Close()
+	held, err := c.NewMutex("k").TryLock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock(context.Background())
+	shutdown := errors.New("shutting down")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(shutdown)
+	_, err = c.NewMutex("k").Lock(ctx)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, shutdown) {
+		t.Fatalf("Lock = %v; want context.Canceled and the cause", err)
+	}
+}
+
+// TestLostBeforeLockReturns: a driver that reports the grant lost before
+// Acquire has even returned (the session died at once) yields an error, not
+// a lease that is already gone.
+func TestLostBeforeLockReturns(t *testing.T) {
+	table := mem.NewTable()
+	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
+		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return lostAtOnce{next, table, new(atomic.Bool)} },
+	}))
+	defer c.Close()
+	l, err := c.NewMutex("k").TryLock(context.Background())
+	if !errors.Is(err, mutex.ErrLockLost) || l != nil {
+		t.Fatalf("TryLock = %v, %v; want no lease and ErrLockLost", l, err)
+	}
+	l2, err := c.NewMutex("k").TryLock(context.Background()) // the key is not stuck in the client
+	if err != nil {
+		t.Fatalf("TryLock after: %v", err)
+	}
+	l2.Unlock(context.Background())
+}
+
+// lostAtOnce drops the first grant it makes as soon as it is made.
+type lostAtOnce struct {
+	driver.Locker
+	table *mem.Table
+	done  *atomic.Bool
+}
+
+func (l lostAtOnce) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	g, err := l.Locker.Acquire(ctx, req)
+	if err == nil && !l.done.Swap(true) {
+		l.table.Drop(req.Key) // calls req.OnLost
+	}
+	return g, err
 }

@@ -1,7 +1,9 @@
 package mutex
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/mutexkit/mutexkit/driver"
@@ -89,4 +91,14 @@ func wrapError(op, key string, err error) error {
 		return opError(op, key, err, ErrInvalid)
 	}
 	return opError(op, key, err)
+}
+
+// ctxErr is the error for an operation ended by ctx: it matches ctx.Err()
+// and, when one was given, the cause.
+func ctxErr(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if errors.Is(cause, err) {
+		return cause
+	}
+	return fmt.Errorf("%w: %w", err, cause)
 }

@@ -167,9 +167,15 @@ func (l *Lease) lose(cause error) {
 }
 
 // end moves a held lease to lost with err and reports whether it was held.
+// A lease still being acquired is marked lost too, so start refuses it.
 // Leases being released after Unlock are left as they are.
 func (l *Lease) end(err *Error) bool {
 	l.mu.Lock()
+	if l.state == stateAcquiring {
+		l.state, l.err = stateLost, err
+		l.mu.Unlock()
+		return false
+	}
 	if l.state != stateHeld {
 		l.mu.Unlock()
 		return false

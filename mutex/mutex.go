@@ -89,8 +89,8 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 
 func (m *Mutex) wrapAcquireError(ctx context.Context, op string, err error) error {
 	switch {
-	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		return opError(op, m.key, err)
+	case ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx))):
+		return opError(op, m.key, ctxErr(ctx))
 	case errors.Is(err, driver.ErrUnimplemented) && m.cfg.fencing:
 		return opError(op, m.key, fmt.Errorf("driver %q cannot issue fencing tokens (WithFencing): %w", m.c.driver, err))
 	}
@@ -101,8 +101,8 @@ func (m *Mutex) wrapAcquireError(ctx context.Context, op string, err error) erro
 // grants the key, or (when wait is false) once.
 func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 	c := m.c
-	if err := ctx.Err(); err != nil {
-		return nil, 0, context.Cause(ctx)
+	if ctx.Err() != nil {
+		return nil, 0, ctxErr(ctx)
 	}
 	l := &Lease{c: c, key: m.key, ttl: m.cfg.ttl, minHold: m.cfg.minHold, owner: driver.NewOwner()}
 	if err := c.reserve(ctx, l, wait); err != nil {
@@ -130,7 +130,7 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 			c.releaseInBackground(locker, m.key, l.owner) // granted, but the caller has gone
 			c.forget(l)
 			if err == nil {
-				err = context.Cause(ctx)
+				err = ctxErr(ctx)
 			}
 			return nil, attempts, err
 		case err == nil:
@@ -180,6 +180,10 @@ func (l *Lease) start(g driver.Grant, sent time.Time) error {
 		return errClientClosed
 	}
 	l.mu.Lock()
+	if l.state == stateLost { // the driver reported a loss before we got here
+		defer l.mu.Unlock()
+		return l.err
+	}
 	l.state = stateHeld
 	if g.Validity > 0 {
 		l.lostAt = g.Validity - lossMargin(g.Validity)

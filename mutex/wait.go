@@ -54,7 +54,7 @@ func (w *waiter) wait(ctx context.Context, closing <-chan struct{}, attempts int
 	case <-w.timer.C:
 		return nil
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return ctxErr(ctx)
 	case <-closing:
 		return errClientClosed
 	}
