@@ -25,6 +25,11 @@
 // "nightly-report-<32 hex digits>.lock". Whatever bytes a key holds ("../",
 // "/", NUL, unicode, 4 KiB) the file stays inside the directory.
 //
+// Anyone who can write to the directory can hold, remove or replace lock
+// files, so on a host shared with other users give the driver a private
+// directory: the default under $TMPDIR is shared. Lock files are opened
+// without following symlinks, and anything but a regular file is refused.
+//
 // Lock files are never removed by the driver: a holder that unlinked its
 // file could let one waiter lock the old inode while another creates and
 // locks a new one, and both would hold the key. A directory of many keys
@@ -59,7 +64,8 @@
 // an attempt opens the lock file read-only, and only the winner opens it
 // for writing as well, keeping that descriptor until it releases; so a
 // release, or the holder's death, is the IN_CLOSE_WRITE of that file, while
-// waiters' failed attempts wake no one. Where inotify is unavailable (other
+// waiters' failed attempts wake no one. Each held key thus costs two file
+// descriptors (Go raises the soft RLIMIT_NOFILE to the hard limit). Where inotify is unavailable (other
 // systems, fs.inotify.max_user_instances reached) Watch wakes on this
 // Locker's own releases only and package mutex's polling finds the rest.
 //

@@ -201,9 +201,13 @@ func (l *locker) heldBy(req driver.AcquireRequest) (driver.Grant, error, bool) {
 // needs no write access), so a failed attempt's close is no IN_CLOSE_WRITE
 // and does not wake other waiters; only the winner opens it read-write.
 func lockFile(path string) (*hold, error) {
-	lf, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+	lf, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|openFlags, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("file: open lock file: %w", err)
+	}
+	if fi, err := lf.Stat(); err != nil || !fi.Mode().IsRegular() {
+		lf.Close()
+		return nil, fmt.Errorf("file: %s is not a regular file: %w", path, driver.ErrInvalid)
 	}
 	if err := flock(lf, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lf.Close()
@@ -221,7 +225,7 @@ func lockFile(path string) (*hold, error) {
 	// Opening by path again also checks that the path still names the
 	// inode we locked: if it was removed or replaced after our open, our
 	// flock excludes no one.
-	rw, err := os.OpenFile(path, os.O_RDWR, 0)
+	rw, err := os.OpenFile(path, os.O_RDWR|openFlags, 0)
 	if err != nil {
 		lf.Close()
 		if errors.Is(err, fs.ErrNotExist) {
@@ -241,6 +245,11 @@ func lockFile(path string) (*hold, error) {
 	}
 	return h, nil
 }
+
+// openFlags guard against what another user may plant in a shared
+// directory (the default is under $TMPDIR): a symlink would make us write
+// tokens into its target, and opening a FIFO read-only would block.
+const openFlags = syscall.O_NOFOLLOW | syscall.O_NONBLOCK
 
 func flock(f *os.File, how int) error {
 	rc, err := f.SyscallConn()
@@ -496,7 +505,7 @@ func (l *locker) checkHeld() {
 // open inode cannot be reused, so equal dev and ino mean the same file.
 // Errors other than a missing file (EIO, EACCES) are not taken for a loss.
 func replaced(h *hold) bool {
-	fi, err := os.Stat(h.path)
+	fi, err := os.Lstat(h.path) // a symlink put in its place is a replacement
 	if err != nil {
 		return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 	}

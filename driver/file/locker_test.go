@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -465,5 +466,29 @@ func TestConnectNotADirectory(t *testing.T) {
 	}
 	if _, err := file.NewConnector("").Connect(context.Background()); !errors.Is(err, driver.ErrInvalid) {
 		t.Fatalf("Connect with no directory: %v, want ErrInvalid", err)
+	}
+}
+
+func TestPlantedFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := connect(t, dir)
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, file.FileName("sym"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, file.FileName("fifo")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"sym", "fifo"} {
+		if _, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: driver.NewOwner()}); err == nil {
+			t.Errorf("Acquire through a planted %s succeeded", key)
+		}
+	}
+	if data, err := os.ReadFile(victim); err != nil || string(data) != "precious\n" {
+		t.Fatalf("symlink target changed: %q, %v", data, err)
 	}
 }
