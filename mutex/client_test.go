@@ -211,7 +211,9 @@ func TestLockCancelCause(t *testing.T) {
 func TestLostBeforeLockReturns(t *testing.T) {
 	table := mem.NewTable()
 	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return lostAtOnce{next, table, new(atomic.Bool)} },
+		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+			return lostAtOnce{next, table, new(atomic.Bool)}
+		},
 	}))
 	defer c.Close()
 	l, err := c.NewMutex("k").TryLock(context.Background())

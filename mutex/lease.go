@@ -24,15 +24,18 @@ type Lease struct {
 	acquired time.Time     // monotonic, taken before the acquire was sent
 	validity time.Duration // 0: no expiry (session backends)
 	minHold  time.Duration
+	// holdUntil: with WithMinHold, the release waits until then. Counted
+	// from the grant's arrival, the safe end for "at least".
+	holdUntil time.Time
 
 	freed chan struct{} // guarded by c.mu: closed when the client forgets the lease
 
-	mu      sync.Mutex
-	state   leaseState
-	err     *Error        // why the lease was lost
-	done    chan struct{} // made on demand by Done
-	lostAt  time.Duration // after acquired, the lease counts as lost; 0: never
-	onEnd   func(error)   // set by Do: cancels its context on loss
+	mu     sync.Mutex
+	state  leaseState
+	err    *Error        // why the lease was lost
+	done   chan struct{} // made on demand by Done
+	lostAt time.Duration // after acquired, the lease counts as lost; 0: never
+	onEnd  func(error)   // set by Do: cancels its context on loss
 
 	sched schedule // guarded by c.renew.mu
 }
@@ -130,8 +133,8 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	l.mu.Unlock()
 	l.c.observeEnd(l, nil)
 
-	if l.minHold > 0 && time.Since(l.acquired) < l.minHold {
-		l.c.renew.releaseAt(l, l.acquired.Add(l.minHold))
+	if l.minHold > 0 && time.Now().Before(l.holdUntil) {
+		l.c.renew.releaseAt(l, l.holdUntil)
 		return nil
 	}
 	err := l.c.lockerNow().Release(ctx, l.key, l.owner)

@@ -171,6 +171,9 @@ func mayHaveGranted(err error) bool {
 func (l *Lease) start(g driver.Grant, sent time.Time) error {
 	l.token = g.Token
 	l.acquired = sent
+	if l.minHold > 0 {
+		l.holdUntil = time.Now().Add(l.minHold)
+	}
 	l.validity = g.Validity
 	c := l.c
 	c.mu.Lock()

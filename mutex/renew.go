@@ -25,7 +25,7 @@ type renewer struct {
 	started bool
 	stopped bool
 	kick    chan struct{}
-	armedAt time.Time // when the loop's timer fires; zero: not armed
+	armedAt time.Time       // when the loop's timer fires; zero: not armed
 	ctx     context.Context // cancelled by stop: ends renewals in flight
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup

@@ -91,14 +91,6 @@ func (h *harness) Capabilities() conformance.Capabilities {
 		TTL:        false,
 		LossWithin: 20 * harnessHeartbeat, // one heartbeat, with room for a busy machine
 		FreeWithin: 30 * time.Second,      // the child dies abandonSeconds after Abandon
-		Lacks: map[string]string{
-			// TODO: drop once package mutex counts the minimum hold from the
-			// grant's arrival (the safe end for "at least"), not from before
-			// the attempt was sent, as the case does from Lock's return.
-			"MinHold": "mutex counts the minimum hold from before the acquire was sent and the case from after Lock returned; " +
-				"this driver's first acquire of a key creates and fsyncs the lock file (milliseconds), so the case sees " +
-				"the key free a few ms inside 1s and fails about one run in five",
-		},
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 // Name is the name the driver registers under.
 const Name = "file"
 
+func init() { driver.Register(Name, Driver{}) }
+
 // DefaultHeartbeat is how often a Locker checks, by default, that the lock
 // files of the keys it holds are still in place.
 const DefaultHeartbeat = time.Second
