@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ var cases = []testCase{
 	{name: "BadInput", run: testBadInput},
 	{name: "Do", run: testDo},
 	{name: "MinHold", run: testMinHold},
+	{name: "Inspect", run: testInspect},
 	{name: "Close", run: testClose},
 	{name: "NoGoroutineAfterClose", run: testNoGoroutineAfterClose},
 	{name: "Driver/ReleaseNeedsOwner", run: testDriverReleaseNeedsOwner},
@@ -463,6 +465,42 @@ func testMinHold(f *fixture) {
 		f.Fatalf("acquired %v after the holder began locking, inside its 1s minimum hold", since)
 	}
 	f.unlock(l2)
+}
+
+// testInspect: Inspect tells a free key from a held one, and what it says
+// of the holder is true.
+func testInspect(f *fixture) {
+	a, b := f.client(), f.client()
+	_, held, err := b.Inspect(f.ctx, "inspect")
+	if errors.Is(err, errors.ErrUnsupported) {
+		f.Skipf("the driver cannot inspect locks: %v", err)
+	}
+	if err != nil || held {
+		f.Fatalf("Inspect of a free key: held %v, %v", held, err)
+	}
+	before := time.Now()
+	l := f.lock(a, "inspect")
+	who, held, err := b.Inspect(f.ctx, "inspect")
+	if err != nil || !held {
+		f.Fatalf("Inspect of a held key: held %v, %v", held, err)
+	}
+	if who.Token != 0 && who.Token != l.Token() {
+		f.Errorf("Inspect says token %d; the lease has %d", who.Token, l.Token())
+	}
+	if who.PID != 0 && who.PID != os.Getpid() {
+		f.Errorf("Inspect says pid %d; the holder is %d", who.PID, os.Getpid())
+	}
+	if host, _ := os.Hostname(); who.Host != "" && who.Host != host {
+		f.Errorf("Inspect says host %q; the holder is on %q", who.Host, host)
+	}
+	if !who.Since.IsZero() && (who.Since.Before(before.Add(-time.Second)) || who.Since.After(time.Now().Add(time.Second))) {
+		f.Errorf("Inspect says held since %v; it was acquired at about %v", who.Since, before)
+	}
+	f.Logf("Inspect: %+v", who)
+	f.unlock(l)
+	if _, held, err := b.Inspect(f.ctx, "inspect"); err != nil || held {
+		f.Fatalf("Inspect after Unlock: held %v, %v", held, err)
+	}
 }
 
 func testClose(f *fixture) {

@@ -99,6 +99,11 @@ type Locker interface {
 	// returns ErrUnimplemented.
 	Watch(key string, wake chan<- struct{}) (stop func(), err error)
 
+	// Inspect reports whether key is held and, as far as the backend keeps
+	// it, by whom, without taking it. A backend that cannot tell returns
+	// ErrUnimplemented.
+	Inspect(ctx context.Context, key string) (h Holder, held bool, err error)
+
 	// Ping checks that the backend is reachable and fit to hold locks.
 	Ping(ctx context.Context) error
 
@@ -120,6 +125,10 @@ type AcquireRequest struct {
 	// Fencing requires a fencing token: a driver that cannot issue one
 	// returns ErrUnimplemented.
 	Fencing bool
+
+	// Holder describes who asks, for backends that store it so Inspect can
+	// tell (its Token is ignored).
+	Holder Holder
 
 	// OnLost, when not nil, is to be called at most once, from any
 	// goroutine and without blocking for long, if the backend learns that
@@ -153,4 +162,13 @@ type Renewal struct {
 	// was begun the lease is certain to hold.
 	Validity time.Duration
 	Err      error
+}
+
+// Holder describes the holder of a key, as far as the backend keeps it.
+// Zero fields are unknown.
+type Holder struct {
+	Host  string    // host name of the holding process
+	PID   int       // its process id
+	Since time.Time // when it acquired the key, by its wall clock
+	Token uint64    // its fencing token
 }

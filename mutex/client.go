@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -41,9 +42,11 @@ func OpenConnector(c driver.Connector, opts ...Option) *Client {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	host, _ := os.Hostname() // unknown is fine: it only informs Inspect
 	cl := &Client{
 		connector: c,
 		driver:    c.DriverName(),
+		holder:    driver.Holder{Host: host, PID: os.Getpid()},
 		closing:   make(chan struct{}),
 		keys:      make(map[string]*Lease),
 	}
@@ -68,6 +71,7 @@ type Client struct {
 	driver    string
 	wraps     []func(driver.Locker, driver.Info) driver.Locker
 	observers []*driver.Observer
+	holder    driver.Holder // this process, as recorded with each grant
 
 	connMu sync.Mutex
 	locker driver.Locker // set once connected; read under mu
@@ -143,6 +147,27 @@ func (c *Client) Ping(ctx context.Context) error {
 		return wrapError("ping", "", err)
 	}
 	return nil
+}
+
+// Holder describes the holder of a key, as far as the backend keeps it:
+// host, process id, since when, fencing token. Zero fields are unknown.
+type Holder = driver.Holder
+
+// Inspect reports whether key is held, by any client, and by whom as far
+// as the backend keeps it, without taking it. Where the driver cannot tell,
+// the error matches errors.ErrUnsupported.
+func (c *Client) Inspect(ctx context.Context, key string) (h Holder, held bool, err error) {
+	if err := checkKey(key); err != nil {
+		return Holder{}, false, opError("inspect", key, err, ErrInvalid)
+	}
+	l, err := c.conn(ctx)
+	if err == nil {
+		h, held, err = l.Inspect(ctx, key)
+	}
+	if err != nil {
+		return Holder{}, false, wrapError("inspect", key, err)
+	}
+	return h, held, nil
 }
 
 // closeReleaseTimeout bounds the releases Close makes on its own.

@@ -118,9 +118,10 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 		w = newWaiter(locker, m.key)
 		defer w.stop()
 	}
-	req := driver.AcquireRequest{Key: m.key, Owner: l.owner, TTL: m.cfg.ttl, Fencing: m.cfg.fencing, OnLost: l.driverLost}
+	req := driver.AcquireRequest{Key: m.key, Owner: l.owner, TTL: m.cfg.ttl, Fencing: m.cfg.fencing, Holder: c.holder, OnLost: l.driverLost}
 	for attempts := 1; ; attempts++ {
 		sent := time.Now()
+		req.Holder.Since = sent
 		g, err := locker.Acquire(ctx, req)
 		switch {
 		case err == nil && m.cfg.fencing && g.Token == 0:

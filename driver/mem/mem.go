@@ -93,6 +93,7 @@ type Table struct {
 }
 
 type grant struct {
+	who     driver.Holder
 	owner   driver.Owner
 	expires time.Time
 	token   uint64
@@ -203,7 +204,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	t.removeLocked(req.Key) // an expired grant
 	t.tokens[req.Key]++
-	g := &grant{owner: req.Owner, expires: t.now().Add(req.TTL), token: t.tokens[req.Key], holder: l, onLost: req.OnLost}
+	g := &grant{who: req.Holder, owner: req.Owner, expires: t.now().Add(req.TTL), token: t.tokens[req.Key], holder: l, onLost: req.OnLost}
 	t.grants[req.Key] = g
 	l.held[req.Key] = req.Owner
 	return driver.Grant{Token: g.token, Validity: req.TTL}, nil
@@ -266,6 +267,22 @@ func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
 			delete(t.watchers, key)
 		}
 	}, nil
+}
+
+func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.closed {
+		return driver.Holder{}, false, errClosed
+	}
+	g := t.liveLocked(key)
+	if g == nil {
+		return driver.Holder{}, false, ctx.Err()
+	}
+	h := g.who
+	h.Token = g.token
+	return h, true, ctx.Err()
 }
 
 func (l *locker) Ping(ctx context.Context) error {
