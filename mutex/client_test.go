@@ -3,6 +3,7 @@ package mutex_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -238,6 +239,63 @@ func (l lostAtOnce) Acquire(ctx context.Context, req driver.AcquireRequest) (dri
 	g, err := l.Locker.Acquire(ctx, req)
 	if err == nil && !l.done.Swap(true) {
 		l.table.Drop(req.Key) // calls req.OnLost
+	}
+	return g, err
+}
+
+// TestLockWaitsOutUnavailable: Lock keeps trying, with the same owner,
+// while the backend is out of reach, and finds the grant an attempt made
+// whose reply was lost; nothing releases it behind its back. TryLock fails.
+func TestLockWaitsOutUnavailable(t *testing.T) {
+	table := mem.NewTable()
+	var failures atomic.Int32
+	failures.Store(3)
+	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
+		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return flaky{next, &failures} },
+	}))
+	defer c.Close()
+	l, err := c.NewMutex("k").Lock(context.Background())
+	if err != nil {
+		t.Fatalf("Lock through transient failures: %v", err)
+	}
+	if tok, _ := table.Holder("k"); tok != l.Token() || releases.Load() != 0 {
+		t.Fatalf("table holds token %d for the lease's %d after %d releases; want no release while Lock retries", tok, l.Token(), releases.Load())
+	}
+	if c.Close(); l.Err() == nil {
+		t.Fatal("Close did not end the lease") // Close waits for background releases, if any
+	}
+	if tok, _ := table.Holder("k"); tok != 0 {
+		t.Fatalf("Close left the key held (token %d)", tok)
+	}
+
+	failures.Store(1)
+	c2 := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
+		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return flaky{next, &failures} },
+	}))
+	defer c2.Close()
+	if _, err := c2.NewMutex("k").TryLock(context.Background()); !errors.Is(err, driver.ErrUnavailable) {
+		t.Fatalf("TryLock with the backend out of reach: %v; want ErrUnavailable", err)
+	}
+}
+
+// flaky takes the key, then says the backend was unreachable, while
+// failures lasts.
+type flaky struct {
+	driver.Locker
+	failures *atomic.Int32
+}
+
+var releases atomic.Int32
+
+func (l flaky) Release(ctx context.Context, key string, owner driver.Owner) error {
+	releases.Add(1)
+	return l.Locker.Release(ctx, key, owner)
+}
+
+func (l flaky) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	g, err := l.Locker.Acquire(ctx, req)
+	if l.failures.Add(-1) >= 0 {
+		return driver.Grant{}, fmt.Errorf("reply lost: %w", driver.ErrUnavailable)
 	}
 	return g, err
 }

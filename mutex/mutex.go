@@ -119,52 +119,53 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 		defer w.stop()
 	}
 	req := driver.AcquireRequest{Key: m.key, Owner: l.owner, TTL: m.cfg.ttl, Fencing: m.cfg.fencing, Holder: c.holder, OnLost: l.driverLost}
+	maybeGranted := false // an attempt failed in a way that may have left a grant
 	for attempts := 1; ; attempts++ {
 		sent := time.Now()
 		req.Holder.Since = sent
 		g, err := locker.Acquire(ctx, req)
 		switch {
 		case err == nil && m.cfg.fencing && g.Token == 0:
-			err = fmt.Errorf("driver returned no fencing token: %w", driver.ErrUnimplemented)
-			fallthrough
-		case err == nil && ctx.Err() != nil:
-			c.releaseInBackground(locker, m.key, l.owner) // granted, but the caller has gone
-			c.forget(l)
-			if err == nil {
-				err = ctxErr(ctx)
-			}
-			return nil, attempts, err
+			return c.giveUp(l, locker, true, attempts, fmt.Errorf("driver returned no fencing token: %w", driver.ErrUnimplemented))
+		case err == nil && ctx.Err() != nil: // granted, but the caller has gone
+			return c.giveUp(l, locker, true, attempts, ctxErr(ctx))
 		case err == nil:
 			if err := l.start(g, sent); err != nil {
-				c.releaseInBackground(locker, m.key, l.owner)
-				c.forget(l)
-				return nil, attempts, err
+				return c.giveUp(l, locker, true, attempts, err)
 			}
 			return l, attempts, nil
-		case errors.Is(err, driver.ErrLocked):
-			if !wait {
-				c.forget(l)
-				return nil, attempts, err
-			}
+		case errors.Is(err, driver.ErrLocked) && wait,
+			errors.Is(err, driver.ErrUnavailable) && wait:
+			// Held, or the backend is out of reach for now: keep waiting,
+			// with the same owner, so a grant made by an attempt whose reply
+			// was lost is found by the next attempt as its own.
+			maybeGranted = maybeGranted || errors.Is(err, driver.ErrUnavailable)
 			if err := w.wait(ctx, c.closing, attempts); err != nil {
-				c.forget(l)
-				return nil, attempts, err
+				return c.giveUp(l, locker, maybeGranted, attempts, err)
 			}
 		default:
-			if mayHaveGranted(err) {
-				c.releaseInBackground(locker, m.key, l.owner)
-			}
-			c.forget(l)
-			return nil, attempts, err
+			return c.giveUp(l, locker, maybeGranted || mayHaveGranted(err), attempts, err)
 		}
 	}
+}
+
+// giveUp ends a failed acquire: it frees the key in the client and, when an
+// attempt may have taken it on the backend, releases it there with the
+// attempt's owner. No attempt with that owner follows, so the release
+// cannot undo a later grant.
+func (c *Client) giveUp(l *Lease, locker driver.Locker, release bool, attempts int, err error) (*Lease, int, error) {
+	if release {
+		c.releaseInBackground(locker, l.key, l.owner)
+	}
+	c.forget(l)
+	return nil, attempts, err
 }
 
 // mayHaveGranted reports whether a failed acquire could have taken the key
 // on the server all the same (the reply was lost, the ctx ended in flight).
 func mayHaveGranted(err error) bool {
-	return !errors.Is(err, driver.ErrInvalid) && !errors.Is(err, driver.ErrUnimplemented) &&
-		!errors.Is(err, driver.ErrClosed)
+	return !errors.Is(err, driver.ErrLocked) && !errors.Is(err, driver.ErrInvalid) &&
+		!errors.Is(err, driver.ErrUnimplemented) && !errors.Is(err, driver.ErrClosed)
 }
 
 // start records the grant and makes the lease live: held, and renewed when
