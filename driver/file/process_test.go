@@ -21,6 +21,7 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/file"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // abandonSeconds is how long the conformance harness's abandoning child
@@ -104,27 +105,25 @@ func runHelper(role string) error {
 		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 			return err
 		}
+		// Through package mutex, as users lock: waiting with inotify
+		// wake-ups and backoff, in a client of its own per process.
+		client := mutex.OpenConnector(file.NewConnector(dir))
+		defer client.Close()
+		m := client.NewMutex(key)
 		pid := os.Getpid()
 		for range rounds {
-			o := driver.NewOwner()
-			for {
-				_, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: o})
-				if err == nil {
-					break
-				}
-				if !errors.Is(err, driver.ErrLocked) {
-					return err
-				}
-				time.Sleep(100 * time.Microsecond)
+			lease, err := m.Lock(ctx)
+			if err != nil {
+				return err
 			}
-			if _, err := fmt.Fprintf(log, "B %d\n", pid); err != nil {
+			if _, err := fmt.Fprintf(log, "B %d %d\n", pid, lease.Token()); err != nil {
 				return err
 			}
 			time.Sleep(time.Millisecond)
-			if _, err := fmt.Fprintf(log, "E %d\n", pid); err != nil {
+			if _, err := fmt.Fprintf(log, "E %d %d\n", pid, lease.Token()); err != nil {
 				return err
 			}
-			if err := l.Release(ctx, key, o); err != nil {
+			if err := lease.Unlock(ctx); err != nil {
 				return err
 			}
 			time.Sleep(100 * time.Microsecond) // give the other a chance
@@ -193,12 +192,19 @@ func TestTwoProcessesExclude(t *testing.T) {
 		t.Fatalf("log has %d lines, want %d", len(lines), 4*rounds)
 	}
 	switches := 0
+	var lastToken uint64
 	for i := 0; i < len(lines); i += 2 {
 		b, e := lines[i], lines[i+1]
 		if !strings.HasPrefix(b, "B ") || e != "E "+b[2:] {
 			t.Fatalf("critical sections overlap at line %d: %q then %q\n%s", i+1, b, e, excerpt(lines, i))
 		}
-		if i > 0 && lines[i-1][2:] != b[2:] {
+		pid, tok, _ := strings.Cut(b[2:], " ")
+		token, err := strconv.ParseUint(tok, 10, 64)
+		if err != nil || token <= lastToken {
+			t.Fatalf("line %d: token %q after %d; want strictly increasing\n%s", i+1, tok, lastToken, excerpt(lines, i))
+		}
+		lastToken = token
+		if i > 0 && !strings.HasPrefix(lines[i-1][2:], pid+" ") {
 			switches++
 		}
 	}
