@@ -81,8 +81,8 @@ func wrapError(op, key string, err error) error {
 	switch {
 	case err == errClientClosed:
 		return opError(op, key, nil, ErrClosed)
-	case err == errLocalHeld:
-		return opError(op, key, err, ErrLocked)
+	case err == errLocalHeld: // matches driver.ErrLocked too, for middleware
+		return opError(op, key, err, ErrLocked, driver.ErrLocked)
 	case errors.Is(err, driver.ErrLocked):
 		return opError(op, key, err, ErrLocked)
 	case errors.Is(err, driver.ErrClosed):

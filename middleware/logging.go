@@ -1,0 +1,136 @@
+package middleware
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Logging writes one structured record per driver operation (acquire
+// attempt, release, renewal batch, inspection, ping) and per Lock or
+// TryLock, at the level WithLevel sets (Debug by default), and a Warn record
+// when an operation fails or a lease is lost. Records carry the driver, the
+// operation, the outcome, the duration and a hash of the key (the key
+// itself only with WithRawKeys); driver errors never carry a password.
+func Logging(logger *slog.Logger, opts ...Option) driver.Middleware {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	cfg := newConfig(opts)
+	lg := &logging{logger: logger, level: cfg.level, rawKeys: cfg.rawKeys}
+	return driver.Middleware{
+		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
+			return &loggingLocker{Locker: next, lg: lg, driver: info.Driver}
+		},
+		Observer: &driver.Observer{LockStart: lg.lockStart, LeaseEnd: lg.leaseEnd},
+	}
+}
+
+type logging struct {
+	logger  *slog.Logger
+	level   slog.Level
+	rawKeys bool
+}
+
+// log writes a record for an operation on key ("" for none). Failures go
+// out at Warn at least.
+func (lg *logging) log(ctx context.Context, driverName, op, key, out string, took time.Duration, err error, extra ...slog.Attr) {
+	level := lg.level
+	if isFailure(out) || out == OutcomeLost {
+		level = max(level, slog.LevelWarn)
+	}
+	if !lg.logger.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 6+len(extra))
+	attrs = append(attrs,
+		slog.String(AttrDriver, driverName),
+		slog.String(AttrOperation, op),
+		slog.String(AttrOutcome, out),
+		slog.Duration("duration", took),
+	)
+	if key != "" {
+		kv := keyAttr(key, lg.rawKeys)
+		attrs = append(attrs, slog.String(string(kv.Key), kv.Value.AsString()))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	lg.logger.LogAttrs(ctx, level, "mutexkit "+op, append(attrs, extra...)...)
+}
+
+func (lg *logging) lockStart(ctx context.Context, ev driver.LockStart) (context.Context, func(driver.LockDone)) {
+	op := "trylock"
+	if ev.Wait {
+		op = "lock"
+	}
+	return ctx, func(d driver.LockDone) {
+		out := lockOutcome(d.Err)
+		lg.log(ctx, ev.Driver, op, ev.Key, out, d.Waited, d.Err,
+			slog.Int(AttrAttempts, d.Attempts), slog.Uint64(AttrToken, d.Token))
+	}
+}
+
+func (lg *logging) leaseEnd(ev driver.LeaseEnd) {
+	out := OutcomeReleased
+	if ev.Err != nil {
+		out = OutcomeLost
+	}
+	lg.log(context.Background(), ev.Driver, "lease", ev.Key, out, ev.Held, ev.Err)
+}
+
+type loggingLocker struct {
+	driver.Locker
+	lg     *logging
+	driver string
+}
+
+func (l *loggingLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	start := time.Now()
+	g, err := l.Locker.Acquire(ctx, req)
+	l.lg.log(ctx, l.driver, "acquire", req.Key, outcome(OutcomeAcquired, err), time.Since(start), err)
+	return g, err
+}
+
+func (l *loggingLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
+	start := time.Now()
+	err := l.Locker.Release(ctx, key, owner)
+	l.lg.log(ctx, l.driver, "release", key, outcome(OutcomeReleased, err), time.Since(start), err)
+	return err
+}
+
+func (l *loggingLocker) Renew(ctx context.Context, batch []driver.Renewal) {
+	start := time.Now()
+	l.Locker.Renew(ctx, batch)
+	took := time.Since(start)
+	lost, failed := 0, 0
+	for _, r := range batch {
+		switch out := outcome(OutcomeRenewed, r.Err); {
+		case out == OutcomeLost:
+			lost++
+			l.lg.log(ctx, l.driver, "renew", r.Key, out, took, r.Err)
+		case isFailure(out):
+			failed++
+			l.lg.log(ctx, l.driver, "renew", r.Key, out, took, r.Err)
+		}
+	}
+	if lost+failed == 0 {
+		l.lg.log(ctx, l.driver, "renew", "", OutcomeRenewed, took, nil, slog.Int(AttrBatch, len(batch)))
+	}
+}
+
+func (l *loggingLocker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
+	start := time.Now()
+	h, held, err := l.Locker.Inspect(ctx, key)
+	l.lg.log(ctx, l.driver, "inspect", key, outcome(OutcomeOK, err), time.Since(start), err)
+	return h, held, err
+}
+
+func (l *loggingLocker) Ping(ctx context.Context) error {
+	start := time.Now()
+	err := l.Locker.Ping(ctx)
+	l.lg.log(ctx, l.driver, "ping", "", outcome(OutcomeOK, err), time.Since(start), err)
+	return err
+}
