@@ -1,0 +1,39 @@
+// Package redlock is the Redis driver of mutexkit, registered as "redlock",
+// through github.com/gomodule/redigo: a lock on one Redis server, or the
+// Redlock algorithm over three or more independent servers.
+//
+//	import (
+//		"github.com/mutexkit/mutexkit/mutex"
+//		_ "github.com/mutexkit/mutexkit/driver/redlock"
+//	)
+//
+//	client, err := mutex.Open("redlock", "redis://:secret@10.0.0.1:6379")  // one node: fencing tokens
+//	client, err := mutex.Open("redlock", "redis://a:6379,b:6379,c:6379")   // Redlock over 3 nodes
+//	client, err := mutex.Open("redlock", "rediss://redis.internal:6380/2")  // TLS, database 2
+//
+// DSN: redis[s]://[user:pass@]host:port[,host:port...][/db][?options], the
+// options being timeout (per node, per call), connect_timeout,
+// drift_factor, drift_fixed, pool_max_idle, pool_max_active,
+// pool_idle_timeout, prefix, and for rediss:// tls_ca, tls_server_name and
+// tls_skip_verify. Two hosts are refused: give one, or three and more.
+// An application that has redigo pools already passes them to
+// NewConnector and the result to mutex.OpenConnector.
+//
+// Acquiring sends one script to every node at once; the lock is held when
+// a quorum (N/2+1) granted it and the grant's validity (TTL less clock
+// drift, counted from before the first send) has not run out. A failed
+// attempt releases wherever it may have taken the key. Release and renewal
+// compare the owner (128 random bits) and act in one script; renewals of
+// many leases go to each node in one pipelined round trip. Releases are
+// published, and waiters subscribed to them wake at once.
+//
+// On one node each grant carries a fencing token from a per-key counter
+// bumped in the acquire script. Over several nodes there is no token
+// (Token is 0, and WithFencing fails with errors.ErrUnsupported): a
+// majority of independent counters does not give a total order.
+//
+// docs/REDIS.md states what the driver guarantees and what it assumes:
+// bounded clock drift, no process pause longer than the loss margin, no
+// node restarted empty within a TTL, and no eviction (Ping reports a node
+// whose maxmemory-policy may evict).
+package redlock

@@ -1,0 +1,262 @@
+package redlock
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Defaults of the DSN options and Options.
+const (
+	DefaultPrefix         = "mutexkit"
+	DefaultDriftFactor    = 0.01
+	DefaultDriftFixed     = 2 * time.Millisecond
+	DefaultConnectTimeout = time.Second
+	DefaultOpTimeout      = time.Second
+	DefaultMaxIdle        = 64
+	DefaultIdleTimeout    = 5 * time.Minute
+
+	// defaultTimeoutFraction of the TTL bounds each node's acquire when no
+	// timeout is set: a node that answers later is as good as down, and
+	// waiting longer eats the validity of the grant.
+	defaultTimeoutFraction = 10
+	minNodeTimeout         = 10 * time.Millisecond
+)
+
+// config is what a DSN and Options set.
+type config struct {
+	addrs    []string // host:port; never with credentials
+	user     string
+	password string
+	db       int
+
+	useTLS        bool
+	tlsConfig     *tls.Config
+	tlsCAFile     string
+	tlsSkipVerify bool
+	tlsServerName string
+
+	prefix         string
+	nodeTimeout    time.Duration // 0: TTL/defaultTimeoutFraction for acquire and renew, DefaultOpTimeout otherwise
+	driftFactor    float64
+	driftFixed     time.Duration
+	connectTimeout time.Duration
+	maxIdle        int
+	maxActive      int
+	idleTimeout    time.Duration
+}
+
+func defaultConfig() config {
+	return config{
+		prefix:         DefaultPrefix,
+		driftFactor:    DefaultDriftFactor,
+		driftFixed:     DefaultDriftFixed,
+		connectTimeout: DefaultConnectTimeout,
+		maxIdle:        DefaultMaxIdle,
+		idleTimeout:    DefaultIdleTimeout,
+	}
+}
+
+// dsnError is a malformed DSN. Its text never quotes the DSN, which may
+// carry a password.
+type dsnError struct{ msg string }
+
+func (e *dsnError) Error() string        { return "redlock: DSN: " + e.msg }
+func (e *dsnError) Is(target error) bool { return target == driver.ErrInvalid }
+
+func dsnErrorf(format string, args ...any) error {
+	return &dsnError{msg: fmt.Sprintf(format, args...)}
+}
+
+// parseDSN reads redis[s]://[user:pass@]host:port[,host:port...][/db][?options].
+// It parses by hand rather than with url.Parse, whose errors quote the
+// whole URL, password included.
+func parseDSN(dsn string) (config, error) {
+	cfg := defaultConfig()
+	var rest string
+	switch {
+	case strings.HasPrefix(dsn, "redis://"):
+		rest = dsn[len("redis://"):]
+	case strings.HasPrefix(dsn, "rediss://"):
+		rest = dsn[len("rediss://"):]
+		cfg.useTLS = true
+	default:
+		return cfg, dsnErrorf("want redis://host:port[,host:port...][/db][?options] or rediss:// for TLS")
+	}
+	// A password may hold any byte, '/', '?' and '@' included when the user
+	// forgot to escape them; hosts, the db and the options never hold '@'.
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		userinfo := rest[:at]
+		rest = rest[at+1:]
+		user, pass, hasPass := strings.Cut(userinfo, ":")
+		var err error
+		if cfg.user, err = url.PathUnescape(user); err != nil {
+			return cfg, dsnErrorf("user name: bad %%-escape") // the escape error quotes the text
+		}
+		if hasPass {
+			if cfg.password, err = url.PathUnescape(pass); err != nil {
+				return cfg, dsnErrorf("password: bad %%-escape")
+			}
+		}
+	}
+	hostPart, query, _ := strings.Cut(rest, "?")
+	hostPart, dbPart, hasDB := strings.Cut(hostPart, "/")
+	if hostPart == "" {
+		return cfg, dsnErrorf("no host")
+	}
+	for h := range strings.SplitSeq(hostPart, ",") {
+		addr, err := parseHost(h)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.addrs = append(cfg.addrs, addr)
+	}
+	if err := checkNodeCount(len(cfg.addrs)); err != nil {
+		return cfg, err
+	}
+	if hasDB && dbPart != "" {
+		db, err := strconv.Atoi(dbPart)
+		if err != nil || db < 0 {
+			return cfg, dsnErrorf("database %q is not a number", dbPart)
+		}
+		cfg.db = db
+	}
+	if err := cfg.parseOptions(query); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// parseHost checks one host[:port] and returns host:port.
+func parseHost(h string) (string, error) {
+	if h == "" {
+		return "", dsnErrorf("empty host in the host list")
+	}
+	host, port, err := net.SplitHostPort(h)
+	if err != nil { // no port: the default one
+		host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), "6379"
+		if strings.ContainsAny(host, "[]") || (strings.Contains(host, ":") && !strings.HasPrefix(h, "[")) {
+			return "", dsnErrorf("bad host %q", h)
+		}
+	}
+	if host == "" {
+		return "", dsnErrorf("empty host in %q", h)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", dsnErrorf("bad port in %q", h)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// checkNodeCount accepts 1 node (a single-instance lock) or 3 and more
+// (Redlock). Two nodes give a quorum of both: no fault is tolerated, yet
+// neither node's counter can fence; it is almost certainly a typo.
+func checkNodeCount(n int) error {
+	switch {
+	case n == 0:
+		return dsnErrorf("no host")
+	case n == 2:
+		return dsnErrorf("2 nodes: give 1 (single instance) or 3 or more independent nodes (Redlock); with 2 the quorum is both, so one failure stops locking")
+	}
+	return nil
+}
+
+func (cfg *config) parseOptions(query string) error {
+	if query == "" {
+		return nil
+	}
+	vals, err := url.ParseQuery(query)
+	if err != nil {
+		return dsnErrorf("options: %v", err) // the query holds no password
+	}
+	for name, vs := range vals {
+		v := vs[len(vs)-1]
+		var err error
+		switch name {
+		case "timeout":
+			cfg.nodeTimeout, err = positiveDuration(v)
+		case "connect_timeout":
+			cfg.connectTimeout, err = positiveDuration(v)
+		case "drift_factor":
+			cfg.driftFactor, err = strconv.ParseFloat(v, 64)
+			if err == nil && (cfg.driftFactor < 0 || cfg.driftFactor >= 0.5) {
+				err = errors.New("want a fraction in [0, 0.5)")
+			}
+		case "drift_fixed":
+			cfg.driftFixed, err = time.ParseDuration(v)
+			if err == nil && cfg.driftFixed < 0 {
+				err = errors.New("negative")
+			}
+		case "pool_max_idle":
+			cfg.maxIdle, err = nonNegativeInt(v)
+		case "pool_max_active":
+			cfg.maxActive, err = nonNegativeInt(v)
+		case "pool_idle_timeout":
+			cfg.idleTimeout, err = positiveDuration(v)
+		case "prefix":
+			if v == "" || strings.ContainsAny(v, "{}") {
+				err = errors.New("want a non-empty prefix without { or }")
+			}
+			cfg.prefix = v
+		case "tls_ca":
+			cfg.tlsCAFile = v
+		case "tls_server_name":
+			cfg.tlsServerName = v
+		case "tls_skip_verify":
+			cfg.tlsSkipVerify, err = strconv.ParseBool(v)
+		default:
+			return dsnErrorf("unknown option %q", name)
+		}
+		if err != nil {
+			return dsnErrorf("option %s=%q: %v", name, v, err)
+		}
+	}
+	if (cfg.tlsCAFile != "" || cfg.tlsSkipVerify || cfg.tlsServerName != "") && !cfg.useTLS {
+		return dsnErrorf("tls_* options need a rediss:// DSN")
+	}
+	return nil
+}
+
+func positiveDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err == nil && d <= 0 {
+		err = errors.New("want a positive duration")
+	}
+	return d, err
+}
+
+func nonNegativeInt(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err == nil && n < 0 {
+		err = errors.New("negative")
+	}
+	return n, err
+}
+
+// drift is the clock drift allowed for a grant of ttl.
+func (cfg *config) drift(ttl time.Duration) time.Duration {
+	return time.Duration(float64(ttl)*cfg.driftFactor) + cfg.driftFixed
+}
+
+// ttlTimeout bounds one node's answer to an acquire or renewal of ttl.
+func (cfg *config) ttlTimeout(ttl time.Duration) time.Duration {
+	if cfg.nodeTimeout > 0 {
+		return cfg.nodeTimeout
+	}
+	return max(ttl/defaultTimeoutFraction, minNodeTimeout)
+}
+
+// opTimeout bounds one node's answer to a call without a TTL.
+func (cfg *config) opTimeout() time.Duration {
+	if cfg.nodeTimeout > 0 {
+		return cfg.nodeTimeout
+	}
+	return DefaultOpTimeout
+}

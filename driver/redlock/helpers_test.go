@@ -1,0 +1,153 @@
+package redlock_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
+	"github.com/mutexkit/mutexkit/internal/testserver"
+)
+
+// cluster is a set of Redis servers and a key prefix private to one test,
+// so tests sharing servers never see each other's keys.
+type cluster struct {
+	t       testing.TB
+	servers []*testserver.Redis
+	prefix  string
+}
+
+func newCluster(t testing.TB, servers []*testserver.Redis) *cluster {
+	return &cluster{t: t, servers: servers, prefix: "t" + driver.NewOwner().String()[:12]}
+}
+
+func startCluster(t testing.TB, n int) *cluster {
+	t.Helper()
+	return newCluster(t, testserver.StartRedis(t, n))
+}
+
+func (c *cluster) addrs() []string {
+	var a []string
+	for _, s := range c.servers {
+		a = append(a, s.Addr())
+	}
+	return a
+}
+
+// dsn returns the cluster's DSN with extra options (k=v, joined by &).
+func (c *cluster) dsn(opts ...string) string {
+	return "redis://" + strings.Join(c.addrs(), ",") + "?" + strings.Join(append([]string{"prefix=" + c.prefix}, opts...), "&")
+}
+
+// connector opens a connector to the cluster.
+func (c *cluster) connector(opts ...string) driver.Connector {
+	c.t.Helper()
+	conn, err := redlock.OpenConnector(c.dsn(opts...))
+	if err != nil {
+		c.t.Fatalf("OpenConnector: %v", err)
+	}
+	return conn
+}
+
+// locker connects a Locker, closed when the test ends.
+func (c *cluster) locker(opts ...string) driver.Locker {
+	c.t.Helper()
+	l, err := c.connector(opts...).Connect(context.Background())
+	if err != nil {
+		c.t.Fatalf("Connect: %v", err)
+	}
+	c.t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// do runs a command on server i with a fresh connection.
+func (c *cluster) do(i int, cmd string, args ...any) (any, error) {
+	conn, err := redis.Dial("tcp", c.servers[i].Addr(), redis.DialConnectTimeout(time.Second), redis.DialReadTimeout(5*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.Do(cmd, args...)
+}
+
+// lockKey is the Redis key of the lock on key.
+func (c *cluster) lockKey(key string) string { return redlock.LockKey(c.prefix, key) }
+
+// owner returns the value of key's lock on server i, "" if none.
+func (c *cluster) owner(i int, key string) string {
+	c.t.Helper()
+	v, err := redis.String(c.do(i, "GET", c.lockKey(key)))
+	if err != nil && err != redis.ErrNil {
+		c.t.Fatalf("GET on %s: %v", c.servers[i].Addr(), err)
+	}
+	return v
+}
+
+// delete removes key's lock and holder record from the given servers.
+func (c *cluster) delete(key string, servers ...int) error {
+	for _, i := range servers {
+		lock := c.lockKey(key)
+		if _, err := c.do(i, "DEL", lock, lock+":holder"); err != nil {
+			return fmt.Errorf("DEL on %s: %w", c.servers[i].Addr(), err)
+		}
+	}
+	return nil
+}
+
+func (c *cluster) all() []int {
+	idx := make([]int, len(c.servers))
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// harness implements conformance.Harness over a cluster.
+type harness struct {
+	*cluster
+	mu        sync.Mutex
+	abandoned []driver.Locker
+}
+
+func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
+	return redlock.OpenConnector(h.dsn())
+}
+
+// Vanish deletes the lock behind its holder's back on every node, as a
+// flush or an eviction would: the holder finds out by renewing.
+func (h *harness) Vanish(_ context.Context, key string) error {
+	return h.delete(key, h.all()...)
+}
+
+// Abandon takes key with a one-second TTL through a Locker of its own that
+// never renews and is not closed until the harness is.
+func (h *harness) Abandon(ctx context.Context, key string) error {
+	c, err := redlock.OpenConnector(h.dsn())
+	if err != nil {
+		return err
+	}
+	l, err := c.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.abandoned = append(h.abandoned, l)
+	h.mu.Unlock()
+	_, err = l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: time.Second})
+	return err
+}
+
+func (h *harness) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, l := range h.abandoned {
+		l.Close()
+	}
+	return nil
+}

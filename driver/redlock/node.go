@@ -1,0 +1,190 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// node is one Redis server: a pool of connections, and a way to dial a
+// connection of its own for the subscription.
+type node struct {
+	name string // host:port, or "pool N" for an application's pool; never credentials
+	pool *redis.Pool
+	own  bool                                      // made by the driver: closed with the Locker
+	dial func(context.Context) (redis.Conn, error) // nil: no subscription (no dial function known)
+}
+
+// call is one script invocation: args starts with a placeholder for the
+// script's hash and its key count.
+type call struct {
+	s    *script
+	args []any
+}
+
+// newCall returns a call of s with room for n keys and arguments.
+func newCall(s *script, n int) call {
+	args := make([]any, 2, 2+n)
+	args[0], args[1] = s.hash, s.nkeys
+	return call{s: s, args: args}
+}
+
+// evalArgs returns the EVAL form of c's arguments.
+func (c call) evalArgs() []any {
+	args := make([]any, len(c.args))
+	copy(args, c.args)
+	args[0] = c.s.src
+	return args
+}
+
+// timeoutFor bounds a call to d and to ctx's deadline. ok is false when
+// ctx has no time left.
+func timeoutFor(ctx context.Context, d time.Duration) (time.Duration, bool) {
+	if dl, has := ctx.Deadline(); has {
+		left := time.Until(dl)
+		if left <= 0 {
+			return 0, false
+		}
+		d = min(d, left)
+	}
+	return d, true
+}
+
+// do runs one call on n within timeout: one round trip, two if the
+// server lost its script cache (NOSCRIPT: sent again as EVAL).
+func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, error) {
+	timeout, ok := timeoutFor(ctx, timeout)
+	if !ok {
+		return nil, n.fail(ctx, ctx.Err())
+	}
+	conn, err := n.pool.GetContext(ctx)
+	if err != nil {
+		return nil, n.fail(ctx, err)
+	}
+	defer conn.Close()
+	reply, err := redis.DoWithTimeout(conn, timeout, "EVALSHA", c.args...)
+	if isNoScript(err) {
+		reply, err = redis.DoWithTimeout(conn, timeout, "EVAL", c.evalArgs()...)
+	}
+	if err != nil {
+		return nil, n.fail(ctx, err)
+	}
+	return reply, nil
+}
+
+// result is one call's outcome.
+type result struct {
+	reply any
+	err   error
+	done  bool
+}
+
+// pipeline runs calls on n in one round trip (Send each, Flush, Receive
+// each), plus one more for those the server answered NOSCRIPT.
+func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call) []result {
+	out := make([]result, len(calls))
+	if len(calls) == 0 {
+		return out
+	}
+	timeout, ok := timeoutFor(ctx, timeout)
+	if !ok {
+		return failAll(out, n.fail(ctx, ctx.Err()))
+	}
+	deadline := time.Now().Add(timeout)
+	conn, err := n.pool.GetContext(ctx)
+	if err != nil {
+		return failAll(out, n.fail(ctx, err))
+	}
+	defer conn.Close()
+	todo := make([]int, len(calls))
+	for i := range todo {
+		todo[i] = i
+	}
+	cmd := "EVALSHA"
+	for round := 0; len(todo) > 0; round++ {
+		for _, i := range todo {
+			args := calls[i].args
+			if round > 0 {
+				args = calls[i].evalArgs()
+			}
+			if err := conn.Send(cmd, args...); err != nil {
+				return failAll(out, n.fail(ctx, err))
+			}
+		}
+		if err := conn.Flush(); err != nil {
+			return failAll(out, n.fail(ctx, err))
+		}
+		var again []int
+		for _, i := range todo {
+			reply, err := redis.ReceiveWithTimeout(conn, max(time.Until(deadline), time.Millisecond))
+			switch {
+			case round == 0 && isNoScript(err):
+				again = append(again, i)
+			case errors.As(err, new(redis.Error)):
+				out[i] = result{err: n.fail(ctx, err), done: true} // this call failed; the connection is fine
+			case err != nil:
+				return failAll(out, n.fail(ctx, err))
+			default:
+				out[i] = result{reply: reply, done: true}
+			}
+		}
+		todo, cmd = again, "EVAL"
+	}
+	return out
+}
+
+// failAll sets err on every result not yet done.
+func failAll(out []result, err error) []result {
+	for i := range out {
+		if !out[i].done {
+			out[i] = result{err: err, done: true}
+		}
+	}
+	return out
+}
+
+func isNoScript(err error) bool {
+	var e redis.Error
+	return errors.As(err, &e) && strings.HasPrefix(string(e), "NOSCRIPT")
+}
+
+// fail wraps an error of n: it names the node, matches ctx's error when
+// ctx ended, and matches driver.ErrUnavailable unless the server answered
+// with an error of its own (wrong type, no permission, out of memory...).
+func (n *node) fail(ctx context.Context, err error) error {
+	var reply redis.Error
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("redis %s: %w: %w", n.name, ctx.Err(), err)
+	case errors.As(err, &reply) && !transientReply(reply):
+		return fmt.Errorf("redis %s: %w", n.name, err)
+	}
+	return fmt.Errorf("redis %s: %w: %w", n.name, driver.ErrUnavailable, err)
+}
+
+// transientReply reports server errors that pass by themselves.
+func transientReply(e redis.Error) bool {
+	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY"} {
+		if strings.HasPrefix(string(e), p) {
+			return true
+		}
+	}
+	return false
+}
+
+func receive(conn redis.Conn, timeout time.Duration) (any, error) {
+	return redis.ReceiveWithTimeout(conn, timeout)
+}
+
+// isReplyError reports an error the server answered, rather than a
+// failure to reach it.
+func isReplyError(err error) bool {
+	var e redis.Error
+	return errors.As(err, &e)
+}
