@@ -32,9 +32,13 @@ type Info struct {
 type Observer struct {
 	// LockStart is called when Mutex.Lock or Mutex.TryLock begins. The
 	// context it returns is passed to every driver call of that operation,
-	// so a span it starts is their parent. done, when not nil, is called
-	// once as the operation returns.
-	LockStart func(ctx context.Context, ev LockStart) (_ context.Context, done func(LockDone))
+	// so a span it starts is their parent, and to LockDone.
+	LockStart func(ctx context.Context, ev LockStart) context.Context
+
+	// LockDone is called as the Lock or TryLock returns, with the context
+	// LockStart returned. (Two hooks rather than a returned closure keep
+	// observing free of allocations.)
+	LockDone func(ctx context.Context, ev LockDone)
 
 	// LeaseEnd is called once when a lease ends: released or lost.
 	LeaseEnd func(ev LeaseEnd)
@@ -52,6 +56,7 @@ type LockStart struct {
 
 // LockDone describes how a Lock or TryLock ended.
 type LockDone struct {
+	LockStart
 	Token    uint64        // fencing token of the lease, when acquired
 	Waited   time.Duration // from the start of the operation to its end
 	Attempts int           // acquire attempts sent to the driver

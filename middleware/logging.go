@@ -24,7 +24,7 @@ func Logging(logger *slog.Logger, opts ...Option) driver.Middleware {
 		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
 			return &loggingLocker{Locker: next, lg: lg, driver: info.Driver}
 		},
-		Observer: &driver.Observer{LockStart: lg.lockStart, LeaseEnd: lg.leaseEnd},
+		Observer: &driver.Observer{LockDone: lg.lockDone, LeaseEnd: lg.leaseEnd},
 	}
 }
 
@@ -61,16 +61,13 @@ func (lg *logging) log(ctx context.Context, driverName, op, key, out string, too
 	lg.logger.LogAttrs(ctx, level, "mutexkit "+op, append(attrs, extra...)...)
 }
 
-func (lg *logging) lockStart(ctx context.Context, ev driver.LockStart) (context.Context, func(driver.LockDone)) {
+func (lg *logging) lockDone(ctx context.Context, d driver.LockDone) {
 	op := "trylock"
-	if ev.Wait {
+	if d.Wait {
 		op = "lock"
 	}
-	return ctx, func(d driver.LockDone) {
-		out := lockOutcome(d.Err)
-		lg.log(ctx, ev.Driver, op, ev.Key, out, d.Waited, d.Err,
-			slog.Int(AttrAttempts, d.Attempts), slog.Uint64(AttrToken, d.Token))
-	}
+	lg.log(ctx, d.Driver, op, d.Key, lockOutcome(d.Err), d.Waited, d.Err,
+		slog.Int(AttrAttempts, d.Attempts), slog.Uint64(AttrToken, d.Token))
 }
 
 func (lg *logging) leaseEnd(ev driver.LeaseEnd) {

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -21,12 +22,17 @@ import (
 // outcome; never a key.
 //
 // If the instruments cannot be made (a broken provider), Metrics reports
-// the error through otel.Handle and records nothing.
+// the error through otel.Handle and records nothing. With a no-op
+// MeterProvider (go.opentelemetry.io/otel/metric/noop) it adds nothing at
+// all.
 func Metrics(opts ...Option) driver.Middleware {
 	cfg := newConfig(opts)
 	mp := cfg.meterProvider
 	if mp == nil {
 		mp = otel.GetMeterProvider()
+	}
+	if _, noop := mp.(metricnoop.MeterProvider); noop {
+		return driver.Middleware{}
 	}
 	m, err := newMeters(mp.Meter(ScopeName))
 	if err != nil {
@@ -37,7 +43,7 @@ func Metrics(opts ...Option) driver.Middleware {
 		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
 			return &metricsLocker{Locker: next, m: m, sets: m.setsFor(info.Driver)}
 		},
-		Observer: &driver.Observer{LockStart: m.lockStart, LeaseEnd: m.leaseEnd, Renewed: m.renewed},
+		Observer: &driver.Observer{LockDone: m.lockDone, LeaseEnd: m.leaseEnd, Renewed: m.renewed},
 	}
 }
 
@@ -79,13 +85,22 @@ func newMeters(meter metric.Meter) (*meters, error) {
 	return m, errors.Join(errs...)
 }
 
-// driverSets holds the attribute sets of one driver, made once, so
-// recording allocates nothing.
+// driverSets holds the attribute sets of one driver, made once, as the
+// option slices the instruments take: recording then allocates nothing.
 type driverSets struct {
-	driver                                             metric.MeasurementOption
-	acquired, locked, acquireError                     metric.MeasurementOption
-	lock, tryLock                                      [4]metric.MeasurementOption // by lockOutcome index
-	failedAcquire, failedRelease, failedRenew, failedX metric.MeasurementOption
+	driver, acquired, locked, acquireError             optSet
+	lock, tryLock                                      [4]optSet // by lockOutcomeIndex
+	failedAcquire, failedRelease, failedRenew, failedX optSet
+}
+
+type optSet struct {
+	rec []metric.RecordOption
+	add []metric.AddOption
+}
+
+func newOptSet(kv ...attribute.KeyValue) optSet {
+	o := metric.WithAttributeSet(attribute.NewSet(kv...))
+	return optSet{rec: []metric.RecordOption{o}, add: []metric.AddOption{o}}
 }
 
 var lockOutcomes = [4]string{OutcomeAcquired, OutcomeLocked, OutcomeCanceled, OutcomeError}
@@ -106,9 +121,7 @@ func (m *meters) setsFor(driverName string) *driverSets {
 		return s
 	}
 	d := attribute.String(AttrDriver, driverName)
-	with := func(kv ...attribute.KeyValue) metric.MeasurementOption {
-		return metric.WithAttributeSet(attribute.NewSet(append(kv, d)...))
-	}
+	with := func(kv ...attribute.KeyValue) optSet { return newOptSet(append(kv, d)...) }
 	op := func(name string) attribute.KeyValue { return attribute.String(AttrOperation, name) }
 	out := func(name string) attribute.KeyValue { return attribute.String(AttrOutcome, name) }
 	s := &driverSets{
@@ -129,34 +142,32 @@ func (m *meters) setsFor(driverName string) *driverSets {
 	return s
 }
 
-func (m *meters) lockStart(ctx context.Context, ev driver.LockStart) (context.Context, func(driver.LockDone)) {
-	s := m.setsFor(ev.Driver)
-	return ctx, func(d driver.LockDone) {
-		out := lockOutcomeIndex(lockOutcome(d.Err))
-		opt := s.tryLock[out]
-		if ev.Wait {
-			opt = s.lock[out]
-		}
-		m.waitDuration.Record(ctx, d.Waited.Seconds(), opt)
-		if d.Err == nil {
-			m.acquired.Add(ctx, 1, s.driver)
-			m.held.Add(ctx, 1, s.driver)
-		}
+func (m *meters) lockDone(ctx context.Context, d driver.LockDone) {
+	s := m.setsFor(d.Driver)
+	out := lockOutcomeIndex(lockOutcome(d.Err))
+	opt := s.tryLock[out]
+	if d.Wait {
+		opt = s.lock[out]
+	}
+	m.waitDuration.Record(ctx, d.Waited.Seconds(), opt.rec...)
+	if d.Err == nil {
+		m.acquired.Add(ctx, 1, s.driver.add...)
+		m.held.Add(ctx, 1, s.driver.add...)
 	}
 }
 
 func (m *meters) leaseEnd(ev driver.LeaseEnd) {
 	ctx, s := context.Background(), m.setsFor(ev.Driver)
-	m.held.Add(ctx, -1, s.driver)
-	m.holdDuration.Record(ctx, ev.Held.Seconds(), s.driver)
+	m.held.Add(ctx, -1, s.driver.add...)
+	m.holdDuration.Record(ctx, ev.Held.Seconds(), s.driver.rec...)
 	if ev.Err != nil {
-		m.lost.Add(ctx, 1, s.driver)
+		m.lost.Add(ctx, 1, s.driver.add...)
 	}
 }
 
 func (m *meters) renewed(ev driver.Renewed) {
 	ctx, s := context.Background(), m.setsFor(ev.Driver)
-	m.leaseRemaining.Record(ctx, ev.Remaining.Seconds(), s.driver)
+	m.leaseRemaining.Record(ctx, ev.Remaining.Seconds(), s.driver.rec...)
 }
 
 type metricsLocker struct {
@@ -171,13 +182,13 @@ func (l *metricsLocker) Acquire(ctx context.Context, req driver.AcquireRequest) 
 	took := time.Since(start).Seconds()
 	switch outcome(OutcomeAcquired, err) {
 	case OutcomeAcquired:
-		l.m.acquireDuration.Record(ctx, took, l.sets.acquired)
+		l.m.acquireDuration.Record(ctx, took, l.sets.acquired.rec...)
 	case OutcomeLocked:
-		l.m.acquireDuration.Record(ctx, took, l.sets.locked)
-		l.m.contended.Add(ctx, 1, l.sets.driver)
+		l.m.acquireDuration.Record(ctx, took, l.sets.locked.rec...)
+		l.m.contended.Add(ctx, 1, l.sets.driver.add...)
 	default:
-		l.m.acquireDuration.Record(ctx, took, l.sets.acquireError)
-		l.m.failed.Add(ctx, 1, l.sets.failedAcquire)
+		l.m.acquireDuration.Record(ctx, took, l.sets.acquireError.rec...)
+		l.m.failed.Add(ctx, 1, l.sets.failedAcquire.add...)
 	}
 	return g, err
 }
@@ -185,7 +196,7 @@ func (l *metricsLocker) Acquire(ctx context.Context, req driver.AcquireRequest) 
 func (l *metricsLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	err := l.Locker.Release(ctx, key, owner)
 	if isFailure(outcome(OutcomeReleased, err)) {
-		l.m.failed.Add(ctx, 1, l.sets.failedRelease)
+		l.m.failed.Add(ctx, 1, l.sets.failedRelease.add...)
 	}
 	return err
 }
@@ -194,7 +205,7 @@ func (l *metricsLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 	l.Locker.Renew(ctx, batch)
 	for _, r := range batch {
 		if isFailure(outcome(OutcomeRenewed, r.Err)) {
-			l.m.failed.Add(ctx, 1, l.sets.failedRenew)
+			l.m.failed.Add(ctx, 1, l.sets.failedRenew.add...)
 		}
 	}
 }
@@ -202,7 +213,7 @@ func (l *metricsLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 func (l *metricsLocker) Ping(ctx context.Context) error {
 	err := l.Locker.Ping(ctx)
 	if err != nil {
-		l.m.failed.Add(ctx, 1, l.sets.failedX)
+		l.m.failed.Add(ctx, 1, l.sets.failedX.add...)
 	}
 	return err
 }

@@ -97,20 +97,18 @@ func Chain(m ...driver.Middleware) driver.Middleware {
 
 func chainObservers(obs []*driver.Observer) *driver.Observer {
 	return &driver.Observer{
-		LockStart: func(ctx context.Context, ev driver.LockStart) (context.Context, func(driver.LockDone)) {
-			var dones []func(driver.LockDone)
+		LockStart: func(ctx context.Context, ev driver.LockStart) context.Context {
 			for _, o := range obs {
-				if o.LockStart == nil {
-					continue
-				}
-				var done func(driver.LockDone)
-				if ctx, done = o.LockStart(ctx, ev); done != nil {
-					dones = append(dones, done)
+				if o.LockStart != nil {
+					ctx = o.LockStart(ctx, ev)
 				}
 			}
-			return ctx, func(d driver.LockDone) {
-				for i := len(dones) - 1; i >= 0; i-- {
-					dones[i](d)
+			return ctx
+		},
+		LockDone: func(ctx context.Context, ev driver.LockDone) {
+			for i := len(obs) - 1; i >= 0; i-- {
+				if o := obs[i]; o.LockDone != nil {
+					o.LockDone(ctx, ev)
 				}
 			}
 		},

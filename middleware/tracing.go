@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -16,55 +17,77 @@ import (
 // per release, renewal batch, inspection and ping, and one when a lease is
 // lost. Each carries the driver name and the outcome; contention is an
 // outcome (locked), not an error status.
+//
+// With a no-op TracerProvider (go.opentelemetry.io/otel/trace/noop) it adds
+// nothing at all.
 func Tracing(opts ...Option) driver.Middleware {
 	cfg := newConfig(opts)
 	tp := cfg.tracerProvider
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	t := &tracing{tracer: tp.Tracer(ScopeName), rawKeys: cfg.rawKeys}
+	if _, noop := tp.(tracenoop.TracerProvider); noop {
+		return driver.Middleware{}
+	}
+	t := &tracing{
+		tracer:     tp.Tracer(ScopeName),
+		rawKeys:    cfg.rawKeys,
+		clientSpan: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)},
+		localSpan:  []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)},
+	}
 	return driver.Middleware{
 		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
 			return &tracingLocker{Locker: next, t: t, driver: attribute.String(AttrDriver, info.Driver)}
 		},
-		Observer: &driver.Observer{LockStart: t.lockStart, LeaseEnd: t.leaseEnd},
+		Observer: &driver.Observer{LockStart: t.lockStart, LockDone: t.lockDone, LeaseEnd: t.leaseEnd},
 	}
 }
 
 type tracing struct {
-	tracer  trace.Tracer
-	rawKeys bool
+	tracer                trace.Tracer
+	rawKeys               bool
+	clientSpan, localSpan []trace.SpanStartOption // made once: a variadic slice per call would allocate
 }
 
-func (t *tracing) lockStart(ctx context.Context, ev driver.LockStart) (context.Context, func(driver.LockDone)) {
+// lockSpanKey finds a tracing value's Lock span in the context; the span
+// the context holds may be another tracing middleware's.
+type lockSpanKey struct{ t *tracing }
+
+func (t *tracing) lockStart(ctx context.Context, ev driver.LockStart) context.Context {
 	name := SpanTryLock
 	if ev.Wait {
 		name = SpanLock
 	}
-	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := t.tracer.Start(ctx, name, t.localSpan...)
 	if !span.IsRecording() {
-		return ctx, func(driver.LockDone) { span.End() }
+		return ctx // nothing to end: a non-recording span's End does nothing
 	}
 	span.SetAttributes(attribute.String(AttrDriver, ev.Driver), keyAttr(ev.Key, t.rawKeys))
-	return ctx, func(d driver.LockDone) {
-		out := lockOutcome(d.Err)
-		span.SetAttributes(
-			attribute.String(AttrOutcome, out),
-			attribute.Float64(AttrWait, d.Waited.Seconds()),
-			attribute.Int(AttrAttempts, d.Attempts),
-		)
-		if d.Token != 0 {
-			span.SetAttributes(attribute.Int64(AttrToken, int64(d.Token)))
-		}
-		endSpan(span, out, d.Err)
+	return context.WithValue(ctx, lockSpanKey{t}, span)
+}
+
+func (t *tracing) lockDone(ctx context.Context, d driver.LockDone) {
+	span, ok := ctx.Value(lockSpanKey{t}).(trace.Span)
+	if !ok {
+		return
 	}
+	out := lockOutcome(d.Err)
+	span.SetAttributes(
+		attribute.String(AttrOutcome, out),
+		attribute.Float64(AttrWait, d.Waited.Seconds()),
+		attribute.Int(AttrAttempts, d.Attempts),
+	)
+	if d.Token != 0 {
+		span.SetAttributes(attribute.Int64(AttrToken, int64(d.Token)))
+	}
+	endSpan(span, out, d.Err)
 }
 
 func (t *tracing) leaseEnd(ev driver.LeaseEnd) {
 	if ev.Err == nil {
 		return
 	}
-	_, span := t.tracer.Start(context.Background(), SpanLost, trace.WithSpanKind(trace.SpanKindInternal))
+	_, span := t.tracer.Start(context.Background(), SpanLost, t.localSpan...)
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String(AttrDriver, ev.Driver), keyAttr(ev.Key, t.rawKeys),
 			attribute.String(AttrOutcome, OutcomeLost))
@@ -91,7 +114,7 @@ type tracingLocker struct {
 
 // start begins a client span for one driver operation on key ("" for none).
 func (l *tracingLocker) start(ctx context.Context, name, key string) (context.Context, trace.Span) {
-	ctx, span := l.t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := l.t.tracer.Start(ctx, name, l.t.clientSpan...)
 	if span.IsRecording() { // hash the key only when someone records it
 		span.SetAttributes(l.driver)
 		if key != "" {

@@ -121,11 +121,12 @@ func TestMiddlewareOrder(t *testing.T) {
 				return tracer{Locker: next, name: name, trail: &trail}
 			},
 			Observer: &driver.Observer{
-				LockStart: func(ctx context.Context, ev driver.LockStart) (context.Context, func(driver.LockDone)) {
+				LockStart: func(ctx context.Context, ev driver.LockStart) context.Context {
 					trail = append(trail, name+" lock-start "+ev.Driver)
-					return ctx, func(d driver.LockDone) {
-						trail = append(trail, name+" lock-done")
-					}
+					return ctx
+				},
+				LockDone: func(ctx context.Context, ev driver.LockDone) {
+					trail = append(trail, name+" lock-done "+ev.Key)
 				},
 				LeaseEnd: func(ev driver.LeaseEnd) { trail = append(trail, name+" lease-end") },
 			},
@@ -141,7 +142,7 @@ func TestMiddlewareOrder(t *testing.T) {
 	want := []string{
 		"outer lock-start mem", "inner lock-start mem",
 		"outer acquire", "inner acquire",
-		"inner lock-done", "outer lock-done",
+		"inner lock-done k", "outer lock-done k",
 		"outer lease-end", "inner lease-end",
 		"outer release", "inner release",
 	}

@@ -68,22 +68,25 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 		return nil, opError(op, m.key, m.cfg.err, ErrInvalid)
 	}
 	c := m.c
-	var start time.Time
-	ctx, done := c.observeLockStart(ctx, m.key, wait)
-	if done != nil {
-		start = time.Now()
+	if len(c.observers) == 0 {
+		lease, _, err := m.attempt(ctx, wait)
+		if err != nil {
+			err = m.wrapAcquireError(ctx, op, err)
+		}
+		return lease, err
 	}
+	start := time.Now()
+	ev := driver.LockDone{LockStart: driver.LockStart{Driver: c.driver, Key: m.key, Wait: wait}}
+	ctx = c.observeLockStart(ctx, ev.LockStart)
 	lease, attempts, err := m.attempt(ctx, wait)
 	if err != nil {
 		err = m.wrapAcquireError(ctx, op, err)
 	}
-	if done != nil {
-		ev := driver.LockDone{Waited: time.Since(start), Attempts: attempts, Err: err}
-		if lease != nil {
-			ev.Token = lease.token
-		}
-		done(ev)
+	ev.Waited, ev.Attempts, ev.Err = time.Since(start), attempts, err
+	if lease != nil {
+		ev.Token = lease.token
 	}
+	c.observeLockDone(ctx, ev)
 	return lease, err
 }
 

@@ -8,27 +8,21 @@ import (
 )
 
 // observeLockStart calls the observers' LockStart hooks, first listed
-// first, threading the context through them. done reports to each, in
-// reverse order; it is nil when nobody observes.
-func (c *Client) observeLockStart(ctx context.Context, key string, wait bool) (context.Context, func(driver.LockDone)) {
-	if len(c.observers) == 0 {
-		return ctx, nil
-	}
-	ev := driver.LockStart{Driver: c.driver, Key: key, Wait: wait}
-	var dones []func(driver.LockDone)
+// first, threading the context through them.
+func (c *Client) observeLockStart(ctx context.Context, ev driver.LockStart) context.Context {
 	for _, o := range c.observers {
-		if o.LockStart == nil {
-			continue
-		}
-		var done func(driver.LockDone)
-		ctx, done = o.LockStart(ctx, ev)
-		if done != nil {
-			dones = append(dones, done)
+		if o.LockStart != nil {
+			ctx = o.LockStart(ctx, ev)
 		}
 	}
-	return ctx, func(ev driver.LockDone) {
-		for i := len(dones) - 1; i >= 0; i-- {
-			dones[i](ev)
+	return ctx
+}
+
+// observeLockDone calls the observers' LockDone hooks, last listed first.
+func (c *Client) observeLockDone(ctx context.Context, ev driver.LockDone) {
+	for i := len(c.observers) - 1; i >= 0; i-- {
+		if o := c.observers[i]; o.LockDone != nil {
+			o.LockDone(ctx, ev)
 		}
 	}
 }
