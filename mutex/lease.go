@@ -67,6 +67,20 @@ func (l *Lease) Key() string { return l.key }
 // off and does not know yet that its lease is gone.
 func (l *Lease) Token() uint64 { return l.token }
 
+// Expires returns when the lease will count as lost unless a renewal
+// succeeds first, on the local monotonic clock (compare it with time.Now or
+// use time.Until); the zero time for leases that do not expire (session
+// backends). A program that must stop before the lock could pass to
+// another holder watches it: renewals move it forward.
+func (l *Lease) Expires() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lostAt <= 0 {
+		return time.Time{}
+	}
+	return l.acquired.Add(l.lostAt)
+}
+
 // Done returns a channel closed when the lease ends: unlocked or lost.
 func (l *Lease) Done() <-chan struct{} {
 	l.mu.Lock()
