@@ -1,0 +1,120 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	sqldriver "database/sql/driver"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/conformance"
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/internal/testserver"
+)
+
+// harnessHeartbeat is the heartbeat of the suite's clients: a killed
+// session is reported lost within about two.
+const harnessHeartbeat = 250 * time.Millisecond
+
+func TestConformance(t *testing.T) {
+	dsn := testserver.PostgresDSN(t)
+	for _, fencing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fencing=%v", fencing), func(t *testing.T) {
+			conformance.Run(t, func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
+				return newHarness(t, dsn, fencing, postgres.WithHeartbeat(harnessHeartbeat)), nil
+			})
+		})
+	}
+}
+
+// harness: every connector is a new client of one database, with a
+// namespace of the test's own so that runs do not collide.
+type harness struct {
+	dsn     string
+	ns      string
+	fencing bool
+	opts    []postgres.Option
+	admin   *sql.DB
+
+	mu      sync.Mutex
+	pending []*time.Timer
+	conns   []*sql.Conn
+}
+
+func newHarness(t testing.TB, dsn string, fencing bool, opts ...postgres.Option) *harness {
+	admin, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{dsn: dsn, ns: uniqueNamespace(t), fencing: fencing, opts: opts, admin: admin}
+}
+
+func uniqueNamespace(t testing.TB) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return t.Name() + "/" + hex.EncodeToString(b[:])
+}
+
+func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
+	return postgres.NewConnector(h.dsn, append([]postgres.Option{postgres.WithNamespace(h.ns), postgres.WithFencing(h.fencing)}, h.opts...)...)
+}
+
+// Vanish kills the session that holds key, found in pg_locks.
+func (h *harness) Vanish(ctx context.Context, key string) error {
+	classid, objid := postgres.LockTag(postgres.KeyID(h.ns, key))
+	var n int
+	err := h.admin.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND classid = $1 AND objid = $2`,
+		int64(classid), int64(objid)).Scan(&n)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("no session holds %q", key)
+	}
+	return err
+}
+
+// Abandon takes key with plain SQL on a connection of its own, which is
+// then killed, as a crashed holder's would be.
+func (h *harness) Abandon(ctx context.Context, key string) error {
+	conn, err := h.admin.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	var pid int
+	if err := conn.QueryRowContext(ctx, `SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock($1)) l`, postgres.KeyID(h.ns, key)).Scan(&pid); err != nil {
+		conn.Close()
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.conns = append(h.conns, conn)
+	h.pending = append(h.pending, time.AfterFunc(2*time.Second, func() {
+		h.admin.Exec(`SELECT pg_terminate_backend($1)`, pid)
+	}))
+	return nil
+}
+
+func (h *harness) Capabilities() conformance.Capabilities {
+	return conformance.Capabilities{
+		Fencing:    h.fencing,
+		TTL:        false,
+		LossWithin: 20 * harnessHeartbeat, // about two heartbeats, with room for a busy machine
+		FreeWithin: 30 * time.Second,      // Abandon's holder dies 2s after Abandon
+	}
+}
+
+func (h *harness) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range h.pending {
+		t.Stop()
+	}
+	for _, c := range h.conns {
+		c.Raw(func(any) error { return sqldriver.ErrBadConn }) // never back to the pool: it may hold the lock
+	}
+	return h.admin.Close()
+}

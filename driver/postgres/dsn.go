@@ -1,0 +1,295 @@
+package postgres
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// paramPrefix marks this driver's own DSN parameters; they are removed
+// before the DSN reaches lib/pq.
+const paramPrefix = "mutexkit_"
+
+// dsnInfo is a parsed DSN: what lib/pq gets, and what is secret in it.
+type dsnInfo struct {
+	pq       string // keyword form, without this driver's parameters
+	password string // to redact from errors
+	pqConfig pq.Config
+}
+
+// parseDSN splits dsn into lib/pq's part and this driver's parameters,
+// applied to cfg. Errors match driver.ErrInvalid and never quote the DSN.
+func parseDSN(dsn string, cfg *config) (dsnInfo, error) {
+	var info dsnInfo
+	var params []kv
+	switch {
+	case strings.TrimSpace(dsn) == "":
+		return info, invalidDSN("it is empty; want postgres://user@host:5432/dbname or \"host=... dbname=...\"")
+	case strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://"):
+		u, err := url.Parse(dsn)
+		if err != nil {
+			// url.Parse errors quote the whole URL, password and all.
+			return info, invalidDSN("it is a malformed URL")
+		}
+		if u.User != nil {
+			info.password, _ = u.User.Password()
+		}
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			return info, invalidDSN("its query string is malformed")
+		}
+		for k, vs := range q {
+			if strings.HasPrefix(k, paramPrefix) {
+				for _, v := range vs {
+					params = append(params, kv{k, v})
+				}
+				delete(q, k)
+			}
+		}
+		u.RawQuery = q.Encode()
+		kw, err := pq.ParseURL(u.String())
+		if err != nil {
+			return info, invalidDSN("lib/pq cannot read the URL: " + redact(err.Error(), info.password))
+		}
+		info.pq = kw
+	default:
+		pairs, err := parseKeywords(dsn)
+		if err != nil {
+			return info, invalidDSN(err.Error())
+		}
+		var rest []kv
+		for _, p := range pairs {
+			switch {
+			case strings.HasPrefix(p.k, paramPrefix):
+				params = append(params, p)
+			case p.k == "password":
+				info.password = p.v
+				rest = append(rest, p)
+			default:
+				rest = append(rest, p)
+			}
+		}
+		info.pq = formatKeywords(rest)
+	}
+	for _, p := range params {
+		if err := applyParam(cfg, p.k, p.v); err != nil {
+			return info, err
+		}
+	}
+	pc, err := pq.NewConfig(info.pq)
+	if err != nil {
+		return info, invalidDSN(redact(err.Error(), info.password))
+	}
+	if pc.Database == "" {
+		// libpq would fall back to the user's name: advisory locks are per
+		// database, so two applications with different users would
+		// silently lock in different databases.
+		return info, invalidDSN("it names no database; add /dbname to the URL or dbname=... (advisory locks are per database)")
+	}
+	info.pqConfig = pc
+	return info, nil
+}
+
+func invalidDSN(why string) error {
+	return fmt.Errorf("postgres: bad DSN: %s: %w", why, driver.ErrInvalid)
+}
+
+// applyParam sets one of this driver's DSN parameters.
+func applyParam(cfg *config, k, v string) error {
+	seconds := func() (time.Duration, error) {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return 0, invalidDSN(fmt.Sprintf("%s=%q: want a whole number of seconds", k, v))
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	switch k {
+	case "mutexkit_namespace":
+		cfg.namespace = v
+	case "mutexkit_heartbeat", "mutexkit_statement_timeout":
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			if n, err2 := strconv.ParseFloat(v, 64); err2 == nil {
+				d, err = time.Duration(n*float64(time.Second)), nil
+			}
+		}
+		if err != nil {
+			return invalidDSN(fmt.Sprintf("%s=%q: want a duration such as 1s or 500ms", k, v))
+		}
+		if k == "mutexkit_heartbeat" {
+			WithHeartbeat(d)(cfg)
+		} else {
+			WithStatementTimeout(d)(cfg)
+		}
+	case "mutexkit_fencing":
+		on, err := strconv.ParseBool(strings.NewReplacer("on", "true", "off", "false", "yes", "true", "no", "false").Replace(strings.ToLower(v)))
+		if err != nil {
+			return invalidDSN(fmt.Sprintf("%s=%q: want on or off", k, v))
+		}
+		cfg.fencing = on
+	case "mutexkit_keepalive_idle":
+		d, err := seconds()
+		if err != nil {
+			return err
+		}
+		WithKeepalive(d, cfg.keepIntvl, cfg.keepCount)(cfg)
+	case "mutexkit_keepalive_interval":
+		d, err := seconds()
+		if err != nil {
+			return err
+		}
+		WithKeepalive(cfg.keepIdle, d, cfg.keepCount)(cfg)
+	case "mutexkit_keepalive_count":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return invalidDSN(fmt.Sprintf("%s=%q: want a whole number", k, v))
+		}
+		WithKeepalive(cfg.keepIdle, cfg.keepIntvl, n)(cfg)
+	case "mutexkit_max_keys":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return invalidDSN(fmt.Sprintf("%s=%q: want a whole number", k, v))
+		}
+		WithMaxKeys(n)(cfg)
+	default:
+		return invalidDSN(fmt.Sprintf("unknown parameter %q (known: mutexkit_namespace, mutexkit_heartbeat, mutexkit_fencing, "+
+			"mutexkit_statement_timeout, mutexkit_keepalive_idle, mutexkit_keepalive_interval, mutexkit_keepalive_count, mutexkit_max_keys)", k))
+	}
+	if cfg.err != nil {
+		err := cfg.err
+		cfg.err = nil
+		return err
+	}
+	return nil
+}
+
+type kv struct{ k, v string }
+
+// parseKeywords reads a libpq keyword/value connection string: key = value
+// pairs separated by spaces, values single-quoted (with \' and \\) or bare
+// (with backslash escapes). Errors name no value.
+func parseKeywords(s string) ([]kv, error) {
+	var out []kv
+	r := []rune(s)
+	i := 0
+	skip := func() {
+		for i < len(r) && isSpace(r[i]) {
+			i++
+		}
+	}
+	for {
+		skip()
+		if i == len(r) {
+			return out, nil
+		}
+		start := i
+		for i < len(r) && r[i] != '=' && !isSpace(r[i]) {
+			i++
+		}
+		key := string(r[start:i])
+		skip()
+		if i == len(r) || r[i] != '=' {
+			return nil, fmt.Errorf("missing \"=\" after key %q", key)
+		}
+		i++
+		skip()
+		var val strings.Builder
+		if i < len(r) && r[i] == '\'' {
+			i++
+			closed := false
+			for i < len(r) {
+				c := r[i]
+				i++
+				if c == '\\' && i < len(r) {
+					val.WriteRune(r[i])
+					i++
+					continue
+				}
+				if c == '\'' {
+					closed = true
+					break
+				}
+				val.WriteRune(c)
+			}
+			if !closed {
+				return nil, fmt.Errorf("unterminated quoted value of key %q", key)
+			}
+		} else {
+			for i < len(r) && !isSpace(r[i]) {
+				c := r[i]
+				i++
+				if c == '\\' && i < len(r) {
+					c = r[i]
+					i++
+				}
+				val.WriteRune(c)
+			}
+		}
+		if key == "" {
+			return nil, errors.New("empty key")
+		}
+		out = append(out, kv{key, val.String()})
+	}
+}
+
+func isSpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\f' || r == '\v'
+}
+
+// formatKeywords writes pairs back as a connection string, every value
+// quoted.
+func formatKeywords(pairs []kv) string {
+	var b strings.Builder
+	esc := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+	for i, p := range pairs {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(p.k)
+		b.WriteString("='")
+		b.WriteString(esc.Replace(p.v))
+		b.WriteByte('\'')
+	}
+	return b.String()
+}
+
+// redact removes secret from msg.
+func redact(msg, secret string) string {
+	if secret == "" {
+		return msg
+	}
+	msg = strings.ReplaceAll(msg, secret, "xxxxx")
+	if esc := url.QueryEscape(secret); esc != secret {
+		msg = strings.ReplaceAll(msg, esc, "xxxxx")
+	}
+	if esc := url.PathEscape(secret); esc != secret {
+		msg = strings.ReplaceAll(msg, esc, "xxxxx")
+	}
+	return msg
+}
+
+// redactedError shows a message with the password removed and still
+// unwraps to the cause, for errors.Is.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redactErr returns err with secret removed from its text.
+func redactErr(err error, secret string) error {
+	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) &&
+		!strings.Contains(err.Error(), url.QueryEscape(secret)) && !strings.Contains(err.Error(), url.PathEscape(secret)) {
+		return err
+	}
+	return &redactedError{msg: redact(err.Error(), secret), err: err}
+}

@@ -1,0 +1,62 @@
+package postgres
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/lib/pq"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Errors of this driver, to be checked with errors.Is.
+var (
+	// ErrTooManyKeys: the client already holds as many keys as its cap
+	// (WithMaxKeys) allows. It protects the server's shared lock table.
+	ErrTooManyKeys = errors.New("postgres: too many keys held by this client")
+
+	// ErrStandby: the server is in recovery (a hot standby). A standby
+	// grants advisory locks that the primary never sees, so it is refused.
+	// The error also matches driver.ErrInvalid.
+	ErrStandby = errors.New("postgres: the server is a hot standby (pg_is_in_recovery() is true); advisory locks taken there exclude no one on the primary: connect to the primary")
+
+	// ErrTransactionPooling: statements of one session reached different
+	// server backends, as behind pgbouncer in transaction (or statement)
+	// pooling mode. Session-level advisory locks cannot work there: use a
+	// direct connection or session pooling, or the transaction-scoped
+	// LockTx. The error also matches driver.ErrInvalid.
+	ErrTransactionPooling = errors.New("postgres: statements of one session reached different server backends (a transaction-pooling proxy such as pgbouncer in transaction mode?); session-level advisory locks need a direct connection or session pooling")
+)
+
+// kindError adds a driver sentinel to an error of this package.
+type kindError struct {
+	err, kind error
+}
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }
+
+var (
+	errStandby     error = kindError{ErrStandby, driver.ErrInvalid}
+	errTxPooling   error = kindError{ErrTransactionPooling, driver.ErrInvalid}
+	errClosedLock        = fmt.Errorf("postgres: locker: %w", driver.ErrClosed)
+	errSessionGone       = errors.New("postgres: the lock session ended")
+)
+
+// sessionSurvives reports whether a statement's error leaves the session
+// usable and its locks in place: an ERROR the server reported (a statement
+// timeout, say). Anything else (FATAL, a broken connection, a closed
+// *sql.Conn) means the session, and every lock on it, may be gone.
+func sessionSurvives(err error) bool {
+	var pe *pq.Error
+	return errors.As(err, &pe) && !pe.Fatal() && pe.Severity != "PANIC"
+}
+
+// outOfLocks reports the server's "out of shared memory" on a full lock
+// table.
+func outOfLocks(err error) bool {
+	var pe *pq.Error
+	return errors.As(err, &pe) && pe.Code == "53200"
+}
+
+func isTxPooling(err error) bool { return errors.Is(err, ErrTransactionPooling) }

@@ -1,0 +1,92 @@
+package postgres
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// FencingTable is the table fencing tokens live in, created on first use
+// (CREATE TABLE IF NOT EXISTS, in the first schema of the session's
+// search_path) when fencing is on. One row per key id: the last token, and
+// who took it, which Inspect reports.
+const FencingTable = "mutexkit_fencing"
+
+const sqlFenceTable = `CREATE TABLE IF NOT EXISTS ` + FencingTable + ` (
+	key_id      bigint PRIMARY KEY,  -- KeyID(namespace, key)
+	token       bigint NOT NULL,     -- the last fencing token issued
+	holder_host text,                -- who took it: host name,
+	holder_pid  integer,             -- process id,
+	backend_pid integer,             -- the server backend of its lock session,
+	since       timestamptz          -- and when, by the holder's clock
+)`
+
+// sqlFencedLock takes the lock and, only if it got it, the next token, in
+// one statement and one round trip. The CTE with the volatile lock call is
+// evaluated once. Tokens strictly increase per key: each holder updates the
+// row while it holds the lock, and the update commits (durably) before the
+// grant is returned.
+const sqlFencedLock = `WITH l AS (SELECT pg_try_advisory_lock($1) AS ok),
+t AS (
+	INSERT INTO ` + FencingTable + ` AS f (key_id, token, holder_host, holder_pid, backend_pid, since)
+	SELECT $1, 1, $2, $3, pg_backend_pid(), $4 FROM l WHERE l.ok
+	ON CONFLICT (key_id) DO UPDATE SET token = f.token + 1, holder_host = EXCLUDED.holder_host,
+		holder_pid = EXCLUDED.holder_pid, backend_pid = EXCLUDED.backend_pid, since = EXCLUDED.since
+	RETURNING f.token
+)
+SELECT l.ok, pg_backend_pid(), (SELECT token FROM t) FROM l`
+
+// ensureFenceTable creates the fencing table once per locker. s's slot is
+// held by the caller.
+func (l *locker) ensureFenceTable(s *session) error {
+	l.fenceMu.Lock()
+	defer l.fenceMu.Unlock()
+	if l.fenceOK {
+		return nil
+	}
+	var err error
+	for range 3 {
+		s.inflight.Store(l.now())
+		_, err = s.conn.ExecContext(background, sqlFenceTable)
+		s.inflight.Store(0)
+		// Two clients creating it at once can collide on the catalog even
+		// with IF NOT EXISTS: the table is there then, so try again.
+		if pe, ok := errors.AsType[*pq.Error](err); !ok || (pe.Code != "23505" && pe.Code != "42P07") {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: create the fencing table %s: %w", FencingTable, err)
+	}
+	l.fenceOK = true
+	return nil
+}
+
+// fenced runs the fenced lock statement. The caller holds s's slot.
+func (s *session) fenced(id int64, who driver.Holder, ok *bool, pid *int, token *sql.NullInt64) error {
+	if s.fenceStmt == nil {
+		st, err := s.conn.PrepareContext(background, sqlFencedLock)
+		if err != nil {
+			return fmt.Errorf("postgres: prepare: %w", err)
+		}
+		s.fenceStmt = st
+	}
+	since := who.Since
+	if since.IsZero() {
+		since = time.Now()
+	}
+	host := who.Host
+	if host == "" {
+		host = s.l.host
+	}
+	procPID := who.PID
+	if procPID == 0 {
+		procPID = s.l.procPID
+	}
+	return s.scan(s.fenceStmt, []any{id, host, procPID, since}, ok, pid, token)
+}

@@ -1,0 +1,500 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// locker is one client's Locker: up to MaxSessions lock sessions that its
+// held keys share, the keys it holds (each pinned to the session it was
+// taken on), and its waiters' wake-up channels.
+type locker struct {
+	cfg      config
+	db       *sql.DB
+	ownDB    bool    // opened by this driver: closed with the locker
+	dialer   *dialer // nil for an application's *sql.DB
+	dsn      dsnInfo // for the LISTEN connection; zero when there is none
+	appName  string  // application_name of every session
+	epoch    time.Time
+	host     string
+	procPID  int
+	fenceMu  sync.Mutex
+	fenceOK  bool // the fencing table exists
+	dialMu   sync.Mutex
+	closing  chan struct{}
+	listener *listener // nil when wake-ups cannot be had
+
+	mu        sync.Mutex
+	closed    bool
+	sessions  []*session
+	creating  int           // sessions being opened
+	changed   chan struct{} // closed and replaced when sessions change
+	rr        int
+	held      map[string]*hold // key -> grant, or attempt in flight
+	maxKeys   int
+	lockTable int64 // entries in the server's lock table; 0: unknown yet
+
+	wg sync.WaitGroup // heartbeats and the listener
+}
+
+// hold is one key taken, or being taken, by this locker.
+type hold struct {
+	key     string
+	id      int64
+	payload string // id in decimal: the NOTIFY payload
+	owner   driver.Owner
+	s       *session // nil while the attempt is in flight
+	token   uint64
+	onLost  func(error)
+}
+
+func newLocker(cfg config, db *sql.DB, ownDB bool, d *dialer, dsn dsnInfo) *locker {
+	host, _ := os.Hostname()
+	l := &locker{
+		cfg:     cfg,
+		db:      db,
+		ownDB:   ownDB,
+		dialer:  d,
+		dsn:     dsn,
+		epoch:   time.Now(),
+		host:    host,
+		procPID: os.Getpid(),
+		closing: make(chan struct{}),
+		changed: make(chan struct{}),
+		held:    make(map[string]*hold),
+	}
+	l.appName = appName(newClientID(), l.procPID, host)
+	if dsn.pq != "" {
+		l.listener = newListener(l)
+	}
+	return l
+}
+
+// now reads the monotonic clock, as nanoseconds since the locker began.
+func (l *locker) now() int64 { return int64(time.Since(l.epoch)) }
+
+// connectError adds what an operator needs to a failure to open or set up
+// a session, with the password removed.
+func (l *locker) connectError(err error) error {
+	switch {
+	case errors.Is(err, ErrStandby), errors.Is(err, ErrTransactionPooling), errors.Is(err, driver.ErrUnimplemented):
+		return err
+	}
+	return redactErr(fmt.Errorf("postgres: connect: %w: %w", err, driver.ErrUnavailable), l.dsn.password)
+}
+
+// start opens the first session, so Connect reports a bad password, an
+// unreachable server or a standby at once, and sets the key cap.
+func (l *locker) start(ctx context.Context) error {
+	s, err := l.openSession(ctx)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.addSessionLocked(s)
+	l.maxKeys = l.cfg.maxKeys
+	if l.maxKeys == 0 {
+		l.maxKeys = DefaultMaxKeys
+		if half := int(l.lockTable / 2); half > 0 && half < l.maxKeys {
+			l.maxKeys = half
+		}
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *locker) addSessionLocked(s *session) {
+	l.sessions = append(l.sessions, s)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.wg.Add(1)
+	go s.heartbeat()
+}
+
+// session returns a live session with its statement slot taken: a free
+// one, a new one while there are fewer than MaxSessions, or else the next
+// in turn once it is free. Waiting honours ctx: nothing is at stake yet.
+func (l *locker) session(ctx context.Context) (*session, error) {
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return nil, errClosedLock
+		}
+		n := len(l.sessions)
+		for i := range n {
+			s := l.sessions[(l.rr+i)%n]
+			if s.tryTake() {
+				l.rr++
+				l.mu.Unlock()
+				return s, nil
+			}
+		}
+		if n+l.creating < MaxSessions {
+			l.creating++
+			l.mu.Unlock()
+			s, err := l.openSession(ctx)
+			l.mu.Lock()
+			l.creating--
+			if err != nil {
+				l.mu.Unlock()
+				return nil, err
+			}
+			if l.closed {
+				l.mu.Unlock()
+				s.discard()
+				return nil, errClosedLock
+			}
+			s.tryTake() // new: free
+			l.addSessionLocked(s)
+			l.mu.Unlock()
+			return s, nil
+		}
+		changed := l.changed
+		var s *session
+		if n > 0 {
+			s = l.sessions[l.rr%n]
+			l.rr++
+		}
+		l.mu.Unlock()
+		var sem chan struct{}
+		var stop chan struct{}
+		if s != nil {
+			sem, stop = s.sem, s.stop
+		}
+		select {
+		case sem <- struct{}{}: // nil when there is no session: never ready
+			l.mu.Lock()
+			dead := s.dead
+			l.mu.Unlock()
+			if !dead {
+				return s, nil
+			}
+			s.give()
+		case <-stop:
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.closing:
+			return nil, errClosedLock
+		}
+	}
+}
+
+// Acquire makes one pg_try_advisory_lock attempt on a lock session (with
+// the fencing token in the same statement when fencing is on). A key this
+// locker holds, or is acquiring, is never asked for again: PostgreSQL would
+// grant it again to the same session and stack it.
+func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	if err := ctx.Err(); err != nil {
+		return driver.Grant{}, err
+	}
+	switch {
+	case req.Key == "":
+		return driver.Grant{}, fmt.Errorf("postgres: empty key: %w", driver.ErrInvalid)
+	case req.Owner.IsZero():
+		return driver.Grant{}, fmt.Errorf("postgres: zero owner: %w", driver.ErrInvalid)
+	case req.Fencing && !l.cfg.fencing:
+		return driver.Grant{}, fmt.Errorf("postgres: fencing tokens are off for this client (WithFencing, mutexkit_fencing=on): %w", driver.ErrUnimplemented)
+	}
+	id := KeyID(l.cfg.namespace, req.Key)
+	h := &hold{key: req.Key, id: id, owner: req.Owner, onLost: req.OnLost}
+
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return driver.Grant{}, errClosedLock
+	}
+	if cur := l.held[req.Key]; cur != nil {
+		l.mu.Unlock()
+		if cur.owner == req.Owner && cur.s != nil {
+			return driver.Grant{Token: cur.token}, nil // a retry finds its own grant
+		}
+		return driver.Grant{}, fmt.Errorf("postgres: key held by another owner of this client: %w", driver.ErrLocked)
+	}
+	if len(l.held) >= l.maxKeys {
+		n := len(l.held)
+		l.mu.Unlock()
+		return driver.Grant{}, fmt.Errorf("postgres: this client holds %d keys, its cap (WithMaxKeys, mutexkit_max_keys); the server's lock table is shared by every session: %w", n, ErrTooManyKeys)
+	}
+	l.held[req.Key] = h
+	l.mu.Unlock()
+
+	s, err := l.session(ctx)
+	if err != nil {
+		l.forget(h)
+		return driver.Grant{}, err
+	}
+	ok, token, err := l.tryLock(s, h, req.Holder)
+	s.give()
+	if err != nil {
+		l.forget(h)
+		return driver.Grant{}, err
+	}
+	if !ok {
+		l.forget(h)
+		return driver.Grant{}, fmt.Errorf("postgres: %w", driver.ErrLocked)
+	}
+	l.mu.Lock()
+	if s.dead || l.closed { // killed while we asked: the lock went with it
+		l.mu.Unlock()
+		l.forget(h)
+		return driver.Grant{}, fmt.Errorf("postgres: the lock session ended as the key was granted: %w", driver.ErrUnavailable)
+	}
+	h.s, h.token = s, token
+	h.payload = strconv.FormatInt(id, 10)
+	s.keys[req.Key] = h
+	l.mu.Unlock()
+	return driver.Grant{Token: token}, nil
+}
+
+// tryLock runs the lock statement on s, whose slot the caller holds. On an
+// error the session is either left exactly as it was (nothing held for h)
+// or killed.
+func (l *locker) tryLock(s *session, h *hold, who driver.Holder) (ok bool, token uint64, err error) {
+	var pid int
+	if l.cfg.fencing {
+		var tok sql.NullInt64
+		err = l.ensureFenceTable(s)
+		if err == nil {
+			err = s.fenced(h.id, who, &ok, &pid, &tok)
+		}
+		token = uint64(tok.Int64)
+		if err == nil && ok && token == 0 {
+			err = errors.New("postgres: the fencing statement returned no token")
+		}
+	} else {
+		err = s.scan(s.lockStmt, []any{h.id}, &ok, &pid)
+	}
+	if err == nil {
+		err = s.checkPID(pid, true)
+		if err != nil {
+			l.kill(s, err)
+			return false, 0, err
+		}
+		return ok, token, nil
+	}
+	if !sessionSurvives(err) {
+		l.kill(s, err)
+		return false, 0, fmt.Errorf("postgres: lock session lost: %w: %w", err, driver.ErrUnavailable)
+	}
+	// The statement failed after the lock may have been taken (a session
+	// lock outlives the failed statement): give it back so the session
+	// holds exactly what we track.
+	if _, cerr := l.unlockOnce(s, h.id); cerr != nil {
+		l.kill(s, cerr) // cannot tell what it holds: give it up
+	}
+	if outOfLocks(err) {
+		return false, 0, fmt.Errorf("postgres: the server's lock table is full (raise max_locks_per_transaction, or lower WithMaxKeys): %w: %w", err, driver.ErrUnavailable)
+	}
+	return false, 0, fmt.Errorf("postgres: acquire: %w: %w", err, driver.ErrUnavailable)
+}
+
+// unlockOnce runs a bare pg_advisory_unlock on s.
+func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
+	var ok bool
+	var pid int
+	var void any
+	err := s.scan(s.unlockStmt, []any{id, strconv.FormatInt(id, 10)}, &ok, &pid, &void)
+	if err == nil {
+		err = s.checkPID(pid, true)
+	}
+	return ok, err
+}
+
+// forget drops an attempt that took nothing.
+func (l *locker) forget(h *hold) {
+	l.mu.Lock()
+	if l.held[h.key] == h {
+		delete(l.held, h.key)
+	}
+	l.mu.Unlock()
+}
+
+// Release runs pg_advisory_unlock on the session that holds key, with the
+// NOTIFY that wakes waiters in the same statement. It does not heed ctx:
+// a release given up half way would leave the key held by a live session.
+// pg_advisory_unlock returning false (the session no longer held it) is an
+// error matching driver.ErrNotHeld.
+func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errClosedLock
+	}
+	h := l.held[key]
+	if h == nil || h.owner != owner || h.s == nil {
+		l.mu.Unlock()
+		return fmt.Errorf("postgres: key not held by this owner: %w", driver.ErrNotHeld)
+	}
+	s := h.s
+	l.mu.Unlock()
+
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.stop:
+		return fmt.Errorf("postgres: the lock session ended before the release: %w", driver.ErrNotHeld)
+	}
+	l.mu.Lock()
+	if s.dead || l.held[key] != h { // lost (and reported) while we waited
+		l.mu.Unlock()
+		s.give()
+		return fmt.Errorf("postgres: the lock session ended before the release: %w", driver.ErrNotHeld)
+	}
+	l.mu.Unlock()
+
+	var ok bool
+	var pid int
+	var void any
+	err := s.scan(s.unlockStmt, []any{h.id, h.payload}, &ok, &pid, &void)
+	if err == nil {
+		err = s.checkPID(pid, true)
+	} else if sessionSurvives(err) {
+		// An unlock takes effect even if its statement then fails (a
+		// timeout, say): ask again; false now means the first one worked.
+		ok, err = l.unlockOnce(s, h.id)
+		ok = ok || err == nil
+	}
+	s.give()
+
+	l.mu.Lock()
+	if l.held[key] == h {
+		delete(l.held, key)
+	}
+	delete(s.keys, key)
+	l.mu.Unlock()
+	l.wake(h.id)
+	if err != nil {
+		l.kill(s, err)
+		return fmt.Errorf("postgres: release failed and its session was closed, which frees the lock: %w: %w", err, driver.ErrNotHeld)
+	}
+	if !ok {
+		l.kill(s, errors.New("pg_advisory_unlock returned false"))
+		return fmt.Errorf("postgres: pg_advisory_unlock returned false: the session no longer held the lock: %w", driver.ErrNotHeld)
+	}
+	return nil
+}
+
+// kill gives up a session: every key on it is reported lost (OnLost), and
+// its connection is discarded, which frees whatever it still holds on the
+// server.
+func (l *locker) kill(s *session, cause error) {
+	l.mu.Lock()
+	if s.dead {
+		l.mu.Unlock()
+		return
+	}
+	s.dead = true
+	for i, x := range l.sessions {
+		if x == s {
+			l.sessions = append(l.sessions[:i], l.sessions[i+1:]...)
+			break
+		}
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+	lost := make([]*hold, 0, len(s.keys))
+	for k, h := range s.keys {
+		if l.held[k] == h {
+			delete(l.held, k)
+		}
+		lost = append(lost, h)
+	}
+	s.keys = nil
+	close(s.stop)
+	closed := l.closed
+	l.mu.Unlock()
+
+	if s.netConn != nil {
+		s.netConn.Close() // ends a statement stuck on a dead network
+	}
+	if !closed { // Close discards sessions itself
+		go s.discard() // may wait for a statement in flight
+	}
+	for _, h := range lost {
+		l.wake(h.id)
+		if h.onLost != nil {
+			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock ended, so the server freed the lock and may have granted it to another holder already: %w: %w", s.pid, cause, driver.ErrNotHeld))
+		}
+	}
+}
+
+// Renew: grants last as long as their session (Validity 0), so package
+// mutex never renews them.
+func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
+	for i := range batch {
+		batch[i].Err = fmt.Errorf("postgres: session locks do not expire and need no renewal: %w", driver.ErrUnimplemented)
+	}
+}
+
+// Ping checks on a lock session that the server answers, is the same
+// backend, and is not a standby.
+func (l *locker) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s, err := l.session(ctx)
+	if err != nil {
+		return err
+	}
+	var recovery bool
+	err = s.beat()
+	if err == nil {
+		s.inflight.Store(l.now())
+		err = s.conn.QueryRowContext(background, `SELECT pg_is_in_recovery()`).Scan(&recovery)
+		s.inflight.Store(0)
+	}
+	s.give()
+	switch {
+	case err != nil && (!sessionSurvives(err) || errors.Is(err, ErrTransactionPooling)):
+		l.kill(s, err)
+	case err == nil && recovery:
+		err = errStandby
+	}
+	if err != nil {
+		return redactErr(fmt.Errorf("postgres: ping: %w", err), l.dsn.password)
+	}
+	return nil
+}
+
+// Close stops the heartbeats and the listener and closes every session,
+// which frees the locks still on them. Leases still held are not reported
+// lost: their client is closing them.
+func (l *locker) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errClosedLock
+	}
+	l.closed = true
+	close(l.closing)
+	sessions := l.sessions
+	l.sessions = nil
+	for _, s := range sessions {
+		s.dead = true
+		close(s.stop)
+	}
+	l.held = make(map[string]*hold)
+	l.mu.Unlock()
+
+	l.wakeAll()
+	if l.listener != nil {
+		l.listener.close()
+	}
+	l.wg.Wait()
+	for _, s := range sessions {
+		s.discard()
+	}
+	if l.ownDB {
+		return l.db.Close()
+	}
+	return nil
+}
