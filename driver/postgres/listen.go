@@ -195,3 +195,13 @@ func (ls *listener) close() {
 		cn.Close() // closes ch, so run returns
 	}
 }
+
+// listenerUp reports whether the LISTEN connection is up (for tests).
+func (l *locker) listenerUp() bool {
+	if l.listener == nil {
+		return false
+	}
+	l.listener.mu.Lock()
+	defer l.listener.mu.Unlock()
+	return l.listener.cn != nil
+}

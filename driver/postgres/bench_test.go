@@ -1,0 +1,80 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"testing"
+
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+// BenchmarkFloor is what an uncontended TryLock+Unlock cannot do with less:
+// prepared pg_try_advisory_lock and pg_advisory_unlock on a pinned
+// connection, one round trip each.
+func BenchmarkFloor(b *testing.B) {
+	dsn := testserver.PostgresDSN(b)
+	ctx := context.Background()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	lock, err := conn.PrepareContext(ctx, `SELECT pg_try_advisory_lock($1)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	unlock, err := conn.PrepareContext(ctx, `SELECT pg_advisory_unlock($1)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := postgres.KeyID(b.Name(), "k")
+	b.ReportAllocs()
+	for b.Loop() {
+		var ok bool
+		if err := lock.QueryRowContext(ctx, id).Scan(&ok); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+		if err := unlock.QueryRowContext(ctx, id).Scan(&ok); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+	}
+}
+
+// BenchmarkTryLockUnlock is the same through package mutex and this
+// driver, with fencing off and on.
+func BenchmarkTryLockUnlock(b *testing.B) {
+	dsn := testserver.PostgresDSN(b)
+	for _, fencing := range []bool{false, true} {
+		b.Run(fmt.Sprintf("fencing=%v", fencing), func(b *testing.B) {
+			ctx := context.Background()
+			conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()), postgres.WithFencing(fencing))
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := mutex.OpenConnector(conn)
+			defer c.Close()
+			m := c.NewMutex("k")
+			if err := c.Ping(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				l, err := m.TryLock(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := l.Unlock(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
