@@ -1,0 +1,373 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests build the command and run it as real processes.
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mutexkit-cmd")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "mutexkit")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is a test's environment for the command: a lock directory of its
+// own, as the DSN, and a private TMPDIR for the no-DSN default.
+type env struct {
+	t    *testing.T
+	dir  string // scratch: logs, pid files
+	vars []string
+}
+
+func newEnv(t *testing.T) *env {
+	dir := t.TempDir()
+	return &env{t: t, dir: dir, vars: []string{"MUTEXKIT_DSN=" + filepath.Join(dir, "locks"), "TMPDIR=" + dir}}
+}
+
+func (e *env) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), e.vars...)
+	return cmd
+}
+
+// run runs the command to the end and returns its exit code and output.
+func (e *env) run(args ...string) (code int, stdout, stderr string) {
+	e.t.Helper()
+	cmd := e.command(args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	case err != nil:
+		e.t.Fatalf("run %v: %v", args, err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// waitFor polls cond until it holds, failing after a generous bound.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func fileExists(path string) bool { _, err := os.Stat(path); return err == nil }
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file %s: %q", path, b)
+	}
+	return pid
+}
+
+// TestCronSkip: three runs started together with --wait 0: one runs the
+// job, the other two skip with the skip code.
+func TestCronSkip(t *testing.T) {
+	e := newEnv(t)
+	started := filepath.Join(e.dir, "started")
+	job := fmt.Sprintf("echo run >> %s; sleep 3", started)
+	codes := make([]int, 3)
+	stderrs := make([]string, 3)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Go(func() { codes[i], _, stderrs[i] = e.run("run", "--key", "cron", "--wait", "0", "--", "sh", "-c", job) })
+	}
+	wg.Wait()
+	ran, skipped := 0, 0
+	for i, c := range codes {
+		switch c {
+		case 0:
+			ran++
+		case exitSkipped:
+			skipped++
+			if !strings.Contains(stderrs[i], `lock "cron" is held elsewhere; skipping`) || strings.Count(stderrs[i], "\n") != 1 {
+				t.Errorf("skip message: %q; want one line", stderrs[i])
+			}
+		default:
+			t.Errorf("exit code %d: %s", c, stderrs[i])
+		}
+	}
+	b, _ := os.ReadFile(started)
+	if ran != 1 || skipped != 2 || strings.Count(string(b), "run") != 1 {
+		t.Fatalf("%d ran, %d skipped, job started %d times; want 1, 2, 1", ran, skipped, strings.Count(string(b), "run"))
+	}
+}
+
+// TestWaitSerializes: with --wait, all three run, one at a time.
+func TestWaitSerializes(t *testing.T) {
+	e := newEnv(t)
+	log := filepath.Join(e.dir, "log")
+	job := fmt.Sprintf("echo start $$ >> %[1]s; sleep 0.3; echo end $$ >> %[1]s", log)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if code, _, stderr := e.run("run", "--key", "serial", "--wait", "1m", "--", "sh", "-c", job); code != 0 {
+				t.Errorf("exit %d: %s", code, stderr)
+			}
+		})
+	}
+	wg.Wait()
+	b, _ := os.ReadFile(log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 6 {
+		t.Fatalf("log:\n%s\nwant 3 jobs", b)
+	}
+	for i := 0; i < len(lines); i += 2 {
+		start, end := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if start[0] != "start" || end[0] != "end" || start[1] != end[1] {
+			t.Fatalf("jobs overlapped:\n%s", b)
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	e := newEnv(t)
+	if code, _, _ := e.run("run", "--key", "x", "--", "sh", "-c", "exit 7"); code != 7 {
+		t.Errorf("program exit 7: got %d", code)
+	}
+	if code, _, _ := e.run("run", "--key", "x", "--", "sh", "-c", "kill -TERM $$"); code != 128+15 {
+		t.Errorf("program killed by SIGTERM: got %d, want 143", code)
+	}
+	if code, _, stderr := e.run("run", "--key", "x", "--", "/nonexistent/program"); code != 127 || !strings.Contains(stderr, "/nonexistent/program") {
+		t.Errorf("missing program: %d %q; want 127 naming it", code, stderr)
+	}
+	held := e.command("run", "--key", "x", "--", "sleep", "30")
+	held.Start()
+	defer func() { held.Process.Kill(); held.Wait() }()
+	waitFor(t, "the lock to be held", func() bool {
+		_, out, _ := e.run("status", "--key", "x")
+		return strings.Contains(out, "held")
+	})
+	if code, _, _ := e.run("run", "--key", "x", "--skip-code", "0", "--", "true"); code != 0 {
+		t.Errorf("--skip-code 0: got %d", code)
+	}
+	if code, _, _ := e.run("run", "--key", "x", "--skip-code", "9", "--", "true"); code != 9 {
+		t.Errorf("--skip-code 9: got %d", code)
+	}
+	if code, _, _ := e.run("run", "--key", "x", "--wait", "200ms", "--", "true"); code != exitSkipped {
+		t.Errorf("--wait that runs out: got %d, want the skip code", code)
+	}
+}
+
+// TestSignalsPassThrough: SIGTERM to mutexkit reaches the program, whose
+// exit code is the command's.
+func TestSignalsPassThrough(t *testing.T) {
+	e := newEnv(t)
+	ready, got := filepath.Join(e.dir, "ready"), filepath.Join(e.dir, "got")
+	job := fmt.Sprintf(`trap 'echo TERM > %s; exit 5' TERM; touch %s; while :; do sleep 0.05; done`, got, ready)
+	cmd := e.command("run", "--key", "sig", "--", "sh", "-c", job)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the program to start", func() bool { return fileExists(ready) })
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 5 {
+		t.Fatalf("mutexkit after SIGTERM: %v; want the program's exit code 5", err)
+	}
+	if b, _ := os.ReadFile(got); strings.TrimSpace(string(b)) != "TERM" {
+		t.Fatal("the program did not get SIGTERM")
+	}
+}
+
+// TestKilledHolder: mutexkit killed with SIGKILL takes its program with it,
+// and the lock is free at once (file driver: the kernel drops the flock).
+func TestKilledHolder(t *testing.T) {
+	e := newEnv(t)
+	pidFile := filepath.Join(e.dir, "pid")
+	cmd := e.command("run", "--key", "killed", "--", "sh", "-c", fmt.Sprintf("echo $$ > %s; exec sleep 60", pidFile))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the program to start", func() bool { return fileExists(pidFile) })
+	pid := readPID(t, pidFile)
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, "the program to die with mutexkit", func() bool { return !alive(pid) })
+	if code, _, stderr := e.run("run", "--key", "killed", "--", "true"); code != 0 {
+		t.Fatalf("run after the holder was killed: %d %s", code, stderr)
+	}
+}
+
+// TestLostLeaseStopsProgram: when the lock is lost while the program runs
+// (here its lock file is removed), the program is stopped and the command
+// exits with the lost code.
+func TestLostLeaseStopsProgram(t *testing.T) {
+	e := newEnv(t)
+	pidFile := filepath.Join(e.dir, "pid")
+	cmd := e.command("run", "--key", "lost", "--grace", "1s", "--", "sh", "-c", fmt.Sprintf("echo $$ > %s; exec sleep 60", pidFile))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the program to start", func() bool { return fileExists(pidFile) })
+	pid := readPID(t, pidFile)
+	locks, _ := filepath.Glob(filepath.Join(e.dir, "locks", "lost-*.lock"))
+	if len(locks) != 1 {
+		t.Fatalf("lock files %v", locks)
+	}
+	os.Remove(locks[0])
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitLost {
+		t.Fatalf("exit %v; want the lost code %d; stderr:\n%s", err, exitLost, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `lock "lost" lost while the program ran`) {
+		t.Errorf("stderr %q does not say the lock was lost", stderr.String())
+	}
+	if alive(pid) {
+		t.Fatal("the program still runs after its lock was lost")
+	}
+}
+
+// TestMinHold: the lock stays held after a short job until --min-hold has
+// passed, so a run that fires a little later skips.
+func TestMinHold(t *testing.T) {
+	e := newEnv(t)
+	first := e.command("run", "--key", "hold", "--min-hold", "3s", "--", "true")
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { first.Wait(); close(done) }()
+	waitFor(t, "the lock to be held", func() bool {
+		_, out, _ := e.run("status", "--key", "hold")
+		return strings.Contains(out, "held")
+	})
+	code, _, _ := e.run("run", "--key", "hold", "--", "true")
+	select {
+	case <-done:
+		t.Skip("the machine is too slow to observe the min hold: the first run already ended")
+	default:
+	}
+	if code != exitSkipped {
+		t.Fatalf("run inside the min hold: exit %d; want the skip code", code)
+	}
+	<-done
+	if code, _, stderr := e.run("run", "--key", "hold", "--", "true"); code != 0 {
+		t.Fatalf("run after the min hold: %d %s", code, stderr)
+	}
+}
+
+// TestNoDSNSaysHostLocal: without a DSN the file driver is used, and the
+// command says once that the lock is host-local.
+func TestNoDSNSaysHostLocal(t *testing.T) {
+	e := newEnv(t)
+	e.vars = []string{"MUTEXKIT_DSN=", "TMPDIR=" + e.dir}
+	code, _, stderr := e.run("run", "--key", "local", "--", "true")
+	if code != 0 || strings.Count(stderr, "host-local") != 1 {
+		t.Fatalf("exit %d, stderr %q; want one host-local notice", code, stderr)
+	}
+	if !fileExists(filepath.Join(e.dir, "mutexkit")) {
+		t.Error("the default lock directory is not under TMPDIR")
+	}
+}
+
+func TestStatus(t *testing.T) {
+	e := newEnv(t)
+	if code, out, _ := e.run("status", "--key", "s"); code != 0 || !strings.Contains(out, `"s" is free`) {
+		t.Fatalf("status of a free key: %d %q", code, out)
+	}
+	cmd := e.command("run", "--key", "s", "--", "sleep", "30")
+	cmd.Start()
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitFor(t, "the lock to be held", func() bool {
+		_, out, _ := e.run("status", "--key", "s")
+		return strings.Contains(out, "held")
+	})
+	_, out, _ := e.run("status", "--key", "s")
+	host, _ := os.Hostname()
+	want := fmt.Sprintf(`"s" is held by host %s, pid %d, since `, host, cmd.Process.Pid)
+	if !strings.HasPrefix(out, want) || !strings.Contains(out, "token 1") {
+		t.Fatalf("status: %q; want it to start %q and give the token", out, want)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"status", "--help"}, {"drivers", "--help"}} {
+		code, out, stderr := e.run(args...)
+		if code != 0 || !strings.Contains(out+stderr, "Usage") {
+			t.Errorf("%v: exit %d, output %q", args, code, out+stderr)
+		}
+		if args[0] != "--help" && args[0] != "drivers" && !strings.Contains(out+stderr, "Examples") {
+			t.Errorf("%v: no examples", args)
+		}
+	}
+	if code, out, _ := e.run("drivers"); code != 0 || !strings.Contains(out, "file\n") || !strings.Contains(out, "mem\n") {
+		t.Errorf("drivers: %d %q", code, out)
+	}
+	for _, args := range [][]string{
+		{"run", "--", "true"}, // no key
+		{"run", "--key", "k"}, // no program
+		{"run", "--key", "k", "--bogus", "--", "true"},
+		{"run", "--key", "k", "--ttl", "1s", "--", "true"}, // shorter than 3x grace
+		{"status"},
+		{"frobnicate"},
+	} {
+		if code, _, stderr := e.run(args...); code != exitUsage || stderr == "" {
+			t.Errorf("%v: exit %d, stderr %q; want %d and a message", args, code, stderr, exitUsage)
+		}
+	}
+}
+
+// TestErrorsHideThePassword: a DSN's password never reaches the output.
+func TestErrorsHideThePassword(t *testing.T) {
+	e := newEnv(t)
+	for _, dsn := range []string{
+		"postgres://app:hunter2@127.0.0.1:1/db?sslmode=disable",
+		"redis://:hunter2@127.0.0.1:1",
+		"bogus://app:hunter2@host",
+		"app:hunter2@host",
+	} {
+		code, out, stderr := e.run("run", "--key", "k", "--dsn", dsn, "--", "true")
+		if code == 0 || strings.Contains(out+stderr, "hunter2") {
+			t.Errorf("DSN %s: exit %d, output %q", dsn, code, out+stderr)
+		}
+		if strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("DSN %s: error on more than one line: %q", dsn, stderr)
+		}
+	}
+}

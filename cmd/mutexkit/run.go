@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+const runUsage = `Usage: mutexkit run --key KEY [flags] -- program [args...]
+
+Takes the lock KEY, runs program with this command's stdin, stdout and
+stderr, and releases the lock when it exits. The program's exit code is
+this command's. SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to it,
+and it never outlives this command: if mutexkit is killed, even with
+SIGKILL, the program is killed too.
+
+If the lock is held elsewhere the job is skipped: one line on stderr and
+exit code 75 (--skip-code). If the lock is lost while the program runs
+(its session died, renewals failed), the program gets SIGTERM, then SIGKILL
+after --grace, and the exit code is 76 (--lost-code). On backends whose
+locks expire, this starts early enough that the program is gone before the
+lock could pass to another holder.
+
+Examples:
+  # cron in every pod: one pod runs the report, the others skip
+  MUTEXKIT_DSN=postgres://app@db/app mutexkit run --key nightly-report -- ./report
+
+  # wait up to ten minutes for the lock, then run; keep it at least 5 minutes
+  mutexkit run --key migrate --wait 10m --min-hold 5m --dsn redis://redis:6379 -- ./migrate up
+
+  # no DSN: a lock file on this host only
+  mutexkit run --key backup -- tar czf /backup/home.tgz /home
+
+Flags:
+`
+
+// runConfig is what the run flags say.
+type runConfig struct {
+	key, dsn, driver   string
+	wait, ttl, minHold time.Duration
+	grace              time.Duration
+	skipCode, lostCode int
+	program            []string
+}
+
+func parseRun(args []string, stderr io.Writer) (runConfig, error) {
+	var c runConfig
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
+	fs.StringVar(&c.key, "key", "", "lock key: one per job (required)")
+	fs.StringVar(&c.dsn, "dsn", "", "lock backend DSN (default $MUTEXKIT_DSN; none: the file driver, this host only)")
+	fs.StringVar(&c.driver, "driver", "", "driver name, when the DSN's scheme does not tell (see mutexkit drivers)")
+	fs.DurationVar(&c.wait, "wait", 0, "how long to wait for the lock; 0 skips at once if it is held (the cron default)")
+	fs.DurationVar(&c.ttl, "ttl", 0, fmt.Sprintf("lease length on backends whose locks expire (default %v); renewed while the program runs", mutex.DefaultTTL))
+	fs.DurationVar(&c.minHold, "min-hold", 0, "keep the lock at least this long from acquisition, even if the program ends sooner, so pods whose schedule fires a little later skip")
+	fs.DurationVar(&c.grace, "grace", 5*time.Second, "after SIGTERM to a program whose lock was lost, wait this long before SIGKILL")
+	fs.IntVar(&c.skipCode, "skip-code", exitSkipped, "exit code when the lock is held elsewhere")
+	fs.IntVar(&c.lostCode, "lost-code", exitLost, "exit code when the lock was lost while the program ran")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	c.program = fs.Args()
+	switch {
+	case c.key == "":
+		return c, usageError{errors.New("--key is required")}
+	case len(c.program) == 0:
+		return c, usageError{errors.New("no program to run: put it after --, as in mutexkit run --key K -- program args")}
+	case c.wait < 0 || c.minHold < 0 || c.grace < 0:
+		return c, usageError{errors.New("--wait, --min-hold and --grace cannot be negative")}
+	}
+	ttl := c.ttl
+	if ttl == 0 {
+		ttl = mutex.DefaultTTL
+	}
+	if ttl < 3*c.grace {
+		return c, usageError{fmt.Errorf("--ttl %v must be at least 3 times --grace %v, so that a program can be stopped before its lease lapses", ttl, c.grace)}
+	}
+	return c, nil
+}
+
+func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cfg, err := parseRun(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) { // the flag package prints its own errors
+			fmt.Fprintf(stderr, "mutexkit run: %v (see mutexkit run --help)\n", err)
+		}
+		return exitUsage
+	}
+	be, err := resolveBackend(cfg.driver, cfg.dsn)
+	if err != nil {
+		return fail(stderr, exitUsage, err)
+	}
+	if be.fallback {
+		fmt.Fprintf(stderr, "mutexkit: no DSN (--dsn or MUTEXKIT_DSN): using the file driver in %s; the lock is host-local and does not coordinate other machines\n", defaultFileDir())
+	}
+	client, err := mutex.Open(be.driver, be.dsn)
+	if err != nil {
+		return fail(stderr, exitUsage, err)
+	}
+	defer client.Close()
+
+	// Signals: while waiting for the lock they end the wait; while the
+	// program runs they are passed on to it.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+
+	lease, code, ok := acquire(client, cfg, sigs, stderr)
+	if !ok {
+		return code
+	}
+	return runUnderLease(lease, cfg, sigs, stdin, stdout, stderr)
+}
+
+// usageError is a mistake in the arguments found after parsing them.
+type usageError struct{ error }
+
+// acquire takes the lock, waiting up to cfg.wait. ok is false when the
+// command should exit with code.
+func acquire(client *mutex.Client, cfg runConfig, sigs <-chan os.Signal, stderr io.Writer) (lease *mutex.Lease, code int, ok bool) {
+	var opts []mutex.MutexOption
+	if cfg.ttl > 0 {
+		opts = append(opts, mutex.WithTTL(cfg.ttl))
+	}
+	m := client.NewMutex(cfg.key, opts...)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	var interrupted os.Signal
+	stopWatching := make(chan struct{})
+	defer close(stopWatching)
+	go func() {
+		select {
+		case interrupted = <-sigs:
+			cancel(fmt.Errorf("interrupted by %v", interrupted))
+		case <-stopWatching:
+		}
+	}()
+
+	var err error
+	if cfg.wait == 0 {
+		lease, err = m.TryLock(ctx)
+	} else {
+		wctx, wcancel := context.WithTimeout(ctx, cfg.wait)
+		lease, err = m.Lock(wctx)
+		wcancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("waited %v: %w", cfg.wait, mutex.ErrLocked)
+		}
+	}
+	switch {
+	case err == nil:
+		return lease, 0, true
+	case errors.Is(err, mutex.ErrLocked):
+		fmt.Fprintf(stderr, "mutexkit: lock %q is held elsewhere; skipping\n", cfg.key)
+		return nil, cfg.skipCode, false
+	case context.Cause(ctx) != nil && errors.Is(err, context.Canceled):
+		fmt.Fprintf(stderr, "mutexkit: %v while waiting for lock %q\n", context.Cause(ctx), cfg.key)
+		if s, ok := interrupted.(syscall.Signal); ok {
+			return nil, 128 + int(s), false
+		}
+		return nil, exitUnavailable, false
+	case errors.Is(err, mutex.ErrInvalid):
+		return nil, fail(stderr, exitUsage, err), false
+	}
+	return nil, fail(stderr, exitUnavailable, err), false
+}
+
+// runUnderLease runs the program while lease is held and returns the exit
+// code.
+func runUnderLease(lease *mutex.Lease, cfg runConfig, sigs <-chan os.Signal, stdin io.Reader, stdout, stderr io.Writer) int {
+	acquired := time.Now()
+	cmd := exec.Command(cfg.program[0], cfg.program[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	ownGroup := !isTerminal(stdin)
+	cmd.SysProcAttr = sysProcAttr(ownGroup)
+
+	started, exited := make(chan error, 1), make(chan error, 1)
+	go func() {
+		// The parent-death signal fires when the thread that forked the
+		// program exits, not the process: keep this goroutine on its
+		// thread until the program is gone.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		lease.Unlock(context.Background())
+		fmt.Fprintf(stderr, "mutexkit: start %s: %v\n", cfg.program[0], err)
+		return 127
+	}
+
+	risk := time.NewTicker(100 * time.Millisecond) // lease health, on backends whose locks expire
+	defer risk.Stop()
+	var lost error
+	var killTimer <-chan time.Time
+	stop := func(why error) {
+		if lost != nil {
+			return
+		}
+		lost = why
+		fmt.Fprintf(stderr, "mutexkit: %v; stopping the program (SIGTERM, SIGKILL after %v)\n", why, cfg.grace)
+		signalProgram(cmd, ownGroup, syscall.SIGTERM)
+		killTimer = time.After(cfg.grace)
+	}
+	var waitErr error
+loop:
+	for {
+		select {
+		case waitErr = <-exited:
+			break loop
+		case sig := <-sigs:
+			if ownGroup || (sig != syscall.SIGINT && sig != syscall.SIGQUIT) { // a terminal sends those to the program itself
+				signalProgram(cmd, ownGroup, sig.(syscall.Signal))
+			}
+		case <-lease.Done():
+			stop(fmt.Errorf("lock %q lost while the program ran: %v", cfg.key, lease.Err()))
+		case <-risk.C:
+			// Stop the program before the lease could lapse, not after.
+			if exp := lease.Expires(); !exp.IsZero() && time.Until(exp) < cfg.grace+time.Second {
+				stop(fmt.Errorf("lock %q is about to lapse: renewals are failing", cfg.key))
+			}
+		case <-killTimer:
+			signalProgram(cmd, ownGroup, syscall.SIGKILL)
+		}
+	}
+	code := exitCode(cmd, waitErr)
+	if lost != nil {
+		lease.Unlock(context.Background())
+		return cfg.lostCode
+	}
+
+	// WithMinHold by waiting here: the lease stays held, and renewed, until
+	// the minimum has passed.
+	if rest := cfg.minHold - time.Since(acquired); rest > 0 {
+		select {
+		case <-time.After(rest):
+		case <-lease.Done():
+		case <-sigs:
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := lease.Unlock(ctx); errors.Is(err, mutex.ErrLockLost) {
+		fmt.Fprintf(stderr, "mutexkit: lock %q was lost before the program ended: %v\n", cfg.key, oneLine(err))
+		return cfg.lostCode
+	} else if err != nil {
+		fmt.Fprintf(stderr, "mutexkit: release lock %q: %v\n", cfg.key, oneLine(err))
+	}
+	return code
+}
+
+// exitCode is the program's exit code, or 128+N if signal N killed it.
+func exitCode(cmd *exec.Cmd, err error) int {
+	if cmd.ProcessState == nil {
+		return exitUnavailable
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// signalProgram sends sig to the program, and to its whole process group
+// when it has one of its own (so a shell script's children get it too).
+func signalProgram(cmd *exec.Cmd, ownGroup bool, sig syscall.Signal) {
+	if ownGroup {
+		syscall.Kill(-cmd.Process.Pid, sig)
+		return
+	}
+	cmd.Process.Signal(sig)
+}
+
+// isTerminal reports whether r is a terminal. A program started from one
+// stays in the terminal's process group, so that it can read from it.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
