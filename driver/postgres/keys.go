@@ -22,6 +22,8 @@ import (
 //	SELECT pid, granted FROM pg_locks
 //	WHERE locktype = 'advisory' AND objsubid = 1
 //	  AND classid = <id >> 32> AND objid = <id & 0xffffffff>;
+//
+// KeyIDSQL computes the same id in SQL.
 func KeyID(namespace, key string) int64 {
 	h := sha256.New()
 	var n [4]byte
@@ -40,3 +42,11 @@ func KeyID(namespace, key string) int64 {
 func LockTag(id int64) (classid, objid uint32) {
 	return uint32(uint64(id) >> 32), uint32(uint64(id))
 }
+
+// KeyIDSQL is a query that computes KeyID($1 namespace, $2 key) on the
+// server, for SQL code and operators:
+//
+//	SELECT pg_try_advisory_lock((<KeyIDSQL with the two values>));
+const KeyIDSQL = `SELECT ('x' || left(encode(sha256(
+	int4send(octet_length(convert_to($1::text, 'UTF8'))) || convert_to($1::text, 'UTF8') ||
+	int4send(octet_length(convert_to($2::text, 'UTF8'))) || convert_to($2::text, 'UTF8')), 'hex'), 16))::bit(64)::bigint`

@@ -1,0 +1,359 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+func openClient(t *testing.T, dsn, ns string, opts ...postgres.Option) *mutex.Client {
+	t.Helper()
+	conn, err := postgres.NewConnector(dsn, append([]postgres.Option{postgres.WithNamespace(ns)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mutex.OpenConnector(conn)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func openDB(t *testing.T) (string, *sql.DB) {
+	t.Helper()
+	dsn := testserver.PostgresDSN(t)
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return dsn, db
+}
+
+// KeyID is stable (changing it would let old and new clients hold one key
+// at once), and the SQL the package documents computes the same id.
+func TestKeyIDStable(t *testing.T) {
+	_, db := openDB(t)
+	for _, c := range []struct {
+		ns, key string
+		want    int64
+	}{
+		{"", "nightly-report", 5801903214782737050}, // from Python's hashlib
+		{"billing", "ключ-🔒", -8365314965533441986},
+	} {
+		if got := postgres.KeyID(c.ns, c.key); got != c.want {
+			t.Errorf("KeyID(%q, %q) = %d; want %d", c.ns, c.key, got, c.want)
+		}
+		var inSQL int64
+		if err := db.QueryRow(postgres.KeyIDSQL, c.ns, c.key).Scan(&inSQL); err != nil || inSQL != c.want {
+			t.Errorf("KeyIDSQL(%q, %q) = %d, %v; want %d", c.ns, c.key, inSQL, err, c.want)
+		}
+	}
+	if postgres.KeyID("a", "bc") == postgres.KeyID("ab", "c") {
+		t.Error("namespace and key are not kept apart")
+	}
+	if c, o := postgres.LockTag(-1); c != 0xffffffff || o != 0xffffffff {
+		t.Errorf("LockTag(-1) = %x, %x", c, o)
+	}
+	if c, o := postgres.LockTag(3333<<32 | 4444); c != 3333 || o != 4444 {
+		t.Errorf("LockTag = %d, %d; want 3333, 4444", c, o)
+	}
+}
+
+// SQL holding pg_advisory_lock(KeyID) excludes a Mutex, and a Mutex
+// excludes SQL; pg_locks shows the lock where KeyID's doc says.
+func TestSQLInterop(t *testing.T) {
+	dsn, db := openDB(t)
+	ns := t.Name()
+	c := openClient(t, dsn, ns)
+	id := postgres.KeyID(ns, "shared")
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	// SQL first.
+	var ok bool
+	if err := conn.QueryRowContext(t.Context(), `SELECT pg_try_advisory_lock($1)`, id).Scan(&ok); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if _, err := c.NewMutex("shared").TryLock(t.Context()); !errors.Is(err, mutex.ErrLocked) {
+		t.Fatalf("TryLock while SQL holds the key: %v; want ErrLocked", err)
+	}
+	if err := conn.QueryRowContext(t.Context(), `SELECT pg_advisory_unlock($1)`, id).Scan(&ok); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+
+	// The Mutex first.
+	l, err := c.NewMutex("shared").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRowContext(t.Context(), `SELECT pg_try_advisory_lock($1)`, id).Scan(&ok); err != nil || ok {
+		t.Fatalf("pg_try_advisory_lock while a Mutex holds the key: %v, %v; want false", ok, err)
+	}
+	classid, objid := postgres.LockTag(id)
+	var n int
+	db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND classid = $1 AND objid = $2`,
+		int64(classid), int64(objid)).Scan(&n)
+	if n != 1 {
+		t.Fatalf("pg_locks shows %d rows at classid %d objid %d; want 1", n, classid, objid)
+	}
+	l.Unlock(t.Context())
+	if err := conn.QueryRowContext(t.Context(), `SELECT pg_try_advisory_lock($1)`, id).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_try_advisory_lock after Unlock: %v, %v; want true", ok, err)
+	}
+	conn.QueryRowContext(t.Context(), `SELECT pg_advisory_unlock($1)`, id).Scan(&ok)
+}
+
+// The transaction-scoped helpers, in *sql.Tx and *sqlx.Tx, exclude Mutex
+// holders and end with the transaction; shared locks admit each other.
+func TestTxHelpers(t *testing.T) {
+	dsn, db := openDB(t)
+	ns := t.Name()
+	c := openClient(t, dsn, ns)
+	ctx := t.Context()
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := postgres.LockTx(ctx, tx, ns, "job"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewMutex("job").TryLock(ctx); !errors.Is(err, mutex.ErrLocked) {
+		t.Fatalf("TryLock while a transaction holds the key: %v; want ErrLocked", err)
+	}
+	got := make(chan error, 1)
+	go func() { // waits, then is woken by the fallback poll: no NOTIFY at commit
+		l, err := c.NewMutex("job").Lock(ctx)
+		if err == nil {
+			l.Unlock(ctx)
+		}
+		got <- err
+	}()
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("Lock after the transaction committed: %v", err)
+	}
+
+	x := sqlx.NewDb(db, "postgres")
+	held, err := c.NewMutex("job").TryLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xtx, err := x.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := postgres.TryLockTx(ctx, xtx, ns, "job"); err != nil || ok {
+		t.Fatalf("TryLockTx while a Mutex holds the key: %v, %v; want false", ok, err)
+	}
+	if ok, err := postgres.TryLockTxShared(ctx, xtx, ns, "job"); err != nil || ok {
+		t.Fatalf("TryLockTxShared while a Mutex holds the key: %v, %v; want false", ok, err)
+	}
+	xtx.Rollback()
+	held.Unlock(ctx)
+
+	// Readers share; a writer waits for them all.
+	var txs []*sqlx.Tx
+	for range 2 {
+		rtx, err := x.BeginTxx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		txs = append(txs, rtx)
+		if ok, err := postgres.TryLockTxShared(ctx, rtx, ns, "job"); err != nil || !ok {
+			t.Fatalf("TryLockTxShared beside another reader: %v, %v; want true", ok, err)
+		}
+	}
+	if _, err := c.NewMutex("job").TryLock(ctx); !errors.Is(err, mutex.ErrLocked) {
+		t.Fatalf("TryLock while readers hold the key: %v; want ErrLocked", err)
+	}
+	for _, rtx := range txs {
+		rtx.Rollback()
+	}
+	l, err := c.NewMutex("job").TryLock(ctx)
+	if err != nil {
+		t.Fatalf("TryLock after the readers ended: %v", err)
+	}
+	l.Unlock(ctx)
+}
+
+// Fencing tokens keep increasing across clients and across a client's
+// restart (a new connector: nothing in memory carries over).
+func TestFencingAcrossRestarts(t *testing.T) {
+	dsn, _ := openDB(t)
+	ns := t.Name() + time.Now().String()
+	var last uint64
+	for range 3 {
+		conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(ns), postgres.WithFencing(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := mutex.OpenConnector(conn)
+		l, err := c.NewMutex("k", mutex.WithFencing()).TryLock(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Token() <= last {
+			t.Fatalf("token %d after %d", l.Token(), last)
+		}
+		last = l.Token()
+		l.Unlock(t.Context())
+		c.Close()
+	}
+	// With fencing off, requiring a token fails clearly.
+	c := openClient(t, dsn, ns)
+	_, err := c.NewMutex("k", mutex.WithFencing()).TryLock(t.Context())
+	if !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("WithFencing on a client without fencing: %v; want errors.ErrUnsupported", err)
+	}
+}
+
+// Watch wakes a waiter of another client when the key is released.
+func TestWatchWakesOnRelease(t *testing.T) {
+	dsn, _ := openDB(t)
+	ns := t.Name()
+	connA, _ := postgres.NewConnector(dsn, postgres.WithNamespace(ns))
+	connB, _ := postgres.NewConnector(dsn, postgres.WithNamespace(ns))
+	a, err := connA.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := connB.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	owner := driver.NewOwner()
+	if _, err := a.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: owner}); err != nil {
+		t.Fatal(err)
+	}
+	wake := make(chan struct{}, 1)
+	stop, err := b.Watch("k", wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	// The first wake-up may be the one sent when LISTEN takes effect.
+	select {
+	case <-wake:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no wake-up when the listener started")
+	}
+	if err := a.Release(t.Context(), "k", owner); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no wake-up after the release")
+	}
+	if _, err := b.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); err != nil {
+		t.Fatalf("Acquire after the wake-up: %v", err)
+	}
+}
+
+// DSNs: both forms, this driver's parameters, and errors that name the
+// problem and never the password.
+func TestDSNErrors(t *testing.T) {
+	const pw = "s3cret-Pa55"
+	for _, c := range []struct{ dsn, want string }{
+		{"", "empty"},
+		{"postgres://u:" + pw + "@host:5432/db?mutexkit_bogus=1", "mutexkit_bogus"},
+		{"postgres://u:" + pw + "@host:5432", "no database"},
+		{"host=h user=u password=" + pw, "no database"},
+		{"host=h password='" + pw, "unterminated"},
+		{"postgres://u:" + pw + "@host:5432/db?mutexkit_heartbeat=never", "mutexkit_heartbeat"},
+		{"postgres://u:" + pw + "@ho st:%zz/db", "malformed"},
+		{"host=h dbname=d password=" + pw + " mutexkit_fencing=maybe", "mutexkit_fencing"},
+	} {
+		_, err := mutex.Open(postgres.Name, c.dsn)
+		if !errors.Is(err, mutex.ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Open(%q) = %v; want ErrInvalid mentioning %q", c.dsn, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), pw) {
+			t.Errorf("Open error quotes the password: %v", err)
+		}
+	}
+	for _, dsn := range []string{
+		"postgres://u:p@localhost/db?sslmode=disable&mutexkit_namespace=billing&mutexkit_heartbeat=2s&mutexkit_fencing=on" +
+			"&mutexkit_keepalive_idle=10&mutexkit_keepalive_interval=2&mutexkit_keepalive_count=5&mutexkit_max_keys=100&mutexkit_statement_timeout=3s",
+		"host=localhost dbname=db sslmode=disable mutexkit_namespace='a b' mutexkit_fencing=off",
+	} {
+		if _, err := mutex.Open(postgres.Name, dsn); err != nil {
+			t.Errorf("Open(%q): %v", dsn, err)
+		}
+	}
+}
+
+// Connection failures are clear and never carry the password.
+func TestConnectErrorsRedacted(t *testing.T) {
+	dsn, _ := openDB(t)
+	const pw = "hunter2-Secret"
+	for _, c := range []struct{ dsn, want string }{
+		{"postgres://postgres:" + pw + "@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=5", "refused"},
+		{"postgres://nosuchrole_mutexkit:" + pw + "@" + hostOf(t, dsn) + "/postgres?sslmode=disable", "nosuchrole_mutexkit"},
+		{"postgres://postgres:" + pw + "@" + hostOf(t, dsn) + "/nosuchdb_mutexkit?sslmode=disable", "nosuchdb_mutexkit"},
+	} {
+		c2, err := mutex.Open(postgres.Name, c.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c2.Ping(t.Context())
+		c2.Close()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Ping: %v; want an error mentioning %q", err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), pw) {
+			t.Errorf("Ping error quotes the password: %v", err)
+		}
+		t.Logf("%v", err)
+	}
+}
+
+func hostOf(t *testing.T, dsn string) string {
+	t.Helper()
+	rest, ok := strings.CutPrefix(dsn, "postgres://")
+	if !ok {
+		t.Skip("needs a URL DSN")
+	}
+	if i := strings.IndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	return host
+}
+
+// Inspect names the holding process, and Ping is clean.
+func TestInspectAndPing(t *testing.T) {
+	dsn, _ := openDB(t)
+	ns := t.Name()
+	a := openClient(t, dsn, ns, postgres.WithFencing(true))
+	b := openClient(t, dsn, ns)
+	if err := a.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.NewMutex("k").Lock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(context.Background())
+	h, held, err := b.Inspect(t.Context(), "k")
+	if err != nil || !held || h.PID == 0 {
+		t.Fatalf("Inspect: %+v, %v, %v", h, held, err)
+	}
+}
