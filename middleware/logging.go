@@ -49,8 +49,10 @@ func (lg *logging) log(ctx context.Context, driverName, op, key, out string, too
 		slog.String(AttrDriver, driverName),
 		slog.String(AttrOperation, op),
 		slog.String(AttrOutcome, out),
-		slog.Duration("duration", took),
 	)
+	if took >= 0 {
+		attrs = append(attrs, slog.Duration("duration", took))
+	}
 	if key != "" {
 		kv := keyAttr(key, lg.rawKeys)
 		attrs = append(attrs, slog.String(string(kv.Key), kv.Value.AsString()))
@@ -84,24 +86,42 @@ type loggingLocker struct {
 	driver string
 }
 
+// clock starts timing an operation if its record would be written at the
+// configured level; reading the clock costs more than the rest of a
+// disabled record. took then returns -1 (a failure's Warn record carries no
+// duration).
+func (l *loggingLocker) clock(ctx context.Context) time.Time {
+	if l.lg.logger.Enabled(ctx, l.lg.level) {
+		return time.Now()
+	}
+	return time.Time{}
+}
+
+func took(start time.Time) time.Duration {
+	if start.IsZero() {
+		return -1
+	}
+	return time.Since(start)
+}
+
 func (l *loggingLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
-	start := time.Now()
+	start := l.clock(ctx)
 	g, err := l.Locker.Acquire(ctx, req)
-	l.lg.log(ctx, l.driver, "acquire", req.Key, outcome(OutcomeAcquired, err), time.Since(start), err)
+	l.lg.log(ctx, l.driver, "acquire", req.Key, outcome(OutcomeAcquired, err), took(start), err)
 	return g, err
 }
 
 func (l *loggingLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
-	start := time.Now()
+	start := l.clock(ctx)
 	err := l.Locker.Release(ctx, key, owner)
-	l.lg.log(ctx, l.driver, "release", key, outcome(OutcomeReleased, err), time.Since(start), err)
+	l.lg.log(ctx, l.driver, "release", key, outcome(OutcomeReleased, err), took(start), err)
 	return err
 }
 
 func (l *loggingLocker) Renew(ctx context.Context, batch []driver.Renewal) {
-	start := time.Now()
+	start := l.clock(ctx)
 	l.Locker.Renew(ctx, batch)
-	took := time.Since(start)
+	took := took(start)
 	lost, failed := 0, 0
 	for _, r := range batch {
 		switch out := outcome(OutcomeRenewed, r.Err); {
@@ -119,15 +139,15 @@ func (l *loggingLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 }
 
 func (l *loggingLocker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
-	start := time.Now()
+	start := l.clock(ctx)
 	h, held, err := l.Locker.Inspect(ctx, key)
-	l.lg.log(ctx, l.driver, "inspect", key, outcome(OutcomeOK, err), time.Since(start), err)
+	l.lg.log(ctx, l.driver, "inspect", key, outcome(OutcomeOK, err), took(start), err)
 	return h, held, err
 }
 
 func (l *loggingLocker) Ping(ctx context.Context) error {
-	start := time.Now()
+	start := l.clock(ctx)
 	err := l.Locker.Ping(ctx)
-	l.lg.log(ctx, l.driver, "ping", "", outcome(OutcomeOK, err), time.Since(start), err)
+	l.lg.log(ctx, l.driver, "ping", "", outcome(OutcomeOK, err), took(start), err)
 	return err
 }
