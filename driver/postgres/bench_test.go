@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/mutexkit/mutexkit/driver/postgres"
 	"github.com/mutexkit/mutexkit/internal/testserver"
@@ -75,6 +76,72 @@ func BenchmarkTryLockUnlock(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkVersusFloor alternates blocks of the floor and of
+// TryLock+Unlock through mutex on the same machine moments apart, so a
+// shared, noisy machine loads both alike, and reports their ratio.
+func BenchmarkVersusFloor(b *testing.B) {
+	dsn := testserver.PostgresDSN(b)
+	ctx := context.Background()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	lock, _ := conn.PrepareContext(ctx, `SELECT pg_try_advisory_lock($1)`)
+	unlock, _ := conn.PrepareContext(ctx, `SELECT pg_advisory_unlock($1)`)
+	id := postgres.KeyID(b.Name(), "floor")
+	for _, fencing := range []bool{false, true} {
+		b.Run(fmt.Sprintf("fencing=%v", fencing), func(b *testing.B) {
+			pc, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()), postgres.WithFencing(fencing))
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := mutex.OpenConnector(pc)
+			defer c.Close()
+			m := c.NewMutex("k")
+			if err := c.Ping(ctx); err != nil {
+				b.Fatal(err)
+			}
+			const block = 50
+			var floor, ours time.Duration
+			var n int
+			for b.Loop() {
+				start := time.Now()
+				for range block {
+					var ok bool
+					if err := lock.QueryRowContext(ctx, id).Scan(&ok); err != nil || !ok {
+						b.Fatal(ok, err)
+					}
+					if err := unlock.QueryRowContext(ctx, id).Scan(&ok); err != nil || !ok {
+						b.Fatal(ok, err)
+					}
+				}
+				mid := time.Now()
+				for range block {
+					l, err := m.TryLock(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := l.Unlock(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				floor += mid.Sub(start)
+				ours += time.Since(mid)
+				n += block
+			}
+			b.ReportMetric(float64(floor.Nanoseconds())/float64(n), "floor-ns/op")
+			b.ReportMetric(float64(ours.Nanoseconds())/float64(n), "mutex-ns/op")
+			b.ReportMetric(float64(ours)/float64(floor), "x-floor")
 		})
 	}
 }

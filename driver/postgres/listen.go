@@ -3,6 +3,7 @@ package postgres
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,13 +12,31 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 )
 
-// notifyChannel is the NOTIFY channel of every client: a release sends the
-// key's id (KeyID, in decimal) on it. Clients of other namespaces ignore
-// ids they do not wait for.
+// notifyChannel is the NOTIFY channel of every client: a release that a
+// client waits for sends the key's id (KeyID, in decimal) on it.
 const notifyChannel = "mutexkit"
 
+// Wake-ups: a NOTIFY costs the releaser a transaction id and a write to the
+// server's notification queue (a third of an uncontended lock-unlock), so a
+// release sends one only when some client waits for the key. A client that
+// waits says so by holding a shared advisory lock on the key's "interest
+// tag": the same classid and objid as the key, in the two-int4 key space
+// (objsubid 2 in pg_locks), taken on its LISTEN connection. The unlock
+// statement tries that tag exclusively (pg_try_advisory_xact_lock, released
+// as the statement ends) and notifies only if it cannot. A waiter's tag is
+// in place before it is told to try again, and a releaser checks after it
+// unlocked, so no release between a waiter's attempt and its wait goes
+// unannounced.
+
 // watcher is one Watch registration.
-type watcher struct{ ch chan<- struct{} }
+type watcher struct {
+	ch chan<- struct{}
+	id int64
+
+	// Guarded by listener.mu.
+	stopped bool
+	cn      *pq.ListenerConn // the connection its interest tag is held on; nil: none
+}
 
 func (w *watcher) send() {
 	select {
@@ -26,31 +45,46 @@ func (w *watcher) send() {
 	}
 }
 
+// unreg is an interest tag to give back on cn.
+type unreg struct {
+	cn *pq.ListenerConn
+	id int64
+}
+
 // listener is a client's one LISTEN connection, started by the first Watch
-// and stopped by Close. It wakes the watchers of a key when a release of
-// that key is notified, and every watcher whenever it (re)connects, since
-// releases may have gone unheard meanwhile.
+// and stopped by Close. It holds the waiters' interest tags, wakes the
+// watchers of a key when its release is notified, and wakes every watcher
+// whenever it (re)connects or fails, since releases may have gone unheard.
 type listener struct {
-	l *locker
+	l    *locker
+	stop chan struct{}
+	kick chan struct{} // work for the registrar
 
 	mu       sync.Mutex
 	started  bool
 	closed   bool
-	cn       *pq.ListenerConn
-	stop     chan struct{}
+	conn     *pq.ListenerConn // being opened or open, for close
+	live     *pq.ListenerConn // LISTENing: tags can be taken on it
 	watchers map[int64]map[*watcher]struct{}
+	regs     []*watcher
+	unregs   []unreg
 }
 
 func newListener(l *locker) *listener {
-	return &listener{l: l, stop: make(chan struct{}), watchers: make(map[int64]map[*watcher]struct{})}
+	return &listener{
+		l:        l,
+		stop:     make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		watchers: make(map[int64]map[*watcher]struct{}),
+	}
 }
 
-// Watch registers wake for releases of key. Wake-ups come from NOTIFY on
-// the client's LISTEN connection, opened by the first Watch (a release
-// missed while it connects is covered by waking everyone once it listens),
-// and from this client's own releases. Clients made by NewDBConnector
-// without WithListenDSN have no LISTEN connection and return
-// driver.ErrUnimplemented: package mutex then polls.
+// Watch registers wake for releases of key. It returns at once: the
+// interest tag is taken in the background, and wake then receives a value
+// so the waiter tries again (a release before the tag was in place is seen
+// by that attempt). Releases by this client wake its own waiters directly.
+// Clients made by NewDBConnector without WithListenDSN have no LISTEN
+// connection and return driver.ErrUnimplemented: package mutex then polls.
 func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
 	if wake == nil {
 		return nil, fmt.Errorf("postgres: nil wake channel: %w", driver.ErrInvalid)
@@ -62,7 +96,7 @@ func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
 }
 
 func (ls *listener) watch(id int64, wake chan<- struct{}) (func(), error) {
-	w := &watcher{ch: wake}
+	w := &watcher{ch: wake, id: id}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.closed {
@@ -76,22 +110,110 @@ func (ls *listener) watch(id int64, wake chan<- struct{}) (func(), error) {
 	set[w] = struct{}{}
 	if !ls.started {
 		ls.started = true
-		ls.l.wg.Add(1)
+		ls.l.wg.Add(2)
 		go ls.run()
+		go ls.registrar()
 	}
+	ls.regs = append(ls.regs, w)
+	ls.kickLocked()
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			ls.mu.Lock()
-			defer ls.mu.Unlock()
-			if set := ls.watchers[id]; set != nil {
-				delete(set, w)
-				if len(set) == 0 {
-					delete(ls.watchers, id)
-				}
+	return func() { once.Do(func() { ls.unwatch(w) }) }, nil
+}
+
+func (ls *listener) unwatch(w *watcher) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	w.stopped = true
+	if set := ls.watchers[w.id]; set != nil {
+		delete(set, w)
+		if len(set) == 0 {
+			delete(ls.watchers, w.id)
+		}
+	}
+	if w.cn != nil && w.cn == ls.live {
+		ls.unregs = append(ls.unregs, unreg{w.cn, w.id})
+		ls.kickLocked()
+	}
+	w.cn = nil
+}
+
+func (ls *listener) kickLocked() {
+	select {
+	case ls.kick <- struct{}{}:
+	default:
+	}
+}
+
+// registrar takes and gives back interest tags, batched: one statement per
+// batch on the LISTEN connection. Shared advisory locks stack within a
+// session, so each watcher holds its own and gives back its own.
+func (ls *listener) registrar() {
+	defer ls.l.wg.Done()
+	for {
+		select {
+		case <-ls.stop:
+			return
+		case <-ls.kick:
+		}
+		ls.mu.Lock()
+		cn := ls.live
+		var regs []*watcher
+		for _, w := range ls.regs {
+			if !w.stopped && w.cn == nil {
+				regs = append(regs, w)
 			}
-		})
-	}, nil
+		}
+		unregs := ls.unregs
+		ls.regs, ls.unregs = nil, nil
+		ls.mu.Unlock()
+		if cn == nil {
+			continue // (re)connecting: everyone is registered once it listens
+		}
+		var ids []int64
+		for _, u := range unregs {
+			if u.cn == cn {
+				ids = append(ids, u.id)
+			}
+		}
+		if len(ids) > 0 {
+			cn.ExecSimpleQuery(tagQuery("pg_advisory_unlock_shared", ids)) // a failure ends the connection, and the tags with it
+		}
+		if len(regs) == 0 {
+			continue
+		}
+		ids = ids[:0]
+		for _, w := range regs {
+			ids = append(ids, w.id)
+		}
+		if _, err := cn.ExecSimpleQuery(tagQuery("pg_advisory_lock_shared", ids)); err != nil {
+			continue // the connection is failing: run reconnects and registers everyone
+		}
+		ls.mu.Lock()
+		for _, w := range regs {
+			if w.stopped || ls.live != cn {
+				ls.unregs = append(ls.unregs, unreg{cn, w.id})
+				ls.kickLocked()
+				continue
+			}
+			w.cn = cn
+			w.send() // try again: a release before the tag was in place went unannounced
+		}
+		ls.mu.Unlock()
+	}
+}
+
+// tagQuery calls fn on the interest tag of each id, in one statement.
+func tagQuery(fn string, ids []int64) string {
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		hi, lo := LockTag(id)
+		fmt.Fprintf(&b, "%s(%d, %d)", fn, int32(hi), int32(lo))
+	}
+	return b.String()
 }
 
 // wake wakes the watchers of id: a release by this client needs no round
@@ -140,26 +262,41 @@ func (ls *listener) run() {
 				cn.Close()
 				return
 			}
-			ls.cn = cn
+			ls.conn = cn
 			ls.mu.Unlock()
-			_, err = cn.Listen(notifyChannel)
-			if err != nil {
+			if _, err = cn.Listen(notifyChannel); err != nil {
 				cn.Close()
 			}
 		}
 		if err == nil {
 			backoff = 100 * time.Millisecond
-			ls.wakeAll() // releases before LISTEN took effect went unheard
+			ls.mu.Lock()
+			ls.live = cn
+			ls.regs = ls.regs[:0]
+			for _, set := range ls.watchers {
+				for w := range set {
+					w.cn = nil
+					ls.regs = append(ls.regs, w)
+				}
+			}
+			ls.unregs = nil
+			ls.kickLocked()
+			ls.mu.Unlock()
 			for n := range ch {
 				if id, err := strconv.ParseInt(n.Extra, 10, 64); err == nil {
 					ls.wake(id)
 				}
 			}
-			ls.wakeAll() // connection lost: waiters poll until it is back
 		}
 		ls.mu.Lock()
-		ls.cn = nil
+		ls.conn, ls.live = nil, nil
+		for _, set := range ls.watchers {
+			for w := range set {
+				w.cn = nil
+			}
+		}
 		ls.mu.Unlock()
+		ls.wakeAll() // connection lost: waiters poll until it is back
 		select {
 		case <-ls.stop:
 			return
@@ -188,7 +325,7 @@ func (ls *listener) close() {
 	}
 	ls.closed = true
 	close(ls.stop)
-	cn := ls.cn
+	cn := ls.conn
 	ls.watchers = nil
 	ls.mu.Unlock()
 	if cn != nil {
@@ -203,5 +340,5 @@ func (l *locker) listenerUp() bool {
 	}
 	l.listener.mu.Lock()
 	defer l.listener.mu.Unlock()
-	return l.listener.cn != nil
+	return l.listener.live != nil
 }

@@ -50,6 +50,8 @@ type hold struct {
 	key     string
 	id      int64
 	payload string // id in decimal: the NOTIFY payload
+	tagHi   int32  // the interest tag (see listen.go)
+	tagLo   int32
 	owner   driver.Owner
 	s       *session // nil while the attempt is in flight
 	token   uint64
@@ -251,6 +253,8 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	h.s, h.token = s, token
 	h.payload = strconv.FormatInt(id, 10)
+	hi, lo := LockTag(id)
+	h.tagHi, h.tagLo = int32(hi), int32(lo)
 	s.keys[req.Key] = h
 	l.mu.Unlock()
 	return driver.Grant{Token: token}, nil
@@ -303,7 +307,8 @@ func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
 	var ok bool
 	var pid int
 	var void any
-	err := s.scan(s.unlockStmt, []any{id, strconv.FormatInt(id, 10)}, &ok, &pid, &void)
+	hi, lo := LockTag(id)
+	err := s.scan(s.unlockStmt, []any{id, strconv.FormatInt(id, 10), int32(hi), int32(lo)}, &ok, &pid, &void)
 	if err == nil {
 		err = s.checkPID(pid, true)
 	}
@@ -354,7 +359,7 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	var ok bool
 	var pid int
 	var void any
-	err := s.scan(s.unlockStmt, []any{h.id, h.payload}, &ok, &pid, &void)
+	err := s.scan(s.unlockStmt, []any{h.id, h.payload, h.tagHi, h.tagLo}, &ok, &pid, &void)
 	if err == nil {
 		err = s.checkPID(pid, true)
 	} else if sessionSurvives(err) {

@@ -48,11 +48,13 @@ type session struct {
 // seen at once, for free.
 const (
 	sqlLock = `SELECT pg_try_advisory_lock($1), pg_backend_pid()`
-	// The NOTIFY goes out when the statement commits, after the unlock:
-	// one round trip wakes every waiting client.
-	sqlUnlock = `SELECT pg_advisory_unlock($1), pg_backend_pid(), pg_notify('` + notifyChannel + `', $2)`
-	sqlBeat   = `SELECT pg_backend_pid(), current_setting('mutexkit.session', true)`
-	sqlProbe  = `SELECT pg_backend_pid(), pg_is_in_recovery(), current_setting('server_version_num')::int,
+	// The NOTIFY, sent only when some client holds the key's interest tag
+	// (see listen.go), goes out when the statement commits, after the
+	// unlock: one round trip wakes every waiting client.
+	sqlUnlock = `SELECT pg_advisory_unlock($1), pg_backend_pid(),
+		CASE WHEN pg_try_advisory_xact_lock($3, $4) THEN NULL ELSE pg_notify('` + notifyChannel + `', $2) END`
+	sqlBeat  = `SELECT pg_backend_pid(), current_setting('mutexkit.session', true)`
+	sqlProbe = `SELECT pg_backend_pid(), pg_is_in_recovery(), current_setting('server_version_num')::int,
 		current_setting('max_locks_per_transaction')::bigint *
 		(current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)`
 )
