@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -144,4 +145,51 @@ func BenchmarkVersusFloor(b *testing.B) {
 			b.ReportMetric(float64(ours)/float64(floor), "x-floor")
 		})
 	}
+}
+
+// BenchmarkHandoff measures the time from a holder's Unlock to a waiter of
+// another client holding the key: the NOTIFY path. It reports the median.
+func BenchmarkHandoff(b *testing.B) {
+	dsn := testserver.PostgresDSN(b)
+	ctx := context.Background()
+	open := func() *mutex.Client {
+		pc, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := mutex.OpenConnector(pc)
+		if err := c.Ping(ctx); err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	a, w := open(), open()
+	defer a.Close()
+	defer w.Close()
+	ma, mw := a.NewMutex("k"), w.NewMutex("k")
+	var samples []time.Duration
+	for b.Loop() {
+		l, err := ma.Lock(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := make(chan time.Time, 1)
+		go func() {
+			l2, err := mw.Lock(ctx)
+			if err != nil {
+				b.Error(err)
+			}
+			got <- time.Now()
+			l2.Unlock(ctx)
+		}()
+		time.Sleep(5 * time.Millisecond) // the waiter is waiting, its interest tag in place
+		start := time.Now()
+		if err := l.Unlock(ctx); err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, (<-got).Sub(start))
+	}
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds()), "median-µs")
+	b.ReportMetric(float64(samples[len(samples)*9/10].Microseconds()), "p90-µs")
 }

@@ -1,0 +1,69 @@
+// Package postgres is a lock driver on PostgreSQL session-level advisory
+// locks, through github.com/lib/pq (and github.com/jmoiron/sqlx for
+// applications that use it). It registers as "postgres".
+//
+//	import _ "github.com/mutexkit/mutexkit/driver/postgres"
+//
+//	client, err := mutex.Open("postgres", "postgres://app:secret@db:5432/app?sslmode=require&mutexkit_namespace=billing")
+//	if err != nil { ... }
+//	defer client.Close()
+//	err = client.NewMutex("nightly-report").Do(ctx, func(ctx context.Context) error {
+//		// ctx is cancelled, with cause mutex.ErrLockLost, if the lock session dies
+//		return runReport(ctx)
+//	})
+//
+// or, with the application's own pool:
+//
+//	client := mutex.OpenConnector(postgres.NewDBConnector(db, postgres.WithListenDSN(dsn)))
+//
+// docs/POSTGRES.md has the whole story; in short:
+//
+// # DSN and options
+//
+// A libpq URL or keyword string that names a database. Parameters starting
+// with mutexkit_ are this driver's and are removed before lib/pq sees the
+// DSN: mutexkit_namespace, mutexkit_heartbeat (1s), mutexkit_fencing
+// (off), mutexkit_statement_timeout (5s), mutexkit_keepalive_idle,
+// _interval (seconds, 5 and 5) and _count (3), mutexkit_max_keys (4096 or
+// half the server's lock table). The Option functions set the same, and
+// override the DSN. Errors never contain the password.
+//
+// # Keys
+//
+// A key maps to the bigint advisory lock key KeyID(namespace, key), a
+// SHA-256 of the two, length-prefixed. SQL locking pg_advisory_lock of that
+// id (KeyIDSQL computes it in SQL) excludes a Mutex and is excluded by it;
+// pg_locks shows it at LockTag(id) with objsubid 1.
+//
+// # Sessions
+//
+// A client's held keys share at most MaxSessions (4) dedicated
+// connections, and a waiting client adds one LISTEN connection. Lock and
+// unlock of a key run on the session that holds it; a key is never asked
+// for twice on one session (PostgreSQL would grant it again and stack it);
+// pg_advisory_unlock returning false is an error matching
+// driver.ErrNotHeld. Sessions are never handed back to a pool: they are
+// discarded. No caller's context ever cancels a statement on a session (lib/pq
+// would close the connection, dropping every lock on it): statements are
+// bounded on the server by statement_timeout and lock_timeout instead.
+//
+// # Loss
+//
+// Grants do not expire. A heartbeat on each session (WithHeartbeat)
+// notices a session that died (pg_terminate_backend, a server restart, an
+// idle killer) and reports every lease on it lost within about two
+// intervals. The server frees the locks the moment the session ends, so
+// another holder may already have the key when the loss is reported:
+// guard the resource with fencing tokens (WithFencing; table FencingTable).
+// TCP keepalives on both ends of each session (WithKeepalive) bound how
+// long a client cut off by the network keeps its locks (about 20 s).
+//
+// # Refused setups
+//
+// A hot standby (ErrStandby) and a transaction-pooling proxy such as
+// pgbouncer in transaction mode (ErrTransactionPooling, detected when a
+// session's statements reach different backends) are refused. Behind
+// such a proxy use LockTx, which holds a transaction-scoped lock in the
+// caller's *sql.Tx or *sqlx.Tx, or connect directly or through session
+// pooling.
+package postgres
