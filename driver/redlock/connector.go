@@ -96,6 +96,11 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 	}
 	for _, addr := range cfg.addrs {
 		dial := func(ctx context.Context) (redis.Conn, error) {
+			// The bound covers the whole dial: connect, TLS, and the AUTH,
+			// SELECT and CLIENT SETNAME round trips a paused server never
+			// answers.
+			ctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout)
+			defer cancel()
 			return redis.DialContext(ctx, "tcp", addr, opts...)
 		}
 		nodes = append(nodes, &node{

@@ -141,8 +141,9 @@ func parseHost(h string) (string, error) {
 	}
 	host, port, err := net.SplitHostPort(h)
 	if err != nil { // no port: the default one
+		bracketed := strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]")
 		host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), "6379"
-		if strings.ContainsAny(host, "[]") || (strings.Contains(host, ":") && !strings.HasPrefix(h, "[")) {
+		if strings.ContainsAny(host, "[]") || (strings.Contains(host, ":") != bracketed) {
 			return "", dsnErrorf("bad host %q", h)
 		}
 	}

@@ -501,7 +501,7 @@ func (n *node) ping(ctx context.Context, timeout time.Duration) error {
 	if !ok {
 		return n.fail(ctx, ctx.Err())
 	}
-	conn, err := n.pool.GetContext(ctx)
+	conn, err := n.get(ctx, timeout)
 	if err != nil {
 		return n.fail(ctx, err)
 	}

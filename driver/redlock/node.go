@@ -63,7 +63,7 @@ func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, erro
 	if !ok {
 		return nil, n.fail(ctx, ctx.Err())
 	}
-	conn, err := n.pool.GetContext(ctx)
+	conn, err := n.get(ctx, timeout)
 	if err != nil {
 		return nil, n.fail(ctx, err)
 	}
@@ -76,6 +76,19 @@ func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, erro
 		return nil, n.fail(ctx, err)
 	}
 	return reply, nil
+}
+
+// get takes a connection from the pool. When it may have to dial, the
+// dial is bounded by timeout too: a node that cannot be reached within the
+// call's bound is as good as down. (The context costs allocations, so the
+// usual case, an idle connection at hand, goes without.)
+func (n *node) get(ctx context.Context, timeout time.Duration) (redis.Conn, error) {
+	if n.pool.IdleCount() == 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return n.pool.GetContext(ctx)
 }
 
 // result is one call's outcome.
@@ -97,7 +110,7 @@ func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call
 		return failAll(out, n.fail(ctx, ctx.Err()))
 	}
 	deadline := time.Now().Add(timeout)
-	conn, err := n.pool.GetContext(ctx)
+	conn, err := n.get(ctx, timeout)
 	if err != nil {
 		return failAll(out, n.fail(ctx, err))
 	}

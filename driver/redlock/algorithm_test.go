@@ -1,0 +1,383 @@
+package redlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
+)
+
+const ttl = 2 * time.Second
+
+func acquire(t *testing.T, l driver.Locker, key string, owner driver.Owner) (driver.Grant, error) {
+	t.Helper()
+	return l.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: owner, TTL: ttl})
+}
+
+// plant sets key's lock to owner on the given servers, as another client's
+// partial grant would.
+func (c *cluster) plant(t *testing.T, key string, owner driver.Owner, servers ...int) {
+	t.Helper()
+	for _, i := range servers {
+		if _, err := c.do(i, "SET", c.lockKey(key), owner.String(), "PX", 60000); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestQuorumAcquire: a key held elsewhere on a minority is still granted;
+// on a majority it is refused, and the partial grant is released.
+func TestQuorumAcquire(t *testing.T) {
+	c := startCluster(t, 5)
+	l := c.locker()
+	other := driver.NewOwner()
+
+	c.plant(t, "minority", other, 0, 1)
+	me := driver.NewOwner()
+	g, err := acquire(t, l, "minority", me)
+	if err != nil {
+		t.Fatalf("Acquire with 2 of 5 held elsewhere: %v", err)
+	}
+	if g.Token != 0 || g.Validity <= 0 || g.Validity >= ttl {
+		t.Errorf("grant %+v; want token 0 and 0 < validity < TTL", g)
+	}
+	for i := 2; i < 5; i++ {
+		if got := c.owner(i, "minority"); got != me.String() {
+			t.Errorf("node %d holds %q; want the new owner", i, got)
+		}
+	}
+
+	c.plant(t, "majority", other, 0, 1, 2)
+	_, err = acquire(t, l, "majority", driver.NewOwner())
+	if !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("Acquire with 3 of 5 held elsewhere: %v; want ErrLocked", err)
+	}
+	for i := 3; i < 5; i++ {
+		if got := c.owner(i, "majority"); got != "" {
+			t.Errorf("node %d still holds %q after a failed attempt; it must be released", i, got)
+		}
+	}
+}
+
+// TestRetryKeepsOwner: an attempt retried with its owner after its replies
+// were lost finds its own grant, on the nodes that took it and the others.
+func TestRetryKeepsOwner(t *testing.T) {
+	c := startCluster(t, 5)
+	l := c.locker()
+	me := driver.NewOwner()
+	c.plant(t, "retry", me, 0, 1, 2) // the first attempt got there; its replies did not come back
+	if _, err := acquire(t, l, "retry", me); err != nil {
+		t.Fatalf("retried Acquire: %v", err)
+	}
+	for i := range 5 {
+		if got := c.owner(i, "retry"); got != me.String() {
+			t.Errorf("node %d holds %q; want the retried owner", i, got)
+		}
+		if pttl, _ := redis.Int64(c.do(i, "PTTL", c.lockKey("retry"))); pttl <= 0 || pttl > ttl.Milliseconds() {
+			t.Errorf("node %d: PTTL %d; want the TTL refreshed to at most %d", i, pttl, ttl.Milliseconds())
+		}
+	}
+
+	one := startCluster(t, 1)
+	l1 := one.locker()
+	g1, err := acquire(t, l1, "retry", me)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2, err := acquire(t, l1, "retry", me)
+	if err != nil || g2.Token != g1.Token {
+		t.Fatalf("retry on one node: token %d, %v; want token %d", g2.Token, err, g1.Token)
+	}
+}
+
+// TestTooSlowReleases: a quorum granted, but after the validity ran out:
+// the attempt fails and releases everywhere.
+func TestTooSlowReleases(t *testing.T) {
+	c := startCluster(t, 5)
+	// A 150ms TTL with drift 0.45 leaves a validity of ~80ms; a paused node
+	// holds the attempt for its 300ms timeout.
+	l := c.locker("drift_factor=0.45", "timeout=300ms")
+	c.servers[4].Pause()
+	defer c.servers[4].Resume()
+	_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "slow", Owner: driver.NewOwner(), TTL: 150 * time.Millisecond})
+	if err == nil || errors.Is(err, driver.ErrLocked) || !strings.Contains(err.Error(), "validity") {
+		t.Fatalf("Acquire slower than its validity: %v; want an error saying so", err)
+	}
+	for i := range 4 {
+		if got := c.owner(i, "slow"); got != "" {
+			t.Errorf("node %d holds %q after a late grant; it must be released", i, got)
+		}
+	}
+}
+
+// TestNoScriptReload: after SCRIPT FLUSH the scripts are sent again, one
+// call at a time and pipelined.
+func TestNoScriptReload(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c := startCluster(t, n)
+			l := c.locker()
+			me := driver.NewOwner()
+			flush := func() {
+				for i := range n {
+					if _, err := c.do(i, "SCRIPT", "FLUSH"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			flush()
+			if _, err := acquire(t, l, "k", me); err != nil {
+				t.Fatalf("Acquire after SCRIPT FLUSH: %v", err)
+			}
+			flush()
+			batch := []driver.Renewal{{Key: "k", Owner: me, TTL: ttl}, {Key: "gone", Owner: me, TTL: ttl}}
+			l.Renew(t.Context(), batch)
+			if batch[0].Err != nil || !errors.Is(batch[1].Err, driver.ErrNotHeld) {
+				t.Fatalf("Renew after SCRIPT FLUSH: %v, %v", batch[0].Err, batch[1].Err)
+			}
+			flush()
+			if err := l.Release(t.Context(), "k", me); err != nil {
+				t.Fatalf("Release after SCRIPT FLUSH: %v", err)
+			}
+		})
+	}
+}
+
+// countingConn counts round trips: each Do with a command, each Flush.
+type countingConn struct {
+	redis.Conn
+	trips *atomic.Int64
+}
+
+func (c countingConn) Flush() error { c.trips.Add(1); return c.Conn.Flush() }
+
+func (c countingConn) Do(cmd string, args ...any) (any, error) {
+	if cmd != "" {
+		c.trips.Add(1)
+	}
+	return c.Conn.Do(cmd, args...)
+}
+
+func (c countingConn) DoWithTimeout(d time.Duration, cmd string, args ...any) (any, error) {
+	if cmd != "" {
+		c.trips.Add(1)
+	}
+	return redis.DoWithTimeout(c.Conn, d, cmd, args...)
+}
+
+func (c countingConn) DoContext(ctx context.Context, cmd string, args ...any) (any, error) {
+	if cmd != "" {
+		c.trips.Add(1)
+	}
+	return redis.DoContext(c.Conn, ctx, cmd, args...)
+}
+
+func (c countingConn) ReceiveWithTimeout(d time.Duration) (any, error) {
+	return redis.ReceiveWithTimeout(c.Conn, d)
+}
+
+func (c countingConn) ReceiveContext(ctx context.Context) (any, error) {
+	return redis.ReceiveContext(c.Conn, ctx)
+}
+
+// countingPools returns a pool per server whose connections count round
+// trips, one counter per server.
+func (c *cluster) countingPools() ([]*redis.Pool, []*atomic.Int64) {
+	var pools []*redis.Pool
+	var trips []*atomic.Int64
+	for _, s := range c.servers {
+		n := new(atomic.Int64)
+		addr := s.Addr()
+		pools = append(pools, &redis.Pool{MaxIdle: 4, Dial: func() (redis.Conn, error) {
+			conn, err := redis.Dial("tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{conn, n}, nil
+		}})
+		trips = append(trips, n)
+	}
+	return pools, trips
+}
+
+// TestRenewPipelined: a batch of 100 leases costs one round trip per node.
+func TestRenewPipelined(t *testing.T) {
+	c := startCluster(t, 3)
+	pools, trips := c.countingPools()
+	conn, err := redlock.NewConnector(pools, redlock.WithPrefix(c.prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var batch []driver.Renewal
+	for i := range 100 {
+		key, owner := fmt.Sprintf("renew/%d", i), driver.NewOwner()
+		if _, err := acquire(t, l, key, owner); err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, driver.Renewal{Key: key, Owner: owner, TTL: ttl})
+	}
+	l.Renew(t.Context(), batch[:1]) // the server learns the script (NOSCRIPT, then EVAL)
+	for _, n := range trips {
+		n.Store(0)
+	}
+	l.Renew(t.Context(), batch)
+	for i, r := range batch {
+		if r.Err != nil || r.Validity <= 0 {
+			t.Fatalf("renewal %d: validity %v, %v", i, r.Validity, r.Err)
+		}
+	}
+	for i, n := range trips {
+		if got := n.Load(); got != 1 {
+			t.Errorf("node %d: %d round trips for a batch of 100; want 1", i, got)
+		}
+	}
+	// After SCRIPT FLUSH: one more round trip, for the scripts sent again.
+	for i := range c.servers {
+		c.do(i, "SCRIPT", "FLUSH")
+		trips[i].Store(0)
+	}
+	l.Renew(t.Context(), batch)
+	for i, n := range trips {
+		if got := n.Load(); got != 2 || batch[i].Err != nil {
+			t.Errorf("node %d after SCRIPT FLUSH: %d round trips (%v); want 2", i, got, batch[i].Err)
+		}
+	}
+	for _, p := range pools {
+		if err := p.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestRenewMajority: a lease changed or gone on a majority is lost; on a
+// minority it is renewed.
+func TestRenewMajority(t *testing.T) {
+	c := startCluster(t, 5)
+	l := c.locker()
+	minority, majority, gone := driver.NewOwner(), driver.NewOwner(), driver.NewOwner()
+	for key, owner := range map[string]driver.Owner{"minority": minority, "majority": majority, "gone": gone} {
+		if _, err := acquire(t, l, key, owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.plant(t, "minority", driver.NewOwner(), 0, 1)
+	c.plant(t, "majority", driver.NewOwner(), 0, 1, 2)
+	if err := c.delete("gone", 2, 3, 4); err != nil {
+		t.Fatal(err)
+	}
+	batch := []driver.Renewal{
+		{Key: "minority", Owner: minority, TTL: ttl},
+		{Key: "majority", Owner: majority, TTL: ttl},
+		{Key: "gone", Owner: gone, TTL: ttl},
+	}
+	l.Renew(t.Context(), batch)
+	if batch[0].Err != nil {
+		t.Errorf("changed on 2 of 5: %v; want renewed", batch[0].Err)
+	}
+	if !errors.Is(batch[1].Err, driver.ErrNotHeld) {
+		t.Errorf("changed on 3 of 5: %v; want ErrNotHeld", batch[1].Err)
+	}
+	if !errors.Is(batch[2].Err, driver.ErrNotHeld) {
+		t.Errorf("gone from 3 of 5: %v; want ErrNotHeld", batch[2].Err)
+	}
+	// The stale Release leaves the new majority owner alone.
+	if err := l.Release(t.Context(), "majority", majority); !errors.Is(err, driver.ErrNotHeld) {
+		t.Errorf("Release of a lease changed on a majority: %v; want ErrNotHeld", err)
+	}
+	for i := range 3 {
+		if got := c.owner(i, "majority"); got == "" || got == majority.String() {
+			t.Errorf("node %d: %q after the stale release; want the other owner kept", i, got)
+		}
+	}
+}
+
+// TestFencing: one node gives increasing tokens; several refuse WithFencing.
+func TestFencing(t *testing.T) {
+	l := startCluster(t, 3).locker()
+	_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "f", Owner: driver.NewOwner(), TTL: ttl, Fencing: true})
+	if !errors.Is(err, driver.ErrUnimplemented) || !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("Fencing over 3 nodes: %v; want ErrUnimplemented", err)
+	}
+	c := startCluster(t, 1)
+	l = c.locker()
+	var last uint64
+	for range 5 {
+		owner := driver.NewOwner()
+		g, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "f", Owner: owner, TTL: ttl, Fencing: true})
+		if err != nil || g.Token <= last {
+			t.Fatalf("token %d after %d, %v; want strictly increasing", g.Token, last, err)
+		}
+		last = g.Token
+		if err := l.Release(t.Context(), "f", owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestInspectQuorum: held means a quorum has one owner.
+func TestInspectQuorum(t *testing.T) {
+	c := startCluster(t, 5)
+	l := c.locker()
+	c.plant(t, "partial", driver.NewOwner(), 0, 1)
+	if _, held, err := l.Inspect(t.Context(), "partial"); err != nil || held {
+		t.Errorf("Inspect of a key on 2 of 5: held %v, %v; want free", held, err)
+	}
+	owner := driver.NewOwner()
+	since := time.Now().Truncate(time.Millisecond)
+	_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "full", Owner: owner, TTL: ttl,
+		Holder: driver.Holder{Host: "pod-a", PID: 42, Since: since}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, held, err := l.Inspect(t.Context(), "full")
+	if err != nil || !held || h.Host != "pod-a" || h.PID != 42 || !h.Since.Equal(since) {
+		t.Errorf("Inspect: %+v held %v, %v; want pod-a, 42, %v", h, held, err, since)
+	}
+}
+
+// TestWatchWakes: a release on another client wakes a watcher, through
+// the subscription and not a timer: the driver has none.
+func TestWatchWakes(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c := startCluster(t, n)
+			holder, waiter := c.locker(), c.locker()
+			owner := driver.NewOwner()
+			if _, err := acquire(t, holder, "w", owner); err != nil {
+				t.Fatal(err)
+			}
+			wake := make(chan struct{}, 1)
+			stop, err := waiter.Watch("w", wake)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			select { // the subscription's confirmation wakes once
+			case <-wake:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no wake-up on the subscription's confirmation")
+			}
+			if err := holder.Release(t.Context(), "w", owner); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-wake:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no wake-up after a release")
+			}
+		})
+	}
+}

@@ -1,0 +1,81 @@
+package redlock_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+const secret = "s3cr3t-P4ss"
+
+func TestDSNValid(t *testing.T) {
+	for _, dsn := range []string{
+		"redis://127.0.0.1:6379",
+		"redis://localhost",
+		"redis://[::1]:6379",
+		"redis://[::1]",
+		"redis://:" + secret + "@127.0.0.1:6379/2",
+		"redis://user:" + secret + "@a:1,b:2,c:3",
+		"redis://a:1,b:2,c:3,d:4,e:5?timeout=50ms&drift_factor=0.02&drift_fixed=5ms&pool_max_idle=8&pool_max_active=16&pool_idle_timeout=1m&prefix=app&connect_timeout=2s",
+		"rediss://h:6380?tls_server_name=redis.internal&tls_skip_verify=true",
+		"redis://:p%40ss@h:1",
+		"redis://:p@ss/wo?rd@h:1", // unescaped: the last '@' ends the password
+	} {
+		if _, err := (redlock.Driver{}).OpenConnector(dsn); err != nil {
+			t.Errorf("OpenConnector(%q): %v", dsn, err)
+		}
+	}
+}
+
+func TestDSNInvalid(t *testing.T) {
+	for _, dsn := range []string{
+		"",
+		"127.0.0.1:6379",
+		"http://:" + secret + "@h:1",
+		"redis://:" + secret + "@",
+		"redis://:" + secret + "@h:1,h:2",
+		"redis://:" + secret + "@h:1,,h:3",
+		"redis://:" + secret + "@h:99999",
+		"redis://:" + secret + "@h:port",
+		"redis://:" + secret + "%zz@h:1",
+		"redis://:" + secret + "@h:1/db",
+		"redis://:" + secret + "@h:1?timeout=-1s",
+		"redis://:" + secret + "@h:1?bogus=1",
+		"redis://:" + secret + "@h:1?tls_ca=/x",
+		"redis://:" + secret + "@h:1?drift_factor=0.7",
+		"redis://:" + secret + "@h:1?prefix={x}",
+		"redis://:" + secret + "@h:1?a=%zz",
+		"redis://:" + secret + "@[::1:1",
+		"redis://:" + secret + "@::1",
+	} {
+		_, err := (redlock.Driver{}).OpenConnector(dsn)
+		if err == nil {
+			t.Errorf("OpenConnector(%q) succeeded; want an error", dsn)
+			continue
+		}
+		if !errors.Is(err, driver.ErrInvalid) {
+			t.Errorf("OpenConnector(%q): %v; want driver.ErrInvalid", dsn, err)
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("OpenConnector error quotes the password: %v", err)
+		}
+		_, err = mutex.Open(redlock.Name, dsn)
+		if !errors.Is(err, mutex.ErrInvalid) || strings.Contains(err.Error(), secret) {
+			t.Errorf("mutex.Open: %v; want ErrInvalid without the password", err)
+		}
+	}
+}
+
+func TestTwoNodesRefused(t *testing.T) {
+	_, err := redlock.OpenConnector("redis://a:1,b:2")
+	if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "3 or more") {
+		t.Fatalf("two nodes: %v; want ErrInvalid explaining 1 or 3+", err)
+	}
+	if _, err := redlock.NewConnector(nil); !errors.Is(err, driver.ErrInvalid) {
+		t.Fatalf("NewConnector(nil): %v; want ErrInvalid", err)
+	}
+}
