@@ -50,7 +50,9 @@ func NewConnector(dsn string, opts ...Option) (driver.Connector, error) {
 // application's own pool. Each session is a *sql.Conn taken from db for
 // as long as the client lives, and discarded (closed, never handed back)
 // when done, since it may hold locks and carries this driver's settings;
-// a client holds at most MaxSessions of them. db must use lib/pq. The TCP
+// a client holds at most MaxSessions of them. db should use lib/pq: with
+// another driver, whose errors this driver cannot classify, any failed
+// statement ends its session (and reports its leases lost). The TCP
 // keepalive of db's own connections is db's business; this driver still
 // sets the server side of it (see WithKeepalive).
 //
@@ -100,12 +102,6 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 	}
 	var l *locker
 	if c.db != nil {
-		if c.db.Driver() == nil {
-			return nil, fmt.Errorf("postgres: nil *sql.DB: %w", driver.ErrInvalid)
-		}
-		if _, ok := c.db.Driver().(*pq.Driver); !ok {
-			return nil, fmt.Errorf("postgres: the *sql.DB uses %T, not lib/pq: %w", c.db.Driver(), driver.ErrInvalid)
-		}
 		l = newLocker(c.cfg, c.db, false, nil, c.dsn)
 	} else {
 		d := newDialer(&c.cfg)

@@ -45,6 +45,9 @@ func parseDSN(dsn string, cfg *config) (dsnInfo, error) {
 		if err != nil {
 			return info, invalidDSN("its query string is malformed")
 		}
+		if pw := q.Get("password"); pw != "" {
+			info.password = pw
+		}
 		for k, vs := range q {
 			if strings.HasPrefix(k, paramPrefix) {
 				for _, v := range vs {

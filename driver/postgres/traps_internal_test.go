@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
@@ -256,15 +258,34 @@ func TestKilledSessionLosesEveryLease(t *testing.T) {
 // application's *sql.DB, sessions are discarded when the client closes,
 // and the pool never hands them out again.
 func TestDBConnectorDiscardsSessions(t *testing.T) {
-	_, db := adminDB(t)
+	dsn, db := adminDB(t)
 	ns := namespace(t)
-	c, l := wrapClient(t, NewDBConnector(db, WithNamespace(ns)))
+	c, _ := wrapClient(t, NewSqlxConnector(sqlx.NewDb(db, "postgres"), WithNamespace(ns), WithListenDSN(dsn)))
 	lease, err := c.NewMutex("k").TryLock(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid := holderPID(t, db, ns, "k")
-	_ = lease
+
+	// Wake-ups work through the listen DSN.
+	other, _ := wrapClient(t, NewDBConnector(db, WithNamespace(ns), WithListenDSN(dsn)))
+	got := make(chan error, 1)
+	go func() {
+		l, err := other.NewMutex("k").Lock(t.Context())
+		if err == nil {
+			l.Unlock(t.Context())
+		}
+		got <- err
+	}()
+	if err := lease.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewMutex("k").TryLock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +311,34 @@ func TestDBConnectorDiscardsSessions(t *testing.T) {
 	if got := holderPID(t, db, ns, "k"); got != 0 {
 		t.Fatalf("key held by %d after Close", got)
 	}
-	_ = l
+}
+
+// Trap: a deferred Unlock with a cancelled context must neither fail half
+// way nor cancel the session that holds the client's other leases.
+func TestCancelledUnlockReleases(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	c, _ := testClient(t, dsn, ns)
+	a, err := c.NewMutex("a").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.NewMutex("b").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := holderPID(t, db, ns, "a")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := b.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock with a cancelled context: %v", err)
+	}
+	if got := holderPID(t, db, ns, "b"); got != 0 {
+		t.Fatalf("b still held by %d", got)
+	}
+	if got := holderPID(t, db, ns, "a"); got != pid || a.Err() != nil {
+		t.Fatalf("a on backend %d (was %d), Err %v", got, pid, a.Err())
+	}
 }
 
 // Trap: a transaction-pooling proxy sends one session's statements to
