@@ -357,3 +357,30 @@ func TestInspectAndPing(t *testing.T) {
 		t.Fatalf("Inspect: %+v, %v, %v", h, held, err)
 	}
 }
+
+// A keyword DSN with this driver's parameters (quoted, with spaces)
+// connects, and the parameters take effect.
+func TestKeywordDSNConnects(t *testing.T) {
+	dsn, db := openDB(t)
+	host, port, ok := strings.Cut(hostOf(t, dsn), ":")
+	if !ok {
+		port = "5432"
+	}
+	kw := "host=" + host + " port=" + port + " user=postgres dbname=postgres sslmode=disable mutexkit_namespace='a b\\'c' mutexkit_heartbeat=200ms"
+	c, err := mutex.Open(postgres.Name, kw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l, err := c.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	defer l.Unlock(context.Background())
+	classid, objid := postgres.LockTag(postgres.KeyID("a b'c", "k"))
+	var n int
+	db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND classid = $1 AND objid = $2`, int64(classid), int64(objid)).Scan(&n)
+	if n != 1 {
+		t.Fatalf("no lock in namespace \"a b'c\": the DSN's namespace was not applied")
+	}
+}
