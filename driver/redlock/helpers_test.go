@@ -151,3 +151,11 @@ func (h *harness) Close() error {
 	}
 	return nil
 }
+
+func startRedisArgs(t testing.TB, n int, args ...string) []*testserver.Redis {
+	t.Helper()
+	if len(args) == 0 {
+		return testserver.StartRedis(t, n)
+	}
+	return testserver.StartRedis(t, n, testserver.WithRedisArgs(args...))
+}

@@ -21,12 +21,19 @@ type locker struct {
 
 	closed atomic.Bool
 	mu     sync.Mutex
-	held   map[string]driver.Owner // keys granted and not yet released, for Close
+	held   map[string]heldKey // keys granted and not yet released, for Close
 
 	watch watcher
 }
 
 var _ driver.Locker = (*locker)(nil)
+
+// heldKey is a grant this Locker made: its owner, and its TTL, which
+// bounds the node timeout of its release.
+type heldKey struct {
+	owner driver.Owner
+	ttl   time.Duration
+}
 
 var errClosed = fmt.Errorf("redlock: %w", driver.ErrClosed)
 
@@ -34,7 +41,7 @@ var errClosed = fmt.Errorf("redlock: %w", driver.ErrClosed)
 const closeTimeout = 5 * time.Second
 
 func newLocker(cfg *config, nodes []*node) *locker {
-	l := &locker{cfg: cfg, nodes: nodes, quorum: len(nodes)/2 + 1, held: make(map[string]driver.Owner)}
+	l := &locker{cfg: cfg, nodes: nodes, quorum: len(nodes)/2 + 1, held: make(map[string]heldKey)}
 	l.watch.init(l)
 	return l
 }
@@ -100,10 +107,10 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			return driver.Grant{}, errHeld(1, 1)
 		}
 		if elapsed := time.Since(start); elapsed >= validity {
-			l.releaseOn(ctx, []int{0}, lock, holder, req.Owner)
+			l.releaseOn(ctx, timeout, []int{0}, lock, holder, req.Owner)
 			return driver.Grant{}, errTooSlow(elapsed, validity)
 		}
-		l.track(req.Key, req.Owner)
+		l.track(req.Key, req.Owner, ttl)
 		return driver.Grant{Token: uint64(token), Validity: validity}, nil
 	}
 
@@ -132,14 +139,14 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	if granted >= l.quorum {
 		if elapsed := time.Since(start); elapsed < validity {
-			l.track(req.Key, req.Owner)
+			l.track(req.Key, req.Owner, ttl)
 			return driver.Grant{Validity: validity}, nil
 		} else {
-			l.releaseOn(ctx, reached, lock, holder, req.Owner)
+			l.releaseOn(ctx, timeout, reached, lock, holder, req.Owner)
 			return driver.Grant{}, errTooSlow(elapsed, validity)
 		}
 	}
-	l.releaseOn(ctx, reached, lock, holder, req.Owner)
+	l.releaseOn(ctx, timeout, reached, lock, holder, req.Owner)
 	if len(errs) > len(l.nodes)-l.quorum { // no quorum is possible without them
 		return driver.Grant{}, l.quorumError("acquire", errs)
 	}
@@ -192,34 +199,33 @@ func (l *locker) quorumError(op string, errs []error) error {
 
 // releaseOn releases key on the given nodes, for an attempt that failed.
 // It runs even when ctx has ended: the attempt may have taken the key.
-func (l *locker) releaseOn(ctx context.Context, nodes []int, lock, holder string, owner driver.Owner) {
+func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []int, lock, holder string, owner driver.Owner) {
 	if len(nodes) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.opTimeout())
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	c := newCall(releaseScript, 3)
 	c.args = append(c.args, lock, holder, owner.String())
 	var wg sync.WaitGroup
 	for _, i := range nodes {
-		wg.Go(func() { l.nodes[i].do(ctx, l.cfg.opTimeout(), c) })
+		wg.Go(func() { l.nodes[i].do(ctx, timeout, c) })
 	}
 	wg.Wait()
 }
 
 // releaseAll releases many keys with one pipelined round trip per node.
-func (l *locker) releaseAll(ctx context.Context, held map[string]driver.Owner) []error {
+func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey) []error {
 	calls := make([]call, 0, len(held))
-	for key, owner := range held {
+	for key, h := range held {
 		lock, holder := lockKeys(l.cfg.prefix, key)
 		c := newCall(releaseScript, 3)
-		c.args = append(c.args, lock, holder, owner.String())
+		c.args = append(c.args, lock, holder, h.owner.String())
 		calls = append(calls, c)
 	}
 	perNode := make([][]result, len(l.nodes))
 	var wg sync.WaitGroup
 	for i, n := range l.nodes {
-		wg.Go(func() { perNode[i] = n.pipeline(ctx, closeTimeout, calls) })
+		wg.Go(func() { perNode[i] = n.pipeline(ctx, l.cfg.opTimeout(), calls) })
 	}
 	wg.Wait()
 	var errs []error
@@ -237,18 +243,32 @@ func (l *locker) releaseAll(ctx context.Context, held map[string]driver.Owner) [
 	return errs
 }
 
-func (l *locker) track(key string, owner driver.Owner) {
+func (l *locker) track(key string, owner driver.Owner, ttl time.Duration) {
 	l.mu.Lock()
-	l.held[key] = owner
+	if l.held != nil {
+		l.held[key] = heldKey{owner, ttl}
+	}
 	l.mu.Unlock()
 }
 
 func (l *locker) untrack(key string, owner driver.Owner) {
 	l.mu.Lock()
-	if l.held[key] == owner {
+	if l.held[key].owner == owner {
 		delete(l.held, key)
 	}
 	l.mu.Unlock()
+}
+
+// releaseTimeout bounds each node's answer to a release of key: as for
+// its acquire when this Locker made the grant.
+func (l *locker) releaseTimeout(key string, owner driver.Owner) time.Duration {
+	l.mu.Lock()
+	h, ok := l.held[key]
+	l.mu.Unlock()
+	if ok && h.owner == owner {
+		return l.cfg.ttlTimeout(h.ttl)
+	}
+	return l.cfg.opTimeout()
 }
 
 // Release deletes the key wherever owner holds it. It succeeds when a
@@ -258,18 +278,17 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	if l.closed.Load() {
 		return errClosed
 	}
-	err := l.release(ctx, key, owner)
+	err := l.release(ctx, key, owner, l.releaseTimeout(key, owner))
 	if err == nil || errors.Is(err, driver.ErrNotHeld) {
 		l.untrack(key, owner)
 	}
 	return err
 }
 
-func (l *locker) release(ctx context.Context, key string, owner driver.Owner) error {
+func (l *locker) release(ctx context.Context, key string, owner driver.Owner, timeout time.Duration) error {
 	lock, holder := lockKeys(l.cfg.prefix, key)
 	c := newCall(releaseScript, 3)
 	c.args = append(c.args, lock, holder, owner.String())
-	timeout := l.cfg.opTimeout()
 	if l.single() {
 		reply, err := l.nodes[0].do(ctx, timeout, c)
 		switch {

@@ -206,7 +206,7 @@ func (s *Redis) ping() error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") { // NOAUTH: up, with a password
 		return fmt.Errorf("PING: %q", strings.TrimSpace(line))
 	}
 	return nil
