@@ -24,6 +24,30 @@ type locker struct {
 	held   map[string]heldKey // keys granted and not yet released, for Close
 
 	watch watcher
+
+	args atomic.Pointer[boxedArgs] // the last acquire's constant arguments
+}
+
+// boxedArgs are acquire arguments that rarely change between calls (a
+// client's host, pid and TTL), kept boxed so the hot path does not
+// allocate them again.
+type boxedArgs struct {
+	host       string
+	pid        int
+	ttlMs      int64
+	hostArg    any
+	pidArg     any
+	ttlArg     any
+}
+
+// boxed returns the boxed host, pid and TTL, reusing the last ones.
+func (l *locker) boxed(host string, pid int, ttlMs int64) (hostArg, pidArg, ttlArg any) {
+	if b := l.args.Load(); b != nil && b.host == host && b.pid == pid && b.ttlMs == ttlMs {
+		return b.hostArg, b.pidArg, b.ttlArg
+	}
+	b := &boxedArgs{host: host, pid: pid, ttlMs: ttlMs, hostArg: host, pidArg: pid, ttlArg: ttlMs}
+	l.args.Store(b)
+	return b.hostArg, b.pidArg, b.ttlArg
 }
 
 var _ driver.Locker = (*locker)(nil)
@@ -90,8 +114,9 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	if !req.Holder.Since.IsZero() {
 		since = req.Holder.Since.UnixMilli()
 	}
+	host, pid, ttlArg := l.boxed(req.Holder.Host, req.Holder.PID, ttlMs)
 	c := newCall(acquireScript, 9)
-	c.args = append(c.args, lock, holder, fenceKey(lock), req.Owner.String(), ttlMs, fence, req.Holder.Host, req.Holder.PID, since)
+	c.args = append(c.args, lock, holder, fenceKey(lock), req.Owner.String(), ttlArg, fence, host, pid, since)
 	timeout := l.cfg.ttlTimeout(ttl)
 
 	if l.single() { // the hot path: one round trip, no goroutine

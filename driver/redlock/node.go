@@ -31,7 +31,7 @@ type call struct {
 // newCall returns a call of s with room for n keys and arguments.
 func newCall(s *script, n int) call {
 	args := make([]any, 2, 2+n)
-	args[0], args[1] = s.hash, s.nkeys
+	args[0], args[1] = s.hashArg, s.nkeys
 	return call{s: s, args: args}
 }
 
@@ -163,6 +163,9 @@ func failAll(out []result, err error) []result {
 }
 
 func isNoScript(err error) bool {
+	if err == nil {
+		return false // before errors.As, whose target would escape
+	}
 	var e redis.Error
 	return errors.As(err, &e) && strings.HasPrefix(string(e), "NOSCRIPT")
 }

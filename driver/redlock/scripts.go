@@ -11,12 +11,14 @@ import (
 // need the pieces.
 type script struct {
 	src, hash string
+	hashArg   any // hash, boxed once rather than on every call
 	nkeys     int
 }
 
 func newScript(nkeys int, src string) *script {
 	sum := sha1.Sum([]byte(src))
-	return &script{src: src, hash: hex.EncodeToString(sum[:]), nkeys: nkeys}
+	hash := hex.EncodeToString(sum[:])
+	return &script{src: src, hash: hash, hashArg: hash, nkeys: nkeys}
 }
 
 // The scripts compare and act in one step, so that only the owner can
