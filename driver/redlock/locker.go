@@ -32,12 +32,12 @@ type locker struct {
 // client's host, pid and TTL), kept boxed so the hot path does not
 // allocate them again.
 type boxedArgs struct {
-	host       string
-	pid        int
-	ttlMs      int64
-	hostArg    any
-	pidArg     any
-	ttlArg     any
+	host    string
+	pid     int
+	ttlMs   int64
+	hostArg any
+	pidArg  any
+	ttlArg  any
 }
 
 // boxed returns the boxed host, pid and TTL, reusing the last ones.
