@@ -116,11 +116,12 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 		c.forget(l)
 		return nil, 0, err
 	}
-	var w *waiter
-	if wait {
-		w = newWaiter(locker, m.key)
-		defer w.stop()
-	}
+	var w *waiter // subscribed to releases once the key is found held
+	defer func() {
+		if w != nil {
+			w.stop()
+		}
+	}()
 	req := driver.AcquireRequest{Key: m.key, Owner: l.owner, TTL: m.cfg.ttl, Fencing: m.cfg.fencing, Holder: c.holder, OnLost: l.driverLost}
 	maybeGranted := false // an attempt failed in a way that may have left a grant
 	for attempts := 1; ; attempts++ {
@@ -143,6 +144,13 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 			// with the same owner, so a grant made by an attempt whose reply
 			// was lost is found by the next attempt as its own.
 			maybeGranted = maybeGranted || errors.Is(err, driver.ErrUnavailable)
+			if w == nil {
+				// Subscribe, then try again at once: a release between the
+				// first attempt and the subscription is not missed, and an
+				// uncontended Lock never pays for a subscription.
+				w = newWaiter(locker, m.key)
+				continue
+			}
 			if err := w.wait(ctx, c.closing, attempts); err != nil {
 				return c.giveUp(l, locker, maybeGranted, attempts, err)
 			}

@@ -161,6 +161,7 @@ func (s *Redis) start() error {
 	defer logFile.Close()
 	cmd := exec.Command("redis-server", args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = dieWithParent() // a test binary killed by its timeout skips Cleanup
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}
