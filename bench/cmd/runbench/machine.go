@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	_ "github.com/lib/pq" // database/sql's "postgres", to ask the server's version
+)
+
+// machine is what the page says about where the figures come from.
+type machine struct {
+	cpu, kernel, goVersion, goarch string
+	nproc                          int
+	redis, postgres                string
+	commit, dirty                  string
+	clientCPUs, serverCPUs         string
+	loadBefore, loadAfter          string
+	started                        time.Time
+	elapsed                        time.Duration
+}
+
+func describeMachine(cfg config) machine {
+	m := machine{
+		nproc:      runtime.NumCPU(),
+		goarch:     runtime.GOARCH,
+		cpu:        cpuModel(),
+		kernel:     output("uname", "-sr"),
+		goVersion:  output("go", "env", "GOVERSION"),
+		redis:      output("redis-server", "--version"),
+		postgres:   postgresVersion(),
+		commit:     output("git", "rev-parse", "--short", "HEAD"),
+		clientCPUs: cfg.clientCPUs,
+		serverCPUs: cfg.serverCPUs,
+		loadBefore: loadAvg(),
+		started:    time.Now().UTC(),
+	}
+	// Uncommitted changes to the library itself make the figures
+	// provisional: say which.
+	if st := output("git", "status", "--porcelain", "--untracked-files=no", "--", "../driver", "../mutex", "../middleware"); st != "" {
+		var files []string
+		for line := range strings.SplitSeq(st, "\n") {
+			if f := strings.Fields(line); len(f) > 0 {
+				files = append(files, f[len(f)-1])
+			}
+		}
+		m.dirty = strings.Join(files, ", ")
+	}
+	if v, _, ok := strings.Cut(m.redis, " sha="); ok {
+		m.redis = v
+	}
+	return m
+}
+
+func output(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func postgresVersion() string {
+	dsn := os.Getenv("MUTEXKIT_POSTGRES_DSN")
+	if dsn == "" {
+		dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		return "unknown"
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var v string
+	if err := db.QueryRowContext(ctx, "SHOW server_version").Scan(&v); err != nil {
+		return "unreachable"
+	}
+	return "PostgreSQL " + v
+}

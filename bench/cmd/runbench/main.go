@@ -1,0 +1,185 @@
+// Command runbench runs the benchmarks of the bench module as interleaved
+// rounds and writes docs/BENCHMARKS.md from their medians. make bench runs
+// it from the bench directory:
+//
+//	go run ./cmd/runbench -rounds 5 -out ../docs/BENCHMARKS.md
+//
+// It builds the test binary once, runs every benchmark once (one
+// iteration, to learn their names and warm up), then, for each round,
+// runs every benchmark once in a shuffled order, each in a process of its
+// own with fresh redis-server processes. Where it can (taskset, two CPUs
+// or more) it pins the benchmark process to one CPU and the servers to
+// the others. Raw results go to results/raw.txt in benchstat's format.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+func main() {
+	var cfg config
+	flag.IntVar(&cfg.rounds, "rounds", 5, "interleaved rounds: every benchmark once per round")
+	flag.StringVar(&cfg.out, "out", "../docs/BENCHMARKS.md", "the page to write")
+	flag.StringVar(&cfg.raw, "raw", "results/raw.txt", "where to keep the raw results (benchstat's format)")
+	flag.StringVar(&cfg.filter, "bench", ".", "run only benchmarks matching this regexp (go test -bench syntax)")
+	flag.StringVar(&cfg.clientCPUs, "client-cpus", "auto", `CPUs of the benchmark process (taskset -c list), "" for no pinning; auto: 0`)
+	flag.StringVar(&cfg.serverCPUs, "server-cpus", "auto", `CPUs of the servers, "" for no pinning; auto: the others`)
+	flag.Parse()
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "runbench:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	rounds                 int
+	out, raw, filter       string
+	clientCPUs, serverCPUs string
+}
+
+// benchtime is how long each benchmark runs per round: handoffs are slow
+// with redsync's defaults and need samples for a 99th percentile; many
+// keys is one measurement per run.
+func benchtime(name string) string {
+	switch {
+	case strings.HasPrefix(name, "BenchmarkManyKeys/"):
+		return "1x"
+	case strings.HasPrefix(name, "BenchmarkHandoff/"):
+		return "2s"
+	}
+	return "1s"
+}
+
+func run(cfg config) error {
+	if cfg.rounds < 1 {
+		return fmt.Errorf("-rounds %d: want at least 1", cfg.rounds)
+	}
+	pinCPUs(&cfg)
+	tmp, err := os.MkdirTemp("", "runbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "bench.test")
+	logf("building the benchmarks")
+	if out, err := exec.Command("go", "test", "-mod=mod", "-c", "-o", bin, ".").CombinedOutput(); err != nil {
+		return fmt.Errorf("go test -c: %v\n%s", err, out)
+	}
+	started := time.Now()
+	mach := describeMachine(cfg)
+
+	logf("discovery: every benchmark once, one iteration")
+	first, err := runBench(cfg, bin, cfg.filter, "1x", true)
+	if err != nil {
+		return err
+	}
+	names := first.names()
+	if len(names) == 0 {
+		return fmt.Errorf("no benchmark ran:\n%s", first.output)
+	}
+	all := &results{order: names, skipped: first.skipped, failed: first.failed}
+	for r := 1; r <= cfg.rounds; r++ {
+		order := append([]string(nil), names...)
+		rng := rand.New(rand.NewPCG(uint64(r), 8))
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for i, name := range order {
+			logf("round %d/%d, %d/%d: %s", r, cfg.rounds, i+1, len(order), name)
+			res, err := runBench(cfg, bin, exactPattern(name), benchtime(name), false)
+			if err != nil {
+				return err
+			}
+			all.add(r, res)
+		}
+	}
+	mach.loadAfter = loadAvg()
+	mach.elapsed = time.Since(started)
+
+	if err := all.writeRaw(cfg.raw, mach); err != nil {
+		return err
+	}
+	stat := benchstat(cfg.raw)
+	page := report(cfg, mach, all, stat)
+	if err := os.WriteFile(cfg.out, []byte(page), 0o644); err != nil {
+		return err
+	}
+	logf("wrote %s and %s in %v", cfg.out, cfg.raw, time.Since(started).Round(time.Second))
+	return nil
+}
+
+// pinCPUs resolves "auto": the benchmark process on CPU 0, the servers on
+// the rest, when taskset exists and there are two CPUs or more.
+func pinCPUs(cfg *config) {
+	_, err := exec.LookPath("taskset")
+	can := err == nil && runtime.NumCPU() >= 2
+	if cfg.clientCPUs == "auto" {
+		cfg.clientCPUs = ""
+		if can {
+			cfg.clientCPUs = "0"
+		}
+	}
+	if cfg.serverCPUs == "auto" {
+		cfg.serverCPUs = ""
+		if can {
+			cfg.serverCPUs = fmt.Sprintf("1-%d", runtime.NumCPU()-1)
+			if runtime.NumCPU() == 2 {
+				cfg.serverCPUs = "1"
+			}
+		}
+	}
+}
+
+// runBench runs the test binary once for the benchmarks pattern matches.
+// short is go test -short: the benchmarks' smoke-run sizes.
+func runBench(cfg config, bin, pattern, benchtime string, short bool) (*runResult, error) {
+	args := []string{bin, "-test.run", "^$", "-test.bench", pattern, "-test.benchtime", benchtime,
+		"-test.benchmem", "-test.count", "1", "-test.timeout", "10m"}
+	if short {
+		args = append(args, "-test.short")
+	}
+	if cfg.clientCPUs != "" {
+		args = append([]string{"taskset", "-c", cfg.clientCPUs}, args...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "MUTEXKIT_BENCH_SERVER_CPUS="+cfg.serverCPUs)
+	out, err := cmd.CombinedOutput()
+	res := parseOutput(string(out))
+	if err != nil && len(res.failed) == 0 {
+		return nil, fmt.Errorf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return res, nil
+}
+
+// exactPattern is a -test.bench pattern matching name and nothing else.
+func exactPattern(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexpQuote(p) + "$"
+	}
+	return strings.Join(parts, "/")
+}
+
+func regexpQuote(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`\.+*?()|[]{}^$`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "runbench: "+format+"\n", args...)
+}

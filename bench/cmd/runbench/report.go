@@ -1,0 +1,298 @@
+package main
+
+import (
+	_ "embed"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// notes is the hand-written analysis the page ends with: what the profiles
+// say about the misses. Keep it in step with the figures.
+//
+//go:embed notes.md
+var notes string
+
+// keyValues splits a benchmark name into its key=value parts.
+func keyValues(name string) map[string]string {
+	kv := map[string]string{}
+	for _, p := range strings.Split(name, "/")[1:] {
+		if k, v, ok := strings.Cut(p, "="); ok {
+			kv[k] = v
+		}
+	}
+	return kv
+}
+
+// scenario returns the names of one benchmark function, in run order.
+func (r *results) scenario(fn string) []string {
+	var names []string
+	for _, n := range r.order {
+		if strings.HasPrefix(n, "Benchmark"+fn+"/") {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+type table struct {
+	head []string
+	rows [][]string
+}
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) write(b *strings.Builder) {
+	b.WriteString("| " + strings.Join(t.head, " | ") + " |\n")
+	b.WriteString("|" + strings.Repeat(" --- |", len(t.head)) + "\n")
+	for _, row := range t.rows {
+		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+	}
+	b.WriteString("\n")
+}
+
+// fig formats a median, or a dash when there is none.
+func (r *results) fig(name, unit, format string, scale float64) string {
+	v, ok := r.median(name, unit)
+	if !ok {
+		return "–"
+	}
+	return fmt.Sprintf(format, v*scale)
+}
+
+// ratio formats num/den of two medians.
+func (r *results) ratio(num, den, unit string) string {
+	a, ok1 := r.median(num, unit)
+	b, ok2 := r.median(den, unit)
+	if !ok1 || !ok2 || b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
+}
+
+func report(cfg config, m machine, r *results, stat string) string {
+	var b strings.Builder
+	b.WriteString("# Benchmarks\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` (bench/cmd/runbench) on %s; do not edit by hand. The analysis at the end is\n"+
+		"bench/cmd/runbench/notes.md; the raw results are bench/%s, in benchstat's format.\n\n", m.started.Format("2006-01-02 15:04 MST"), cfg.raw)
+	if m.dirty != "" {
+		fmt.Fprintf(&b, "**Provisional:** the library had uncommitted changes when this ran (%s): the figures are of\n"+
+			"that working tree, not of commit %s alone.\n\n", m.dirty, m.commit)
+	}
+
+	b.WriteString("## Targets\n\n")
+	t := table{head: []string{"target", "figures (medians)", "", "why missed"}}
+	for _, tg := range targets(r) {
+		mark := map[string]string{"met": "**met**", "missed": "**missed**"}[tg.state]
+		if mark == "" {
+			mark = tg.state
+		}
+		t.add(tg.goal, tg.figure, mark, tg.because)
+	}
+	t.write(&b)
+	b.WriteString("Reasons in figures only; the analysis of each miss is under [Analysis](#analysis).\n\n")
+
+	writeMachine(&b, cfg, m)
+	writeUncontended(&b, r)
+	writeParallel(&b, r)
+	writeHandoff(&b, r)
+	writeManyKeys(&b, r)
+	writeMiddleware(&b, r)
+	writeProblems(&b, r)
+
+	b.WriteString("## Analysis\n\n")
+	b.WriteString(strings.TrimSpace(notes) + "\n\n")
+
+	b.WriteString("## benchstat\n\n")
+	b.WriteString("Medians with 95% confidence intervals over the rounds, peers and floors compared with ours\n" +
+		"(`~` where the difference may be noise).\n\n```\n" + strings.TrimSpace(stat) + "\n```\n")
+	return b.String()
+}
+
+func writeMachine(b *strings.Builder, cfg config, m machine) {
+	b.WriteString("## Machine and method\n\n")
+	t := table{head: []string{"", ""}}
+	t.add("CPU", fmt.Sprintf("%s, %d logical CPUs (nproc)", m.cpu, m.nproc))
+	t.add("kernel", m.kernel)
+	t.add("Go", m.goVersion)
+	t.add("Redis", m.redis+", started per benchmark process, no persistence, loopback")
+	t.add("PostgreSQL", m.postgres+", the shared server at MUTEXKIT_POSTGRES_DSN, loopback")
+	t.add("commit", m.commit)
+	pin := "none (taskset missing or one CPU)"
+	if m.clientCPUs != "" || m.serverCPUs != "" {
+		pin = fmt.Sprintf("benchmark process on CPU %s (so GOMAXPROCS=1), redis-server processes and this run's PostgreSQL backends on CPU %s", m.clientCPUs, m.serverCPUs)
+	}
+	t.add("pinning", pin)
+	t.add("load average", fmt.Sprintf("%s before, %s after (1, 5, 15 min): other work on the machine shows up as noise", m.loadBefore, m.loadAfter))
+	t.add("run time", m.elapsed.Round(time.Second).String())
+	t.write(b)
+	fmt.Fprintf(b, "Command: `make bench`, which runs `cd bench && go run ./cmd/runbench -rounds %d -out ../docs/BENCHMARKS.md`.\n\n", cfg.rounds)
+	b.WriteString("Every benchmark runs once per round, in a shuffled order, in a process of its own (fresh\n" +
+		"redis-server processes each time), for " + fmt.Sprint(cfg.rounds) + " rounds; every figure below is the median over the rounds. Uncontended,\n" +
+		"parallel and middleware benchmarks run for 1 s a round, handoffs for 2 s, many keys once. All libraries get\n" +
+		"the same lease length (15 s, ours' default) and redigo/go-redis pools of up to 64 connections per node\n" +
+		"(redigo keeps none idle by default, which would dial per call). Ratios: peer / ours for times (above 1: ours\n" +
+		"is faster), ours / floor, ours / peer for throughput.\n\n")
+}
+
+func writeUncontended(b *strings.Builder, r *results) {
+	b.WriteString("## Uncontended TryLock+Unlock\n\n" +
+		"One goroutine takes a free key and gives it back. Floors: raw redigo `SET NX PX` + `EVALSHA`\n" +
+		"compare-and-delete on one pooled connection; raw `database/sql` prepared `pg_try_advisory_lock` +\n" +
+		"`pg_advisory_unlock` on a pinned connection.\n\n")
+	t := table{head: []string{"backend", "impl", "time/op", "B/op", "allocs/op", "peer / ours", "ours / floor"}}
+	for _, n := range r.scenario("Uncontended") {
+		kv := keyValues(n)
+		ours := bname("Uncontended", kv["backend"], "ours")
+		vsOurs, vsFloor := "", ""
+		switch {
+		case kv["impl"] == "floor":
+			vsFloor = r.ratio(ours, n, nsOp)
+		case strings.HasPrefix(kv["impl"], "ours"):
+			if kv["impl"] != "ours" {
+				vsOurs = r.ratio(n, ours, nsOp) + " (of ours)"
+			}
+		default:
+			vsOurs = r.ratio(n, ours, nsOp)
+		}
+		t.add(backendLabel(kv["backend"]), kv["impl"], r.fig(n, nsOp, "%.1f µs", 1e-3), r.fig(n, "B/op", "%.0f", 1),
+			r.fig(n, allocsOp, "%.0f", 1), vsOurs, vsFloor)
+	}
+	t.write(b)
+}
+
+func writeParallel(b *strings.Builder, r *results) {
+	b.WriteString("## 64 goroutines on distinct keys\n\n" +
+		"64 goroutines of one client, each taking and giving back a key of its own as fast as it can.\n\n")
+	t := table{head: []string{"backend", "impl", "ops/s", "ours / impl", "allocs/op"}}
+	for _, n := range r.scenario("Parallel") {
+		kv := keyValues(n)
+		vs := ""
+		if kv["impl"] != "ours" {
+			vs = r.ratio(bname("Parallel", kv["backend"], "ours"), n, opsSec)
+		}
+		t.add(backendLabel(kv["backend"]), kv["impl"], r.fig(n, opsSec, "%.0f", 1), vs, r.fig(n, allocsOp, "%.0f", 1))
+	}
+	t.write(b)
+}
+
+func writeHandoff(b *strings.Builder, r *results) {
+	b.WriteString("## Contended handoff\n\n" +
+		"8 clients (each with connections of its own, like 8 processes) wait on one key; the holder releases at\n" +
+		"once and does not ask again until another client holds it. Latency: from the start of the release to the\n" +
+		"next holder's Lock returning. redsync-default is redsync's 50-250 ms retry delay; redsync-1to5ms gives\n" +
+		"it a jittered 1-5 ms delay and unlimited tries. Each holder keeps the key 1 ms, so handoffs/s is at most\n" +
+		"about 1,000. Round trips per handoff are all the Redis clients' (each command sent alone, each pipeline\n" +
+		"flush), waiters' attempts and subscriptions included.\n\n")
+	t := table{head: []string{"backend", "impl", "median", "p99", "handoffs/s", "round trips/handoff", "median: impl / ours"}}
+	for _, n := range r.scenario("Handoff") {
+		kv := keyValues(n)
+		vs := ""
+		if kv["impl"] != "ours" {
+			vs = r.ratio(n, bname("Handoff", kv["backend"], "ours"), p50)
+		}
+		t.add(backendLabel(kv["backend"]), kv["impl"], r.fig(n, p50, "%.0f µs", 1), r.fig(n, p99, "%.0f µs", 1),
+			r.fig(n, handoffs, "%.0f", 1), r.fig(n, "RT/handoff", "%.1f", 1), vs)
+	}
+	t.write(b)
+}
+
+func writeManyKeys(b *strings.Builder, r *results) {
+	b.WriteString("## Many keys held\n\n" +
+		"One process takes the keys (32 goroutines, TTL 3 s), holds them while their traffic is counted over two\n" +
+		"renewal intervals (a third of the TTL each; the window starts just after a renewal), then releases them.\n" +
+		"Memory is Go heap plus goroutine stacks per key, after a collection. Round trips are counted on the\n" +
+		"client's connections (each command sent alone, each pipeline flush); renewals are the scripts the\n" +
+		"servers ran (INFO commandstats). Connections are the server's, per node: open (the pool keeps those\n" +
+		"the 32 acquiring goroutines used) and used for renewals in the window. redsync-watchdog is what a\n" +
+		"redsync user writes, having no renewal of its own: a goroutine per lock calling Extend every third of\n" +
+		"the TTL. PostgreSQL holds its keys on sessions: no renewals; its figure is the backends this process\n" +
+		"has open.\n\n")
+	t := table{head: []string{"backend", "keys", "impl", "memory/key", "goroutines", "connections/node (open, renewing)",
+		"renewal round trips/node/interval", "renewals/s/node", "acquire time", "lost"}}
+	for _, n := range r.scenario("ManyKeys") {
+		kv := keyValues(n)
+		connsFig := r.fig(n, conns, "%.0f", 1)
+		if connsFig == "–" {
+			connsFig = r.fig(n, "conns/node", "%.0f", 1) + ", " + r.fig(n, "renewConns/node", "%.0f", 1)
+		}
+		t.add(backendLabel(kv["backend"]), kv["keys"], kv["impl"], r.fig(n, "mem-B/key", "%.0f B", 1), r.fig(n, "goroutines", "%.0f", 1),
+			connsFig, r.fig(n, rtPerIntv, "%.2f", 1), r.fig(n, "renewals/s/node", "%.0f", 1), r.fig(n, "acquire-ms", "%.0f ms", 1),
+			r.fig(n, "lost", "%.0f", 1))
+	}
+	t.write(b)
+}
+
+func writeMiddleware(b *strings.Builder, r *results) {
+	b.WriteString("## Middleware stack\n\n" +
+		"Uncontended TryLock+Unlock through Logging (records at Debug, handler at Info), Tracing, Metrics and\n" +
+		"Retry: with no-op providers, and with the OpenTelemetry SDK recording (spans dropped at the end, a manual\n" +
+		"metric reader). `cd middleware && go test -bench .` in the library breaks it down per middleware.\n\n")
+	t := table{head: []string{"backend", "stack", "time/op", "B/op", "allocs/op", "over none"}}
+	for _, n := range r.scenario("Middleware") {
+		kv := keyValues(n)
+		none := "BenchmarkMiddleware/backend=" + kv["backend"] + "/stack=none"
+		over := ""
+		if kv["stack"] != "none" {
+			a, ok1 := r.median(n, nsOp)
+			z, ok2 := r.median(none, nsOp)
+			if ok1 && ok2 {
+				over = fmt.Sprintf("%+.1f µs (%+.0f%%)", (a-z)/1e3, (a/z-1)*100)
+			}
+		}
+		t.add(backendLabel(kv["backend"]), kv["stack"], r.fig(n, nsOp, "%.1f µs", 1e-3), r.fig(n, "B/op", "%.0f", 1),
+			r.fig(n, allocsOp, "%.0f", 1), over)
+	}
+	t.write(b)
+}
+
+func writeProblems(b *strings.Builder, r *results) {
+	if len(r.skipped) == 0 && len(r.failed) == 0 {
+		return
+	}
+	b.WriteString("## Skipped and failed\n\n")
+	for _, name := range slices.Sorted(maps.Keys(r.skipped)) {
+		fmt.Fprintf(b, "- skipped: `%s`: %s\n", name, r.skipped[name])
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.failed)) {
+		fmt.Fprintf(b, "- failed in %d round(s): `%s`: %s\n", r.failedN[name], name, r.failed[name])
+	}
+	b.WriteString("\n")
+}
+
+// benchstat compares peers and floors with ours, scenario by scenario.
+// Without benchstat it says how to get it.
+func benchstat(raw string) string {
+	bin, err := exec.LookPath("benchstat")
+	if err != nil {
+		home, _ := os.UserHomeDir()
+		gopath := strings.TrimSpace(output("go", "env", "GOPATH"))
+		for _, p := range []string{filepath.Join(gopath, "bin", "benchstat"), filepath.Join(home, "go", "bin", "benchstat")} {
+			if _, err := os.Stat(p); err == nil {
+				bin = p
+				break
+			}
+		}
+	}
+	if bin == "" {
+		return "benchstat not found: go install golang.org/x/perf/cmd/benchstat@latest, then run make bench again\n" +
+			"(or benchstat " + raw + " by hand)."
+	}
+	var out strings.Builder
+	for _, s := range []struct{ name, col string }{
+		{"Uncontended", "/impl"}, {"Parallel", "/impl"}, {"Handoff", "/impl"}, {"ManyKeys", "/impl"}, {"Middleware", "/stack"},
+	} {
+		cmd := exec.Command(bin, "-filter", ".name:"+s.name, "-col", s.col, raw)
+		res, err := cmd.CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(&out, "benchstat %s: %v\n", s.name, err)
+		}
+		fmt.Fprintf(&out, "# %s\n%s\n", s.name, strings.TrimSpace(string(res)))
+	}
+	return out.String()
+}

@@ -1,0 +1,27 @@
+// Package bench measures mutexkit against its peers and against raw-client
+// floors, side by side, against the same local servers. It is its own
+// module, so that the peers (github.com/go-redsync/redsync/v4,
+// github.com/bsm/redislock and their clients) never enter the library's
+// dependencies.
+//
+// The benchmarks are ordinary Go benchmarks (uncontended_test.go,
+// parallel_test.go, handoff_test.go, manykeys_test.go,
+// middleware_test.go). Each starts what it needs: redis-server processes
+// on free loopback ports (one set per test binary), PostgreSQL at
+// MUTEXKIT_POSTGRES_DSN. Run them once each, as make test does:
+//
+//	cd bench && go test -short -run '^$' -bench . -benchtime 1x
+//
+// make bench runs cmd/runbench instead, which builds the test binary,
+// runs every benchmark once per round for several interleaved rounds with
+// the client and the servers pinned to separate cores, and writes
+// docs/BENCHMARKS.md from the medians.
+//
+// Environment:
+//
+//	MUTEXKIT_POSTGRES_DSN       PostgreSQL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
+//	MUTEXKIT_REDIS_ADDRS        existing Redis servers to use (five or more) instead of starting them
+//	MUTEXKIT_BENCH_SERVER_CPUS  a CPU list (taskset -c) for the servers: redis-server processes are
+//	                            started on it and this process's PostgreSQL backends moved to it
+//	MUTEXKIT_REQUIRE_SERVICES=1 fail, rather than skip, when a server is unavailable
+package bench
