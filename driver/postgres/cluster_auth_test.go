@@ -1,0 +1,146 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+// pingErr opens a client on dsn and returns what Ping says (Connect runs
+// there: the first lock session is opened).
+func pingErr(t *testing.T, dsn string) error {
+	t.Helper()
+	c, err := mutex.Open(postgres.Name, dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	return c.Ping(t.Context())
+}
+
+// lockOnce takes and releases a key through a client on dsn, and returns
+// the backend's role and whether the lock showed in pg_locks, as seen by
+// admin.
+func lockOnce(t *testing.T, dsn string, admin *sql.DB) (role string) {
+	t.Helper()
+	ns := t.Name()
+	c := openClient(t, dsn, ns)
+	lease, err := c.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	classid, objid := postgres.LockTag(postgres.KeyID(ns, "k"))
+	err = admin.QueryRow(`SELECT a.usename FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.classid = $1 AND l.objid = $2 AND l.granted`,
+		int64(classid), int64(objid)).Scan(&role)
+	if err != nil {
+		t.Fatalf("the lock is not in pg_locks: %v", err)
+	}
+	if err := lease.Unlock(context.Background()); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	return role
+}
+
+// A wrong password gives a clear error (the server's "password
+// authentication failed", matching driver.ErrUnavailable as the driver
+// documents) that never contains the password, in either DSN form; the
+// right one (scram-sha-256) connects and locks.
+func TestClusterPasswordAuth(t *testing.T) {
+	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{Password: true})
+	admin := pg.AdminDB()
+	defer admin.Close()
+
+	const wrong = "Wr0ng-p4ss;word'x"
+	u, _ := url.Parse(pg.DSN("", nil))
+	u.User = url.UserPassword(pg.User, wrong)
+	kw := "host=127.0.0.1 port=" + u.Port() + " user=" + pg.User + " dbname=postgres sslmode=disable password='" +
+		strings.ReplaceAll(wrong, "'", `\'`) + "'"
+	for _, dsn := range []string{u.String(), kw} {
+		err := pingErr(t, dsn)
+		switch {
+		case err == nil:
+			t.Fatalf("Ping with a wrong password succeeded")
+		case !strings.Contains(err.Error(), "password authentication failed") || !strings.Contains(err.Error(), pg.User):
+			t.Errorf("Ping: %v; want the server's \"password authentication failed for user %q\"", err, pg.User)
+		case !errors.Is(err, driver.ErrUnavailable):
+			t.Errorf("Ping: %v; want it to match driver.ErrUnavailable", err)
+		}
+		for _, secret := range []string{wrong, url.QueryEscape(wrong), url.PathEscape(wrong), pg.Password} {
+			if err != nil && strings.Contains(err.Error(), secret) {
+				t.Errorf("the error carries a password: %v", err)
+			}
+		}
+		t.Logf("wrong password: %v", err)
+	}
+	// Without a password at all: the server asks for one.
+	u.User = url.User(pg.User)
+	if err := pingErr(t, u.String()); err == nil {
+		t.Errorf("Ping without a password succeeded against scram-sha-256")
+	} else {
+		t.Logf("no password: %v", err)
+	}
+
+	if err := pingErr(t, pg.DSN("", nil)); err != nil {
+		t.Fatalf("Ping with the right password: %v", err)
+	}
+	if role := lockOnce(t, pg.DSN("", nil), admin); role != pg.User {
+		t.Errorf("the lock was held by role %q; want %q", role, pg.User)
+	}
+	var method string
+	if err := admin.QueryRow(`SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host' AND address = '127.0.0.1'`).Scan(&method); err != nil || method != "scram-sha-256" {
+		t.Errorf("pg_hba method for 127.0.0.1: %q, %v; want scram-sha-256", method, err)
+	}
+}
+
+// A hot standby (pg_is_in_recovery()) grants advisory locks that the
+// primary never sees: Connect (through Ping or a first TryLock) refuses it
+// with ErrStandby, which matches driver.ErrInvalid, with a message that
+// says what to do; the primary works. Both Connector kinds.
+func TestClusterStandbyRefused(t *testing.T) {
+	primary := testserver.StartPGCluster(t, testserver.PGClusterOptions{})
+	standby := primary.StartStandby()
+
+	check := func(what string, err error) {
+		t.Helper()
+		switch {
+		case !errors.Is(err, postgres.ErrStandby):
+			t.Errorf("%s: %v; want ErrStandby", what, err)
+		case !errors.Is(err, driver.ErrInvalid):
+			t.Errorf("%s: %v; want it to match driver.ErrInvalid", what, err)
+		case !strings.Contains(err.Error(), "hot standby") || !strings.Contains(err.Error(), "connect to the primary"):
+			t.Errorf("%s: %v; want a message naming the standby and the fix", what, err)
+		}
+	}
+	check("Ping", pingErr(t, standby.DSN("", nil)))
+
+	c := openClient(t, standby.DSN("", nil), t.Name())
+	if _, err := c.NewMutex("k").TryLock(t.Context()); err == nil {
+		t.Error("TryLock on a standby succeeded")
+	} else {
+		check("TryLock", err)
+	}
+
+	db, err := sql.Open("postgres", standby.DSN("", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	dc := mutex.OpenConnector(postgres.NewDBConnector(db))
+	defer dc.Close()
+	check("NewDBConnector Ping", dc.Ping(t.Context()))
+
+	admin := primary.AdminDB()
+	defer admin.Close()
+	if role := lockOnce(t, primary.DSN("", nil), admin); role != "postgres" {
+		t.Errorf("lock on the primary held by %q", role)
+	}
+}
