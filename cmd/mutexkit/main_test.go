@@ -87,16 +87,18 @@ func fileExists(path string) bool { _, err := os.Stat(path); return err == nil }
 
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
-func readPID(t *testing.T, path string) int {
+// waitPID waits until the program has written its pid to path.
+func waitPID(t *testing.T, path string) int {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("pid file %s: %q", path, b)
-	}
+	var pid int
+	waitFor(t, "the program to start", func() bool {
+		b, err := os.ReadFile(path)
+		if err != nil || !strings.HasSuffix(string(b), "\n") {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	})
 	return pid
 }
 
@@ -220,8 +222,7 @@ func TestKilledHolder(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the program to start", func() bool { return fileExists(pidFile) })
-	pid := readPID(t, pidFile)
+	pid := waitPID(t, pidFile)
 	cmd.Process.Kill()
 	cmd.Wait()
 	waitFor(t, "the program to die with mutexkit", func() bool { return !alive(pid) })
@@ -242,8 +243,7 @@ func TestLostLeaseStopsProgram(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the program to start", func() bool { return fileExists(pidFile) })
-	pid := readPID(t, pidFile)
+	pid := waitPID(t, pidFile)
 	locks, _ := filepath.Glob(filepath.Join(e.dir, "locks", "lost-*.lock"))
 	if len(locks) != 1 {
 		t.Fatalf("lock files %v", locks)

@@ -83,8 +83,11 @@ func parseRun(args []string, stderr io.Writer) (runConfig, error) {
 	if ttl == 0 {
 		ttl = mutex.DefaultTTL
 	}
-	if ttl < 3*c.grace {
-		return c, usageError{fmt.Errorf("--ttl %v must be at least 3 times --grace %v, so that a program can be stopped before its lease lapses", ttl, c.grace)}
+	// Renewals keep at least two thirds of a lease ahead, less the loss
+	// margin; the program is stopped when less than --grace is left, so
+	// the TTL must leave room for the grace period.
+	if ttl < 3*c.grace || ttl < c.grace+2*time.Second {
+		return c, usageError{fmt.Errorf("--ttl %v must be at least 3 times --grace %v and 2s more than it, so that a program can be stopped before its lease lapses", ttl, c.grace)}
 	}
 	return c, nil
 }
@@ -235,8 +238,11 @@ loop:
 		case <-lease.Done():
 			stop(fmt.Errorf("lock %q lost while the program ran: %v", cfg.key, lease.Err()))
 		case <-risk.C:
-			// Stop the program before the lease could lapse, not after.
-			if exp := lease.Expires(); !exp.IsZero() && time.Until(exp) < cfg.grace+time.Second {
+			// Stop the program before the lease could lapse, not after:
+			// SIGTERM when less than the grace period is left before the
+			// lease counts as lost, so SIGKILL comes by then at the latest
+			// (and the lease lapses on the server later still).
+			if exp := lease.Expires(); !exp.IsZero() && time.Until(exp) < cfg.grace+100*time.Millisecond {
 				stop(fmt.Errorf("lock %q is about to lapse: renewals are failing", cfg.key))
 			}
 		case <-killTimer:

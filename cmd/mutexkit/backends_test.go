@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/internal/testserver"
+)
+
+// The cron cases against the server backends: one run of three, all three
+// in turn, a killed holder's program dies and the lock passes on, a lost
+// lock stops the program.
+
+// server is one backend under test.
+type server struct {
+	name string
+	dsn  string
+	// lose makes the lock on key vanish behind its holder's back.
+	lose func(t *testing.T, key string)
+	// ttlArgs go to every run: a short TTL on Redis, so a killed holder's
+	// key frees soon.
+	ttlArgs []string
+	// redis is the node, for the Redis-only case of a lease about to lapse.
+	redis *testserver.Redis
+}
+
+func postgresServer(t *testing.T) server {
+	dsn := testserver.PostgresDSN(t)
+	ns := fmt.Sprintf("cmd-%s-%d", t.Name(), time.Now().UnixNano())
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("MUTEXKIT_POSTGRES_DSN is not a URL")
+	}
+	q := u.Query()
+	q.Set("mutexkit_namespace", ns)
+	q.Set("mutexkit_heartbeat", "250ms")
+	u.RawQuery = q.Encode()
+	return server{
+		name: "postgres",
+		dsn:  u.String(),
+		lose: func(t *testing.T, key string) {
+			db, err := sql.Open("postgres", dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			classid, objid := postgres.LockTag(postgres.KeyID(ns, key))
+			var n int
+			err = db.QueryRowContext(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+				WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 1 AND granted`,
+				classid, objid).Scan(&n)
+			if err != nil || n != 1 {
+				t.Fatalf("terminate the holder's session: %d sessions, %v", n, err)
+			}
+		},
+	}
+}
+
+func redisServer(t *testing.T) server {
+	node := testserver.StartRedis(t, 1)[0]
+	return server{
+		name:    "redis",
+		redis:   node,
+		dsn:     "redis://" + node.Addr(),
+		ttlArgs: []string{"--ttl", "4s", "--grace", "1s"},
+		lose: func(t *testing.T, key string) {
+			c, err := redis.Dial("tcp", node.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Do("FLUSHALL"); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+}
+
+func TestServerBackends(t *testing.T) {
+	for _, mk := range []func(*testing.T) server{postgresServer, redisServer} {
+		srv := mk(t)
+		t.Run(srv.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.vars = []string{"MUTEXKIT_DSN=" + srv.dsn, "TMPDIR=" + e.dir}
+			t.Run("OneOfThree", func(t *testing.T) { testOneOfThree(t, e, srv) })
+			t.Run("InTurn", func(t *testing.T) { testInTurn(t, e, srv) })
+			t.Run("KilledHolder", func(t *testing.T) { testKilledHolder(t, e, srv) })
+			t.Run("LostLock", func(t *testing.T) { testLostLock(t, e, srv) })
+			if srv.redis != nil {
+				t.Run("StoppedBeforeLapse", func(t *testing.T) { testStoppedBeforeLapse(t, e, srv) })
+			}
+		})
+	}
+}
+
+func testOneOfThree(t *testing.T, e *env, srv server) {
+	started := filepath.Join(e.dir, "started-"+srv.name)
+	codes := make([]int, 3)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Go(func() {
+			args := append([]string{"run", "--key", "cron"}, srv.ttlArgs...)
+			codes[i], _, _ = e.run(append(args, "--", "sh", "-c", fmt.Sprintf("echo run >> %s; sleep 3", started))...)
+		})
+	}
+	wg.Wait()
+	ran, skipped := 0, 0
+	for _, c := range codes {
+		switch c {
+		case 0:
+			ran++
+		case exitSkipped:
+			skipped++
+		}
+	}
+	if ran != 1 || skipped != 2 {
+		t.Fatalf("exit codes %v; want one 0 and two %d", codes, exitSkipped)
+	}
+}
+
+func testInTurn(t *testing.T, e *env, srv server) {
+	log := filepath.Join(e.dir, "log-"+srv.name)
+	job := fmt.Sprintf("echo start $$ >> %[1]s; sleep 0.3; echo end $$ >> %[1]s", log)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			args := append([]string{"run", "--key", "serial", "--wait", "1m"}, srv.ttlArgs...)
+			if code, _, stderr := e.run(append(args, "--", "sh", "-c", job)...); code != 0 {
+				t.Errorf("exit %d: %s", code, stderr)
+			}
+		})
+	}
+	wg.Wait()
+	b, _ := os.ReadFile(log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 6 {
+		t.Fatalf("log:\n%s\nwant 3 jobs", b)
+	}
+	for i := 0; i < len(lines); i += 2 {
+		start, end := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if start[0] != "start" || end[0] != "end" || start[1] != end[1] {
+			t.Fatalf("jobs overlapped:\n%s", b)
+		}
+	}
+}
+
+func testKilledHolder(t *testing.T, e *env, srv server) {
+	pidFile := filepath.Join(e.dir, "pid-"+srv.name)
+	args := append([]string{"run", "--key", "killed"}, srv.ttlArgs...)
+	cmd := e.command(append(args, "--", "sh", "-c", fmt.Sprintf("echo $$ > %s; exec sleep 60", pidFile))...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitPID(t, pidFile)
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, "the program to die with mutexkit", func() bool { return !alive(pid) })
+	// PostgreSQL frees the key when the session ends; Redis at the TTL:
+	// wait for either with --wait.
+	code, _, stderr := e.run(append(append([]string{"run", "--key", "killed", "--wait", "30s"}, srv.ttlArgs...), "--", "true")...)
+	if code != 0 {
+		t.Fatalf("run after the holder was killed: %d %s", code, stderr)
+	}
+}
+
+func testLostLock(t *testing.T, e *env, srv server) {
+	pidFile := filepath.Join(e.dir, "lost-"+srv.name)
+	args := append([]string{"run", "--key", "lost", "--grace", "1s"}, srv.ttlArgs...)
+	cmd := e.command(append(args, "--", "sh", "-c", fmt.Sprintf("echo $$ > %s; exec sleep 60", pidFile))...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitPID(t, pidFile)
+	srv.lose(t, "lost")
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitLost {
+		t.Fatalf("exit %v; want the lost code %d; stderr:\n%s", err, exitLost, stderr.String())
+	}
+	if alive(pid) {
+		t.Fatal("the program still runs after its lock was lost")
+	}
+}
+
+// testStoppedBeforeLapse: when renewals fail (the node is paused), the
+// program is stopped before its lease could lapse on the server. The lapse
+// is bounded from the key's PTTL read just before the pause (a renewal in
+// between only makes the real lapse later).
+func testStoppedBeforeLapse(t *testing.T, e *env, srv server) {
+	pidFile := filepath.Join(e.dir, "lapse-"+srv.name)
+	// An 8s TTL: the loss margin (a tenth) is the room the check has.
+	args := append(append([]string{"run", "--key", "lapse"}, srv.ttlArgs...), "--ttl", "8s", "--grace", "1s")
+	// The program ignores SIGTERM: only the SIGKILL after --grace stops it,
+	// and that too must come before the lapse.
+	job := fmt.Sprintf("trap '' TERM; echo $$ > %s; while :; do sleep 0.05; done", pidFile)
+	cmd := e.command(append(args, "--", "sh", "-c", job)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitPID(t, pidFile)
+
+	c, err := redis.Dial("tcp", srv.redis.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockKey := "mutexkit:{lapse}"
+	pttl, err := redis.Int64(c.Do("PTTL", lockKey))
+	lapse := time.Now().Add(time.Duration(pttl) * time.Millisecond)
+	c.Close()
+	if err != nil || pttl <= 0 {
+		t.Fatalf("PTTL %s = %d, %v", lockKey, pttl, err)
+	}
+	srv.redis.Pause()
+	defer srv.redis.Resume()
+	waitFor(t, "the program to be stopped", func() bool { return !alive(pid) })
+	left := time.Until(lapse)
+	if left <= 0 {
+		t.Fatalf("the program outlived its lease by %v: it ran unprotected", -left)
+	}
+	srv.redis.Resume()
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitLost || !strings.Contains(stderr.String(), "about to lapse") {
+		t.Fatalf("exit %v, stderr %q; want the lost code after 'about to lapse'", err, stderr.String())
+	}
+	t.Logf("the program was gone %v before the lease could lapse", left.Round(time.Millisecond))
+}
