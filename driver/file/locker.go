@@ -27,6 +27,14 @@ const maxReplacedRetries = 8
 
 var errReplaced = errors.New("lock file replaced during the attempt")
 
+// Errors for contention carry no key or path: keys may hold customer data,
+// and these errors end up in logs.
+var (
+	errHeldHere        = fmt.Errorf("file: held by another owner in this client: %w", driver.ErrLocked)
+	errLockedElsewhere = fmt.Errorf("file: lock file held by another process or client: %w", driver.ErrLocked)
+	errNotHeld         = fmt.Errorf("file: %w", driver.ErrNotHeld)
+)
+
 // locker is one client's Locker: the keys it holds, each with its open lock
 // file, and the wake channels of its waiters.
 type locker struct {
@@ -195,7 +203,7 @@ func (l *locker) heldBy(req driver.AcquireRequest) (driver.Grant, error, bool) {
 	case h.owner == req.Owner:
 		return h.grant, nil, true
 	default:
-		return driver.Grant{}, fmt.Errorf("file: key %q: %w", req.Key, driver.ErrLocked), true
+		return driver.Grant{}, errHeldHere, true
 	}
 }
 
@@ -214,7 +222,7 @@ func lockFile(path string) (*hold, error) {
 	if err := flock(lf, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lf.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN) {
-			return nil, fmt.Errorf("file: %s: %w", path, driver.ErrLocked)
+			return nil, errLockedElsewhere
 		}
 		return nil, fmt.Errorf("file: flock %s: %w", path, err)
 	}
@@ -377,7 +385,7 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	}
 	h := l.held[key]
 	if h == nil || h.owner != owner {
-		return fmt.Errorf("file: key %q: %w", key, driver.ErrNotHeld)
+		return errNotHeld
 	}
 	// A release can come before the heartbeat finds a removed or replaced
 	// lock file: the grant was lost, and the caller must hear so. Check
