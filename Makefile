@@ -4,7 +4,7 @@
 GO ?= go
 GOFMT ?= gofmt
 
-.PHONY: test bench fmt vet services
+.PHONY: test bench chaos fmt vet services
 
 test: vet
 	@unformatted=$$($(GOFMT) -l .); \
@@ -19,6 +19,14 @@ BENCH_ROUNDS ?= 5
 bench:
 	scripts/services
 	cd bench && $(GO) run -mod=mod ./cmd/runbench -rounds $(BENCH_ROUNDS) -out ../docs/BENCHMARKS.md
+
+# The reliability suite (internal/chaos): every fault scenario for CHAOS_DURATION each, and
+# docs/RELIABILITY.md from its figures. make test runs a short subset (3 s per scenario).
+CHAOS_DURATION ?= 20s
+chaos:
+	scripts/services
+	MUTEXKIT_REQUIRE_SERVICES=1 CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REPORT=$(CURDIR)/docs/RELIABILITY.md \
+		$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./internal/chaos
 
 fmt:
 	$(GOFMT) -w .
