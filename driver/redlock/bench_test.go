@@ -18,24 +18,29 @@ import (
 
 // BenchmarkTryLockUnlock: uncontended TryLock then Unlock through mutex:
 // two round trips on one node; on five, two fan-outs.
+// pipeline=0 is the pooled path (one call per pooled connection).
 func BenchmarkTryLockUnlock(b *testing.B) {
 	for _, n := range []int{1, 5} {
-		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
-			c := startCluster(b, n)
-			cl := c.client()
-			m := cl.NewMutex("bench", mutex.WithTTL(10*time.Second))
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				l, err := m.TryLock(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := l.Unlock(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		for _, pipe := range []int{1, 0} {
+			b.Run(fmt.Sprintf("nodes=%d/pipeline=%d", n, pipe), func(b *testing.B) {
+				benchTryLockUnlock(b, startCluster(b, n).client(fmt.Sprintf("pipeline=%d", pipe)))
+			})
+		}
+	}
+}
+
+func benchTryLockUnlock(b *testing.B, cl *mutex.Client) {
+	m := cl.NewMutex("bench", mutex.WithTTL(10*time.Second))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := m.TryLock(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -64,10 +69,16 @@ func BenchmarkFloor(b *testing.B) {
 }
 
 // BenchmarkParallelDistinctKeys: 64 goroutines of one client lock keys of
-// their own on one node: throughput.
+// their own on one node: throughput. pipeline=0 is the pooled path.
 func BenchmarkParallelDistinctKeys(b *testing.B) {
-	c := startCluster(b, 1)
-	cl := c.client()
+	for _, pipe := range []int{1, 2, 0} {
+		b.Run(fmt.Sprintf("pipeline=%d", pipe), func(b *testing.B) {
+			benchParallelDistinctKeys(b, startCluster(b, 1).client(fmt.Sprintf("pipeline=%d", pipe)))
+		})
+	}
+}
+
+func benchParallelDistinctKeys(b *testing.B, cl *mutex.Client) {
 	var next atomic.Int64
 	b.SetParallelism(32) // 32 x GOMAXPROCS(2) = 64 goroutines on the test machine
 	b.ReportAllocs()

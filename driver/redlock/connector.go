@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -90,9 +91,15 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		}
 		return newLocker(&cfg, nodes), nil
 	}
-	opts, err := cfg.dialOptions()
+	opts, err := cfg.dialOptions(false)
 	if err != nil {
 		return nil, err
+	}
+	var pipeOpts []redis.DialOption
+	if cfg.pipeConns > 0 {
+		if pipeOpts, err = cfg.pipeDialOptions(); err != nil {
+			return nil, err
+		}
 	}
 	for _, addr := range cfg.addrs {
 		dial := func(ctx context.Context) (redis.Conn, error) {
@@ -103,7 +110,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 			defer cancel()
 			return redis.DialContext(ctx, "tcp", addr, opts...)
 		}
-		nodes = append(nodes, &node{
+		n := &node{
 			name: addr,
 			own:  true,
 			dial: dial,
@@ -114,17 +121,58 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 				Wait:        cfg.maxActive > 0,
 				IdleTimeout: cfg.idleTimeout,
 			},
-		})
+		}
+		if cfg.pipeConns > 0 {
+			n.pipe = newPipe(cfg.pipeConns, cfg.pipeDial(addr, pipeOpts))
+		}
+		nodes = append(nodes, n)
 	}
 	return newLocker(&cfg, nodes), nil
 }
 
-// dialOptions turns the configuration into redigo's. Reading a CA file is
-// the only I/O, and it is local.
-func (cfg *config) dialOptions() ([]redis.DialOption, error) {
+// pipeDialOptions are dialOptions without redigo's read and write
+// timeouts: a pipelined connection sets its socket's deadlines itself.
+func (cfg *config) pipeDialOptions() ([]redis.DialOption, error) {
+	return cfg.dialOptions(true)
+}
+
+// pipeDial returns the dial function of a node's pipelined connections:
+// TLS, AUTH, SELECT and CLIENT SETNAME as for pooled ones, all within
+// connect_timeout and the caller's deadline, over a socket the pipe can
+// manage (pipeNetConn).
+func (cfg *config) pipeDial(addr string, opts []redis.DialOption) func(context.Context) (redis.Conn, *pipeNetConn, error) {
+	dialer := &net.Dialer{KeepAlive: 5 * time.Minute}
+	wrap := cfg.wrapConn
+	connectTimeout := cfg.connectTimeout
+	return func(ctx context.Context) (redis.Conn, *pipeNetConn, error) {
+		ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+		defer cancel()
+		var nc *pipeNetConn
+		netDial := redis.DialContextFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			if wrap != nil {
+				c = wrap(c)
+			}
+			nc = &pipeNetConn{Conn: c}
+			return nc, nil
+		})
+		conn, err := redis.DialContext(ctx, "tcp", addr, append(opts[:len(opts):len(opts)], netDial)...)
+		if err != nil {
+			return nil, nil, err
+		}
+		return conn, nc, nil
+	}
+}
+
+// dialOptions turns the configuration into redigo's; for a pipelined
+// connection without a write timeout, as the pipe sets the socket's
+// deadlines itself. Reading a CA file is the only I/O, and it is local.
+func (cfg *config) dialOptions(pipelined bool) ([]redis.DialOption, error) {
 	opts := []redis.DialOption{
 		redis.DialConnectTimeout(cfg.connectTimeout),
-		redis.DialWriteTimeout(cfg.connectTimeout),
 		redis.DialTLSHandshakeTimeout(cfg.connectTimeout),
 		redis.DialClientName("mutexkit"),
 	}
@@ -136,6 +184,9 @@ func (cfg *config) dialOptions() ([]redis.DialOption, error) {
 	}
 	if cfg.db != 0 {
 		opts = append(opts, redis.DialDatabase(cfg.db))
+	}
+	if !pipelined { // pooled connections: redigo bounds each write
+		opts = append(opts, redis.DialWriteTimeout(cfg.connectTimeout))
 	}
 	if !cfg.useTLS {
 		return opts, nil
@@ -225,6 +276,21 @@ func WithPrefix(prefix string) Option {
 func WithTLSConfig(tc *tls.Config) Option {
 	return func(c *config) error {
 		c.tlsConfig = tc
+		return nil
+	}
+}
+
+// WithPipeline sets how many connections each node's calls are pipelined
+// over (DSN option pipeline; 1 by default): calls from concurrent
+// goroutines are queued and written together, sharing round trips. 0
+// turns pipelining off: each call then takes a connection of the pool
+// (see WithPool) for its round trip.
+func WithPipeline(conns int) Option {
+	return func(c *config) error {
+		if conns < 0 || conns > maxPipelineConns {
+			return fmt.Errorf("pipeline connections must be in [0, %d]", maxPipelineConns)
+		}
+		c.pipeConns = conns
 		return nil
 	}
 }

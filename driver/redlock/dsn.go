@@ -22,12 +22,14 @@ const (
 	DefaultOpTimeout      = time.Second
 	DefaultMaxIdle        = 64
 	DefaultIdleTimeout    = 5 * time.Minute
+	DefaultPipelineConns  = 1
 
 	// defaultTimeoutFraction of the TTL bounds each node's acquire when no
 	// timeout is set: a node that answers later is as good as down, and
 	// waiting longer eats the validity of the grant.
 	defaultTimeoutFraction = 10
 	minNodeTimeout         = 10 * time.Millisecond
+	maxPipelineConns       = 64
 )
 
 // config is what a DSN and Options set.
@@ -51,6 +53,8 @@ type config struct {
 	maxIdle        int
 	maxActive      int
 	idleTimeout    time.Duration
+	pipeConns      int                     // pipelined connections per node; 0: the pool, one call per connection
+	wrapConn       func(net.Conn) net.Conn // tests: wraps each pipelined connection's socket
 }
 
 func defaultConfig() config {
@@ -61,6 +65,7 @@ func defaultConfig() config {
 		connectTimeout: DefaultConnectTimeout,
 		maxIdle:        DefaultMaxIdle,
 		idleTimeout:    DefaultIdleTimeout,
+		pipeConns:      DefaultPipelineConns,
 	}
 }
 
@@ -199,6 +204,11 @@ func (cfg *config) parseOptions(query string) error {
 			cfg.maxIdle, err = nonNegativeInt(v)
 		case "pool_max_active":
 			cfg.maxActive, err = nonNegativeInt(v)
+		case "pipeline":
+			cfg.pipeConns, err = nonNegativeInt(v)
+			if err == nil && cfg.pipeConns > maxPipelineConns {
+				err = fmt.Errorf("at most %d connections", maxPipelineConns)
+			}
 		case "pool_idle_timeout":
 			cfg.idleTimeout, err = positiveDuration(v)
 		case "prefix":

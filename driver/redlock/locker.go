@@ -545,20 +545,31 @@ func (n *node) ping(ctx context.Context, timeout time.Duration) error {
 	if !ok {
 		return n.fail(ctx, ctx.Err())
 	}
-	conn, err := n.get(ctx, timeout)
-	if err != nil {
-		return n.fail(ctx, err)
+	var reply any
+	var err error
+	if n.pipe != nil {
+		var out [2]result
+		n.pipe.doAll(ctx, time.Now().Add(timeout), []pcmd{{"PING", nil}, {"CONFIG", []any{"GET", "maxmemory-policy"}}}, out[:])
+		if out[0].err != nil {
+			return n.fail(ctx, out[0].err)
+		}
+		reply, err = out[1].reply, out[1].err
+	} else {
+		conn, err := n.get(ctx, timeout)
+		if err != nil {
+			return n.fail(ctx, err)
+		}
+		defer conn.Close()
+		conn.Send("PING")
+		conn.Send("CONFIG", "GET", "maxmemory-policy")
+		if err := conn.Flush(); err != nil {
+			return n.fail(ctx, err)
+		}
+		if _, err := receive(conn, timeout); err != nil {
+			return n.fail(ctx, err)
+		}
+		reply, err = receive(conn, timeout)
 	}
-	defer conn.Close()
-	conn.Send("PING")
-	conn.Send("CONFIG", "GET", "maxmemory-policy")
-	if err := conn.Flush(); err != nil {
-		return n.fail(ctx, err)
-	}
-	if _, err := receive(conn, timeout); err != nil {
-		return n.fail(ctx, err)
-	}
-	reply, err := receive(conn, timeout)
 	if err != nil {
 		if isReplyError(err) {
 			return nil
@@ -598,6 +609,9 @@ func (l *locker) Close() error {
 		cancel()
 	}
 	for _, n := range l.nodes {
+		if n.pipe != nil {
+			n.pipe.close()
+		}
 		if n.own {
 			n.pool.Close()
 		}

@@ -19,6 +19,7 @@ type node struct {
 	pool *redis.Pool
 	own  bool                                      // made by the driver: closed with the Locker
 	dial func(context.Context) (redis.Conn, error) // nil: no subscription (no dial function known)
+	pipe *pipe                                     // non-nil: calls are pipelined (the pool is unused)
 }
 
 // call is one script invocation: args starts with a placeholder for the
@@ -62,6 +63,17 @@ func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, erro
 	timeout, ok := timeoutFor(ctx, timeout)
 	if !ok {
 		return nil, n.fail(ctx, ctx.Err())
+	}
+	if n.pipe != nil {
+		deadline := time.Now().Add(timeout)
+		reply, err := n.pipe.do(ctx, deadline, "EVALSHA", c.args)
+		if isNoScript(err) {
+			reply, err = n.pipe.do(ctx, deadline, "EVAL", c.evalArgs())
+		}
+		if err != nil {
+			return nil, n.fail(ctx, err)
+		}
+		return reply, nil
 	}
 	conn, err := n.get(ctx, timeout)
 	if err != nil {
@@ -110,6 +122,9 @@ func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call
 		return failAll(out, n.fail(ctx, ctx.Err()))
 	}
 	deadline := time.Now().Add(timeout)
+	if n.pipe != nil {
+		return n.pipelined(ctx, deadline, calls, out)
+	}
 	conn, err := n.get(ctx, timeout)
 	if err != nil {
 		return failAll(out, n.fail(ctx, err))
@@ -148,6 +163,39 @@ func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call
 			}
 		}
 		todo, cmd = again, "EVAL"
+	}
+	return out
+}
+
+// pipelined is pipeline over n's pipe: the calls are queued together, so
+// they go in one write when the connection is idle.
+func (n *node) pipelined(ctx context.Context, deadline time.Time, calls []call, out []result) []result {
+	cmds := make([]pcmd, len(calls))
+	for i, c := range calls {
+		cmds[i] = pcmd{"EVALSHA", c.args}
+	}
+	n.pipe.doAll(ctx, deadline, cmds, out)
+	var again []int
+	for i := range out {
+		if isNoScript(out[i].err) {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		cmds = cmds[:0]
+		for _, i := range again {
+			cmds = append(cmds, pcmd{"EVAL", calls[i].evalArgs()})
+		}
+		res := make([]result, len(again))
+		n.pipe.doAll(ctx, deadline, cmds, res)
+		for k, i := range again {
+			out[i] = res[k]
+		}
+	}
+	for i := range out {
+		if out[i].err != nil {
+			out[i].err = n.fail(ctx, out[i].err)
+		}
 	}
 	return out
 }
