@@ -60,3 +60,21 @@ func outOfLocks(err error) bool {
 }
 
 func isTxPooling(err error) bool { return errors.Is(err, ErrTransactionPooling) }
+
+// txPoolingErr turns the server's "prepared statement ... does not exist"
+// (SQLSTATE 26000) on a lock session into ErrTransactionPooling. A lock
+// session's statements are prepared on it and never deallocated, and
+// lib/pq parses a statement with parameters and binds it in two
+// exchanges: a statement the backend does not know reached another backend
+// than the one it was prepared on, which is what a transaction-pooling
+// proxy does (pgbouncer before 1.21, or without max_prepared_statements,
+// passes prepared statements through unchanged). Other errors are returned
+// as they are. The result does not unwrap to the *pq.Error, so
+// sessionSurvives reports the session lost.
+func txPoolingErr(err error) error {
+	var pe *pq.Error
+	if errors.As(err, &pe) && pe.Code == "26000" {
+		return fmt.Errorf("postgres: %s, though this session prepared it: %w", pe.Message, errTxPooling)
+	}
+	return err
+}

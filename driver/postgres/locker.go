@@ -424,10 +424,16 @@ func (l *locker) kill(s *session, cause error) {
 	if !closed { // Close discards sessions itself
 		go s.discard() // may wait for a statement in flight
 	}
+	what := "ended, so the server freed the lock and may have granted it to another holder already"
+	if isTxPooling(cause) {
+		// The proxy keeps the backend, and the lock on it, for its other
+		// clients: nothing here can release it.
+		what = "was given up: its statements reached other backends, so the lock may stay held by the proxy's server connection (until the proxy closes it) or be freed and granted to another holder"
+	}
 	for _, h := range lost {
 		l.wake(h.id)
 		if h.onLost != nil {
-			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock ended, so the server freed the lock and may have granted it to another holder already: %w: %w", s.pid, cause, driver.ErrNotHeld))
+			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock %s: %w: %w", s.pid, what, cause, driver.ErrNotHeld))
 		}
 	}
 }

@@ -87,7 +87,7 @@ func (l *locker) openSession(ctx context.Context) (*session, error) {
 	}
 	if err := s.init(); err != nil {
 		s.discard()
-		return nil, l.connectError(err)
+		return nil, l.connectError(txPoolingErr(err))
 	}
 	return s, nil
 }
@@ -154,7 +154,7 @@ func (s *session) init() error {
 // scan runs a statement on the session. The caller holds sem.
 func (s *session) scan(stmt *sql.Stmt, args []any, dest ...any) error {
 	s.inflight.Store(s.l.now())
-	err := stmt.QueryRowContext(background, args...).Scan(dest...)
+	err := txPoolingErr(stmt.QueryRowContext(background, args...).Scan(dest...))
 	s.inflight.Store(0)
 	if err == nil {
 		s.lastOK.Store(s.l.now())

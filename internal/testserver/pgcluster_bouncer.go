@@ -66,8 +66,8 @@ func StartPGBouncer(t testing.TB, backend *PGCluster, opts PGBouncerOptions) *PG
 	if opts.PoolSize == 0 {
 		opts.PoolSize = 4
 	}
-	dir := filepath.Join(backend.Dir, "pgbouncer")
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	dir, err := os.MkdirTemp(backend.Dir, "pgbouncer")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := backend.chown(dir); err != nil {

@@ -1,0 +1,41 @@
+package postgres
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A statement the session prepared but its backend does not know (SQLSTATE
+// 26000: what a transaction-pooling proxy that switched backends causes,
+// see TestClusterPgBouncer) is ErrTransactionPooling: the session is given
+// up and its leases reported lost, not retried as if it were alive.
+// Simulated without a proxy by deallocating the session's statements.
+func TestMissingPreparedStatementIsTxPooling(t *testing.T) {
+	dsn, _ := adminDB(t)
+	c, l := testClient(t, dsn, namespace(t), WithHeartbeat(50*time.Millisecond))
+	lease, err := c.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	s := l.held["k"].s
+	l.mu.Unlock()
+	s.sem <- struct{}{}
+	_, err = s.conn.ExecContext(background, `DEALLOCATE ALL`)
+	s.lastOK.Store(0) // let the next heartbeat run
+	s.give()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lease.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("loss not reported")
+	}
+	err = lease.Err()
+	if !errors.Is(err, ErrTransactionPooling) || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Err = %v; want ErrTransactionPooling naming the missing statement", err)
+	}
+}
