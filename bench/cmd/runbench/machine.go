@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +22,7 @@ type machine struct {
 	commit, dirty                  string
 	clientCPUs, serverCPUs         string
 	loadBefore, loadAfter          string
+	loads                          []float64 // 1-minute load average before each benchmark
 	started                        time.Time
 	elapsed                        time.Duration
 }
@@ -87,6 +90,28 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// load1 is the 1-minute load average, or 0 if unknown.
+func load1() float64 {
+	f := strings.Fields(loadAvg())
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+// busy reports the median and highest 1-minute load average seen during
+// the rounds, and whether the machine was busier than the benchmarks make
+// it (a client and its servers: about two runnable threads).
+func (m machine) busy() (median, highest float64, busy bool) {
+	if len(m.loads) == 0 {
+		return 0, 0, false
+	}
+	loads := slices.Sorted(slices.Values(m.loads))
+	median, highest = loads[len(loads)/2], loads[len(loads)-1]
+	return median, highest, median > float64(m.nproc)+1
 }
 
 func postgresVersion() string {

@@ -93,6 +93,7 @@ func run(cfg config) error {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for i, name := range order {
 			logf("round %d/%d, %d/%d: %s", r, cfg.rounds, i+1, len(order), name)
+			mach.loads = append(mach.loads, load1())
 			res, err := runBench(cfg, bin, exactPattern(name), benchtime(name), false)
 			if err != nil {
 				return err

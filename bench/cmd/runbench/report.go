@@ -85,6 +85,11 @@ func report(cfg config, m machine, r *results, stat string) string {
 			"that working tree, not of commit %s alone.\n\n", m.dirty, m.commit)
 	}
 
+	if median, highest, busy := m.busy(); busy {
+		fmt.Fprintf(&b, "**Busy machine:** the 1-minute load average was %.1f (median) and up to %.1f on %d CPUs while this ran,\n"+
+			"well above the two runnable threads the benchmarks themselves make: other work competed for the CPUs, and\n"+
+			"the figures say more about it than about the libraries. Run make bench again on a quiet machine.\n\n", median, highest, m.nproc)
+	}
 	b.WriteString("## Targets\n\n")
 	t := table{head: []string{"target", "figures (medians)", "", "why missed"}}
 	for _, tg := range targets(r) {
@@ -128,7 +133,9 @@ func writeMachine(b *strings.Builder, cfg config, m machine) {
 		pin = fmt.Sprintf("benchmark process on CPU %s (so GOMAXPROCS=1), redis-server processes and this run's PostgreSQL backends on CPU %s", m.clientCPUs, m.serverCPUs)
 	}
 	t.add("pinning", pin)
-	t.add("load average", fmt.Sprintf("%s before, %s after (1, 5, 15 min): other work on the machine shows up as noise", m.loadBefore, m.loadAfter))
+	median, highest, _ := m.busy()
+	t.add("load average", fmt.Sprintf("%s before, %s after (1, 5, 15 min); 1 min during the rounds: median %.1f, highest %.1f. "+
+		"The benchmarks make about 2; more is other work, and shows up as noise", m.loadBefore, m.loadAfter, median, highest))
 	t.add("run time", m.elapsed.Round(time.Second).String())
 	t.write(b)
 	fmt.Fprintf(b, "Command: `make bench`, which runs `cd bench && go run ./cmd/runbench -rounds %d -out ../docs/BENCHMARKS.md`.\n\n", cfg.rounds)
