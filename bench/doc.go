@@ -10,7 +10,7 @@
 // on free loopback ports (one set per test binary), PostgreSQL at
 // MUTEXKIT_POSTGRES_DSN. Run them once each, as make test does:
 //
-//	cd bench && go test -short -run '^$' -bench . -benchtime 1x
+//	cd bench && go test -short -bench . -benchtime 1x ./...
 //
 // make bench runs cmd/runbench instead, which builds the test binary,
 // runs every benchmark once per round for several interleaved rounds with

@@ -2,14 +2,15 @@
 // rounds and writes docs/BENCHMARKS.md from their medians. make bench runs
 // it from the bench directory:
 //
-//	go run ./cmd/runbench -rounds 5 -out ../docs/BENCHMARKS.md
+//	go run ./cmd/runbench -rounds 6 -out ../docs/BENCHMARKS.md
 //
 // It builds the test binary once, runs every benchmark once (one
 // iteration, to learn their names and warm up), then, for each round,
 // runs every benchmark once in a shuffled order, each in a process of its
 // own with fresh redis-server processes. Where it can (taskset, two CPUs
 // or more) it pins the benchmark process to one CPU and the servers to
-// the others. Raw results go to results/raw.txt in benchstat's format.
+// the others. Raw results go to results/raw.txt in benchstat's format,
+// and everything the runs printed to results/output.txt (not committed).
 package main
 
 import (
@@ -27,7 +28,7 @@ import (
 
 func main() {
 	var cfg config
-	flag.IntVar(&cfg.rounds, "rounds", 5, "interleaved rounds: every benchmark once per round")
+	flag.IntVar(&cfg.rounds, "rounds", 6, "interleaved rounds: every benchmark once per round (benchstat needs 6 for confidence intervals)")
 	flag.StringVar(&cfg.out, "out", "../docs/BENCHMARKS.md", "the page to write")
 	flag.StringVar(&cfg.raw, "raw", "results/raw.txt", "where to keep the raw results (benchstat's format)")
 	flag.StringVar(&cfg.filter, "bench", ".", "run only benchmarks matching this regexp (go test -bench syntax)")
@@ -64,6 +65,9 @@ func run(cfg config) error {
 		return fmt.Errorf("-rounds %d: want at least 1", cfg.rounds)
 	}
 	pinCPUs(&cfg)
+	if err := os.MkdirAll(filepath.Dir(cfg.raw), 0o755); err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp("", "runbench")
 	if err != nil {
 		return err
@@ -87,6 +91,12 @@ func run(cfg config) error {
 		return fmt.Errorf("no benchmark ran:\n%s", first.output)
 	}
 	all := &results{order: names, skipped: first.skipped, failed: first.failed}
+	// Everything each run printed, for a failure the page only summarises.
+	outputs, err := os.Create(filepath.Join(filepath.Dir(cfg.raw), "output.txt"))
+	if err != nil {
+		return err
+	}
+	defer outputs.Close()
 	for r := 1; r <= cfg.rounds; r++ {
 		order := append([]string(nil), names...)
 		rng := rand.New(rand.NewPCG(uint64(r), 8))
@@ -98,6 +108,8 @@ func run(cfg config) error {
 			if err != nil {
 				return err
 			}
+			res.missing(name)
+			fmt.Fprintf(outputs, "=== round %d: %s\n%s\n", r, name, res.output)
 			all.add(r, res)
 		}
 	}

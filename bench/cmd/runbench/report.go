@@ -299,7 +299,14 @@ func benchstat(raw string) string {
 		if err != nil {
 			fmt.Fprintf(&out, "benchstat %s: %v\n", s.name, err)
 		}
-		fmt.Fprintf(&out, "# %s\n%s\n", s.name, strings.TrimSpace(string(res)))
+		var kept []string
+		for line := range strings.SplitSeq(strings.TrimSpace(string(res)), "\n") {
+			if k, _, ok := strings.Cut(line, ": "); ok && slices.Contains([]string{"goos", "goarch", "pkg", "cpu"}, k) {
+				continue // the machine is described above
+			}
+			kept = append(kept, line)
+		}
+		fmt.Fprintf(&out, "# %s\n%s\n\n", s.name, strings.Join(kept, "\n"))
 	}
 	return out.String()
 }

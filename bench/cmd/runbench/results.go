@@ -38,8 +38,8 @@ func (r *runResult) names() []string {
 
 var procsSuffix = regexp.MustCompile(`-\d+$`)
 
-// parseOutput reads benchmark lines, and SKIP and FAIL reports with the
-// indented messages under them.
+// parseOutput reads benchmark lines, and SKIP and FAIL reports (indented
+// by their depth) with the messages indented under them.
 func parseOutput(out string) *runResult {
 	res := &runResult{output: out, skipped: map[string]string{}, failed: map[string]string{}}
 	var cur map[string]string // the report the indented lines belong to
@@ -48,16 +48,17 @@ func parseOutput(out string) *runResult {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		trimmed := strings.TrimSpace(line)
 		switch {
-		case strings.HasPrefix(line, "--- SKIP: "), strings.HasPrefix(line, "--- FAIL: "):
+		case strings.HasPrefix(trimmed, "--- SKIP: "), strings.HasPrefix(trimmed, "--- FAIL: "):
 			cur = res.skipped
-			if strings.HasPrefix(line, "--- FAIL: ") {
+			if strings.HasPrefix(trimmed, "--- FAIL: ") {
 				cur = res.failed
 			}
-			curName = strings.Fields(line)[2]
+			curName = strings.Fields(trimmed)[2]
 			cur[curName] = ""
-		case cur != nil && strings.HasPrefix(line, "    "):
-			cur[curName] = strings.TrimSpace(cur[curName] + " " + strings.TrimSpace(line))
+		case cur != nil && strings.HasPrefix(line, " "):
+			cur[curName] = strings.TrimSpace(cur[curName] + " " + trimmed)
 		case strings.HasPrefix(line, "Benchmark"):
 			cur = nil
 			if l, ok := parseLine(line); ok {
@@ -67,16 +68,39 @@ func parseOutput(out string) *runResult {
 			cur = nil
 		}
 	}
-	// A parent benchmark fails with its failed children: keep the leaves.
-	for name := range res.failed {
-		for other := range res.failed {
-			if strings.HasPrefix(other, name+"/") {
-				delete(res.failed, name)
-				break
+	// A parent reports with its children: keep the leaves.
+	for _, m := range []map[string]string{res.failed, res.skipped} {
+		for name := range m {
+			for other := range m {
+				if strings.HasPrefix(other, name+"/") {
+					delete(m, name)
+					break
+				}
 			}
 		}
 	}
 	return res
+}
+
+// missing records a benchmark that was run and printed no result, failure
+// or skip (a crash, a timeout), with the end of what the process printed.
+func (r *runResult) missing(name string) {
+	for _, l := range r.lines {
+		if l.name == name {
+			return
+		}
+	}
+	if _, ok := r.failed[name]; ok {
+		return
+	}
+	if _, ok := r.skipped[name]; ok {
+		return
+	}
+	out := strings.TrimSpace(r.output)
+	if len(out) > 300 {
+		out = "..." + out[len(out)-300:]
+	}
+	r.failed[name] = "no result; the process printed: " + strings.Join(strings.Fields(out), " ")
 }
 
 func parseLine(line string) (benchLine, bool) {
@@ -121,6 +145,9 @@ func (r *results) add(round int, res *runResult) {
 	for name, msg := range res.failed {
 		r.failed[name] = msg
 		r.failedN[name]++
+	}
+	for name, msg := range res.skipped {
+		r.skipped[name] = msg
 	}
 }
 
