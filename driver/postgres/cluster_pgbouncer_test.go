@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -147,18 +146,13 @@ func TestClusterPgBouncer(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
+		// Transactions that reach other backends stay open until one
+		// reaches the lock's, so pgbouncer cannot hand the same one out
+		// again; then they end, and the lock client gets one of those.
 		var stolen *sql.Tx
-		var mu sync.Mutex
-		var open []*sql.Tx
-		defer func() {
-			mu.Lock()
-			for _, tx := range open {
-				tx.Rollback()
-			}
-			mu.Unlock()
-		}()
+		var others []*sql.Tx
 		deadline := time.Now().Add(30 * time.Second)
-		for stolen == nil && lease.Err() == nil {
+		for stolen == nil {
 			if time.Now().After(deadline) {
 				t.Fatalf("no transaction through pgbouncer reached backend %d within 30s", pid)
 			}
@@ -173,13 +167,12 @@ func TestClusterPgBouncer(t *testing.T) {
 			if got == pid {
 				stolen = tx
 			} else {
-				tx.Rollback()
+				others = append(others, tx)
 			}
 		}
-		if stolen != nil {
-			mu.Lock()
-			open = append(open, stolen)
-			mu.Unlock()
+		defer stolen.Rollback()
+		for _, tx := range others {
+			tx.Rollback()
 		}
 		select {
 		case <-lease.Done():

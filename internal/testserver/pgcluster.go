@@ -87,7 +87,10 @@ type PGCluster struct {
 // the directory of initdb on PATH. It reports "" when there is none.
 func PGBinDir() string {
 	if d := os.Getenv("MUTEXKIT_PG_BINDIR"); d != "" {
-		return d
+		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres")) {
+			return d
+		}
+		return ""
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
 	sort.Slice(dirs, func(i, j int) bool { return pgVersionOf(dirs[i]) < pgVersionOf(dirs[j]) })
