@@ -180,10 +180,10 @@ type kv struct{ k, v string }
 // (with backslash escapes). Errors name no value.
 func parseKeywords(s string) ([]kv, error) {
 	var out []kv
-	r := []rune(s)
+	r := s // bytes: every delimiter is ASCII, and other bytes pass through as they are, valid UTF-8 or not
 	i := 0
 	skip := func() {
-		for i < len(r) && isSpace(r[i]) {
+		for i < len(r) && isSpace(rune(r[i])) {
 			i++
 		}
 	}
@@ -193,13 +193,15 @@ func parseKeywords(s string) ([]kv, error) {
 			return out, nil
 		}
 		start := i
-		for i < len(r) && r[i] != '=' && !isSpace(r[i]) {
+		for i < len(r) && r[i] != '=' && !isSpace(rune(r[i])) {
 			i++
 		}
 		key := string(r[start:i])
 		skip()
 		if i == len(r) || r[i] != '=' {
-			return nil, fmt.Errorf("missing \"=\" after key %q", key)
+			// Keys are named by position only: after a misquoted value, a
+			// "key" may be a piece of the password.
+			return nil, fmt.Errorf("missing \"=\" after key number %d", len(out)+1)
 		}
 		i++
 		skip()
@@ -211,7 +213,7 @@ func parseKeywords(s string) ([]kv, error) {
 				c := r[i]
 				i++
 				if c == '\\' && i < len(r) {
-					val.WriteRune(r[i])
+					val.WriteByte(r[i])
 					i++
 					continue
 				}
@@ -219,20 +221,20 @@ func parseKeywords(s string) ([]kv, error) {
 					closed = true
 					break
 				}
-				val.WriteRune(c)
+				val.WriteByte(c)
 			}
 			if !closed {
-				return nil, fmt.Errorf("unterminated quoted value of key %q", key)
+				return nil, fmt.Errorf("unterminated quoted value of key number %d", len(out)+1)
 			}
 		} else {
-			for i < len(r) && !isSpace(r[i]) {
+			for i < len(r) && !isSpace(rune(r[i])) {
 				c := r[i]
 				i++
 				if c == '\\' && i < len(r) {
 					c = r[i]
 					i++
 				}
-				val.WriteRune(c)
+				val.WriteByte(c)
 			}
 		}
 		if key == "" {
