@@ -324,7 +324,8 @@ var scenarios = []scenario{
 		servers := testserver.StartRedis(t, 1)
 		return Scenario{
 			Backend: "Redis, 1 node, fencing", Model: LossReportedFirst,
-			Promise: "None across a restart without persistence: locks and fencing counters are lost (documented).",
+			Promise: "None across a restart without persistence: locks and fencing counters are lost (documented). " +
+				"Tokens start again from 1, so the fenced store refuses every write until the new counter passes the old one.",
 			Workers: workers(3, 2, "redlock", redisDSN(addrsOf(servers)), time.Second, true),
 			Fault: func(ctx context.Context, r *Run) error {
 				for sleep(ctx, time.Second) {
