@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,9 +13,6 @@ import (
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/gomodule/redigo/redis"
-
-	"github.com/mutexkit/mutexkit/driver/redlock"
-	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // contenders is how many clients BenchmarkHandoff sets on one key.
@@ -62,24 +58,9 @@ func BenchmarkHandoff(b *testing.B) {
 type lockFunc func(ctx context.Context) (unlock func(context.Context) error, err error)
 
 func handoffOurs(b *testing.B, backend string) {
-	var rt *rtCounter
 	locks := make([]lockFunc, contenders)
 	for i := range locks {
-		var c *mutex.Client
-		if backend == redis1 { // through counting pools: the same driver as the DSN's
-			rt = cmp.Or(rt, &rtCounter{})
-			pool := countingPool(redisAddrs(b, 1)[0], rt)
-			b.Cleanup(func() { pool.Close() })
-			conn, err := redlock.NewConnector([]*redis.Pool{pool})
-			if err != nil {
-				b.Fatal(err)
-			}
-			c = mutex.OpenConnector(conn)
-			b.Cleanup(func() { c.Close() })
-		} else {
-			c = openOurs(b, backend, false)
-		}
-		m := c.NewMutex(keyFor(b))
+		m := openOurs(b, backend, false).NewMutex(keyFor(b))
 		locks[i] = func(ctx context.Context) (func(context.Context) error, error) {
 			lease, err := m.Lock(ctx)
 			if err != nil {
@@ -88,16 +69,27 @@ func handoffOurs(b *testing.B, backend string) {
 			return lease.Unlock, nil
 		}
 	}
-	runHandoff(b, rt, locks)
+	var count func() int64
+	if backend == redis1 { // what ours sends: scripts and subscriptions
+		count = commandCounter(b, "evalsha", "eval", "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ping")
+	}
+	runHandoff(b, count, locks)
+}
+
+// commandCounter counts the named commands on the Redis server of redis1.
+func commandCounter(b *testing.B, names ...string) func() int64 {
+	admin, err := redis.Dial("tcp", redisAddrs(b, 1)[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { admin.Close() })
+	return func() int64 { return commandCalls(b, admin, names...) }
 }
 
 func handoffRedsync(b *testing.B, opts ...redsync.Option) {
-	rt := &rtCounter{}
 	locks := make([]lockFunc, contenders)
 	for i := range locks {
-		pool := countingPool(redisAddrs(b, 1)[0], rt)
-		b.Cleanup(func() { pool.Close() })
-		m := redsyncOver([]*redis.Pool{pool}).NewMutex(keyFor(b), opts...)
+		m := newRedsync(b, redisAddrs(b, 1)).NewMutex(keyFor(b), opts...)
 		locks[i] = func(ctx context.Context) (func(context.Context) error, error) {
 			for {
 				err := m.LockContext(ctx)
@@ -119,14 +111,14 @@ func handoffRedsync(b *testing.B, opts ...redsync.Option) {
 			}
 		}
 	}
-	runHandoff(b, rt, locks)
+	runHandoff(b, commandCounter(b, "set", "evalsha", "eval"), locks) // SET NX, and its scripts
 }
 
 // runHandoff runs the clients until b.N handoffs, checking on the way that
-// no two ever hold the key at once. Given the counter of the clients'
-// Redis connections, it also reports their round trips per handoff
-// (RT/handoff): what waiting costs, polling or not.
-func runHandoff(b *testing.B, rt *rtCounter, locks []lockFunc) {
+// no two ever hold the key at once. Given a count of the commands the
+// clients send to the server, it also reports them per handoff
+// (cmds/handoff): what waiting costs, polling or not.
+func runHandoff(b *testing.B, count func() int64, locks []lockFunc) {
 	// Warm up: each client takes the key once, so that connections,
 	// sessions and subscriptions exist before the clock starts.
 	for _, lock := range locks {
@@ -139,9 +131,9 @@ func runHandoff(b *testing.B, rt *rtCounter, locks []lockFunc) {
 		}
 	}
 	pinPostgresIf(b)
-	var rtsBefore int64
-	if rt != nil {
-		rtsBefore, _ = rt.snapshot()
+	var countBefore int64
+	if count != nil {
+		countBefore = count()
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,9 +206,8 @@ func runHandoff(b *testing.B, rt *rtCounter, locks []lockFunc) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "handoffs/s")
-	if rt != nil {
-		rts, _ := rt.snapshot()
-		b.ReportMetric(float64(rts-rtsBefore)/float64(b.N), "RT/handoff")
+	if count != nil {
+		b.ReportMetric(float64(count()-countBefore)/float64(b.N), "cmds/handoff")
 	}
 	if len(samples) > 0 {
 		slices.Sort(samples)
