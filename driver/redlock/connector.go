@@ -124,6 +124,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		}
 		if cfg.pipeConns > 0 {
 			n.pipe = newPipe(cfg.pipeConns, cfg.pipeDial(addr, pipeOpts))
+			n.solo = !cfg.pipeAlways
 		}
 		nodes = append(nodes, n)
 	}

@@ -55,6 +55,7 @@ type config struct {
 	idleTimeout    time.Duration
 	pipeConns      int                     // pipelined connections per node; 0: the pool, one call per connection
 	wrapConn       func(net.Conn) net.Conn // tests: wraps each pipelined connection's socket
+	pipeAlways     bool                    // tests: a call alone takes the pipe too
 }
 
 func defaultConfig() config {

@@ -543,7 +543,7 @@ func (l *locker) Ping(ctx context.Context) error {
 func (n *node) ping(ctx context.Context, timeout time.Duration) error {
 	timeout, ok := timeoutFor(ctx, timeout)
 	if !ok {
-		return n.fail(ctx, ctx.Err())
+		return n.fail(ctx, context.DeadlineExceeded)
 	}
 	var reply any
 	var err error

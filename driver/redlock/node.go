@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -19,7 +20,9 @@ type node struct {
 	pool *redis.Pool
 	own  bool                                      // made by the driver: closed with the Locker
 	dial func(context.Context) (redis.Conn, error) // nil: no subscription (no dial function known)
-	pipe *pipe                                     // non-nil: calls are pipelined (the pool is unused)
+	pipe *pipe                                     // non-nil: concurrent calls are pipelined
+	busy atomic.Int32                              // calls of do under way
+	solo bool                                      // a call alone takes a pooled connection (not the pipe)
 }
 
 // call is one script invocation: args starts with a placeholder for the
@@ -45,7 +48,8 @@ func (c call) evalArgs() []any {
 }
 
 // timeoutFor bounds a call to d and to ctx's deadline. ok is false when
-// ctx has no time left.
+// ctx has no time left (then the call fails with context.DeadlineExceeded:
+// ctx.Err() may not be set yet).
 func timeoutFor(ctx context.Context, d time.Duration) (time.Duration, bool) {
 	if dl, has := ctx.Deadline(); has {
 		left := time.Until(dl)
@@ -62,9 +66,17 @@ func timeoutFor(ctx context.Context, d time.Duration) (time.Duration, bool) {
 func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, error) {
 	timeout, ok := timeoutFor(ctx, timeout)
 	if !ok {
-		return nil, n.fail(ctx, ctx.Err())
+		return nil, n.fail(ctx, context.DeadlineExceeded)
 	}
 	if n.pipe != nil {
+		// A call alone on the node takes a pooled connection: it writes and
+		// reads itself, with no goroutine handoff. Calls that overlap
+		// share the pipe's round trips.
+		alone := n.busy.Add(1) == 1
+		defer n.busy.Add(-1)
+		if alone && n.solo {
+			return n.doPooled(ctx, timeout, c)
+		}
 		deadline := time.Now().Add(timeout)
 		reply, err := n.pipe.do(ctx, deadline, "EVALSHA", c.args)
 		if isNoScript(err) {
@@ -75,6 +87,11 @@ func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, erro
 		}
 		return reply, nil
 	}
+	return n.doPooled(ctx, timeout, c)
+}
+
+// doPooled is do on a connection of the pool.
+func (n *node) doPooled(ctx context.Context, timeout time.Duration, c call) (any, error) {
 	conn, err := n.get(ctx, timeout)
 	if err != nil {
 		return nil, n.fail(ctx, err)
@@ -119,7 +136,7 @@ func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call
 	}
 	timeout, ok := timeoutFor(ctx, timeout)
 	if !ok {
-		return failAll(out, n.fail(ctx, ctx.Err()))
+		return failAll(out, n.fail(ctx, context.DeadlineExceeded))
 	}
 	deadline := time.Now().Add(timeout)
 	if n.pipe != nil {
@@ -223,9 +240,15 @@ func isNoScript(err error) bool {
 // with an error of its own (wrong type, no permission, out of memory...).
 func (n *node) fail(ctx context.Context, err error) error {
 	var reply redis.Error
+	ctxErr := ctx.Err()
+	if dl, ok := ctx.Deadline(); ok && ctxErr == nil && !time.Now().Before(dl) {
+		ctxErr = context.DeadlineExceeded // reached, though ctx may not say so yet
+	}
 	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("redis %s: %w: %w", n.name, ctx.Err(), err)
+	case ctxErr != nil && errors.Is(err, ctxErr):
+		return fmt.Errorf("redis %s: %w", n.name, err)
+	case ctxErr != nil:
+		return fmt.Errorf("redis %s: %w: %w", n.name, ctxErr, err)
 	case errors.As(err, &reply) && !transientReply(reply):
 		return fmt.Errorf("redis %s: %w", n.name, err)
 	}

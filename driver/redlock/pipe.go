@@ -3,8 +3,10 @@ package redlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +53,7 @@ type pipeSlot struct {
 	cur     atomic.Pointer[pconn]
 	mu      sync.Mutex
 	dialing chan struct{} // closed when the dial in progress ends
+	dialBy  time.Time     // the deadline of the dial in progress, or of the last
 	dialErr error
 }
 
@@ -75,44 +78,62 @@ func (p *pipe) get(ctx context.Context, deadline time.Time) (*pconn, error) {
 }
 
 func (p *pipe) redial(ctx context.Context, s *pipeSlot, deadline time.Time) (*pconn, error) {
-	s.mu.Lock()
-	if pc := s.cur.Load(); pc != nil && !pc.broken.Load() {
+	for {
+		s.mu.Lock()
+		if pc := s.cur.Load(); pc != nil && !pc.broken.Load() {
+			s.mu.Unlock()
+			return pc, nil
+		}
+		if p.closed.Load() {
+			s.mu.Unlock()
+			return nil, errClosed
+		}
+		ch := s.dialing
+		if ch == nil {
+			return p.dialLocked(ctx, s, deadline)
+		}
 		s.mu.Unlock()
-		return pc, nil
-	}
-	if p.closed.Load() {
-		s.mu.Unlock()
-		return nil, errClosed
-	}
-	if ch := s.dialing; ch != nil { // someone dials: wait for it
-		s.mu.Unlock()
+		// Someone dials: wait for it. If its dial ran out of its own time,
+		// try again with ours.
 		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
 		select {
 		case <-ch:
+			t.Stop()
 		case <-t.C:
-			return nil, os.ErrDeadlineExceeded
+			return nil, deadlineErr(ctx, deadline)
 		case <-ctx.Done():
+			t.Stop()
 			return nil, ctx.Err()
 		}
 		s.mu.Lock()
-		pc, err := s.cur.Load(), s.dialErr
+		pc, err, by, again := s.cur.Load(), s.dialErr, s.dialBy, s.dialing != nil
 		s.mu.Unlock()
-		if pc != nil && !pc.broken.Load() {
+		switch {
+		case pc != nil && !pc.broken.Load():
 			return pc, nil
+		case again: // another dial began: wait for that one
+		case err != nil && !(isTimeout(err) && by.Before(deadline)):
+			return nil, err
 		}
-		if err == nil {
-			err = errors.New("connection lost")
-		}
-		return nil, err
 	}
+}
+
+// dialLocked dials s's connection and starts its goroutines. Called with
+// s.mu held; releases it.
+func (p *pipe) dialLocked(ctx context.Context, s *pipeSlot, deadline time.Time) (*pconn, error) {
 	ch := make(chan struct{})
-	s.dialing = ch
+	s.dialing, s.dialBy = ch, deadline
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		s.dialBy = dl
+	}
 	s.mu.Unlock()
 
 	dctx, cancel := context.WithDeadline(ctx, deadline)
 	conn, nc, err := p.dial(dctx)
 	cancel()
+	if dl, ok := ctx.Deadline(); ok && err != nil && isTimeout(err) && !time.Now().Before(dl) {
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err) // ctx's deadline cut the dial short
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -133,6 +154,22 @@ func (p *pipe) redial(ctx context.Context, s *pipeSlot, deadline time.Time) (*pc
 	go pc.writeLoop(&p.wg)
 	s.cur.Store(pc)
 	return pc, nil
+}
+
+// isTimeout reports an error of a deadline or timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// deadlineErr is the error of a call that reached deadline: ctx's when
+// ctx's deadline was the bound (ctx.Err() may not be set yet), else a
+// timeout of the node.
+func deadlineErr(ctx context.Context, deadline time.Time) error {
+	if dl, ok := ctx.Deadline(); ok && !dl.After(deadline) {
+		return context.DeadlineExceeded
+	}
+	return os.ErrDeadlineExceeded
 }
 
 // close closes every connection and waits for their goroutines. Calls in
@@ -156,16 +193,24 @@ func (p *pipe) close() {
 // do sends one command and waits for its reply until deadline or the end
 // of ctx.
 func (p *pipe) do(ctx context.Context, deadline time.Time, cmd string, args []any) (any, error) {
-	pc, err := p.get(ctx, deadline)
-	if err != nil {
-		return nil, err
-	}
 	pd := getPending(cmd, args, deadline)
-	if err := pc.enqueue(pd); err != nil {
-		putPending(pd)
-		return nil, err
+	for try := 0; ; try++ {
+		pc, err := p.get(ctx, deadline)
+		if err != nil {
+			putPending(pd)
+			return nil, err
+		}
+		err = pc.enqueue(pd)
+		if err == nil {
+			return pc.wait(ctx, pd)
+		}
+		if try > 0 || p.closed.Load() {
+			putPending(pd)
+			return nil, err
+		}
+		// The connection broke between get and enqueue: nothing was sent,
+		// so a new connection may take the call.
 	}
-	return pc.wait(ctx, pd)
 }
 
 // pcmd is one command of a batch.
@@ -177,18 +222,21 @@ type pcmd struct {
 // doAll sends cmds together (one write and flush when the connection is
 // idle) and fills out with each reply or error.
 func (p *pipe) doAll(ctx context.Context, deadline time.Time, cmds []pcmd, out []result) {
-	pc, err := p.get(ctx, deadline)
-	if err != nil {
-		for i := range cmds {
-			out[i] = result{err: err, done: true}
-		}
-		return
-	}
 	pds := make([]*pending, len(cmds))
 	for i, c := range cmds {
 		pds[i] = getPending(c.cmd, c.args, deadline)
 	}
-	if err := pc.enqueue(pds...); err != nil {
+	var pc *pconn
+	var err error
+	for try := 0; ; try++ { // as in do: once more if the connection broke before enqueue
+		if pc, err = p.get(ctx, deadline); err != nil {
+			break
+		}
+		if err = pc.enqueue(pds...); err == nil || try > 0 || p.closed.Load() {
+			break
+		}
+	}
+	if err != nil {
 		for i, pd := range pds {
 			putPending(pd)
 			out[i] = result{err: err, done: true}
@@ -269,17 +317,30 @@ func (pc *pconn) enqueue(pds ...*pending) error {
 		return nil
 	}
 	pc.writing = true
+	if pc.head < len(pc.inflight) {
+		// Others wait for replies: more calls are likely to come at once
+		// (their callers, woken together). The writer goroutine gathers
+		// them into one write.
+		pc.wakeWriterLocked()
+		pc.mu.Unlock()
+		return nil
+	}
 	pc.writeBatchLocked()
 	if len(pc.queue) > 0 && pc.err == nil {
-		select { // more came while we wrote: the writer goroutine takes over
-		case pc.wake <- struct{}{}:
-		default:
-		}
+		pc.wakeWriterLocked() // more came while we wrote: the writer goroutine takes over
 	} else {
 		pc.writing = false
 	}
 	pc.mu.Unlock()
 	return nil
+}
+
+// wakeWriterLocked hands the queue to the writer goroutine.
+func (pc *pconn) wakeWriterLocked() {
+	select {
+	case pc.wake <- struct{}{}:
+	default:
+	}
 }
 
 // writeLoop drains the queue whenever a caller hands it over.
@@ -291,6 +352,7 @@ func (pc *pconn) writeLoop(wg *sync.WaitGroup) {
 			return
 		case <-pc.wake:
 		}
+		runtime.Gosched() // let the callers already runnable queue their calls too
 		pc.mu.Lock()
 		for len(pc.queue) > 0 && pc.err == nil {
 			pc.writeBatchLocked()
@@ -444,7 +506,7 @@ func (pc *pconn) wait(ctx context.Context, pd *pending) (any, error) {
 		pd.timer.Stop()
 		return pc.take(pd)
 	case <-pd.timer.C:
-		err = os.ErrDeadlineExceeded
+		err = deadlineErr(ctx, pd.deadline)
 	case <-ctx.Done():
 		pd.timer.Stop()
 		err = ctx.Err()

@@ -1,0 +1,21 @@
+package redlock
+
+import "net"
+
+// WithConnWrapper wraps the socket of every pipelined connection, so
+// tests can count writes.
+func WithConnWrapper(wrap func(net.Conn) net.Conn) Option {
+	return func(c *config) error {
+		c.wrapConn = wrap
+		return nil
+	}
+}
+
+// WithPipeAlways sends every call through the pipe, a call alone too
+// (which otherwise takes a pooled connection).
+func WithPipeAlways() Option {
+	return func(c *config) error {
+		c.pipeAlways = true
+		return nil
+	}
+}

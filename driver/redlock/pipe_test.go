@@ -1,0 +1,333 @@
+package redlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
+)
+
+// writeCounter counts the writes on a socket: one per flush of a batch
+// (small batches fit redigo's 4 KiB buffer).
+type writeCounter struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c writeCounter) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// pipeLocker connects a Locker whose every call, a lone one too, goes
+// through the pipe, and whose writes are counted.
+func (c *cluster) pipeLocker(t *testing.T, writes *atomic.Int64, opts ...string) driver.Locker {
+	t.Helper()
+	if writes == nil {
+		writes = new(atomic.Int64)
+	}
+	conn, err := redlock.OpenConnector(c.dsn(opts...), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
+		return writeCounter{nc, writes}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// TestPipelineSharesFlushes: the commands of 64 goroutines go in far fewer
+// writes than there are commands.
+func TestPipelineSharesFlushes(t *testing.T) {
+	c := startCluster(t, 1)
+	var writes atomic.Int64
+	l := c.pipeLocker(t, &writes, "pipeline=1", "timeout=5s") // a slow CI machine must not fail it
+	warm := driver.NewOwner() // dial, and load both scripts
+	if _, err := acquire(t, l, "warm", warm); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context(), "warm", warm); err != nil {
+		t.Fatal(err)
+	}
+	writes.Store(0)
+	const goroutines, rounds = 64, 20
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := range goroutines {
+		wg.Go(func() {
+			<-start
+			for r := range rounds {
+				key, owner := fmt.Sprintf("share/%d/%d", g, r), driver.NewOwner()
+				if _, err := acquire(t, l, key, owner); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := l.Release(t.Context(), key, owner); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	cmds, w := int64(goroutines*rounds*2), writes.Load()
+	t.Logf("%d commands in %d writes (%.1f a write)", cmds, w, float64(cmds)/float64(w))
+	if w == 0 || w > cmds/2 {
+		t.Errorf("%d writes for %d commands from %d goroutines: want them shared (at most half as many writes)", w, cmds, goroutines)
+	}
+}
+
+// TestPipelineUncontendedOneWrite: a lone call costs one write on the
+// pipe (by default it takes a pooled connection instead: see
+// TestLoneCallPooled).
+func TestPipelineUncontendedOneWrite(t *testing.T) {
+	c := startCluster(t, 1)
+	var writes atomic.Int64
+	l := c.pipeLocker(t, &writes)
+	owner := driver.NewOwner()
+	if _, err := acquire(t, l, "one", owner); err != nil { // dial, load the script
+		t.Fatal(err)
+	}
+	writes.Store(0)
+	if _, err := acquire(t, l, "one", owner); err != nil {
+		t.Fatal(err)
+	}
+	if got := writes.Load(); got != 1 {
+		t.Errorf("%d writes for one acquire; want 1", got)
+	}
+}
+
+// TestPipelineAbandonedCall: a call whose ctx ends while the server has
+// not answered leaves the stream in step: the call queued behind it gets
+// its own reply, and so do the calls after.
+func TestPipelineAbandonedCall(t *testing.T) {
+	c := newCluster(t, startRedisArgs(t, 1, "--enable-debug-command", "local"))
+	l := c.pipeLocker(t, nil, "pipeline=1", "timeout=5s")
+	req := func(key string) driver.AcquireRequest {
+		return driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: 10 * time.Second, Holder: driver.Holder{Host: key}}
+	}
+	if _, err := l.Acquire(t.Context(), req("warm")); err != nil {
+		t.Fatal(err)
+	}
+	go c.do(0, "DEBUG", "SLEEP", "0.6") // the server answers no one for 600ms
+	time.Sleep(50 * time.Millisecond)
+
+	errA := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
+		defer cancel()
+		_, err := l.Acquire(ctx, req("abandoned"))
+		errA <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // A is written; B goes behind it
+	errB := make(chan error, 1)
+	go func() {
+		_, err := l.Acquire(t.Context(), req("behind"))
+		errB <- err
+	}()
+	select {
+	case err := <-errA:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("abandoned call: %v; want its ctx's DeadlineExceeded", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the call whose ctx ended did not return")
+	}
+	if err := <-errB; err != nil {
+		t.Fatalf("call queued behind an abandoned one: %v", err)
+	}
+	for _, key := range []string{"warm", "behind", "warm", "behind"} {
+		h, held, err := l.Inspect(t.Context(), key)
+		if err != nil || !held || h.Host != key {
+			t.Fatalf("Inspect(%s) after an abandoned call: %+v, %v, %v; want held by host %s", key, h, held, err, key)
+		}
+	}
+}
+
+// TestPipelineRandomCancels: goroutines whose calls end at random points
+// (before writing, in flight) never get another call's reply.
+func TestPipelineRandomCancels(t *testing.T) {
+	c := startCluster(t, 1)
+	l := c.pipeLocker(t, nil, "pipeline=1")
+	var wg sync.WaitGroup
+	var cancelled atomic.Int64
+	for g := range 32 {
+		wg.Go(func() {
+			key, owner := fmt.Sprintf("rand/%d", g), driver.NewOwner()
+			for range 40 {
+				ctx, cancel := context.WithTimeout(t.Context(), rand.N(400*time.Microsecond))
+				_, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: owner, TTL: 10 * time.Second, Holder: driver.Holder{Host: key}})
+				cancel()
+				switch {
+				case err == nil:
+				case errors.Is(err, context.DeadlineExceeded):
+					cancelled.Add(1)
+				default:
+					t.Errorf("Acquire(%s): %v", key, err)
+					return
+				}
+				h, held, err := l.Inspect(t.Context(), key)
+				if err != nil || (held && h.Host != key) {
+					t.Errorf("Inspect(%s): %+v, %v: the stream is out of step", key, h, err)
+					return
+				}
+				if err := l.Release(t.Context(), key, owner); err != nil && !errors.Is(err, driver.ErrNotHeld) {
+					t.Errorf("Release(%s): %v", key, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d of %d acquires cut short by their ctx", cancelled.Load(), 32*40)
+}
+
+// TestPipelineNodeKilled: calls in flight when their node is killed fail
+// at once with driver.ErrUnavailable, and the next call after a restart
+// dials again and succeeds.
+func TestPipelineNodeKilled(t *testing.T) {
+	c := newCluster(t, startRedisArgs(t, 1, "--enable-debug-command", "local"))
+	l := c.pipeLocker(t, nil, "pipeline=1", "timeout=20s")
+	if _, err := acquire(t, l, "warm", driver.NewOwner()); err != nil {
+		t.Fatal(err)
+	}
+	go c.do(0, "DEBUG", "SLEEP", "30") // calls stay in flight until the kill
+	time.Sleep(50 * time.Millisecond)
+	const calls = 16
+	errs := make(chan error, calls)
+	for i := range calls {
+		go func() {
+			_, err := acquire(t, l, fmt.Sprint("killed/", i), driver.NewOwner())
+			errs <- err
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	killed := time.Now()
+	c.servers[0].Kill()
+	for range calls {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, driver.ErrUnavailable) {
+				t.Errorf("call in flight on a killed node: %v; want driver.ErrUnavailable", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("calls in flight on a killed node still waiting 5s after the kill")
+		}
+	}
+	t.Logf("all %d calls failed within %v of the kill", calls, time.Since(killed))
+	c.servers[0].Restart()
+	if _, err := acquire(t, l, "after", driver.NewOwner()); err != nil {
+		t.Fatalf("first call after a restart: %v", err)
+	}
+}
+
+// TestPipelineCloseInFlight: Close with calls in flight fails them and
+// leaves no goroutine.
+func TestPipelineCloseInFlight(t *testing.T) {
+	c := startCluster(t, 1)
+	before := runtime.NumGoroutine()
+	conn := c.connector("pipeline=2")
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var done atomic.Int64
+	for g := range 16 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key, owner := fmt.Sprintf("close/%d/%d", g, i), driver.NewOwner()
+				if _, err := acquire(t, l, key, owner); err != nil {
+					if !errors.Is(err, driver.ErrClosed) && !errors.Is(err, driver.ErrUnavailable) {
+						t.Errorf("Acquire during Close: %v", err)
+					}
+					return
+				}
+				l.Release(t.Context(), key, owner)
+				done.Add(1)
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := l.Close(); err != nil {
+		t.Logf("Close: %v", err) // releases racing with the callers' own
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d acquire+release before Close", done.Load())
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLoneCallPooled: by default a call alone on its node takes a pooled
+// connection and never touches the pipe; calls that overlap share it.
+func TestLoneCallPooled(t *testing.T) {
+	c := startCluster(t, 1)
+	var writes atomic.Int64
+	conn, err := redlock.OpenConnector(c.dsn(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
+		return writeCounter{nc, &writes}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 10 {
+		owner := driver.NewOwner()
+		if _, err := acquire(t, l, fmt.Sprint("solo/", i), owner); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(t.Context(), fmt.Sprint("solo/", i), owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := writes.Load(); got != 0 {
+		t.Errorf("%d writes on the pipe for calls one at a time; want 0", got)
+	}
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			for i := range 10 {
+				key, owner := fmt.Sprintf("many/%d/%d", g, i), driver.NewOwner()
+				if _, err := acquire(t, l, key, owner); err != nil {
+					t.Error(err)
+					return
+				}
+				l.Release(t.Context(), key, owner)
+			}
+		})
+	}
+	wg.Wait()
+	if writes.Load() == 0 {
+		t.Error("32 goroutines at once never used the pipe")
+	}
+}
