@@ -55,7 +55,7 @@ func TestPipelineSharesFlushes(t *testing.T) {
 	c := startCluster(t, 1)
 	var writes atomic.Int64
 	l := c.pipeLocker(t, &writes, "pipeline=1", "timeout=5s") // a slow CI machine must not fail it
-	warm := driver.NewOwner() // dial, and load both scripts
+	warm := driver.NewOwner()                                 // dial, and load both scripts
 	if _, err := acquire(t, l, "warm", warm); err != nil {
 		t.Fatal(err)
 	}
