@@ -47,7 +47,10 @@ func OpenConnector(dsn string, opts ...Option) (driver.Connector, error) {
 // servers for Redlock. The Lockers it makes share the pools and never
 // close them. Waiters are woken by a subscription on a connection of each
 // pool's own (made with the pool's Dial or DialContext function, outside
-// the pool); a pool with neither is polled instead.
+// the pool); a pool with neither is polled instead. Calls are not
+// pipelined (WithPipeline has no effect): each takes a connection of its
+// pool, whose dial function may set up what a shared pipelined connection
+// cannot live with (a read timeout ends an idle reader).
 //
 // Use it with mutex.OpenConnector.
 func NewConnector(pools []*redis.Pool, opts ...Option) (driver.Connector, error) {

@@ -13,7 +13,7 @@
 //
 // DSN: redis[s]://[user:pass@]host:port[,host:port...][/db][?options], the
 // options being timeout (per node, per call), connect_timeout,
-// drift_factor, drift_fixed, pool_max_idle, pool_max_active,
+// drift_factor, drift_fixed, pipeline, pool_max_idle, pool_max_active,
 // pool_idle_timeout, prefix, and for rediss:// tls_ca, tls_server_name and
 // tls_skip_verify. Two hosts are refused: give one, or three and more.
 // An application that has redigo pools already passes them to
@@ -26,6 +26,12 @@
 // compare the owner (128 random bits) and act in one script; renewals of
 // many leases go to each node in one pipelined round trip. Releases are
 // published, and waiters subscribed to them wake at once.
+//
+// Calls from concurrent goroutines share round trips: each node has a
+// pipelined connection (DSN option pipeline, WithPipeline) on which the
+// commands queued at one time are written with one flush and their
+// replies read in order by one goroutine; a call alone on its node takes
+// a pooled connection instead. NewConnector's pools are not pipelined.
 //
 // On one node each grant carries a fencing token from a per-key counter
 // bumped in the acquire script. Over several nodes there is no token

@@ -22,6 +22,8 @@ func TestDSNValid(t *testing.T) {
 		"redis://user:" + secret + "@a:1,b:2,c:3",
 		"redis://a:1,b:2,c:3,d:4,e:5?timeout=50ms&drift_factor=0.02&drift_fixed=5ms&pool_max_idle=8&pool_max_active=16&pool_idle_timeout=1m&prefix=app&connect_timeout=2s",
 		"rediss://h:6380?tls_server_name=redis.internal&tls_skip_verify=true",
+		"redis://h:1?pipeline=0",
+		"redis://h:1?pipeline=2",
 		"redis://:p%40ss@h:1",
 		"redis://:p@ss/wo?rd@h:1", // unescaped: the last '@' ends the password
 	} {
@@ -48,6 +50,8 @@ func TestDSNInvalid(t *testing.T) {
 		"redis://:" + secret + "@h:1?tls_ca=/x",
 		"redis://:" + secret + "@h:1?drift_factor=0.7",
 		"redis://:" + secret + "@h:1?prefix={x}",
+		"redis://:" + secret + "@h:1?pipeline=-1",
+		"redis://:" + secret + "@h:1?pipeline=1000",
 		"redis://:" + secret + "@h:1?a=%zz",
 		"redis://:" + secret + "@[::1:1",
 		"redis://:" + secret + "@::1",
