@@ -2,11 +2,19 @@ package redlock_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/mutexkit/mutexkit/conformance"
 	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/middleware"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // TestConformance runs the suite on one node (fencing tokens) and on five
@@ -21,6 +29,23 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestConformanceWithMiddleware: the whole middleware stack, recording to
+// SDK providers, keeps the driver conformant against a real node.
+func TestConformanceWithMiddleware(t *testing.T) {
+	servers := testserver.StartRedis(t, 1)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tracetest.NewSpanRecorder()))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	stack := mutex.WithMiddleware(
+		middleware.Logging(slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+		middleware.Tracing(middleware.WithTracerProvider(tp)),
+		middleware.Metrics(middleware.WithMeterProvider(mp)),
+		middleware.Retry(),
+	)
+	conformance.Run(t, func(_ context.Context, t *testing.T) (conformance.Harness, error) {
+		return &harness{cluster: newCluster(t, servers)}, nil
+	}, stack)
 }
 
 func (h *harness) Capabilities() conformance.Capabilities {
