@@ -201,17 +201,23 @@ func History(sections []Section, model LossModel) []porcupine.Operation {
 			id = len(ids)
 			ids[s.Client] = id
 		}
-		ops = append(ops,
-			porcupine.Operation{ClientId: id, Input: lockOp{"acquire", s.Client}, Output: true, Call: s.Call, Return: s.Start, Metadata: s.Key},
-			porcupine.Operation{ClientId: id, Input: lockOp{"release", s.Client}, Output: s.Released, Call: s.UnlockCall, Return: s.UnlockRet, Metadata: s.Key})
-		if s.LostAt != 0 || !s.Released {
-			from := s.Start
-			seen := s.LostAt
-			if seen == 0 {
-				seen = s.UnlockRet
-			}
+		ops = append(ops, porcupine.Operation{ClientId: id, Input: lockOp{"acquire", s.Client}, Output: true, Call: s.Call, Return: s.Start, Metadata: s.Key})
+		switch {
+		case s.Released:
+			ops = append(ops, porcupine.Operation{ClientId: id, Input: lockOp{"release", s.Client}, Output: true, Call: s.UnlockCall, Return: s.UnlockRet, Metadata: s.Key})
+		case s.LostAt == 0:
+			// Unlock failed with the outcome unknown (a node unreachable):
+			// the key is freed at some point after Unlock was called, at
+			// once or when its TTL or session runs out.
+			ops = append(ops, porcupine.Operation{ClientId: id, Input: lockOp{"lose", s.Client}, Output: true, Call: s.UnlockCall, Return: last + 1, Metadata: s.Key})
+		default:
+			// Lost: Unlock found the lease gone.
+			ops = append(ops, porcupine.Operation{ClientId: id, Input: lockOp{"release", s.Client}, Output: false, Call: s.UnlockCall, Return: s.UnlockRet, Metadata: s.Key})
+			from := s.Start // session backends: freed any time during the lease
 			if model == LossReportedFirst {
-				from = seen
+				// TTL backends: no earlier than the holder saw the loss, or
+				// than Unlock found it if nothing reported it before.
+				from = min(s.LostAt, s.UnlockCall)
 			}
 			ops = append(ops, porcupine.Operation{ClientId: id, Input: lockOp{"lose", s.Client}, Output: true, Call: from, Return: last + 1, Metadata: s.Key})
 		}

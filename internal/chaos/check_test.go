@@ -73,3 +73,20 @@ func TestNowSharedAcrossProcesses(t *testing.T) {
 		t.Fatalf("CLOCK_MONOTONIC went from %d to %d over 1ms", a, b)
 	}
 }
+
+// An Unlock that failed with its outcome unknown (a node out of reach)
+// leaves the key to be freed later, at once or at its TTL: a later holder
+// is legal under both models, and so is an Unlock that found the lease
+// lost with nothing reported before.
+func TestCheckUnknownUnlock(t *testing.T) {
+	failed := sec("a", "k", 1, 10, 20, 0)
+	failed.Released = false
+	lostAtUnlock := sec("b", "k", 2, 30, 40, 0)
+	lostAtUnlock.Released, lostAtUnlock.LostAt = false, lostAtUnlock.UnlockRet
+	h := []Section{failed, lostAtUnlock, sec("c", "k", 3, 50, 60, 0)}
+	for _, m := range []LossModel{LossReportedFirst, LossAfterTheFact} {
+		if r := Check(h, m, 10*time.Second); !r.OK() || r.Linearizable != "ok" {
+			t.Errorf("model %d: %s; want ok", m, r)
+		}
+	}
+}

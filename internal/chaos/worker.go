@@ -61,6 +61,13 @@ type Section struct {
 	LostAt     int64 // when the client first saw the lease lost; 0 if never
 	Writes     int   // writes to the store accepted
 	Stale      int   // writes refused as stale
+	// The section writes to the store at its start and at its end: when
+	// the first write was answered, when the last was sent, and whether
+	// the last was refused. A holder whose last write was sent after a
+	// newer holder's first was answered must have been refused.
+	FirstWriteRet int64
+	LastWriteCall int64
+	LastRefused   bool
 }
 
 // event is one line a worker prints.
@@ -183,9 +190,9 @@ func runClient(cfg WorkerConfig, name string, c *mutex.Client, store *storeClien
 			case <-ended:
 			}
 		}()
-		write := func() {
+		write := func() (refused bool) {
 			if store == nil {
-				return
+				return false
 			}
 			ok, err := store.write(key, s.Token)
 			switch {
@@ -195,9 +202,12 @@ func runClient(cfg WorkerConfig, name string, c *mutex.Client, store *storeClien
 				s.Writes++
 			default:
 				s.Stale++
+				return true
 			}
+			return false
 		}
 		write()
+		s.FirstWriteRet = Now()
 		if cfg.Controlled {
 			out.emit(event{Kind: "held", Client: name, Key: key, Token: s.Token})
 			if _, err := stdin.ReadString('\n'); err != nil {
@@ -206,7 +216,8 @@ func runClient(cfg WorkerConfig, name string, c *mutex.Client, store *storeClien
 		} else {
 			time.Sleep(cfg.Hold)
 		}
-		write() // after a pause, this is the write fencing must refuse
+		s.LastWriteCall = Now()
+		s.LastRefused = write() // after a pause, this is the write fencing must refuse
 		s.End = Now()
 		close(ended)
 		<-watched
