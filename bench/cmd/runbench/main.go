@@ -32,6 +32,7 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "../docs/BENCHMARKS.md", "the page to write")
 	flag.StringVar(&cfg.raw, "raw", "results/raw.txt", "where to keep the raw results (benchstat's format)")
 	flag.StringVar(&cfg.filter, "bench", ".", "run only benchmarks matching this regexp (go test -bench syntax)")
+	flag.BoolVar(&cfg.render, "render", false, "run nothing: write the page again from the last run's results (after editing notes.md)")
 	flag.StringVar(&cfg.clientCPUs, "client-cpus", "auto", `CPUs of the benchmark process (taskset -c list), "" for no pinning; auto: 0`)
 	flag.StringVar(&cfg.serverCPUs, "server-cpus", "auto", `CPUs of the servers, "" for no pinning; auto: the others`)
 	flag.Parse()
@@ -43,6 +44,7 @@ func main() {
 
 type config struct {
 	rounds                 int
+	render                 bool
 	out, raw, filter       string
 	clientCPUs, serverCPUs string
 }
@@ -61,6 +63,9 @@ func benchtime(name string) string {
 }
 
 func run(cfg config) error {
+	if cfg.render {
+		return render(cfg)
+	}
 	if cfg.rounds < 1 {
 		return fmt.Errorf("-rounds %d: want at least 1", cfg.rounds)
 	}
@@ -117,6 +122,9 @@ func run(cfg config) error {
 	mach.elapsed = time.Since(started)
 
 	if err := all.writeRaw(cfg.raw, mach); err != nil {
+		return err
+	}
+	if err := saveRun(cfg, mach, all); err != nil {
 		return err
 	}
 	stat := benchstat(cfg.raw)
