@@ -90,6 +90,9 @@ func (l *locker) connectError(err error) error {
 	case errors.Is(err, ErrStandby), errors.Is(err, ErrTransactionPooling), errors.Is(err, driver.ErrUnimplemented):
 		return err
 	}
+	if outOfLocks(err) { // a new backend needs a lock-table entry to start
+		return redactErr(fmt.Errorf("postgres: connect: the server's lock table is full (raise max_locks_per_transaction, or lower WithMaxKeys): %w: %w", err, driver.ErrUnavailable), l.dsn.password)
+	}
 	return redactErr(fmt.Errorf("postgres: connect: %w: %w", err, driver.ErrUnavailable), l.dsn.password)
 }
 
@@ -302,13 +305,23 @@ func (l *locker) tryLock(s *session, h *hold, who driver.Holder) (ok bool, token
 	return false, 0, fmt.Errorf("postgres: acquire: %w: %w", err, driver.ErrUnavailable)
 }
 
-// unlockOnce runs a bare pg_advisory_unlock on s.
+// unlockOnce runs pg_advisory_unlock on s, with the wake-up. On a full
+// lock table the wake-up's probe (pg_try_advisory_xact_lock) cannot take
+// its entry and fails the statement: the unlock is then run alone, which
+// needs no entry (waiters poll), rather than giving the session and every
+// key on it up.
 func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
 	var ok bool
 	var pid int
 	var void any
 	hi, lo := LockTag(id)
 	err := s.scan(s.unlockStmt, []any{id, strconv.FormatInt(id, 10), int32(hi), int32(lo)}, &ok, &pid, &void)
+	if outOfLocks(err) {
+		s.inflight.Store(l.now())
+		err = txPoolingErr(s.conn.QueryRowContext(background,
+			`SELECT pg_advisory_unlock(`+strconv.FormatInt(id, 10)+`), pg_backend_pid()`).Scan(&ok, &pid))
+		s.inflight.Store(0)
+	}
 	if err == nil {
 		err = s.checkPID(pid, true)
 	}
