@@ -18,4 +18,17 @@
 // keys. Tracer and meter are named by this package's import path and made
 // from the providers given with WithTracerProvider and WithMeterProvider,
 // the global ones by default.
+//
+// # Cost
+//
+// Each middleware's cost on an uncontended TryLock+Unlock on the mem driver
+// (1.03 µs, 3 allocs/op with none; fastest of 8 runs, one core of a shared
+// 2-core VM, `go test -bench . -benchmem ./middleware`): with no-op
+// providers Tracing and Metrics add nothing (they recognise the no-op
+// providers and step aside), Retry about 0.08 µs and Logging with its level
+// disabled about 0.3 µs, none of them an allocation. Recording to the SDK:
+// Metrics about 1.9 µs and no allocation, Tracing about 14 µs and 32
+// allocations (three spans), Logging at an enabled level about 11 µs. With
+// the global TracerProvider never set, Tracing costs about 1.5 µs and 9
+// allocations: set a provider, even a no-op one.
 package middleware
