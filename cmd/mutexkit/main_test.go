@@ -135,31 +135,10 @@ func TestCronSkip(t *testing.T) {
 	}
 }
 
-// TestWaitSerializes: with --wait, all three run, one at a time.
+// TestWaitSerializes: with --wait, all three run, one at a time (the file
+// driver; backends_test.go runs the same on the servers).
 func TestWaitSerializes(t *testing.T) {
-	e := newEnv(t)
-	log := filepath.Join(e.dir, "log")
-	job := fmt.Sprintf("echo start $$ >> %[1]s; sleep 0.3; echo end $$ >> %[1]s", log)
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() {
-			if code, _, stderr := e.run("run", "--key", "serial", "--wait", "1m", "--", "sh", "-c", job); code != 0 {
-				t.Errorf("exit %d: %s", code, stderr)
-			}
-		})
-	}
-	wg.Wait()
-	b, _ := os.ReadFile(log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) != 6 {
-		t.Fatalf("log:\n%s\nwant 3 jobs", b)
-	}
-	for i := 0; i < len(lines); i += 2 {
-		start, end := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		if start[0] != "start" || end[0] != "end" || start[1] != end[1] {
-			t.Fatalf("jobs overlapped:\n%s", b)
-		}
-	}
+	testInTurn(t, newEnv(t), server{name: "file"})
 }
 
 func TestExitCodes(t *testing.T) {
