@@ -329,3 +329,36 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		t.Errorf("Acquire after Close: %v; want ErrClosed", err)
 	}
 }
+
+// TestLockWaitsForQuorum: with 3 of 5 nodes paused, Lock keeps waiting
+// (it does not fail on the unreachable nodes), and takes the key once they
+// are back.
+func TestLockWaitsForQuorum(t *testing.T) {
+	c := startCluster(t, 5)
+	down := c.servers[2:]
+	for _, s := range down {
+		s.Pause()
+	}
+	client := c.client()
+	got := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		l, err := client.NewMutex("k", mutex.WithTTL(2*time.Second)).Lock(ctx)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("Lock returned with a quorum down: %v; want it to wait", err)
+	case <-time.After(time.Second):
+	}
+	for _, s := range down {
+		s.Resume()
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("Lock after the nodes came back: %v", err)
+	}
+}
