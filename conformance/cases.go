@@ -119,7 +119,7 @@ func testLockWaits(f *fixture) {
 		l2, err := b.NewMutex("wait", mutex.WithTTL(suiteTTL)).Lock(f.ctx)
 		if err == nil {
 			if !released.Load() {
-				err = errors.New("Lock returned before the holder unlocked")
+				err = errors.New("lock returned before the holder unlocked")
 			}
 			l2.Unlock(f.ctx)
 		}
@@ -211,7 +211,7 @@ func testLossReported(f *fixture) {
 	cause := make(chan error, 1)
 	err := c.NewMutex("loss", mutex.WithTTL(suiteTTL)).Do(f.ctx, func(ctx context.Context) error {
 		if err := f.h.Vanish(f.ctx, "loss"); err != nil {
-			return fmt.Errorf("Vanish: %w", err)
+			return fmt.Errorf("harness Vanish: %w", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -146,10 +146,6 @@ func (f *fixture) waitDone(l *mutex.Lease, d time.Duration, what string) {
 	}
 }
 
-func needFencing(c Capabilities) (bool, string) {
-	return c.Fencing, "the driver declares no fencing tokens"
-}
-
 func needTTL(c Capabilities) (bool, string) {
 	return c.TTL, "the driver's grants do not expire (session backend)"
 }

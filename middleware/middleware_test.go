@@ -58,7 +58,7 @@ func TestConformance(t *testing.T) {
 func attrs(kvs []attribute.KeyValue) map[string]string {
 	m := make(map[string]string)
 	for _, kv := range kvs {
-		m[string(kv.Key)] = kv.Value.Emit()
+		m[string(kv.Key)] = kv.Value.String()
 	}
 	return m
 }

@@ -214,8 +214,7 @@ func (c *Client) Close() error {
 		c.forget(l)
 	}
 	c.cleanup.Wait()
-	c.connMu.Lock() // a Connect in flight finishes first, and sees closed
-	c.connMu.Unlock()
+	c.waitConnect() // a Connect in flight finishes first, and sees closed
 	if locker != nil {
 		if err := locker.Close(); err != nil {
 			errs = append(errs, err)
@@ -225,6 +224,13 @@ func (c *Client) Close() error {
 		return opError("close", "", err)
 	}
 	return nil
+}
+
+// waitConnect returns once no Connect is in flight: conn holds connMu
+// across it.
+func (c *Client) waitConnect() {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
 }
 
 // releaseInBackground gives up a grant an attempt may have made but will
@@ -303,10 +309,4 @@ func (c *Client) forget(l *Lease) {
 		l.freed = nil
 	}
 	c.mu.Unlock()
-}
-
-func (c *Client) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
 }

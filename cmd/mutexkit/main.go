@@ -18,7 +18,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -83,8 +82,6 @@ func fail(stderr io.Writer, code int, err error) int {
 func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
-
-var errUsage = errors.New("usage")
 
 const usage = `mutexkit runs a program under a distributed lock.
 

@@ -555,9 +555,9 @@ func (n *node) ping(ctx context.Context, timeout time.Duration) error {
 		}
 		reply, err = out[1].reply, out[1].err
 	} else {
-		conn, err := n.get(ctx, timeout)
-		if err != nil {
-			return n.fail(ctx, err)
+		conn, gerr := n.get(ctx, timeout) // not err: the reply's error below is the outer one
+		if gerr != nil {
+			return n.fail(ctx, gerr)
 		}
 		defer conn.Close()
 		conn.Send("PING")

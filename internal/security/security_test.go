@@ -75,12 +75,12 @@ func observed(t *testing.T, driverName, dsn string, ops func(ctx context.Context
 	for _, s := range spans {
 		texts := []string{s.Name(), s.Status().Description}
 		for _, a := range s.Attributes() {
-			texts = append(texts, a.Value.Emit())
+			texts = append(texts, a.Value.String())
 		}
 		for _, e := range s.Events() {
 			texts = append(texts, e.Name)
 			for _, a := range e.Attributes {
-				texts = append(texts, a.Value.Emit())
+				texts = append(texts, a.Value.String())
 			}
 		}
 		if leaked(strings.Join(texts, "\n")) {
