@@ -392,24 +392,8 @@ func (c *PGCluster) start() error {
 	c.cmd, c.exited = cmd, exited
 	c.mu.Unlock()
 
-	deadline := time.Now().Add(pgStartTimeout)
-	for {
-		err := c.ping()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(c.log)
-			return fmt.Errorf("postgres on port %d exited: %s", c.Port, lastLines(string(out), 6))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			c.Stop()
-			out, _ := os.ReadFile(c.log)
-			return fmt.Errorf("postgres on port %d did not accept connections within %v (%v): %s", c.Port, pgStartTimeout, err, lastLines(string(out), 6))
-		}
-	}
+	return started{name: fmt.Sprintf("postgres on port %d", c.Port), exited: exited, ping: c.ping,
+		stop: c.Stop, log: c.log, timeout: pgStartTimeout, poll: 50 * time.Millisecond}.waitReady()
 }
 
 func (c *PGCluster) ping() error {

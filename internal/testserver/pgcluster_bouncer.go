@@ -137,24 +137,8 @@ func (b *PGBouncer) start(bin, cfg string, runAs *syscall.Credential) error {
 	b.mu.Lock()
 	b.cmd, b.exited = cmd, exited
 	b.mu.Unlock()
-	deadline := time.Now().Add(pgStartTimeout)
-	for {
-		err := b.ping()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(b.log)
-			return fmt.Errorf("pgbouncer on port %d exited: %s", b.Port, lastLines(string(out), 5))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			b.Stop()
-			out, _ := os.ReadFile(b.log)
-			return fmt.Errorf("pgbouncer on port %d did not answer within %v (%v): %s", b.Port, pgStartTimeout, err, lastLines(string(out), 5))
-		}
-	}
+	return started{name: fmt.Sprintf("pgbouncer on port %d", b.Port), exited: exited, ping: b.ping,
+		stop: b.Stop, log: b.log, timeout: pgStartTimeout, poll: 50 * time.Millisecond}.waitReady()
 }
 
 func (b *PGBouncer) ping() error {

@@ -171,22 +171,8 @@ func (s *Redis) start() error {
 	s.cmd, s.exited, s.paused = cmd, exited, false
 	s.mu.Unlock()
 
-	deadline := time.Now().Add(redisStartTimeout)
-	for {
-		if err := s.ping(); err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(logPath)
-			return fmt.Errorf("redis-server on port %d exited: %s", s.port, lastLines(string(out), 5))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			return fmt.Errorf("redis-server on port %d did not answer PING within %v", s.port, redisStartTimeout)
-		}
-	}
+	return started{name: fmt.Sprintf("redis-server on port %d", s.port), exited: exited, ping: s.ping,
+		stop: s.kill, log: logPath, timeout: redisStartTimeout, poll: 20 * time.Millisecond}.waitReady()
 }
 
 // ping sends PING and waits for PONG.
