@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/internal/childproc"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
@@ -90,41 +91,12 @@ func runHelper(role string) error {
 	return fmt.Errorf("unknown role %q", role)
 }
 
+// helper starts this test binary as a child process in role.
 func helper(t *testing.T, role string, env ...string) (*exec.Cmd, io.WriteCloser, *bufio.Reader) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + role}, env...)...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd, stdin, bufio.NewReader(stdout)
+	return childproc.Start(t, helperEnv, role, env...)
 }
 
-func readLine(t *testing.T, r *bufio.Reader, prefix string) string {
-	t.Helper()
-	for {
-		line, err := r.ReadString('\n')
-		if strings.HasPrefix(line, prefix) {
-			return strings.TrimSpace(line)
-		}
-		if err != nil {
-			t.Fatalf("child exited before printing %q: %v", prefix, err)
-		}
-	}
-}
+var readLine = childproc.ReadLine
 
 // Two processes contend for one key: their critical sections never
 // overlap, and fencing tokens increase across them.
