@@ -13,40 +13,78 @@ import (
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// BenchmarkFloor is what an uncontended TryLock+Unlock cannot do with less:
+// floor is what an uncontended TryLock+Unlock cannot do with less:
 // prepared pg_try_advisory_lock and pg_advisory_unlock on a pinned
 // connection, one round trip each.
-func BenchmarkFloor(b *testing.B) {
-	dsn := testserver.PostgresDSN(b)
+type floor struct {
+	lock, unlock *sql.Stmt
+	id           int64
+}
+
+func newFloor(b *testing.B, dsn string) *floor {
 	ctx := context.Background()
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
+	b.Cleanup(func() { db.Close() })
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close()
-	lock, err := conn.PrepareContext(ctx, `SELECT pg_try_advisory_lock($1)`)
+	b.Cleanup(func() { conn.Close() })
+	f := &floor{id: postgres.KeyID(b.Name(), "floor")}
+	if f.lock, err = conn.PrepareContext(ctx, `SELECT pg_try_advisory_lock($1)`); err != nil {
+		b.Fatal(err)
+	}
+	if f.unlock, err = conn.PrepareContext(ctx, `SELECT pg_advisory_unlock($1)`); err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
+
+func (f *floor) lockUnlock(b *testing.B) {
+	ctx := context.Background()
+	var ok bool
+	if err := f.lock.QueryRowContext(ctx, f.id).Scan(&ok); err != nil || !ok {
+		b.Fatal(ok, err)
+	}
+	if err := f.unlock.QueryRowContext(ctx, f.id).Scan(&ok); err != nil || !ok {
+		b.Fatal(ok, err)
+	}
+}
+
+// ourMutex is a Mutex of a connected client of this driver.
+func ourMutex(b *testing.B, dsn string, fencing bool) *mutex.Mutex {
+	conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()), postgres.WithFencing(fencing))
 	if err != nil {
 		b.Fatal(err)
 	}
-	unlock, err := conn.PrepareContext(ctx, `SELECT pg_advisory_unlock($1)`)
+	c := mutex.OpenConnector(conn)
+	b.Cleanup(func() { c.Close() })
+	if err := c.Ping(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return c.NewMutex("k")
+}
+
+func tryLockUnlock(b *testing.B, m *mutex.Mutex) {
+	ctx := context.Background()
+	l, err := m.TryLock(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	id := postgres.KeyID(b.Name(), "k")
+	if err := l.Unlock(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkFloor is the floor alone.
+func BenchmarkFloor(b *testing.B) {
+	f := newFloor(b, testserver.PostgresDSN(b))
 	b.ReportAllocs()
 	for b.Loop() {
-		var ok bool
-		if err := lock.QueryRowContext(ctx, id).Scan(&ok); err != nil || !ok {
-			b.Fatal(ok, err)
-		}
-		if err := unlock.QueryRowContext(ctx, id).Scan(&ok); err != nil || !ok {
-			b.Fatal(ok, err)
-		}
+		f.lockUnlock(b)
 	}
 }
 
@@ -56,26 +94,10 @@ func BenchmarkTryLockUnlock(b *testing.B) {
 	dsn := testserver.PostgresDSN(b)
 	for _, fencing := range []bool{false, true} {
 		b.Run(fmt.Sprintf("fencing=%v", fencing), func(b *testing.B) {
-			ctx := context.Background()
-			conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()), postgres.WithFencing(fencing))
-			if err != nil {
-				b.Fatal(err)
-			}
-			c := mutex.OpenConnector(conn)
-			defer c.Close()
-			m := c.NewMutex("k")
-			if err := c.Ping(ctx); err != nil {
-				b.Fatal(err)
-			}
+			m := ourMutex(b, dsn, fencing)
 			b.ReportAllocs()
 			for b.Loop() {
-				l, err := m.TryLock(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := l.Unlock(ctx); err != nil {
-					b.Fatal(err)
-				}
+				tryLockUnlock(b, m)
 			}
 		})
 	}
@@ -86,63 +108,29 @@ func BenchmarkTryLockUnlock(b *testing.B) {
 // shared, noisy machine loads both alike, and reports their ratio.
 func BenchmarkVersusFloor(b *testing.B) {
 	dsn := testserver.PostgresDSN(b)
-	ctx := context.Background()
-	db, err := sql.Open("postgres", dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	lock, _ := conn.PrepareContext(ctx, `SELECT pg_try_advisory_lock($1)`)
-	unlock, _ := conn.PrepareContext(ctx, `SELECT pg_advisory_unlock($1)`)
-	id := postgres.KeyID(b.Name(), "floor")
+	f := newFloor(b, dsn)
 	for _, fencing := range []bool{false, true} {
 		b.Run(fmt.Sprintf("fencing=%v", fencing), func(b *testing.B) {
-			pc, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()), postgres.WithFencing(fencing))
-			if err != nil {
-				b.Fatal(err)
-			}
-			c := mutex.OpenConnector(pc)
-			defer c.Close()
-			m := c.NewMutex("k")
-			if err := c.Ping(ctx); err != nil {
-				b.Fatal(err)
-			}
+			m := ourMutex(b, dsn, fencing)
 			const block = 50
-			var floor, ours time.Duration
+			var floorTime, ours time.Duration
 			var n int
 			for b.Loop() {
 				start := time.Now()
 				for range block {
-					var ok bool
-					if err := lock.QueryRowContext(ctx, id).Scan(&ok); err != nil || !ok {
-						b.Fatal(ok, err)
-					}
-					if err := unlock.QueryRowContext(ctx, id).Scan(&ok); err != nil || !ok {
-						b.Fatal(ok, err)
-					}
+					f.lockUnlock(b)
 				}
 				mid := time.Now()
 				for range block {
-					l, err := m.TryLock(ctx)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := l.Unlock(ctx); err != nil {
-						b.Fatal(err)
-					}
+					tryLockUnlock(b, m)
 				}
-				floor += mid.Sub(start)
+				floorTime += mid.Sub(start)
 				ours += time.Since(mid)
 				n += block
 			}
-			b.ReportMetric(float64(floor.Nanoseconds())/float64(n), "floor-ns/op")
+			b.ReportMetric(float64(floorTime.Nanoseconds())/float64(n), "floor-ns/op")
 			b.ReportMetric(float64(ours.Nanoseconds())/float64(n), "mutex-ns/op")
-			b.ReportMetric(float64(ours)/float64(floor), "x-floor")
+			b.ReportMetric(float64(ours)/float64(floorTime), "x-floor")
 		})
 	}
 }
