@@ -188,6 +188,26 @@ func fenced(t *testing.T, f Figures) {
 	}
 }
 
+// twoProxies is a fault: again and again until the run ends, two nodes
+// picked at random get proxy mode m for hold, then are healed.
+func twoProxies(ps []*Proxy, what string, m ProxyMode, dropP float64, hold time.Duration) func(context.Context, *Run) error {
+	return func(ctx context.Context, r *Run) error {
+		for sleep(ctx, 300*time.Millisecond) {
+			i := r.Inject(what)
+			bad := pick(len(ps), 2)
+			for _, j := range bad {
+				ps[j].SetMode(m, 0, dropP)
+			}
+			sleep(ctx, hold)
+			for _, j := range bad {
+				ps[j].SetMode(Pass, 0, 0)
+			}
+			r.Heal(i)
+		}
+		return nil
+	}
+}
+
 var scenarios = []scenario{
 	{name: "redlock/kill-minority", short: true, check: safe, build: func(t *testing.T) Scenario {
 		servers := testserver.StartRedis(t, 5)
@@ -280,21 +300,7 @@ var scenarios = []scenario{
 		return Scenario{
 			Backend: "Redlock, 5 nodes behind proxies", Safe: true, Model: LossReportedFirst, Promise: redlockPromise,
 			Workers: workers(3, 2, "redlock", redisDSN(proxyAddrs(ps)), redlockTTL, false),
-			Fault: func(ctx context.Context, r *Run) error {
-				for sleep(ctx, 300*time.Millisecond) {
-					i := r.Inject("reset 5% of chunks' connections on 2 nodes")
-					bad := pick(5, 2)
-					for _, j := range bad {
-						ps[j].SetMode(Drop, 0, 0.05)
-					}
-					sleep(ctx, time.Second)
-					for _, j := range bad {
-						ps[j].SetMode(Pass, 0, 0)
-					}
-					r.Heal(i)
-				}
-				return nil
-			},
+			Fault:   twoProxies(ps, "reset 5% of chunks' connections on 2 nodes", Drop, 0.05, time.Second),
 		}
 	}},
 	{name: "redlock/partition-minority", check: safe, build: func(t *testing.T) Scenario {
@@ -302,21 +308,7 @@ var scenarios = []scenario{
 		return Scenario{
 			Backend: "Redlock, 5 nodes behind proxies", Safe: true, Model: LossReportedFirst, Promise: redlockPromise,
 			Workers: workers(3, 2, "redlock", redisDSN(proxyAddrs(ps)), redlockTTL, false),
-			Fault: func(ctx context.Context, r *Run) error {
-				for sleep(ctx, 300*time.Millisecond) {
-					i := r.Inject("blackhole 2 of 5 nodes")
-					cut := pick(5, 2)
-					for _, j := range cut {
-						ps[j].SetMode(Blackhole, 0, 0)
-					}
-					sleep(ctx, 1500*time.Millisecond)
-					for _, j := range cut {
-						ps[j].SetMode(Pass, 0, 0)
-					}
-					r.Heal(i)
-				}
-				return nil
-			},
+			Fault:   twoProxies(ps, "blackhole 2 of 5 nodes", Blackhole, 0, 1500*time.Millisecond),
 		}
 	}},
 	{name: "redis/holder-paused-fenced", short: true, check: fenced, build: func(t *testing.T) Scenario {
