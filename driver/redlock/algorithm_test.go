@@ -96,6 +96,21 @@ func TestRetryKeepsOwner(t *testing.T) {
 	if err != nil || g2.Token != g1.Token {
 		t.Fatalf("retry on one node: token %d, %v; want token %d", g2.Token, err, g1.Token)
 	}
+
+	// A fenced grant retried gives back its token and bumps no counter.
+	fenced := driver.AcquireRequest{Key: "retry-fenced", Owner: me, TTL: ttl, Fencing: true}
+	f1, err := l1.Acquire(t.Context(), fenced)
+	if err != nil || f1.Token == 0 {
+		t.Fatalf("fenced acquire: %+v, %v; want a token", f1, err)
+	}
+	fenced.Holder.Since = time.Now().Add(time.Second) // a retry's record differs after the owner
+	f2, err := l1.Acquire(t.Context(), fenced)
+	if err != nil || f2.Token != f1.Token {
+		t.Fatalf("fenced retry: token %d, %v; want token %d", f2.Token, err, f1.Token)
+	}
+	if n, err := redis.Int64(one.do(0, "GET", one.lockKey("retry-fenced")+":fence")); err != nil || n != int64(f1.Token) {
+		t.Fatalf("fencing counter %d, %v after a retry; want %d", n, err, f1.Token)
+	}
 }
 
 // TestTooSlowReleases: a quorum granted, but after the validity ran out:
@@ -321,6 +336,19 @@ func TestFencing(t *testing.T) {
 			t.Fatalf("token %d after %d, %v; want strictly increasing", g.Token, last, err)
 		}
 		last = g.Token
+		if err := l.Release(t.Context(), "f", owner); err != nil {
+			t.Fatal(err)
+		}
+		// A grant that asks for no token leaves the counter alone: tokens
+		// stay strictly increasing among the fenced grants.
+		owner = driver.NewOwner()
+		g, err = l.Acquire(t.Context(), driver.AcquireRequest{Key: "f", Owner: owner, TTL: ttl})
+		if err != nil || g.Token != 0 {
+			t.Fatalf("unfenced grant: token %d, %v; want 0", g.Token, err)
+		}
+		if n, err := redis.Int64(c.do(0, "GET", c.lockKey("f")+":fence")); err != nil || n != int64(last) {
+			t.Fatalf("fencing counter %d, %v after an unfenced grant; want %d", n, err, last)
+		}
 		if err := l.Release(t.Context(), "f", owner); err != nil {
 			t.Fatal(err)
 		}

@@ -2,39 +2,33 @@ package redlock
 
 import "strings"
 
-// Key layout. A lock on key K is three Redis keys sharing the hash tag
-// {K'}, where K' is K with '%', '{' and '}' percent-escaped, so they live in
-// one Redis Cluster slot whatever K holds:
+// Key layout. A lock on key K is at most two Redis keys sharing the hash
+// tag {K'}, where K' is K with '%', '{' and '}' percent-escaped, so they
+// live in one Redis Cluster slot whatever K holds:
 //
-//	<prefix>:{K'}         the lock: the owner's 32 hex digits, with PX = TTL
-//	<prefix>:{K'}:holder  a hash (token, host, pid, since, owner), same PX
-//	<prefix>:{K'}:fence   the fencing counter (single node), never expires
+//	<prefix>:{K'}         the lock: its holder record (value.go), PX = TTL
+//	<prefix>:{K'}:fence   the fencing counter (single node, made by the
+//	                      first fenced grant), never expires
 //
 // Releases are published on the channel named like the lock key.
 // Escaping keeps the tag non-empty and free of '}' (a key "}x" would
 // otherwise give the empty tag "{}", and Redis would hash each name whole).
-const (
-	holderSuffix = ":holder"
-	fenceSuffix  = ":fence"
-)
+const fenceSuffix = ":fence"
 
-// lockKeys returns the lock key and the holder key; the lock key shares
-// the holder key's bytes, so the pair costs one allocation.
-func lockKeys(prefix, key string) (lock, holder string) {
+// lockKeys returns the lock key and the fencing counter's key; the lock
+// key shares the counter key's bytes, so the pair costs one allocation.
+func lockKeys(prefix, key string) (lock, fence string) {
 	var b strings.Builder
-	b.Grow(len(prefix) + len(key) + 3 + len(holderSuffix))
+	b.Grow(len(prefix) + len(key) + 3 + len(fenceSuffix))
 	b.WriteString(prefix)
 	b.WriteString(":{")
 	escapeKey(&b, key)
 	b.WriteByte('}')
 	n := b.Len()
-	b.WriteString(holderSuffix)
-	holder = b.String()
-	return holder[:n], holder
+	b.WriteString(fenceSuffix)
+	fence = b.String()
+	return fence[:n], fence
 }
-
-// fenceKey returns the counter's key for a lock key.
-func fenceKey(lock string) string { return lock + fenceSuffix }
 
 // LockKey returns the Redis key that holds the lock on key under prefix
 // (DefaultPrefix unless the DSN sets one), for operators:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,38 +24,50 @@ type locker struct {
 
 	watch watcher
 
-	args atomic.Pointer[boxedArgs] // the last acquire's constant arguments
+	lastTTL atomic.Pointer[boxedTTL] // the last TTL argument, boxed
 }
 
-// boxedArgs are acquire arguments that rarely change between calls (a
-// client's host, pid and TTL), kept boxed so the hot path does not
-// allocate them again.
-type boxedArgs struct {
-	host    string
-	pid     int
-	ttlMs   int64
-	hostArg any
-	pidArg  any
-	ttlArg  any
+// boxedTTL is a TTL argument kept boxed: a client's leases mostly share
+// one TTL, and boxing it again would allocate on every call.
+type boxedTTL struct {
+	ms  int64
+	arg any
 }
 
-// boxed returns the boxed host, pid and TTL, reusing the last ones.
-func (l *locker) boxed(host string, pid int, ttlMs int64) (hostArg, pidArg, ttlArg any) {
-	if b := l.args.Load(); b != nil && b.host == host && b.pid == pid && b.ttlMs == ttlMs {
-		return b.hostArg, b.pidArg, b.ttlArg
+// ttlArg returns ms as a script argument, reusing the last one.
+func (l *locker) ttlArg(ms int64) any {
+	if b := l.lastTTL.Load(); b != nil && b.ms == ms {
+		return b.arg
 	}
-	b := &boxedArgs{host: host, pid: pid, ttlMs: ttlMs, hostArg: host, pidArg: pid, ttlArg: ttlMs}
-	l.args.Store(b)
-	return b.hostArg, b.pidArg, b.ttlArg
+	b := &boxedTTL{ms: ms, arg: ms}
+	l.lastTTL.Store(b)
+	return b.arg
 }
 
 var _ driver.Locker = (*locker)(nil)
 
-// heldKey is a grant this Locker made: its owner, and its TTL, which
-// bounds the node timeout of its release.
+// heldKey is a grant this Locker made: its owner; its TTL, which bounds
+// the node timeout of its release; and its script arguments, boxed, which
+// its renewals and release use again rather than build and box anew.
 type heldKey struct {
 	owner driver.Owner
 	ttl   time.Duration
+	lock  any // the lock key
+	rec   any // the holder record written at the grant
+}
+
+// args returns the lock key and owner arguments of owner's grant of key:
+// those of the grant when this Locker made it, else built afresh (the
+// scripts compare the owner's 32 hex digits alone).
+func (l *locker) args(key string, owner driver.Owner) (h heldKey, ok bool) {
+	l.mu.Lock()
+	h, ok = l.held[key]
+	l.mu.Unlock()
+	if ok && h.owner == owner {
+		return h, true
+	}
+	lock, _ := lockKeys(l.cfg.prefix, key)
+	return heldKey{owner: owner, lock: lock, rec: owner.String()}, false
 }
 
 var errClosed = fmt.Errorf("redlock: %w", driver.ErrClosed)
@@ -70,7 +81,7 @@ func newLocker(cfg *config, nodes []*node) *locker {
 	return l
 }
 
-// single reports whether l is a single-instance lock, which fences.
+// single reports whether l is a single-instance lock, which can fence.
 func (l *locker) single() bool { return len(l.nodes) == 1 }
 
 // fanout runs fn on every node, in parallel, and waits for all: each call
@@ -105,18 +116,16 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	case req.Fencing && !l.single():
 		return driver.Grant{}, fmt.Errorf("redlock: fencing tokens over %d independent nodes: no counter they keep gives a total order (see docs/REDIS.md); use one node: %w", len(l.nodes), driver.ErrUnimplemented)
 	}
-	lock, holder := lockKeys(l.cfg.prefix, req.Key)
-	fence := "0"
-	if l.single() {
-		fence = "1" // a single node always fences: the counter costs one INCR
+	lock, fence := lockKeys(l.cfg.prefix, req.Key)
+	grant := heldKey{owner: req.Owner, ttl: ttl, lock: lock, rec: record(req.Owner, req.Holder)}
+	var c call
+	if req.Fencing { // the counter only when a token is asked for: it costs Redis an INCR and a key
+		c = newCall(fencedAcquireScript, 4)
+		c.args = append(c.args, grant.lock, fence, grant.rec, l.ttlArg(ttlMs))
+	} else {
+		c = newCall(acquireScript, 3)
+		c.args = append(c.args, grant.lock, grant.rec, l.ttlArg(ttlMs))
 	}
-	var since int64
-	if !req.Holder.Since.IsZero() {
-		since = req.Holder.Since.UnixMilli()
-	}
-	host, pid, ttlArg := l.boxed(req.Holder.Host, req.Holder.PID, ttlMs)
-	c := newCall(acquireScript, 9)
-	c.args = append(c.args, lock, holder, fenceKey(lock), req.Owner.String(), ttlArg, fence, host, pid, since)
 	timeout := l.cfg.ttlTimeout(ttl)
 
 	if l.single() { // the hot path: one round trip, no goroutine
@@ -132,10 +141,10 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			return driver.Grant{}, errHeld(1, 1)
 		}
 		if elapsed := time.Since(start); elapsed >= validity {
-			l.releaseOn(ctx, timeout, []int{0}, lock, holder, req.Owner)
+			l.releaseOn(ctx, timeout, []int{0}, grant)
 			return driver.Grant{}, errTooSlow(elapsed, validity)
 		}
-		l.track(req.Key, req.Owner, ttl)
+		l.track(req.Key, grant)
 		return driver.Grant{Token: uint64(token), Validity: validity}, nil
 	}
 
@@ -164,14 +173,14 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	if granted >= l.quorum {
 		if elapsed := time.Since(start); elapsed < validity {
-			l.track(req.Key, req.Owner, ttl)
+			l.track(req.Key, grant)
 			return driver.Grant{Validity: validity}, nil
 		} else {
-			l.releaseOn(ctx, timeout, reached, lock, holder, req.Owner)
+			l.releaseOn(ctx, timeout, reached, grant)
 			return driver.Grant{}, errTooSlow(elapsed, validity)
 		}
 	}
-	l.releaseOn(ctx, timeout, reached, lock, holder, req.Owner)
+	l.releaseOn(ctx, timeout, reached, grant)
 	if len(errs) > len(l.nodes)-l.quorum { // no quorum is possible without them
 		return driver.Grant{}, l.quorumError("acquire", errs)
 	}
@@ -224,13 +233,13 @@ func (l *locker) quorumError(op string, errs []error) error {
 
 // releaseOn releases key on the given nodes, for an attempt that failed.
 // It runs even when ctx has ended: the attempt may have taken the key.
-func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []int, lock, holder string, owner driver.Owner) {
+func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []int, h heldKey) {
 	if len(nodes) == 0 {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	c := newCall(releaseScript, 3)
-	c.args = append(c.args, lock, holder, owner.String())
+	c := newCall(releaseScript, 2)
+	c.args = append(c.args, h.lock, h.rec)
 	var wg sync.WaitGroup
 	for _, i := range nodes {
 		wg.Go(func() { l.nodes[i].do(ctx, timeout, c) })
@@ -241,10 +250,9 @@ func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []i
 // releaseAll releases many keys with one pipelined round trip per node.
 func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey) []error {
 	calls := make([]call, 0, len(held))
-	for key, h := range held {
-		lock, holder := lockKeys(l.cfg.prefix, key)
-		c := newCall(releaseScript, 3)
-		c.args = append(c.args, lock, holder, h.owner.String())
+	for _, h := range held {
+		c := newCall(releaseScript, 2)
+		c.args = append(c.args, h.lock, h.rec)
 		calls = append(calls, c)
 	}
 	perNode := make([][]result, len(l.nodes))
@@ -268,10 +276,10 @@ func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey) []erro
 	return errs
 }
 
-func (l *locker) track(key string, owner driver.Owner, ttl time.Duration) {
+func (l *locker) track(key string, h heldKey) {
 	l.mu.Lock()
 	if l.held != nil {
-		l.held[key] = heldKey{owner, ttl}
+		l.held[key] = h
 	}
 	l.mu.Unlock()
 }
@@ -284,18 +292,6 @@ func (l *locker) untrack(key string, owner driver.Owner) {
 	l.mu.Unlock()
 }
 
-// releaseTimeout bounds each node's answer to a release of key: as for
-// its acquire when this Locker made the grant.
-func (l *locker) releaseTimeout(key string, owner driver.Owner) time.Duration {
-	l.mu.Lock()
-	h, ok := l.held[key]
-	l.mu.Unlock()
-	if ok && h.owner == owner {
-		return l.cfg.ttlTimeout(h.ttl)
-	}
-	return l.cfg.opTimeout()
-}
-
 // Release deletes the key wherever owner holds it. It succeeds when a
 // quorum released it, and returns driver.ErrNotHeld when too many nodes
 // no longer had it for the lease to have been held.
@@ -303,17 +299,23 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	if l.closed.Load() {
 		return errClosed
 	}
-	err := l.release(ctx, key, owner, l.releaseTimeout(key, owner))
+	// Each node's answer is bounded as for the acquire when this Locker
+	// made the grant.
+	h, mine := l.args(key, owner)
+	timeout := l.cfg.opTimeout()
+	if mine {
+		timeout = l.cfg.ttlTimeout(h.ttl)
+	}
+	err := l.release(ctx, h, timeout)
 	if err == nil || errors.Is(err, driver.ErrNotHeld) {
 		l.untrack(key, owner)
 	}
 	return err
 }
 
-func (l *locker) release(ctx context.Context, key string, owner driver.Owner, timeout time.Duration) error {
-	lock, holder := lockKeys(l.cfg.prefix, key)
-	c := newCall(releaseScript, 3)
-	c.args = append(c.args, lock, holder, owner.String())
+func (l *locker) release(ctx context.Context, h heldKey, timeout time.Duration) error {
+	c := newCall(releaseScript, 2)
+	c.args = append(c.args, h.lock, h.rec)
 	if l.single() {
 		reply, err := l.nodes[0].do(ctx, timeout, c)
 		switch {
@@ -375,12 +377,12 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 	minTTL := batch[0].TTL
 	for i := range batch {
 		r := &batch[i]
-		lock, holder := lockKeys(l.cfg.prefix, r.Key)
-		calls[i] = newCall(extendScript, 4)
-		calls[i].args = append(calls[i].args, lock, holder, r.Owner.String(), r.TTL.Milliseconds())
+		h, _ := l.args(r.Key, r.Owner)
+		calls[i] = newCall(extendScript, 3)
+		calls[i].args = append(calls[i].args, h.lock, h.rec, l.ttlArg(r.TTL.Milliseconds()))
 		minTTL = min(minTTL, r.TTL)
 	}
-	timeout := l.cfg.ttlTimeout(minTTL)
+	timeout := l.renewTimeout(ctx, minTTL, len(batch))
 	perNode := make([][]result, len(l.nodes))
 	var wg sync.WaitGroup
 	for i, n := range l.nodes {
@@ -416,6 +418,25 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 	}
 }
 
+// renewPerCall is what one more lease in a renewal batch may add to a
+// node's answer: the node runs a script per lease, and the one client
+// goroutine writes and reads them all.
+const renewPerCall = 20 * time.Microsecond
+
+// renewTimeout bounds each node's answer to a renewal of n leases of ttl:
+// the acquire's bound, plus renewPerCall a lease, since thousands of
+// leases take longer than one; but, once that exceeds the acquire's bound,
+// at most half the time ctx leaves (the batch's loss deadline), so that a
+// node that does not answer cannot hold the others' answers past it.
+func (l *locker) renewTimeout(ctx context.Context, ttl time.Duration, n int) time.Duration {
+	base := l.cfg.ttlTimeout(ttl)
+	t := base + time.Duration(n)*renewPerCall
+	if dl, ok := ctx.Deadline(); ok {
+		t = min(t, max(time.Until(dl)/2, base))
+	}
+	return t
+}
+
 // Watch wakes wake when a release of key is published on any node.
 func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
 	if l.closed.Load() {
@@ -425,15 +446,15 @@ func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
 	return l.watch.add(lock, wake)
 }
 
-// Inspect reads the owner and holder record on every node. The key is
-// held when a quorum has one owner; the holder record is that owner's.
+// Inspect reads the holder record on every node. The key is held when a
+// quorum has one owner; the record is that owner's.
 func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
 	if l.closed.Load() {
 		return driver.Holder{}, false, errClosed
 	}
-	lock, holder := lockKeys(l.cfg.prefix, key)
-	c := newCall(inspectScript, 2)
-	c.args = append(c.args, lock, holder)
+	lock, _ := lockKeys(l.cfg.prefix, key)
+	c := newCall(inspectScript, 1)
+	c.args = append(c.args, lock)
 	timeout := l.cfg.opTimeout()
 	results := l.fanout(func(n *node) result {
 		reply, err := n.do(ctx, timeout, c)
@@ -442,7 +463,7 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 	type seen struct {
 		owner  string
 		count  int
-		fields []any
+		holder driver.Holder
 	}
 	var owners []seen
 	var errs []error
@@ -454,28 +475,27 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 		if r.reply == nil {
 			continue
 		}
-		parts, ok := r.reply.([]any)
-		owner, ok2 := first(parts).([]byte)
-		if !ok || !ok2 || len(parts) != 2 {
-			errs = append(errs, fmt.Errorf("redis %s: unexpected reply to inspect", l.nodes[i].name))
+		v, ok := r.reply.([]byte)
+		if !ok {
+			errs = append(errs, fmt.Errorf("redis %s: unexpected reply %T to inspect", l.nodes[i].name, r.reply))
 			continue
 		}
-		fields, _ := parts[1].([]any)
+		owner, holder := parseRecord(string(v))
 		found := false
 		for k := range owners {
-			if owners[k].owner == string(owner) {
+			if owners[k].owner == owner {
 				owners[k].count++
 				found = true
 			}
 		}
 		if !found {
-			owners = append(owners, seen{owner: string(owner), count: 1, fields: fields})
+			owners = append(owners, seen{owner: owner, count: 1, holder: holder})
 		}
 	}
 	best := 0
 	for _, o := range owners {
 		if o.count >= l.quorum {
-			return parseHolder(o.fields), true, nil
+			return o.holder, true, nil
 		}
 		best = max(best, o.count)
 	}
@@ -483,36 +503,6 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 		return driver.Holder{}, false, l.quorumError("inspect", errs)
 	}
 	return driver.Holder{}, false, nil
-}
-
-func first(s []any) any {
-	if len(s) == 0 {
-		return nil
-	}
-	return s[0]
-}
-
-// parseHolder reads the holder hash, field by field; unknown fields are
-// left zero.
-func parseHolder(fields []any) driver.Holder {
-	var h driver.Holder
-	for i := 0; i+1 < len(fields); i += 2 {
-		name, _ := fields[i].([]byte)
-		value, _ := fields[i+1].([]byte)
-		switch string(name) {
-		case "token":
-			h.Token, _ = strconv.ParseUint(string(value), 10, 64)
-		case "host":
-			h.Host = string(value)
-		case "pid":
-			h.PID, _ = strconv.Atoi(string(value))
-		case "since":
-			if ms, err := strconv.ParseInt(string(value), 10, 64); err == nil && ms > 0 {
-				h.Since = time.UnixMilli(ms)
-			}
-		}
-	}
-	return h
 }
 
 // Ping reaches every node and checks that it cannot evict lock keys. It

@@ -24,40 +24,61 @@ func newScript(nkeys int, src string) *script {
 // The scripts compare and act in one step, so that only the owner can
 // release or extend. Each runs on one node; the quorum is counted in Go.
 // Every key a script touches is passed in KEYS and shares one hash tag.
+//
+// A lock's value is its holder record (see value.go): the owner's 32 hex
+// digits come first, and ownership is those 32 bytes, because a retried
+// attempt carries a later "since" than the grant it recognises. The
+// scripts take the whole record as ARGV[1] and compare its first 32 bytes.
 
 // acquireScript takes the lock if it is free, or recognises the caller's
-// own grant (a retried attempt) and refreshes it.
+// own grant (a retried attempt) and refreshes it. No fencing counter: a
+// grant costs one GET and one SET.
 //
-// KEYS: lock, holder, fence. ARGV: owner, ttl ms, fence (1 or 0), host,
-// pid, since (unix ms). Returns the fencing token (0 without fencing), or
+// KEYS: lock. ARGV: record, ttl ms. Returns the token the lock's record
+// carries (0 unless an earlier fenced attempt of this owner took it), or
 // -1 when another owner holds the lock.
-var acquireScript = newScript(3, `
+var acquireScript = newScript(1, `
 local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+if string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  return tonumber(redis.call('HGET', KEYS[2], 'token') or '0')
+  return tonumber(string.match(cur, '^%x+ (%d+)')) or 0
 end
-if cur then
-  return -1
+return -1
+`)
+
+// fencedAcquireScript is acquireScript that also bumps the key's fencing
+// counter and writes the token into the record (a single node fences
+// when asked).
+//
+// KEYS: lock, fence. ARGV: record (with token 0), ttl ms. Returns the
+// token, or -1 when another owner holds the lock.
+var fencedAcquireScript = newScript(2, `
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], string.sub(ARGV[1], 1, 33) .. token .. string.sub(ARGV[1], 35), 'PX', ARGV[2])
+  return token
 end
-local token = 0
-if ARGV[3] == '1' then
-  token = redis.call('INCR', KEYS[3])
+if string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(string.match(cur, '^%x+ (%d+)')) or 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('HSET', KEYS[2], 'token', token, 'host', ARGV[4], 'pid', ARGV[5], 'since', ARGV[6], 'owner', ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return token
+return -1
 `)
 
 // releaseScript deletes the lock if the caller owns it and publishes the
 // release on the channel named like the lock key, waking waiters.
 //
-// KEYS: lock, holder. ARGV: owner. Returns 1 if released, 0 if not held.
-var releaseScript = newScript(2, `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1], KEYS[2])
+// KEYS: lock. ARGV: record (or the owner alone). Returns 1 if released, 0
+// if not held.
+var releaseScript = newScript(1, `
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
+  redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', KEYS[1], '')
   return 1
 end
@@ -67,24 +88,19 @@ return 0
 // extendScript resets the TTL if the caller owns the lock. It never
 // recreates a lock that is gone: that loss must be reported.
 //
-// KEYS: lock, holder. ARGV: owner, ttl ms. Returns 1 if extended, 0 if not
-// held.
-var extendScript = newScript(2, `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+// KEYS: lock. ARGV: record (or the owner alone), ttl ms. Returns 1 if
+// extended, 0 if not held.
+var extendScript = newScript(1, `
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return 1
 end
 return 0
 `)
 
-// inspectScript reads the owner and the holder hash together.
+// inspectScript reads the holder record (a script so that it goes the
+// way of every other call: EVALSHA, pipelined when calls overlap).
 //
-// KEYS: lock, holder. Returns nil when free, else {owner, {field, value...}}.
-var inspectScript = newScript(2, `
-local cur = redis.call('GET', KEYS[1])
-if not cur then
-  return false
-end
-return {cur, redis.call('HGETALL', KEYS[2])}
-`)
+// KEYS: lock. Returns nil when free, else the record.
+var inspectScript = newScript(1, `return redis.call('GET', KEYS[1])`)

@@ -1,0 +1,64 @@
+package redlock
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// A lock key's value is its holder record, so that a grant writes one key
+// and Inspect reads one:
+//
+//	<owner: 32 hex digits> <token> <since: unix ms> <pid> <host>
+//
+// The owner comes first and at a fixed width: the scripts compare those 32
+// bytes alone. The token is 0 unless the grant was fenced (the fenced
+// acquire script writes it in place of the 0 the client sends). The host
+// comes last, so that whatever it holds cannot shift the other fields.
+const ownerLen = 2 * len(driver.Owner{})
+
+// record returns the holder record of a grant to owner, with token 0.
+func record(owner driver.Owner, h driver.Holder) string {
+	var since int64
+	if !h.Since.IsZero() {
+		since = h.Since.UnixMilli()
+	}
+	var num [20]byte
+	var b strings.Builder
+	b.Grow(ownerLen + 3 + 2*len(num) + 1 + len(h.Host))
+	const digits = "0123456789abcdef"
+	for _, c := range owner {
+		b.WriteByte(digits[c>>4])
+		b.WriteByte(digits[c&0x0f])
+	}
+	b.WriteString(" 0 ")
+	b.Write(strconv.AppendInt(num[:0], since, 10))
+	b.WriteByte(' ')
+	b.Write(strconv.AppendInt(num[:0], int64(h.PID), 10))
+	b.WriteByte(' ')
+	b.WriteString(h.Host)
+	return b.String()
+}
+
+// parseRecord reads a holder record. It returns the owner's hex digits and
+// what it can read of the rest; a value of another layout gives an empty
+// Holder rather than an error, since the key is held all the same.
+func parseRecord(v string) (owner string, h driver.Holder) {
+	if len(v) < ownerLen {
+		return v, h
+	}
+	owner = v[:ownerLen]
+	fields := strings.SplitN(v[ownerLen:], " ", 5) // "", token, since, pid, host
+	if len(fields) != 5 || fields[0] != "" {
+		return owner, h
+	}
+	h.Token, _ = strconv.ParseUint(fields[1], 10, 64)
+	if ms, err := strconv.ParseInt(fields[2], 10, 64); err == nil && ms > 0 {
+		h.Since = time.UnixMilli(ms)
+	}
+	h.PID, _ = strconv.Atoi(fields[3])
+	h.Host = fields[4]
+	return owner, h
+}
