@@ -86,8 +86,8 @@ func (l *locker) single() bool { return len(l.nodes) == 1 }
 
 // fanout runs fn on every node, in parallel, and waits for all: each call
 // is bounded by its node timeout.
-func (l *locker) fanout(fn func(n *node) result) []result {
-	out := make([]result, len(l.nodes))
+func fanout[T any](l *locker, fn func(n *node) T) []T {
+	out := make([]T, len(l.nodes))
 	var wg sync.WaitGroup
 	for i := 1; i < len(l.nodes); i++ {
 		wg.Go(func() { out[i] = fn(l.nodes[i]) })
@@ -97,7 +97,7 @@ func (l *locker) fanout(fn func(n *node) result) []result {
 	return out
 }
 
-// Acquire runs the acquire script on every node at once and holds the key
+// Acquire asks every node at once for the key (node.acquire) and holds it
 // if a quorum granted it within its validity. A failed attempt releases
 // the key wherever it may have been taken.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
@@ -118,25 +118,17 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	lock, fence := lockKeys(l.cfg.prefix, req.Key)
 	grant := heldKey{owner: req.Owner, ttl: ttl, lock: lock, rec: record(req.Owner, req.Holder)}
-	var c call
+	a := attempt{set: setCall(grant.lock, grant.rec, l.ttlArg(ttlMs))}
 	if req.Fencing { // the counter only when a token is asked for: it costs Redis an INCR and a key
-		c = newCall(fencedAcquireScript, 4)
-		c.args = append(c.args, grant.lock, fence, grant.rec, l.ttlArg(ttlMs))
-	} else {
-		c = newCall(acquireScript, 3)
-		c.args = append(c.args, grant.lock, grant.rec, l.ttlArg(ttlMs))
+		a.fence = fence
 	}
 	timeout := l.cfg.ttlTimeout(ttl)
 
 	if l.single() { // the hot path: one round trip, no goroutine
-		reply, err := l.nodes[0].do(ctx, timeout, c)
-		if err != nil {
-			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
-		}
-		token, ok := reply.(int64)
+		token, err := l.nodes[0].acquire(ctx, timeout, a)
 		switch {
-		case !ok:
-			return driver.Grant{}, fmt.Errorf("redlock: acquire: unexpected reply %T from %s", reply, l.nodes[0].name)
+		case err != nil:
+			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
 		case token < 0:
 			return driver.Grant{}, errHeld(1, 1)
 		}
@@ -148,23 +140,23 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{Token: uint64(token), Validity: validity}, nil
 	}
 
-	results := l.fanout(func(n *node) result {
-		reply, err := n.do(ctx, timeout, c)
-		return result{reply: reply, err: err}
+	type answer struct {
+		token int64
+		err   error
+	}
+	answers := fanout(l, func(n *node) answer {
+		token, err := n.acquire(ctx, timeout, a)
+		return answer{token, err}
 	})
 	var granted, held int
 	var reached []int // nodes that granted or may have: released if the attempt fails
 	var errs []error
-	for i, r := range results {
-		token, ok := r.reply.(int64)
+	for i, r := range answers {
 		switch {
 		case r.err != nil:
 			reached = append(reached, i)
 			errs = append(errs, r.err)
-		case !ok:
-			reached = append(reached, i)
-			errs = append(errs, fmt.Errorf("redis %s: unexpected reply %T", l.nodes[i].name, r.reply))
-		case token < 0:
+		case r.token < 0:
 			held++
 		default:
 			granted++
@@ -326,7 +318,7 @@ func (l *locker) release(ctx context.Context, h heldKey, timeout time.Duration) 
 		}
 		return fmt.Errorf("redlock: %w", driver.ErrNotHeld)
 	}
-	results := l.fanout(func(n *node) result {
+	results := fanout(l, func(n *node) result {
 		reply, err := n.do(ctx, timeout, c)
 		return result{reply: reply, err: err}
 	})
@@ -456,7 +448,7 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 	c := newCall(inspectScript, 1)
 	c.args = append(c.args, lock)
 	timeout := l.cfg.opTimeout()
-	results := l.fanout(func(n *node) result {
+	results := fanout(l, func(n *node) result {
 		reply, err := n.do(ctx, timeout, c)
 		return result{reply: reply, err: err}
 	})
@@ -515,7 +507,7 @@ func (l *locker) Ping(ctx context.Context) error {
 		return errClosed
 	}
 	timeout := l.cfg.opTimeout()
-	results := l.fanout(func(n *node) result { return result{err: n.ping(ctx, timeout)} })
+	results := fanout(l, func(n *node) result { return result{err: n.ping(ctx, timeout)} })
 	var errs []error
 	for _, r := range results {
 		if r.err != nil {

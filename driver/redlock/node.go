@@ -23,14 +23,28 @@ type node struct {
 	pipe *pipe                                     // non-nil: concurrent calls are pipelined
 	busy atomic.Int32                              // calls of do under way
 	solo bool                                      // a call alone takes a pooled connection (not the pipe)
+
+	noSetGet atomic.Bool // the server refused SET with NX and GET (before Redis 7.0): acquire by script
 }
 
-// call is one script invocation: args starts with a placeholder for the
-// script's hash and its key count.
+// call is one script invocation, or one plain command when s is nil. A
+// script's args start with its hash and its key count.
 type call struct {
 	s    *script
+	cmd  string // the plain command's name
 	args []any
 }
+
+// name is the command c sends first.
+func (c call) name() string {
+	if c.s != nil {
+		return "EVALSHA"
+	}
+	return c.cmd
+}
+
+// noScript reports whether err says the server lacks c's script.
+func (c call) noScript(err error) bool { return c.s != nil && isNoScript(err) }
 
 // newCall returns a call of s with room for n keys and arguments.
 func newCall(s *script, n int) call {
@@ -62,7 +76,7 @@ func timeoutFor(ctx context.Context, d time.Duration) (time.Duration, bool) {
 }
 
 // do runs one call on n within timeout: one round trip, two if the
-// server lost its script cache (NOSCRIPT: sent again as EVAL).
+// server lost a script from its cache (NOSCRIPT: sent again as EVAL).
 func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, error) {
 	timeout, ok := timeoutFor(ctx, timeout)
 	if !ok {
@@ -78,8 +92,8 @@ func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, erro
 			return n.doPooled(ctx, timeout, c)
 		}
 		deadline := time.Now().Add(timeout)
-		reply, err := n.pipe.do(ctx, deadline, "EVALSHA", c.args)
-		if isNoScript(err) {
+		reply, err := n.pipe.do(ctx, deadline, c.name(), c.args)
+		if c.noScript(err) {
 			reply, err = n.pipe.do(ctx, deadline, "EVAL", c.evalArgs())
 		}
 		if err != nil {
@@ -97,8 +111,8 @@ func (n *node) doPooled(ctx context.Context, timeout time.Duration, c call) (any
 		return nil, n.fail(ctx, err)
 	}
 	defer conn.Close()
-	reply, err := redis.DoWithTimeout(conn, timeout, "EVALSHA", c.args...)
-	if isNoScript(err) {
+	reply, err := redis.DoWithTimeout(conn, timeout, c.name(), c.args...)
+	if c.noScript(err) {
 		reply, err = redis.DoWithTimeout(conn, timeout, "EVAL", c.evalArgs()...)
 	}
 	if err != nil {
@@ -120,6 +134,77 @@ func (n *node) get(ctx context.Context, timeout time.Duration) (redis.Conn, erro
 	return n.pool.GetContext(ctx)
 }
 
+// attempt is one acquire's commands: the plain SET, and the counter's key
+// when the grant is fenced.
+type attempt struct {
+	set   call   // SET lock record NX PX ttl GET
+	fence string // "" unfenced
+}
+
+// setCall returns the plain acquire, SET NX PX with GET: the server
+// answers nil when it set the key, else the value there.
+func setCall(lock, rec, ttlMs any) call {
+	return call{cmd: "SET", args: []any{lock, rec, "NX", "PX", ttlMs, "GET"}}
+}
+
+// acquire asks n for a grant of a and returns its token (0 unfenced), or
+// -1 when another owner holds the key.
+//
+// An unfenced grant is the one SET where the server takes NX with GET
+// (Redis 7.0 on): nil means granted, another owner's record held. The
+// caller's own record, left by an earlier attempt of the same owner, goes
+// on to the acquire script, which refreshes its TTL. A fenced grant, and
+// any grant from a server that refuses NX with GET, is the script alone.
+// (The script costs Redis three to four times a SET.)
+func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (int64, error) {
+	lock, rec, ttl := a.set.args[0], a.set.args[1], a.set.args[4]
+	if a.fence == "" && !n.noSetGet.Load() {
+		reply, err := n.do(ctx, timeout, a.set)
+		switch cur, isValue := reply.([]byte); {
+		case err == nil && reply == nil:
+			return 0, nil
+		case err == nil && !isValue:
+			return 0, fmt.Errorf("redis %s: unexpected reply %T to SET", n.name, reply)
+		case err == nil && !sameOwner(cur, rec.(string)):
+			return -1, nil
+		case err == nil: // our own grant: the script refreshes it
+		case refusesSetGet(err):
+			n.noSetGet.Store(true)
+		default:
+			return 0, err
+		}
+	}
+	var c call
+	if a.fence != "" {
+		c = newCall(fencedAcquireScript, 4)
+		c.args = append(c.args, lock, a.fence, rec, ttl)
+	} else {
+		c = newCall(acquireScript, 3)
+		c.args = append(c.args, lock, rec, ttl)
+	}
+	reply, err := n.do(ctx, timeout, c)
+	if err != nil {
+		return 0, err
+	}
+	token, ok := reply.(int64)
+	if !ok {
+		return 0, fmt.Errorf("redis %s: unexpected reply %T to acquire", n.name, reply)
+	}
+	return token, nil
+}
+
+// sameOwner reports whether a lock's value is a record of rec's owner.
+func sameOwner(cur []byte, rec string) bool {
+	return len(cur) >= ownerLen && len(rec) >= ownerLen && string(cur[:ownerLen]) == rec[:ownerLen]
+}
+
+// refusesSetGet reports a server's refusal of SET with both NX and GET
+// (before Redis 7.0: a syntax error).
+func refusesSetGet(err error) bool {
+	var e redis.Error
+	return errors.As(err, &e) && strings.Contains(strings.ToLower(string(e)), "syntax error")
+}
+
 // result is one call's outcome.
 type result struct {
 	reply any
@@ -127,7 +212,7 @@ type result struct {
 	done  bool
 }
 
-// pipeline runs calls on n in one round trip (Send each, Flush, Receive
+// pipeline runs script calls on n in one round trip (Send each, Flush, Receive
 // each), plus one more for those the server answered NOSCRIPT.
 func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call) []result {
 	out := make([]result, len(calls))

@@ -1,6 +1,7 @@
 package redlock_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -99,7 +100,10 @@ func TestPipelineUncontendedOneWrite(t *testing.T) {
 	var writes atomic.Int64
 	l := c.pipeLocker(t, &writes)
 	owner := driver.NewOwner()
-	if _, err := acquire(t, l, "one", owner); err != nil { // dial, load the script
+	if _, err := acquire(t, l, "one", owner); err != nil { // dial
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context(), "one", owner); err != nil {
 		t.Fatal(err)
 	}
 	writes.Store(0)
@@ -329,5 +333,61 @@ func TestLoneCallPooled(t *testing.T) {
 	wg.Wait()
 	if writes.Load() == 0 {
 		t.Error("32 goroutines at once never used the pipe")
+	}
+}
+
+// preSetGet makes a Redis 7 server answer SET with NX and GET as servers
+// before 7.0 do, with a syntax error: it renames the GET option on the way
+// out (to XET, which no server knows). It counts writes too.
+type preSetGet struct{ writeCounter }
+
+func (c preSetGet) Write(b []byte) (int, error) {
+	if bytes.Contains(b, []byte("$3\r\nSET\r\n")) {
+		b = bytes.ReplaceAll(b, []byte("$3\r\nGET\r\n"), []byte("$3\r\nXET\r\n"))
+	}
+	return c.writeCounter.Write(b)
+}
+
+// TestAcquireWithoutSetGet: a server that refuses SET with NX and GET
+// (before Redis 7.0) is asked by the acquire script instead, from then on,
+// and the lock behaves the same: exclusive, and an owner's retry
+// recognised.
+func TestAcquireWithoutSetGet(t *testing.T) {
+	c := startCluster(t, 1)
+	var writes atomic.Int64
+	conn, err := redlock.OpenConnector(c.dsn(), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
+		return preSetGet{writeCounter{nc, &writes}}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	me := driver.NewOwner()
+	if _, err := acquire(t, l, "old", me); err != nil {
+		t.Fatalf("acquire from a server without SET NX GET: %v", err)
+	}
+	if got := c.owner(0, "old"); got != me.String() {
+		t.Fatalf("the lock holds %q; want %s", got, me)
+	}
+	if _, err := acquire(t, l, "old", driver.NewOwner()); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("another owner: %v; want ErrLocked", err)
+	}
+	if _, err := acquire(t, l, "old", me); err != nil {
+		t.Fatalf("the owner's retry: %v; want its grant recognised", err)
+	}
+	writes.Store(0)
+	if _, err := acquire(t, l, "old-2", me); err != nil {
+		t.Fatal(err)
+	}
+	if got := writes.Load(); got != 1 {
+		t.Errorf("%d writes for an acquire once the refusal is known; want 1 (the script alone)", got)
+	}
+	if err := l.Release(t.Context(), "old", me); err != nil {
+		t.Fatal(err)
 	}
 }
