@@ -111,6 +111,44 @@ func TestRetryKeepsOwner(t *testing.T) {
 	if n, err := redis.Int64(one.do(0, "GET", one.lockKey("retry-fenced")+":fence")); err != nil || n != int64(f1.Token) {
 		t.Fatalf("fencing counter %d, %v after a retry; want %d", n, err, f1.Token)
 	}
+	// The retry wrote its own record: renewing and releasing find it.
+	batch := []driver.Renewal{{Key: "retry-fenced", Owner: me, TTL: ttl}, {Key: "retry", Owner: me, TTL: ttl}}
+	l1.Renew(t.Context(), batch)
+	for _, r := range batch {
+		if r.Err != nil {
+			t.Errorf("renew %s after a retry: %v", r.Key, r.Err)
+		}
+		if err := l1.Release(t.Context(), r.Key, me); err != nil {
+			t.Errorf("release %s after a retry: %v", r.Key, err)
+		}
+	}
+}
+
+// TestOwnerFromAnotherLocker: a Locker that did not make the grant renews
+// and releases it by the owner alone (the scripts compare the whole
+// record only when the client knows it).
+func TestOwnerFromAnotherLocker(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		c := startCluster(t, n)
+		a, b := c.locker(), c.locker()
+		me := driver.NewOwner()
+		if _, err := acquire(t, a, "other", me); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Release(t.Context(), "other", driver.NewOwner()); !errors.Is(err, driver.ErrNotHeld) {
+			t.Fatalf("%d nodes: release by a stranger: %v; want ErrNotHeld", n, err)
+		}
+		batch := []driver.Renewal{{Key: "other", Owner: me, TTL: ttl}}
+		if b.Renew(t.Context(), batch); batch[0].Err != nil {
+			t.Fatalf("%d nodes: renew from another Locker: %v", n, batch[0].Err)
+		}
+		if err := b.Release(t.Context(), "other", me); err != nil {
+			t.Fatalf("%d nodes: release from another Locker: %v", n, err)
+		}
+		if got := c.owner(0, "other"); got != "" {
+			t.Fatalf("%d nodes: key still held by %q", n, got)
+		}
+	}
 }
 
 // TestTooSlowReleases: a quorum granted, but after the validity ran out:

@@ -117,7 +117,8 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, fmt.Errorf("redlock: fencing tokens over %d independent nodes: no counter they keep gives a total order (see docs/REDIS.md); use one node: %w", len(l.nodes), driver.ErrUnimplemented)
 	}
 	lock, fence := lockKeys(l.cfg.prefix, req.Key)
-	grant := heldKey{owner: req.Owner, ttl: ttl, lock: lock, rec: record(req.Owner, req.Holder)}
+	rec := record(req.Owner, req.Holder)
+	grant := heldKey{owner: req.Owner, ttl: ttl, lock: lock, rec: rec}
 	a := attempt{set: setCall(grant.lock, grant.rec, l.ttlArg(ttlMs))}
 	if req.Fencing { // the counter only when a token is asked for: it costs Redis an INCR and a key
 		a.fence = fence
@@ -131,6 +132,8 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
 		case token < 0:
 			return driver.Grant{}, errHeld(1, 1)
+		case token > 0:
+			grant.rec = withToken(rec, token) // as the script stored it
 		}
 		if elapsed := time.Since(start); elapsed >= validity {
 			l.releaseOn(ctx, timeout, []int{0}, grant)
@@ -161,6 +164,12 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		default:
 			granted++
 			reached = append(reached, i)
+			if r.token != 0 {
+				// A record of this owner's from a fenced grant on one node
+				// (not a config Redlock takes): the nodes' records may
+				// differ, so compare the owner alone.
+				grant.rec = req.Owner.String()
+			}
 		}
 	}
 	if granted >= l.quorum {

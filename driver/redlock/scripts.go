@@ -25,18 +25,21 @@ func newScript(nkeys int, src string) *script {
 // release or extend. Each runs on one node; the quorum is counted in Go.
 // Every key a script touches is passed in KEYS and shares one hash tag.
 //
-// A lock's value is its holder record (see value.go): the owner's 32 hex
-// digits come first, and ownership is those 32 bytes, because a retried
-// attempt carries a later "since" than the grant it recognises. The
-// scripts take the whole record as ARGV[1] and compare its first 32 bytes.
+// A lock's value is its holder record (see value.go), the owner's 32 hex
+// digits first. Acquiring compares those 32 bytes: a retried attempt
+// carries a later "since" than the grant it recognises, and rewrites the
+// record with its own. Releasing and extending compare the whole record,
+// which the client knows (a prefix costs Redis a string per call), or,
+// from a client that made no grant, the owner alone.
 
 // acquireScript takes the lock if it is free, or recognises the caller's
-// own grant (a retried attempt) and refreshes it. No fencing counter: a
-// grant costs one GET and one SET.
+// own grant (a retried attempt) and writes it again with this attempt's
+// record and TTL, keeping its token. No fencing counter. Where the server
+// takes SET with NX and GET, it runs only for a retried attempt.
 //
-// KEYS: lock. ARGV: record, ttl ms. Returns the token the lock's record
-// carries (0 unless an earlier fenced attempt of this owner took it), or
-// -1 when another owner holds the lock.
+// KEYS: lock. ARGV: record (token 0), ttl ms. Returns the token the lock's
+// record carries (0 unless an earlier fenced attempt of this owner took
+// it), or -1 when another owner holds the lock.
 var acquireScript = newScript(1, `
 local cur = redis.call('GET', KEYS[1])
 if not cur then
@@ -44,30 +47,31 @@ if not cur then
   return 0
 end
 if string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(string.match(cur, '^%x+ (%d+)')) or 0
+  local token = tonumber(string.match(cur, '^%x+ (%d+)')) or 0
+  redis.call('SET', KEYS[1], string.sub(ARGV[1], 1, 33) .. token .. string.sub(ARGV[1], 35), 'PX', ARGV[2])
+  return token
 end
 return -1
 `)
 
 // fencedAcquireScript is acquireScript that also bumps the key's fencing
-// counter and writes the token into the record (a single node fences
-// when asked).
+// counter for a new grant and writes the token into the record (a single
+// node fences when asked).
 //
-// KEYS: lock, fence. ARGV: record (with token 0), ttl ms. Returns the
-// token, or -1 when another owner holds the lock.
+// KEYS: lock, fence. ARGV: record (token 0), ttl ms. Returns the token, or
+// -1 when another owner holds the lock.
 var fencedAcquireScript = newScript(2, `
 local cur = redis.call('GET', KEYS[1])
+local token
 if not cur then
-  local token = redis.call('INCR', KEYS[2])
-  redis.call('SET', KEYS[1], string.sub(ARGV[1], 1, 33) .. token .. string.sub(ARGV[1], 35), 'PX', ARGV[2])
-  return token
+  token = redis.call('INCR', KEYS[2])
+elseif string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
+  token = tonumber(string.match(cur, '^%x+ (%d+)')) or 0
+else
+  return -1
 end
-if string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(string.match(cur, '^%x+ (%d+)')) or 0
-end
-return -1
+redis.call('SET', KEYS[1], string.sub(ARGV[1], 1, 33) .. token .. string.sub(ARGV[1], 35), 'PX', ARGV[2])
+return token
 `)
 
 // releaseScript deletes the lock if the caller owns it and publishes the
@@ -77,7 +81,7 @@ return -1
 // if not held.
 var releaseScript = newScript(1, `
 local cur = redis.call('GET', KEYS[1])
-if cur and string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
+if cur == ARGV[1] or (cur and #ARGV[1] == 32 and string.sub(cur, 1, 32) == ARGV[1]) then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', KEYS[1], '')
   return 1
@@ -92,7 +96,7 @@ return 0
 // extended, 0 if not held.
 var extendScript = newScript(1, `
 local cur = redis.call('GET', KEYS[1])
-if cur and string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
+if cur == ARGV[1] or (cur and #ARGV[1] == 32 and string.sub(cur, 1, 32) == ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end

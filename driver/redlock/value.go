@@ -42,6 +42,15 @@ func record(owner driver.Owner, h driver.Holder) string {
 	return b.String()
 }
 
+// withToken returns rec as the scripts store it for a grant of token:
+// the token in place of rec's 0.
+func withToken(rec string, token int64) string {
+	if token == 0 {
+		return rec
+	}
+	return rec[:ownerLen+1] + strconv.FormatInt(token, 10) + rec[ownerLen+2:]
+}
+
 // parseRecord reads a holder record. It returns the owner's hex digits and
 // what it can read of the rest; a value of another layout gives an empty
 // Holder rather than an error, since the key is held all the same.
