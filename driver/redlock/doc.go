@@ -7,7 +7,7 @@
 //		_ "github.com/mutexkit/mutexkit/driver/redlock"
 //	)
 //
-//	client, err := mutex.Open("redlock", "redis://:secret@10.0.0.1:6379")  // one node: fencing tokens
+//	client, err := mutex.Open("redlock", "redis://:secret@10.0.0.1:6379")  // one node: fencing tokens on request
 //	client, err := mutex.Open("redlock", "redis://a:6379,b:6379,c:6379")   // Redlock over 3 nodes
 //	client, err := mutex.Open("redlock", "rediss://redis.internal:6380/2")  // TLS, database 2
 //
@@ -19,12 +19,14 @@
 // An application that has redigo pools already passes them to
 // NewConnector and the result to mutex.OpenConnector.
 //
-// Acquiring sends one script to every node at once; the lock is held when
-// a quorum (N/2+1) granted it and the grant's validity (TTL less clock
-// drift, counted from before the first send) has not run out. A failed
-// attempt releases wherever it may have taken the key. Release and renewal
-// compare the owner (128 random bits) and act in one script; renewals of
-// many leases go to each node in one pipelined round trip. Releases are
+// Acquiring sends one SET NX PX (with GET, Redis 7.0 on; a script on older
+// servers) to every node at once; the lock is held when a quorum (N/2+1)
+// granted it and the grant's validity (TTL less clock drift, counted from
+// before the first send) has not run out. The lock's value is its holder
+// record: the owner (128 random bits), then token, since, pid and host. A
+// failed attempt releases wherever it may have taken the key. Release and
+// renewal compare the record and act in one script; renewals of many
+// leases go to each node in one pipelined round trip. Releases are
 // published, and waiters subscribed to them wake at once.
 //
 // Calls from concurrent goroutines share round trips: each node has a
@@ -33,8 +35,9 @@
 // replies read in order by one goroutine; a call alone on its node takes
 // a pooled connection instead. NewConnector's pools are not pipelined.
 //
-// On one node each grant carries a fencing token from a per-key counter
-// bumped in the acquire script. Over several nodes there is no token
+// On one node a grant asked for with mutex.WithFencing carries a fencing
+// token from a per-key counter bumped in the acquire script; other grants
+// leave the counter alone (Token is 0). Over several nodes there is no token
 // (Token is 0, and WithFencing fails with errors.ErrUnsupported): a
 // majority of independent counters does not give a total order.
 //
