@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,20 +156,91 @@ func TestOwnerFromAnotherLocker(t *testing.T) {
 // the attempt fails and releases everywhere.
 func TestTooSlowReleases(t *testing.T) {
 	c := startCluster(t, 5)
-	// A 150ms TTL with drift 0.45 leaves a validity of ~80ms; a paused node
-	// holds the attempt for its 300ms timeout.
-	l := c.locker("drift_factor=0.45", "timeout=300ms")
-	c.servers[4].Pause()
-	defer c.servers[4].Resume()
+	// A 150ms TTL with drift 0.45 leaves a validity of ~80ms. Three nodes
+	// paused for 150ms (less than their 1s timeout) make the quorum late.
+	l := c.locker("drift_factor=0.45", "timeout=1s")
+	for i := 2; i < 5; i++ {
+		c.servers[i].Pause()
+	}
+	resumed := make(chan struct{})
+	go func() {
+		defer close(resumed)
+		time.Sleep(150 * time.Millisecond)
+		for i := 2; i < 5; i++ {
+			c.servers[i].Resume()
+		}
+	}()
+	defer func() { <-resumed }()
 	_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "slow", Owner: driver.NewOwner(), TTL: 150 * time.Millisecond})
 	if err == nil || errors.Is(err, driver.ErrLocked) || !strings.Contains(err.Error(), "validity") {
 		t.Fatalf("Acquire slower than its validity: %v; want an error saying so", err)
 	}
-	for i := range 4 {
-		if got := c.owner(i, "slow"); got != "" {
-			t.Errorf("node %d holds %q after a late grant; it must be released", i, got)
+	<-resumed
+	c.eventuallyFree(t, "slow", time.Second) // a late node's grant is released when it answers
+}
+
+// eventuallyFree waits until no node holds key, failing after within.
+func (c *cluster) eventuallyFree(t *testing.T, key string, within time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
+		var holders []int
+		for i := range c.servers {
+			if c.owner(i, key) != "" {
+				holders = append(holders, i)
+			}
+		}
+		if len(holders) == 0 {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("nodes %v still hold %q %v later; it must be released everywhere", holders, key, within)
 		}
 	}
+}
+
+// TestQuorumAnswersSuffice: with a minority paused, acquire and release
+// return once a quorum has answered, without waiting out the paused
+// nodes' timeout; the paused nodes are asked all the same (a node's
+// release after its acquire answered), so once they are back no node
+// keeps the key.
+func TestQuorumAnswersSuffice(t *testing.T) {
+	c := startCluster(t, 5)
+	// No pipe: each call takes a pooled connection, and two are dialled to
+	// every node beforehand, so the release is written to a paused node
+	// while the acquire waits there on another connection (a dial would
+	// wait for the node and keep them in order by chance).
+	l := c.locker("timeout=3s", "pipeline=0")
+	me := driver.NewOwner()
+	var wg sync.WaitGroup
+	for _, key := range []string{"warm-1", "warm-2"} {
+		wg.Go(func() {
+			if _, err := acquire(t, l, key, me); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, key := range []string{"warm-1", "warm-2"} {
+		if err := l.Release(t.Context(), key, me); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.servers[3].Pause()
+	c.servers[4].Pause()
+	start := time.Now()
+	if _, err := acquire(t, l, "quick", me); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context(), "quick", me); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("acquire and release with 2 of 5 nodes paused took %v; want them back at quorum, not after the 3s timeout", took)
+	}
+	time.Sleep(50 * time.Millisecond) // the late calls wait on the paused nodes' sockets
+	c.servers[3].Resume()
+	c.servers[4].Resume()
+	c.eventuallyFree(t, "quick", 2*time.Second)
 }
 
 // TestNoScriptReload: after SCRIPT FLUSH the scripts are sent again, one

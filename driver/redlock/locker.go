@@ -23,6 +23,7 @@ type locker struct {
 	held   map[string]heldKey // keys granted and not yet released, for Close
 
 	watch watcher
+	bg    sync.WaitGroup // late answers awaited after a call returned (gather.go)
 
 	lastTTL atomic.Pointer[boxedTTL] // the last TTL argument, boxed
 }
@@ -54,6 +55,11 @@ type heldKey struct {
 	ttl   time.Duration
 	lock  any // the lock key
 	rec   any // the holder record written at the grant
+
+	// late marks the nodes that had not answered the acquire when it
+	// returned; settled is closed once they all have (nil: none late).
+	late    []bool
+	settled chan struct{}
 }
 
 // args returns the lock key and owner arguments of owner's grant of key:
@@ -147,14 +153,29 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		token int64
 		err   error
 	}
-	answers := fanout(l, func(n *node) answer {
+	var granted int
+	g := gather(l, nil, func(_ int, n *node) answer {
 		token, err := n.acquire(ctx, timeout, a)
 		return answer{token, err}
+	}, func(_ int, r answer) bool {
+		if r.err == nil && r.token >= 0 {
+			granted++
+		}
+		return granted >= l.quorum
 	})
-	var granted, held int
+	elapsed := time.Since(start)
+	won := granted >= l.quorum && elapsed < validity
+	if !won {
+		g.wait() // failed: every node's answer, so that all are released before a retry
+	}
+	granted = 0
+	var held int
 	var reached []int // nodes that granted or may have: released if the attempt fails
 	var errs []error
-	for i, r := range answers {
+	for i, r := range g.out {
+		if !g.answered[i] {
+			continue
+		}
 		switch {
 		case r.err != nil:
 			reached = append(reached, i)
@@ -172,16 +193,21 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			}
 		}
 	}
-	if granted >= l.quorum {
-		if elapsed := time.Since(start); elapsed < validity {
-			l.track(req.Key, grant)
-			return driver.Grant{Validity: validity}, nil
-		} else {
-			l.releaseOn(ctx, timeout, reached, grant)
-			return driver.Grant{}, errTooSlow(elapsed, validity)
+	if won {
+		grant.settled = g.finish(l, nil) // a release waits for them (release)
+		if grant.settled != nil {
+			grant.late = make([]bool, len(l.nodes))
+			for i, in := range g.answered {
+				grant.late[i] = !in
+			}
 		}
+		l.track(req.Key, grant)
+		return driver.Grant{Validity: validity}, nil
 	}
 	l.releaseOn(ctx, timeout, reached, grant)
+	if granted >= l.quorum {
+		return driver.Grant{}, errTooSlow(elapsed, validity)
+	}
 	if len(errs) > len(l.nodes)-l.quorum { // no quorum is possible without them
 		return driver.Grant{}, l.quorumError("acquire", errs)
 	}
@@ -268,7 +294,7 @@ func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey) []erro
 		for j := range l.nodes {
 			results[j] = perNode[j][i]
 		}
-		released, notHeld, nodeErrs := l.count(results)
+		released, notHeld, nodeErrs := l.count(results, nil)
 		if released < l.quorum && notHeld <= len(l.nodes)-l.quorum && len(nodeErrs) > 0 {
 			errs = append(errs, l.quorumError("release", nodeErrs))
 			break // one says it: the nodes are the same for every key
@@ -327,24 +353,46 @@ func (l *locker) release(ctx context.Context, h heldKey, timeout time.Duration) 
 		}
 		return fmt.Errorf("redlock: %w", driver.ErrNotHeld)
 	}
-	results := fanout(l, func(n *node) result {
-		reply, err := n.do(ctx, timeout, c)
+	// The calls outlive ctx: once the outcome is known (or ctx ends) the
+	// late nodes are still asked, in the background, each bounded by its
+	// timeout.
+	callCtx := context.WithoutCancel(ctx)
+	var released, notHeld int
+	g := gather(l, ctx.Done(), func(i int, n *node) result {
+		if h.late != nil && h.late[i] {
+			<-h.settled // the node's acquire answer first: the two must not cross
+		}
+		reply, err := n.do(callCtx, timeout, c)
 		return result{reply: reply, err: err}
+	}, func(_ int, r result) bool {
+		switch {
+		case r.err == nil && r.reply == int64(1):
+			released++
+		case r.err == nil && r.reply == int64(0):
+			notHeld++
+		}
+		return released >= l.quorum || notHeld > len(l.nodes)-l.quorum
 	})
-	released, notHeld, errs := l.count(results)
+	g.finish(l, nil)
+	released, notHeld, errs := l.count(g.out, g.answered)
 	switch {
 	case released >= l.quorum:
 		return nil
 	case notHeld > len(l.nodes)-l.quorum:
 		return fmt.Errorf("redlock: released on %d of %d nodes, gone from %d: %w", released, len(l.nodes), notHeld, driver.ErrNotHeld)
+	case g.late > 0: // ctx ended first
+		return fmt.Errorf("redlock: release: %w (it goes on in the background)", context.Cause(ctx))
 	}
 	return l.quorumError("release", errs)
 }
 
 // count tallies replies of the release and extend scripts: 1 done, 0 not
-// held.
-func (l *locker) count(results []result) (done, notHeld int, errs []error) {
+// held. in marks the results that are in (nil: all).
+func (l *locker) count(results []result, in []bool) (done, notHeld int, errs []error) {
 	for i, r := range results {
+		if in != nil && !in[i] {
+			continue
+		}
 		switch {
 		case r.err != nil:
 			errs = append(errs, r.err)
@@ -400,7 +448,7 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 		}
 		ttl := time.Duration(r.TTL.Milliseconds()) * time.Millisecond
 		validity := ttl - l.cfg.drift(ttl)
-		extended, notHeld, errs := l.count(results)
+		extended, notHeld, errs := l.count(results, nil)
 		switch {
 		case r.TTL.Milliseconds() <= 0 || validity <= 0:
 			r.Err = fmt.Errorf("redlock: TTL %v leaves no validity after clock drift: %w", r.TTL, driver.ErrInvalid)
@@ -591,8 +639,9 @@ func (l *locker) Close() error {
 	l.watch.stop()
 	l.mu.Lock()
 	held := l.held
-	l.held = nil
+	l.held = nil // no more background work (background)
 	l.mu.Unlock()
+	l.bg.Wait() // late answers, each bounded by its node timeout
 	var errs []error
 	if len(held) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)

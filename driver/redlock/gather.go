@@ -1,0 +1,99 @@
+package redlock
+
+// Redlock calls return as soon as their outcome is known: a quorum
+// granted (or released), or so many nodes refused that no quorum can.
+// The slowest nodes, a minority, then no longer set the latency of every
+// call, and a paused node no longer holds each call for its timeout. Their
+// answers are still awaited, in the background, and a release waits for
+// a node's late acquire answer before it asks that node, so that the two
+// cannot cross. A failed attempt alone waits for every answer and
+// releases before it returns: the next attempt keeps the owner, so a
+// release of this one's late grant could delete the next one's.
+
+// gathered is a fan-out over every node, cut short once decided.
+type gathered[T any] struct {
+	out      []T
+	answered []bool // which of out are in; the rest are late
+	late     int    // how many are late
+	ch       chan nodeAnswer[T]
+}
+
+type nodeAnswer[T any] struct {
+	i int
+	v T
+}
+
+// gather runs fn on every node at once and collects the answers until
+// decided, called with each, says the outcome is known, or all are in, or
+// done is closed (then some are late however few answered). The caller
+// must then call finish, which awaits the late answers.
+func gather[T any](l *locker, done <-chan struct{}, fn func(i int, n *node) T, decided func(i int, v T) bool) *gathered[T] {
+	g := &gathered[T]{
+		out:      make([]T, len(l.nodes)),
+		answered: make([]bool, len(l.nodes)),
+		ch:       make(chan nodeAnswer[T], len(l.nodes)), // never blocks a late sender
+	}
+	for i, n := range l.nodes {
+		go func() { g.ch <- nodeAnswer[T]{i, fn(i, n)} }()
+	}
+	for got := 0; got < len(l.nodes); {
+		select {
+		case a := <-g.ch:
+			got++
+			g.out[a.i], g.answered[a.i] = a.v, true
+			if decided(a.i, a.v) {
+				g.late = len(l.nodes) - got
+				return g
+			}
+		case <-done:
+			g.late = len(l.nodes) - got
+			return g
+		}
+	}
+	return g
+}
+
+// wait collects the late answers here.
+func (g *gathered[T]) wait() {
+	for ; g.late > 0; g.late-- {
+		a := <-g.ch
+		g.out[a.i], g.answered[a.i] = a.v, true
+	}
+}
+
+// finish awaits the late answers in the background, passing each to late
+// (if not nil), and returns a channel closed once they are all handled;
+// nil when none was late.
+func (g *gathered[T]) finish(l *locker, late func(i int, v T)) chan struct{} {
+	if g.late == 0 {
+		return nil
+	}
+	settled := make(chan struct{})
+	l.background(func() {
+		defer close(settled)
+		for range g.late {
+			a := <-g.ch
+			if late != nil {
+				late(a.i, a.v)
+			}
+		}
+	})
+	return settled
+}
+
+// background runs fn on a goroutine that Close waits for; once Close has
+// begun, it runs fn in the caller instead.
+func (l *locker) background(fn func()) {
+	l.mu.Lock()
+	if l.held == nil { // closing
+		l.mu.Unlock()
+		fn()
+		return
+	}
+	l.bg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.bg.Done()
+		fn()
+	}()
+}
