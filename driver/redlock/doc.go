@@ -26,7 +26,10 @@
 // record: the owner (128 random bits), then token, since, pid and host. A
 // failed attempt releases wherever it may have taken the key. Release and
 // renewal compare the record and act in one script; renewals of many
-// leases go to each node in one pipelined round trip. Releases are
+// leases go to each node in one pipelined round trip. A successful acquire
+// and a release return once a quorum has answered; the other nodes'
+// answers are awaited in the background, so a slow or paused minority
+// does not slow them. Releases are
 // published, and waiters subscribed to them wake at once.
 //
 // Calls from concurrent goroutines share round trips: each node has a
