@@ -100,7 +100,9 @@ func report(cfg config, m machine, r *results, stat string) string {
 		t.add(tg.goal, tg.figure, mark, tg.because)
 	}
 	t.write(&b)
-	b.WriteString("Reasons in figures only; the analysis of each miss is under [Analysis](#analysis).\n\n")
+	b.WriteString("Reasons in figures only; the analysis of each miss is under [Analysis](#analysis). A \"no slower\n" +
+		"than\" target counts as met when ours' median is lower, or when the rounds cannot tell the two apart\n" +
+		"(Mann-Whitney U test, p >= 0.05, the test benchstat applies below).\n\n")
 
 	writeMachine(&b, cfg, m)
 	writeUncontended(&b, r)
