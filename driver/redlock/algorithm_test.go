@@ -338,14 +338,7 @@ func TestRenewPipelined(t *testing.T) {
 	c := startCluster(t, 3)
 	pools, trips := c.countingPools()
 	conn, err := redlock.NewConnector(pools, redlock.WithPrefix(c.prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := conn.Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := connect(t, conn, err)
 	var batch []driver.Renewal
 	for i := range 100 {
 		key, owner := fmt.Sprintf("renew/%d", i), driver.NewOwner()

@@ -66,6 +66,21 @@ func (c *cluster) locker(opts ...string) driver.Locker {
 	return l
 }
 
+// connect connects a Locker from conn (err is that of the constructor
+// that made it), closed when the test ends.
+func connect(t *testing.T, conn driver.Connector, err error) driver.Locker {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // do runs a command on server i with a fresh connection.
 func (c *cluster) do(i int, cmd string, args ...any) (any, error) {
 	conn, err := redis.Dial("tcp", c.servers[i].Addr(), redis.DialConnectTimeout(time.Second), redis.DialReadTimeout(5*time.Second))

@@ -39,14 +39,7 @@ func (c *cluster) pipeLocker(t *testing.T, writes *atomic.Int64, opts ...string)
 	conn, err := redlock.OpenConnector(c.dsn(opts...), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
 		return writeCounter{nc, writes}
 	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := conn.Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := connect(t, conn, err)
 	return l
 }
 
@@ -297,14 +290,7 @@ func TestLoneCallPooled(t *testing.T) {
 	conn, err := redlock.OpenConnector(c.dsn(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
 		return writeCounter{nc, &writes}
 	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := conn.Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := connect(t, conn, err)
 	for i := range 10 {
 		owner := driver.NewOwner()
 		if _, err := acquire(t, l, fmt.Sprint("solo/", i), owner); err != nil {
@@ -358,14 +344,7 @@ func TestAcquireWithoutSetGet(t *testing.T) {
 	conn, err := redlock.OpenConnector(c.dsn(), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
 		return preSetGet{writeCounter{nc, &writes}}
 	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := conn.Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := connect(t, conn, err)
 
 	me := driver.NewOwner()
 	if _, err := acquire(t, l, "old", me); err != nil {
