@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -510,5 +511,46 @@ func TestWatchWakes(t *testing.T) {
 				t.Fatal("no wake-up after a release")
 			}
 		})
+	}
+}
+
+// TestCloseWaitsForLateNodes: Close waits for the answers of nodes that
+// were late to a call that had returned at quorum, each bounded by its
+// timeout, and leaves no goroutine behind.
+func TestCloseWaitsForLateNodes(t *testing.T) {
+	c := startCluster(t, 5)
+	before := runtime.NumGoroutine()
+	conn, err := redlock.OpenConnector(c.dsn("timeout=1s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.servers[3].Pause()
+	c.servers[4].Pause()
+	defer c.servers[3].Resume()
+	defer c.servers[4].Resume()
+	me := driver.NewOwner()
+	if _, err := acquire(t, l, "late", me); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context(), "late", me); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Close took %v; want the late calls bounded by their 1s timeout", took)
+	}
+	// A moment for the goroutines Close stopped to return, well short of
+	// the late calls' 1s.
+	for end := time.Now().Add(300 * time.Millisecond); runtime.NumGoroutine() > before; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d goroutines after Close, %d before Open", runtime.NumGoroutine(), before)
+		}
 	}
 }
