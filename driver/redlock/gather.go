@@ -1,8 +1,8 @@
 package redlock
 
-// Redlock calls return as soon as their outcome is known: a quorum
-// granted (or released), or so many nodes refused that no quorum can.
-// The slowest nodes, a minority, then no longer set the latency of every
+// Redlock calls return as soon as their outcome is known: an acquire once
+// a quorum granted, a release once a quorum released or so many nodes no
+// longer had the key that it was not held. The slowest nodes, a minority, then no longer set the latency of every
 // call, and a paused node no longer holds each call for its timeout. Their
 // answers are still awaited, in the background, and a release waits for
 // a node's late acquire answer before it asks that node, so that the two

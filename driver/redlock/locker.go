@@ -381,7 +381,7 @@ func (l *locker) release(ctx context.Context, h heldKey, timeout time.Duration) 
 	case notHeld > len(l.nodes)-l.quorum:
 		return fmt.Errorf("redlock: released on %d of %d nodes, gone from %d: %w", released, len(l.nodes), notHeld, driver.ErrNotHeld)
 	case g.late > 0: // ctx ended first
-		return fmt.Errorf("redlock: release: %w (it goes on in the background)", context.Cause(ctx))
+		return fmt.Errorf("redlock: release: %w (it goes on in the background)", ctx.Err())
 	}
 	return l.quorumError("release", errs)
 }

@@ -153,7 +153,8 @@ func setCall(lock, rec, ttlMs any) call {
 // An unfenced grant is the one SET where the server takes NX with GET
 // (Redis 7.0 on): nil means granted, another owner's record held. The
 // caller's own record, left by an earlier attempt of the same owner, goes
-// on to the acquire script, which refreshes its TTL. A fenced grant, and
+// on to the acquire script, which writes it again with this attempt's
+// record and TTL. A fenced grant, and
 // any grant from a server that refuses NX with GET, is the script alone.
 // (The script costs Redis three to four times a SET.)
 func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (int64, error) {
