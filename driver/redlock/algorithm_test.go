@@ -554,3 +554,20 @@ func TestCloseWaitsForLateNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseOutlivesCtx: a Redlock release whose ctx ends first says so,
+// and the release goes on: the key does not linger until its TTL.
+func TestReleaseOutlivesCtx(t *testing.T) {
+	c := startCluster(t, 5)
+	l := c.locker()
+	me := driver.NewOwner()
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "cut", Owner: me, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := l.Release(ctx, "cut", me); !errors.Is(err, context.Canceled) {
+		t.Fatalf("release with an ended ctx: %v; want context.Canceled", err)
+	}
+	c.eventuallyFree(t, "cut", 2*time.Second)
+}

@@ -36,6 +36,12 @@ func gather[T any](l *locker, done <-chan struct{}, fn func(i int, n *node) T, d
 	for i, n := range l.nodes {
 		go func() { g.ch <- nodeAnswer[T]{i, fn(i, n)} }()
 	}
+	select {
+	case <-done: // over before it began: every answer is late
+		g.late = len(l.nodes)
+		return g
+	default:
+	}
 	for got := 0; got < len(l.nodes); {
 		select {
 		case a := <-g.ch:
