@@ -81,7 +81,7 @@ func FuzzParseDSNRaw(f *testing.F) {
 	})
 }
 
-// FuzzLockKeys: a key's three Redis keys share one non-empty hash tag (one
+// FuzzLockKeys: a key's two Redis keys share one non-empty hash tag (one
 // Cluster slot), the tag decodes back to the key, and distinct keys get
 // distinct lock names.
 func FuzzLockKeys(f *testing.F) {
