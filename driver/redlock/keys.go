@@ -33,7 +33,7 @@ func lockKeys(prefix, key string) (lock, fence string) {
 // LockKey returns the Redis key that holds the lock on key under prefix
 // (DefaultPrefix unless the DSN sets one), for operators:
 // redis-cli GET "$(...)" shows its holder record (owner, token, since,
-// pid, host), PTTL its remaining time.
+// pid, attempt, host), PTTL its remaining time.
 func LockKey(prefix, key string) string {
 	lock, _ := lockKeys(prefix, key)
 	return lock

@@ -25,7 +25,8 @@ type locker struct {
 	watch watcher
 	bg    sync.WaitGroup // late answers awaited after a call returned (gather.go)
 
-	lastTTL atomic.Pointer[boxedTTL] // the last TTL argument, boxed
+	lastTTL  atomic.Pointer[boxedTTL] // the last TTL argument, boxed
+	attempts atomic.Uint64            // acquire attempts made: each record's attempt number
 }
 
 // boxedTTL is a TTL argument kept boxed: a client's leases mostly share
@@ -123,7 +124,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, fmt.Errorf("redlock: fencing tokens over %d independent nodes: no counter they keep gives a total order (see docs/REDIS.md); use one node: %w", len(l.nodes), driver.ErrUnimplemented)
 	}
 	lock, fence := lockKeys(l.cfg.prefix, req.Key)
-	rec := record(req.Owner, req.Holder)
+	rec := record(req.Owner, l.attempts.Add(1), req.Holder)
 	grant := heldKey{owner: req.Owner, ttl: ttl, lock: lock, rec: rec}
 	a := attempt{set: setCall(grant.lock, grant.rec, l.ttlArg(ttlMs))}
 	if req.Fencing { // the counter only when a token is asked for: it costs Redis an INCR and a key

@@ -27,8 +27,8 @@ func newScript(nkeys int, src string) *script {
 //
 // A lock's value is its holder record (see value.go), the owner's 32 hex
 // digits first. Acquiring compares those 32 bytes: a retried attempt
-// carries a later "since" than the grant it recognises, and rewrites the
-// record with its own. Releasing and extending compare the whole record,
+// carries another attempt number than the grant it recognises, and
+// rewrites the record with its own. Releasing and extending compare the whole record,
 // which the client knows (a prefix costs Redis a string per call), or,
 // from a client that made no grant, the owner alone.
 

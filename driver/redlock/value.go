@@ -11,16 +11,21 @@ import (
 // A lock key's value is its holder record, so that a grant writes one key
 // and Inspect reads one:
 //
-//	<owner: 32 hex digits> <token> <since: unix ms> <pid> <host>
+//	<owner: 32 hex digits> <token> <since: unix ms> <pid> <attempt> <host>
 //
 // The owner comes first and at a fixed width: the scripts compare those 32
 // bytes alone. The token is 0 unless the grant was fenced (the fenced
 // acquire script writes it in place of the 0 the client sends). The host
 // comes last, so that whatever it holds cannot shift the other fields.
+// The attempt number, new for every acquire a Locker makes, tells apart
+// the records of two attempts of one owner (a retry keeps the owner, and
+// "since" may repeat): a late release of a failed attempt, which compares
+// the whole record, can then never delete the retry's grant.
 const ownerLen = 2 * len(driver.Owner{})
 
-// record returns the holder record of a grant to owner, with token 0.
-func record(owner driver.Owner, h driver.Holder) string {
+// record returns the holder record of attempt's grant to owner, with
+// token 0.
+func record(owner driver.Owner, attempt uint64, h driver.Holder) string {
 	var since int64
 	if !h.Since.IsZero() {
 		since = h.Since.UnixMilli()
@@ -37,6 +42,8 @@ func record(owner driver.Owner, h driver.Holder) string {
 	b.Write(strconv.AppendInt(num[:0], since, 10))
 	b.WriteByte(' ')
 	b.Write(strconv.AppendInt(num[:0], int64(h.PID), 10))
+	b.WriteByte(' ')
+	b.Write(strconv.AppendUint(num[:0], attempt, 10))
 	b.WriteByte(' ')
 	b.WriteString(h.Host)
 	return b.String()
@@ -59,8 +66,8 @@ func parseRecord(v string) (owner string, h driver.Holder) {
 		return v, h
 	}
 	owner = v[:ownerLen]
-	fields := strings.SplitN(v[ownerLen:], " ", 5) // "", token, since, pid, host
-	if len(fields) != 5 || fields[0] != "" {
+	fields := strings.SplitN(v[ownerLen:], " ", 6) // "", token, since, pid, attempt, host
+	if len(fields) != 6 || fields[0] != "" {
 		return owner, h
 	}
 	h.Token, _ = strconv.ParseUint(fields[1], 10, 64)
@@ -68,6 +75,6 @@ func parseRecord(v string) (owner string, h driver.Holder) {
 		h.Since = time.UnixMilli(ms)
 	}
 	h.PID, _ = strconv.Atoi(fields[3])
-	h.Host = fields[4]
+	h.Host = fields[5]
 	return owner, h
 }

@@ -13,7 +13,7 @@ func TestRecord(t *testing.T) {
 	owner := driver.NewOwner()
 	since := time.UnixMilli(1764000000123)
 	for _, host := range []string{"pod-a", "", "host with spaces", "ключ 🔒", " lead and trail "} {
-		rec := record(owner, driver.Holder{Host: host, PID: 4242, Since: since})
+		rec := record(owner, 7, driver.Holder{Host: host, PID: 4242, Since: since})
 		if rec[:ownerLen] != owner.String() {
 			t.Errorf("record %q does not start with the owner %s", rec, owner)
 		}
@@ -24,7 +24,10 @@ func TestRecord(t *testing.T) {
 		}
 	}
 	// What the fenced acquire script writes: the token in place of the 0.
-	rec := record(owner, driver.Holder{Host: "h", PID: 1})
+	rec := record(owner, 8, driver.Holder{Host: "h", PID: 1})
+	if record(owner, 9, driver.Holder{Host: "h", PID: 1}) == rec {
+		t.Error("two attempts with the same holder give the same record")
+	}
 	fenced := rec[:ownerLen+1] + "17" + rec[ownerLen+2:]
 	if _, h := parseRecord(fenced); h.Token != 17 || h.Host != "h" || h.PID != 1 || !h.Since.IsZero() {
 		t.Errorf("parseRecord(%q) = %+v; want token 17, host h, pid 1, no since", fenced, h)
