@@ -24,8 +24,8 @@
 // granted it and the grant's validity (TTL less clock drift, counted from
 // before the first send) has not run out. The lock's value is its holder
 // record: the owner (128 random bits), then token, since, pid, attempt
-// number and host. A
-// failed attempt releases wherever it may have taken the key. Release and
+// number and host. A failed attempt releases wherever it may have taken
+// the key. Release and
 // renewal compare the record and act in one script; renewals of many
 // leases go to each node in one pipelined round trip. A successful acquire
 // and a release return once a quorum has answered; the other nodes'
