@@ -79,12 +79,19 @@ func TestRetryKeepsOwner(t *testing.T) {
 	if _, err := acquire(t, l, "retry", me); err != nil {
 		t.Fatalf("retried Acquire: %v", err)
 	}
+	// The acquire returned at quorum; the other nodes answer soon after
+	// (an own record costs them a second round trip).
 	for i := range 5 {
-		if got := c.owner(i, "retry"); got != me.String() {
-			t.Errorf("node %d holds %q; want the retried owner", i, got)
-		}
-		if pttl, _ := redis.Int64(c.do(i, "PTTL", c.lockKey("retry"))); pttl <= 0 || pttl > ttl.Milliseconds() {
-			t.Errorf("node %d: PTTL %d; want the TTL refreshed to at most %d", i, pttl, ttl.Milliseconds())
+		for end := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			got := c.owner(i, "retry")
+			pttl, _ := redis.Int64(c.do(i, "PTTL", c.lockKey("retry")))
+			if got == me.String() && pttl > 0 && pttl <= ttl.Milliseconds() {
+				break
+			}
+			if time.Now().After(end) {
+				t.Errorf("node %d holds %q with PTTL %d; want the retried owner, its TTL refreshed to at most %d", i, got, pttl, ttl.Milliseconds())
+				break
+			}
 		}
 	}
 
