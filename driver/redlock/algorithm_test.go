@@ -79,19 +79,15 @@ func TestRetryKeepsOwner(t *testing.T) {
 	if _, err := acquire(t, l, "retry", me); err != nil {
 		t.Fatalf("retried Acquire: %v", err)
 	}
-	// The acquire returned at quorum; the other nodes answer soon after
-	// (an own record costs them a second round trip).
+	// The acquire returned at quorum; the other nodes answer after it (an
+	// own record costs them a second round trip).
+	redlock.Settle(l)
 	for i := range 5 {
-		for end := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			got := c.owner(i, "retry")
-			pttl, _ := redis.Int64(c.do(i, "PTTL", c.lockKey("retry")))
-			if got == me.String() && pttl > 0 && pttl <= ttl.Milliseconds() {
-				break
-			}
-			if time.Now().After(end) {
-				t.Errorf("node %d holds %q with PTTL %d; want the retried owner, its TTL refreshed to at most %d", i, got, pttl, ttl.Milliseconds())
-				break
-			}
+		if got := c.owner(i, "retry"); got != me.String() {
+			t.Errorf("node %d holds %q; want the retried owner", i, got)
+		}
+		if pttl, _ := redis.Int64(c.do(i, "PTTL", c.lockKey("retry"))); pttl <= 0 || pttl > ttl.Milliseconds() {
+			t.Errorf("node %d: PTTL %d; want the TTL refreshed to at most %d", i, pttl, ttl.Milliseconds())
 		}
 	}
 
@@ -154,7 +150,7 @@ func TestOwnerFromAnotherLocker(t *testing.T) {
 		if err := b.Release(t.Context(), "other", me); err != nil {
 			t.Fatalf("%d nodes: release from another Locker: %v", n, err)
 		}
-		c.eventuallyFree(t, "other", 2*time.Second) // a release returns at quorum
+		c.settledFree(t, b, "other") // a release returns at quorum
 	}
 }
 
@@ -182,24 +178,17 @@ func TestTooSlowReleases(t *testing.T) {
 		t.Fatalf("Acquire slower than its validity: %v; want an error saying so", err)
 	}
 	<-resumed
-	c.eventuallyFree(t, "slow", time.Second) // a late node's grant is released when it answers
+	c.settledFree(t, l, "slow") // a failed attempt released everywhere before it returned
 }
 
-// eventuallyFree waits until no node holds key, failing after within.
-func (c *cluster) eventuallyFree(t *testing.T, key string, within time.Duration) {
+// settledFree checks, once l's late answers are in, that no node holds
+// key.
+func (c *cluster) settledFree(t *testing.T, l driver.Locker, key string) {
 	t.Helper()
-	for end := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
-		var holders []int
-		for i := range c.servers {
-			if c.owner(i, key) != "" {
-				holders = append(holders, i)
-			}
-		}
-		if len(holders) == 0 {
-			return
-		}
-		if time.Now().After(end) {
-			t.Fatalf("nodes %v still hold %q %v later; it must be released everywhere", holders, key, within)
+	redlock.Settle(l)
+	for i := range c.servers {
+		if got := c.owner(i, key); got != "" {
+			t.Errorf("node %d still holds %q (by %s) once every answer is in; it must be released everywhere", i, key, got)
 		}
 	}
 }
@@ -246,7 +235,7 @@ func TestQuorumAnswersSuffice(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the late calls wait on the paused nodes' sockets
 	c.servers[3].Resume()
 	c.servers[4].Resume()
-	c.eventuallyFree(t, "quick", 2*time.Second)
+	c.settledFree(t, l, "quick")
 }
 
 // TestNoScriptReload: after SCRIPT FLUSH the scripts are sent again, one
@@ -574,5 +563,5 @@ func TestReleaseOutlivesCtx(t *testing.T) {
 	if err := l.Release(ctx, "cut", me); !errors.Is(err, context.Canceled) {
 		t.Fatalf("release with an ended ctx: %v; want context.Canceled", err)
 	}
-	c.eventuallyFree(t, "cut", 2*time.Second)
+	c.settledFree(t, l, "cut")
 }

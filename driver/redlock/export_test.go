@@ -1,6 +1,10 @@
 package redlock
 
-import "net"
+import (
+	"net"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
 
 // WithConnWrapper wraps the socket of every pipelined connection, so
 // tests can count writes.
@@ -19,3 +23,7 @@ func WithPipeAlways() Option {
 		return nil
 	}
 }
+
+// Settle waits for the late answers of l's calls that returned at quorum
+// (none may be under way on l meanwhile).
+func Settle(l driver.Locker) { l.(*locker).bg.Wait() }
