@@ -59,6 +59,13 @@ func gather[T any](l *locker, done <-chan struct{}, fn func(i int, n *node) T, d
 	return g
 }
 
+// fanout runs fn on every node at once and waits for every answer, each
+// bounded by its node timeout.
+func fanout[T any](l *locker, fn func(n *node) T) []T {
+	never := func(int, T) bool { return false }
+	return gather(l, nil, func(_ int, n *node) T { return fn(n) }, never).out
+}
+
 // wait collects the late answers here.
 func (g *gathered[T]) wait() {
 	for ; g.late > 0; g.late-- {

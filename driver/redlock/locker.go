@@ -91,19 +91,6 @@ func newLocker(cfg *config, nodes []*node) *locker {
 // single reports whether l is a single-instance lock, which can fence.
 func (l *locker) single() bool { return len(l.nodes) == 1 }
 
-// fanout runs fn on every node, in parallel, and waits for all: each call
-// is bounded by its node timeout.
-func fanout[T any](l *locker, fn func(n *node) T) []T {
-	out := make([]T, len(l.nodes))
-	var wg sync.WaitGroup
-	for i := 1; i < len(l.nodes); i++ {
-		wg.Go(func() { out[i] = fn(l.nodes[i]) })
-	}
-	out[0] = fn(l.nodes[0])
-	wg.Wait()
-	return out
-}
-
 // Acquire asks every node at once for the key (node.acquire) and holds it
 // if a quorum granted it within its validity. A failed attempt releases
 // the key wherever it may have been taken.
