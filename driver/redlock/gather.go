@@ -2,13 +2,16 @@ package redlock
 
 // Redlock calls return as soon as their outcome is known: an acquire once
 // a quorum granted, a release once a quorum released or so many nodes no
-// longer had the key that it was not held. The slowest nodes, a minority, then no longer set the latency of every
-// call, and a paused node no longer holds each call for its timeout. Their
-// answers are still awaited, in the background, and a release waits for
-// a node's late acquire answer before it asks that node, so that the two
-// cannot cross. A failed attempt alone waits for every answer and
-// releases before it returns: the next attempt keeps the owner, so a
-// release of this one's late grant could delete the next one's.
+// longer had the key that it was not held. The slowest nodes, a minority,
+// then no longer set the latency of every call, and a paused node no
+// longer holds each call for its timeout. Their answers are still awaited,
+// in the background, and a release asks a node only once that node
+// answered the acquire, so that the two do not cross; if the acquire's
+// answer was a timeout, its SET may still run after the release, leaving
+// a key on that minority node until its TTL. A failed attempt alone waits
+// for every answer and releases before it returns: the next attempt
+// keeps the owner, so a release of this one's late grant could otherwise
+// delete the next one's.
 
 // gathered is a fan-out over every node, cut short once decided.
 type gathered[T any] struct {

@@ -348,7 +348,7 @@ func (l *locker) release(ctx context.Context, h heldKey, timeout time.Duration) 
 	var released, notHeld int
 	g := gather(l, ctx.Done(), func(i int, n *node) result {
 		if h.late != nil && h.late[i] {
-			<-h.settled // the node's acquire answer first: the two must not cross
+			<-h.settled // the node's acquire answer first (gather.go)
 		}
 		reply, err := n.do(callCtx, timeout, c)
 		return result{reply: reply, err: err}
