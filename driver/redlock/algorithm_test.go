@@ -129,6 +129,30 @@ func TestRetryKeepsOwner(t *testing.T) {
 	}
 }
 
+// TestLargeTokens: tokens past 10^14 (which Lua would print as 1e+14)
+// are written, recognised on a retry and released like small ones.
+func TestLargeTokens(t *testing.T) {
+	c := startCluster(t, 1)
+	l := c.locker()
+	if _, err := c.do(0, "SET", c.lockKey("big")+":fence", 99_999_999_999_999); err != nil {
+		t.Fatal(err)
+	}
+	me := driver.NewOwner()
+	req := driver.AcquireRequest{Key: "big", Owner: me, TTL: ttl, Fencing: true}
+	for range 2 { // the grant, then a retry that recognises it
+		g, err := l.Acquire(t.Context(), req)
+		if err != nil || g.Token != 100_000_000_000_000 {
+			t.Fatalf("fenced acquire: token %d, %v; want 100000000000000", g.Token, err)
+		}
+	}
+	if h, held, err := l.Inspect(t.Context(), "big"); err != nil || !held || h.Token != 100_000_000_000_000 {
+		t.Fatalf("Inspect: %+v, %v, %v; want token 100000000000000", h, held, err)
+	}
+	if err := l.Release(t.Context(), "big", me); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+}
+
 // TestOwnerFromAnotherLocker: a Locker that did not make the grant renews
 // and releases it by the owner alone (the scripts compare the whole
 // record only when the client knows it).

@@ -47,9 +47,9 @@ if not cur then
   return 0
 end
 if string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
-  local token = tonumber(string.match(cur, '^%x+ (%d+)')) or 0
+  local token = string.match(cur, '^%x+ (%d+)') or '0'
   redis.call('SET', KEYS[1], string.sub(ARGV[1], 1, 33) .. token .. string.sub(ARGV[1], 35), 'PX', ARGV[2])
-  return token
+  return tonumber(token)
 end
 return -1
 `)
@@ -59,19 +59,20 @@ return -1
 // node fences when asked).
 //
 // KEYS: lock, fence. ARGV: record (token 0), ttl ms. Returns the token, or
-// -1 when another owner holds the lock.
+// -1 when another owner holds the lock. The token goes into the record as
+// the digits of %d: Lua would write a number from 10^14 up as 1e+14.
 var fencedAcquireScript = newScript(2, `
 local cur = redis.call('GET', KEYS[1])
 local token
 if not cur then
-  token = redis.call('INCR', KEYS[2])
+  token = string.format('%d', redis.call('INCR', KEYS[2]))
 elseif string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
-  token = tonumber(string.match(cur, '^%x+ (%d+)')) or 0
+  token = string.match(cur, '^%x+ (%d+)') or '0'
 else
   return -1
 end
 redis.call('SET', KEYS[1], string.sub(ARGV[1], 1, 33) .. token .. string.sub(ARGV[1], 35), 'PX', ARGV[2])
-return token
+return tonumber(token)
 `)
 
 // releaseScript deletes the lock if the caller owns it and publishes the
