@@ -20,6 +20,12 @@ var (
 	// time. The operation may be retried with the same arguments.
 	ErrUnavailable = errors.New("backend unavailable")
 
+	// ErrDenied: the backend refused this client: wrong credentials, or a
+	// role, database or database index it does not have. Unlike
+	// ErrUnavailable it is a configuration error, so nothing retries it
+	// (mutex.Mutex.Lock and middleware.Retry return it at once).
+	ErrDenied = errors.New("refused by the backend (credentials or configuration)")
+
 	// ErrInvalid: an argument or DSN is malformed. Retrying cannot help.
 	ErrInvalid = errors.New("invalid argument")
 

@@ -30,6 +30,11 @@ var (
 
 	// ErrInvalid: a key, option or DSN is malformed. The message says which.
 	ErrInvalid = errors.New("mutex: invalid argument")
+
+	// ErrDenied: the backend refused the client: wrong credentials, or a
+	// role, database or database index it does not have. A configuration
+	// error: Lock does not wait it out, as it does an unreachable backend.
+	ErrDenied = errors.New("mutex: refused by the backend")
 )
 
 // Causes this package finds itself; errors carrying them also match the
@@ -89,6 +94,8 @@ func wrapError(op, key string, err error) error {
 		return opError(op, key, err, ErrClosed)
 	case errors.Is(err, driver.ErrInvalid):
 		return opError(op, key, err, ErrInvalid)
+	case errors.Is(err, driver.ErrDenied):
+		return opError(op, key, err, ErrDenied)
 	}
 	return opError(op, key, err)
 }

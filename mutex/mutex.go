@@ -176,7 +176,8 @@ func (c *Client) giveUp(l *Lease, locker driver.Locker, release bool, attempts i
 // on the server all the same (the reply was lost, the ctx ended in flight).
 func mayHaveGranted(err error) bool {
 	return !errors.Is(err, driver.ErrLocked) && !errors.Is(err, driver.ErrInvalid) &&
-		!errors.Is(err, driver.ErrUnimplemented) && !errors.Is(err, driver.ErrClosed)
+		!errors.Is(err, driver.ErrUnimplemented) && !errors.Is(err, driver.ErrClosed) &&
+		!errors.Is(err, driver.ErrDenied)
 }
 
 // start records the grant and makes the lease live: held, and renewed when
