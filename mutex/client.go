@@ -289,7 +289,7 @@ func (c *Client) reserve(ctx context.Context, l *Lease, wait bool) error {
 		select {
 		case <-freed:
 		case <-ctx.Done():
-			return ctxErr(ctx)
+			return waitEnded(ctxErr(ctx), errLocalHeld)
 		case <-c.closing:
 			return errClientClosed
 		}

@@ -91,7 +91,12 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 }
 
 func (m *Mutex) wrapAcquireError(ctx context.Context, op string, err error) error {
+	var we *waitError
 	switch {
+	case errors.As(err, &we) && (we.last == errLocalHeld || errors.Is(we.last, driver.ErrLocked)):
+		return opError(op, m.key, we.err, ErrLocked)
+	case we != nil:
+		return opError(op, m.key, err)
 	case ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx))):
 		return opError(op, m.key, ctxErr(ctx))
 	case errors.Is(err, driver.ErrUnimplemented) && m.cfg.fencing:
@@ -111,23 +116,31 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 	if err := c.reserve(ctx, l, wait); err != nil {
 		return nil, 0, err
 	}
-	locker, err := c.conn(ctx)
-	if err != nil {
-		c.forget(l)
-		return nil, 0, err
-	}
-	var w *waiter // subscribed to releases once the key is found held
+	var (
+		locker       driver.Locker
+		w            *waiter // made once the key is found held or the backend out of reach
+		last         error   // the last attempt's error, kept when the wait ends
+		maybeGranted bool    // an attempt failed in a way that may have left a grant
+	)
 	defer func() {
 		if w != nil {
 			w.stop()
 		}
 	}()
 	req := driver.AcquireRequest{Key: m.key, Owner: l.owner, TTL: m.cfg.ttl, Fencing: m.cfg.fencing, Holder: c.holder, OnLost: l.driverLost}
-	maybeGranted := false // an attempt failed in a way that may have left a grant
 	for attempts := 1; ; attempts++ {
+		var (
+			g   driver.Grant
+			err error
+		)
 		sent := time.Now()
-		req.Holder.Since = sent
-		g, err := locker.Acquire(ctx, req)
+		if locker == nil {
+			locker, err = c.conn(ctx)
+		}
+		if locker != nil {
+			req.Holder.Since = sent
+			g, err = locker.Acquire(ctx, req)
+		}
 		switch {
 		case err == nil && m.cfg.fencing && g.Token == 0:
 			return c.giveUp(l, locker, true, attempts, fmt.Errorf("driver returned no fencing token: %w", driver.ErrUnimplemented))
@@ -143,29 +156,50 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 			// Held, or the backend is out of reach for now: keep waiting,
 			// with the same owner, so a grant made by an attempt whose reply
 			// was lost is found by the next attempt as its own.
-			maybeGranted = maybeGranted || errors.Is(err, driver.ErrUnavailable)
+			last = err
+			maybeGranted = maybeGranted || (locker != nil && errors.Is(err, driver.ErrUnavailable))
 			if w == nil {
+				w = newWaiter()
+			}
+			if locker != nil && w.stopWatch == nil {
 				// Subscribe, then try again at once: a release between the
 				// first attempt and the subscription is not missed, and an
 				// uncontended Lock never pays for a subscription.
-				w = newWaiter(locker, m.key)
+				w.watch(locker, m.key)
 				continue
 			}
 			if err := w.wait(ctx, c.closing, attempts); err != nil {
-				return c.giveUp(l, locker, maybeGranted, attempts, err)
+				return c.giveUp(l, locker, maybeGranted, attempts, waitEnded(err, last))
 			}
 		default:
-			return c.giveUp(l, locker, maybeGranted || mayHaveGranted(err), attempts, err)
+			return c.giveUp(l, locker, maybeGranted || (locker != nil && mayHaveGranted(err)), attempts, err)
 		}
 	}
 }
+
+// waitEnded is the error of a Lock whose wait ended (by ctx, or by Close)
+// after last: it keeps last, so that a wait that ran out while the backend
+// was unreachable does not read as one that ran out while the key was held.
+func waitEnded(err, last error) error {
+	if err == errClientClosed || last == nil {
+		return err
+	}
+	return &waitError{err: err, last: last}
+}
+
+// waitError is a wait that ended, and the last attempt's outcome.
+type waitError struct{ err, last error }
+
+func (e *waitError) Error() string { return e.err.Error() + "; last attempt: " + e.last.Error() }
+
+func (e *waitError) Unwrap() []error { return []error{e.err, e.last} }
 
 // giveUp ends a failed acquire: it frees the key in the client and, when an
 // attempt may have taken it on the backend, releases it there with the
 // attempt's owner. No attempt with that owner follows, so the release
 // cannot undo a later grant.
 func (c *Client) giveUp(l *Lease, locker driver.Locker, release bool, attempts int, err error) (*Lease, int, error) {
-	if release {
+	if release && locker != nil {
 		c.releaseInBackground(locker, l.key, l.owner)
 	}
 	c.forget(l)

@@ -16,6 +16,10 @@ const (
 	minBackoff         = 2 * time.Millisecond
 	maxBackoff         = 250 * time.Millisecond
 	maxBackoffWatching = time.Second
+
+	// maxWakeGate caps how long a waiter whose wake-ups keep failing lets
+	// the next one wait (see waiter.wait).
+	maxWakeGate = 32 * time.Millisecond
 )
 
 // waiter is one Lock's wait for a held key: the driver's wake-ups, and a
@@ -25,39 +29,83 @@ type waiter struct {
 	stopWatch  func()
 	timer      *time.Timer
 	maxBackoff time.Duration
+
+	// fruitless counts the wake-ups in a row that did not lead to a grant.
+	// Each doubles the time a wake-up must wait after the previous attempt,
+	// so that wake-ups arriving faster than the key changes hands (a storm
+	// of spurious ones, another waiter's failed attempts) cannot turn the
+	// wait into a loop of attempts.
+	fruitless int
+	woken     bool      // the last wait ended by a wake-up
+	lastTry   time.Time // when the last wait ended, and an attempt followed
 }
 
-// newWaiter subscribes to key's releases before the first attempt, so a
-// release between an attempt and the wait is not missed.
-func newWaiter(l driver.Locker, key string) *waiter {
-	w := &waiter{wake: make(chan struct{}, 1), maxBackoff: maxBackoff}
+func newWaiter() *waiter {
+	return &waiter{wake: make(chan struct{}, 1), maxBackoff: maxBackoff}
+}
+
+// watch subscribes to key's releases, once. Lock calls it before its next
+// attempt, so a release between an attempt and the wait is not missed.
+func (w *waiter) watch(l driver.Locker, key string) {
+	if w.stopWatch != nil {
+		return
+	}
 	if stop, err := l.Watch(key, w.wake); err == nil {
 		w.stopWatch = stop
 		w.maxBackoff = maxBackoffWatching
 	}
-	return w
 }
 
 // wait returns when the key may be free, or with ctx's cause or
-// errClientClosed.
+// errClientClosed. It is called after a failed attempt.
 func (w *waiter) wait(ctx context.Context, closing <-chan struct{}, attempts int) error {
+	if w.woken {
+		w.fruitless++
+	}
 	d := min(minBackoff<<min(attempts-1, 20), w.maxBackoff)
 	d = d/2 + rand.N(d/2+1) // jitter keeps waiters from retrying in step
+	w.arm(d)
+	var gate <-chan time.Time // while set, a wake-up waits for it
+	if w.fruitless > 0 {
+		g := min(minBackoff<<min(w.fruitless-1, 20), maxWakeGate)
+		if rest := g - time.Since(w.lastTry); rest > 0 {
+			gateTimer := time.NewTimer(rest)
+			defer gateTimer.Stop()
+			gate = gateTimer.C
+		}
+	}
+	for {
+		wake := w.wake
+		if gate != nil {
+			wake = nil
+		}
+		select {
+		case <-wake:
+			return w.ended(true)
+		case <-gate:
+			gate = nil
+		case <-w.timer.C:
+			return w.ended(false)
+		case <-ctx.Done():
+			return ctxErr(ctx)
+		case <-closing:
+			return errClientClosed
+		}
+	}
+}
+
+func (w *waiter) arm(d time.Duration) {
 	if w.timer == nil {
 		w.timer = time.NewTimer(d)
-	} else {
-		w.timer.Reset(d)
+		return
 	}
-	select {
-	case <-w.wake:
-		return nil
-	case <-w.timer.C:
-		return nil
-	case <-ctx.Done():
-		return ctxErr(ctx)
-	case <-closing:
-		return errClientClosed
-	}
+	w.timer.Reset(d)
+}
+
+func (w *waiter) ended(woken bool) error {
+	w.woken = woken
+	w.lastTry = time.Now()
+	return nil
 }
 
 func (w *waiter) stop() {
