@@ -23,7 +23,10 @@
 // prefix of the key (only [A-Za-z0-9._-], at most 64 bytes, no leading dot)
 // and the first 128 bits of SHA-256(k) in hex, ending in ".lock", such as
 // "nightly-report-<32 hex digits>.lock". Whatever bytes a key holds ("../",
-// "/", NUL, unicode, 4 KiB) the file stays inside the directory.
+// "/", NUL, unicode, 4 KiB) the file stays inside the directory. Since the
+// name carries the start of the key, and keys may carry customer data,
+// errors name the directory and "<a key's lock file>", never the file; a
+// *fs.PathError keeps its cause, so errors.Is(err, fs.ErrPermission) holds.
 //
 // Anyone who can write to the directory can hold, remove or replace lock
 // files, so on a host shared with other users give the driver a private

@@ -32,12 +32,12 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 		return driver.Holder{}, false, nil // never locked
 	}
 	if err != nil {
-		return driver.Holder{}, false, fmt.Errorf("file: inspect: %w", err)
+		return driver.Holder{}, false, fmt.Errorf("file: inspect: %w", keyFree(err))
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return driver.Holder{}, false, fmt.Errorf("file: inspect: %w", err)
+		return driver.Holder{}, false, fmt.Errorf("file: inspect: %w", keyFree(err))
 	}
 	pid, held, err := flockHolder(idOf(fi))
 	if err != nil || !held {

@@ -27,8 +27,9 @@ const maxReplacedRetries = 8
 
 var errReplaced = errors.New("lock file replaced during the attempt")
 
-// Errors for contention carry no key or path: keys may hold customer data,
-// and these errors end up in logs.
+// Errors carry no key and no lock file name, which holds up to 64 bytes of
+// the key: keys may hold customer data, and errors end up in logs. Errors
+// about a lock file name the directory and lockFileDesc instead.
 var (
 	errHeldHere        = fmt.Errorf("file: held by another owner in this client: %w", driver.ErrLocked)
 	errLockedElsewhere = fmt.Errorf("file: lock file held by another process or client: %w", driver.ErrLocked)
@@ -103,6 +104,20 @@ func newLocker(dir string, heartbeat time.Duration) *locker {
 
 func errClosed() error { return fmt.Errorf("file: locker: %w", driver.ErrClosed) }
 
+// lockFileDesc stands for a lock file's name in errors.
+const lockFileDesc = "<a key's lock file>"
+
+// keyFree returns err, from an os call on a lock file, with the file's name
+// left out: a *fs.PathError names the directory and lockFileDesc instead,
+// and keeps Op and Err, so errors.Is(err, fs.ErrPermission) and errors.As
+// to *fs.PathError still work. Other errors are returned as they are.
+func keyFree(err error) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		return &fs.PathError{Op: pe.Op, Path: filepath.Join(filepath.Dir(pe.Path), lockFileDesc), Err: pe.Err}
+	}
+	return err
+}
+
 // checkDir checks that dir is a directory on a filesystem fit for flock.
 func checkDir(dir string) error {
 	fi, err := os.Stat(dir)
@@ -131,11 +146,10 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return g, err
 	}
 	name := FileName(req.Key)
-	path := filepath.Join(l.dir, name)
 	var h *hold
 	for attempt := 0; ; attempt++ {
 		var err error
-		h, err = lockFile(path)
+		h, err = lockFile(l.dir, name)
 		if err == nil {
 			break
 		}
@@ -151,15 +165,15 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			return driver.Grant{}, err
 		}
 		if attempt == maxReplacedRetries {
-			return driver.Grant{}, fmt.Errorf("file: %s keeps being replaced: %w", path, driver.ErrUnavailable)
+			return driver.Grant{}, fmt.Errorf("file: a lock file in %s keeps being replaced: %w", l.dir, driver.ErrUnavailable)
 		}
 	}
 	token, err := nextToken(h.rwF, req.Holder)
 	if err != nil {
 		h.close()
-		return driver.Grant{}, fmt.Errorf("file: %s: %w", path, err)
+		return driver.Grant{}, fmt.Errorf("file: fencing token of a lock file in %s: %w", l.dir, err)
 	}
-	h.key, h.owner, h.name, h.path = req.Key, req.Owner, name, path
+	h.key, h.owner, h.name = req.Key, req.Owner, name
 	h.grant = driver.Grant{Token: token}
 	h.onLost = req.OnLost
 
@@ -183,7 +197,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	l.mu.Unlock()
 	if stale != nil && stale.onLost != nil {
-		stale.onLost(lostError(stale.path))
+		stale.onLost(lostError(l.dir))
 	}
 	return h.grant, nil
 }
@@ -207,29 +221,31 @@ func (l *locker) heldBy(req driver.AcquireRequest) (driver.Grant, error, bool) {
 	}
 }
 
-// lockFile takes the flock on path. Attempts open the file read-only (flock
-// needs no write access), so a failed attempt's close is no IN_CLOSE_WRITE
-// and does not wake other waiters; only the winner opens it read-write.
-func lockFile(path string) (*hold, error) {
+// lockFile takes the flock on the lock file name in dir. Attempts open the
+// file read-only (flock needs no write access), so a failed attempt's close
+// is no IN_CLOSE_WRITE and does not wake other waiters; only the winner
+// opens it read-write. Errors name dir, never the file (see keyFree).
+func lockFile(dir, name string) (*hold, error) {
+	path := filepath.Join(dir, name)
 	lf, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|openFlags, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("file: open lock file: %w", err)
+		return nil, fmt.Errorf("file: open lock file: %w", keyFree(err))
 	}
 	if fi, err := lf.Stat(); err != nil || !fi.Mode().IsRegular() {
 		lf.Close()
-		return nil, fmt.Errorf("file: %s is not a regular file: %w", path, driver.ErrInvalid)
+		return nil, fmt.Errorf("file: a lock file in %s is not a regular file: %w", dir, driver.ErrInvalid)
 	}
 	if err := flock(lf, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lf.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN) {
 			return nil, errLockedElsewhere
 		}
-		return nil, fmt.Errorf("file: flock %s: %w", path, err)
+		return nil, fmt.Errorf("file: flock a lock file in %s: %w", dir, keyFree(err))
 	}
 	lfi, err := lf.Stat()
 	if err != nil {
 		lf.Close()
-		return nil, fmt.Errorf("file: %w", err)
+		return nil, fmt.Errorf("file: %w", keyFree(err))
 	}
 	id := idOf(lfi)
 	// Opening by path again also checks that the path still names the
@@ -241,13 +257,13 @@ func lockFile(path string) (*hold, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, errReplaced
 		}
-		return nil, fmt.Errorf("file: open lock file for writing: %w", err)
+		return nil, fmt.Errorf("file: open lock file for writing: %w", keyFree(err))
 	}
-	h := &hold{lockF: lf, rwF: rw, id: id}
+	h := &hold{lockF: lf, rwF: rw, id: id, path: path}
 	rfi, err := rw.Stat()
 	if err != nil {
 		h.close()
-		return nil, fmt.Errorf("file: %w", err)
+		return nil, fmt.Errorf("file: %w", keyFree(err))
 	}
 	if idOf(rfi) != id {
 		h.close()
@@ -302,13 +318,13 @@ func nextToken(f *os.File, who driver.Holder) (uint64, error) {
 	next := last + 1
 	content := fmt.Appendf(nil, "%d\n%s %d %d\n", next, holderHost(who.Host), who.PID, sinceNanos(who.Since))
 	if _, err := f.WriteAt(content, 0); err != nil {
-		return 0, fmt.Errorf("write fencing token: %w", err)
+		return 0, fmt.Errorf("write fencing token: %w", keyFree(err))
 	}
 	if err := f.Truncate(int64(len(content))); err != nil {
-		return 0, fmt.Errorf("write fencing token: %w", err)
+		return 0, fmt.Errorf("write fencing token: %w", keyFree(err))
 	}
 	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("sync fencing token: %w", err)
+		return 0, fmt.Errorf("sync fencing token: %w", keyFree(err))
 	}
 	return next, nil
 }
@@ -319,7 +335,7 @@ func readLockFile(f *os.File) (uint64, driver.Holder, error) {
 	buf := make([]byte, maxLockFile)
 	n, err := f.ReadAt(buf, 0)
 	if err != nil && err != io.EOF {
-		return 0, driver.Holder{}, fmt.Errorf("read fencing token: %w", err)
+		return 0, driver.Holder{}, fmt.Errorf("read fencing token: %w", keyFree(err))
 	}
 	if n == 0 {
 		return 0, driver.Holder{}, nil
@@ -368,8 +384,8 @@ func sinceNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-func lostError(path string) error {
-	return fmt.Errorf("file: lock file %s was removed or replaced, so the lock no longer excludes anyone: %w", path, driver.ErrNotHeld)
+func lostError(dir string) error {
+	return fmt.Errorf("file: a lock file in %s was removed or replaced, so the lock no longer excludes anyone: %w", dir, driver.ErrNotHeld)
 }
 
 // Release closes the key's lock file, which releases the flock, and wakes
@@ -395,7 +411,7 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	h.close()
 	l.wakeLocked(h.name)
 	if lost {
-		return lostError(h.path)
+		return lostError(l.dir)
 	}
 	return nil
 }
@@ -553,7 +569,7 @@ func (l *locker) checkHeld() {
 		l.wakeLocked(h.name)
 		l.mu.Unlock()
 		if h.onLost != nil {
-			h.onLost(lostError(h.path))
+			h.onLost(lostError(l.dir))
 		}
 	}
 }
