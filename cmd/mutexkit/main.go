@@ -18,6 +18,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -54,9 +56,13 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "status":
 		return statusCmd(args[1:], stdout, stderr)
 	case "drivers":
-		if len(args) > 1 && isHelp(args[1]) {
+		switch {
+		case len(args) == 2 && isHelp(args[1]):
 			fmt.Fprint(stdout, driversUsage)
 			return 0
+		case len(args) > 1:
+			fmt.Fprintln(stderr, "mutexkit drivers: takes no arguments; see mutexkit drivers --help")
+			return exitUsage
 		}
 		fmt.Fprintln(stdout, strings.Join(mutex.Drivers(), "\n"))
 		return 0
@@ -70,6 +76,31 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 func isHelp(arg string) bool {
 	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// parseFlags parses a subcommand's flags. Help, asked for, goes to stdout
+// in full; a mistake gets one line on stderr, as every other error does,
+// not the whole help. done is true when the command should exit with code.
+func parseFlags(fs *flag.FlagSet, help string, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	fs.SetOutput(io.Discard) // the flag package would print the error and the whole help
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, help)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return 0, true
+	case err != nil:
+		return usageFail(stderr, fs.Name(), err), true
+	}
+	return 0, false
+}
+
+// usageFail prints a usage mistake on one line and returns exitUsage.
+func usageFail(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "mutexkit %s: %v; see mutexkit %s --help\n", cmd, err, cmd)
+	return exitUsage
 }
 
 // fail prints err on one line, prefixed, and returns code.

@@ -350,3 +350,30 @@ func TestErrorsHideThePassword(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageMistakeOneLine: a mistake in the arguments gets one line on
+// stderr that says what and where to look, not the whole help; help asked
+// for goes to stdout.
+func TestUsageMistakeOneLine(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--key", "k", "--bogus", "--", "true"}, "mutexkit run: flag provided but not defined: -bogus; see mutexkit run --help"},
+		{[]string{"run", "--key", "k", "--wait", "soon", "--", "true"}, `mutexkit run: invalid value "soon" for flag -wait`},
+		{[]string{"status", "--key", "k", "-x"}, "mutexkit status: flag provided but not defined: -x; see mutexkit status --help"},
+		{[]string{"status", "--key", "k", "extra"}, "mutexkit status: --key is required, and nothing else; see mutexkit status --help"},
+		{[]string{"drivers", "extra"}, "mutexkit drivers: takes no arguments; see mutexkit drivers --help"},
+	} {
+		code, out, stderr := e.run(c.args...)
+		if code != exitUsage || out != "" || !strings.HasPrefix(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want %d and one line starting %q", c.args, code, out, stderr, exitUsage, c.want)
+		}
+	}
+	for _, args := range [][]string{{"run", "--help"}, {"status", "-h"}} {
+		if code, out, stderr := e.run(args...); code != 0 || !strings.HasPrefix(out, "Usage") || !strings.Contains(out, "-key") || stderr != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want the help and its flags on stdout", args, code, out, stderr)
+		}
+	}
+}

@@ -53,11 +53,10 @@ type runConfig struct {
 	program            []string
 }
 
-func parseRun(args []string, stderr io.Writer) (runConfig, error) {
-	var c runConfig
+// parseRun parses the run flags. done is true when the command should
+// exit with code (help given, or a usage mistake reported).
+func parseRun(args []string, stdout, stderr io.Writer) (c runConfig, code int, done bool) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, runUsage); fs.PrintDefaults() }
 	fs.StringVar(&c.key, "key", "", "lock key: one per job (required)")
 	fs.StringVar(&c.dsn, "dsn", "", "lock backend DSN (default $MUTEXKIT_DSN; none: the file driver, this host only)")
 	fs.StringVar(&c.driver, "driver", "", "driver name, when the DSN's scheme does not tell (see mutexkit drivers)")
@@ -67,17 +66,21 @@ func parseRun(args []string, stderr io.Writer) (runConfig, error) {
 	fs.DurationVar(&c.grace, "grace", 5*time.Second, "after SIGTERM to a program whose lock was lost, wait this long before SIGKILL")
 	fs.IntVar(&c.skipCode, "skip-code", exitSkipped, "exit code when the lock is held elsewhere")
 	fs.IntVar(&c.lostCode, "lost-code", exitLost, "exit code when the lock was lost while the program ran")
-	if err := fs.Parse(args); err != nil {
-		return c, err
+	if code, done := parseFlags(fs, runUsage, args, stdout, stderr); done {
+		return c, code, true
 	}
 	c.program = fs.Args()
+	var err error
 	switch {
 	case c.key == "":
-		return c, usageError{errors.New("--key is required")}
+		err = errors.New("--key is required")
 	case len(c.program) == 0:
-		return c, usageError{errors.New("no program to run: put it after --, as in mutexkit run --key K -- program args")}
+		err = errors.New("no program to run: put it after --, as in mutexkit run --key K -- program args")
 	case c.wait < 0 || c.minHold < 0 || c.grace < 0:
-		return c, usageError{errors.New("--wait, --min-hold and --grace cannot be negative")}
+		err = errors.New("--wait, --min-hold and --grace cannot be negative")
+	}
+	if err != nil {
+		return c, usageFail(stderr, "run", err), true
 	}
 	ttl := c.ttl
 	if ttl == 0 {
@@ -87,22 +90,15 @@ func parseRun(args []string, stderr io.Writer) (runConfig, error) {
 	// margin; the program is stopped when less than --grace is left, so
 	// the TTL must leave room for the grace period.
 	if ttl < 3*c.grace || ttl < c.grace+2*time.Second {
-		return c, usageError{fmt.Errorf("--ttl %v must be at least 3 times --grace %v and 2s more than it, so that a program can be stopped before its lease lapses", ttl, c.grace)}
+		return c, usageFail(stderr, "run", fmt.Errorf("--ttl %v must be at least 3 times --grace %v and 2s more than it, so that a program can be stopped before its lease lapses", ttl, c.grace)), true
 	}
-	return c, nil
+	return c, 0, false
 }
 
 func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg, err := parseRun(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		var ue usageError
-		if errors.As(err, &ue) { // the flag package prints its own errors
-			fmt.Fprintf(stderr, "mutexkit run: %v (see mutexkit run --help)\n", err)
-		}
-		return exitUsage
+	cfg, code, done := parseRun(args, stdout, stderr)
+	if done {
+		return code
 	}
 	be, err := resolveBackend(cfg.driver, cfg.dsn)
 	if err != nil {
@@ -129,9 +125,6 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	return runUnderLease(lease, cfg, sigs, stdin, stdout, stderr)
 }
-
-// usageError is a mistake in the arguments found after parsing them.
-type usageError struct{ error }
 
 // acquire takes the lock, waiting up to cfg.wait. ok is false when the
 // command should exit with code.

@@ -26,20 +26,14 @@ Flags:
 
 func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, statusUsage); fs.PrintDefaults() }
 	key := fs.String("key", "", "lock key (required)")
 	dsn := fs.String("dsn", "", "lock backend DSN (default $MUTEXKIT_DSN; none: the file driver, this host only)")
 	driverName := fs.String("driver", "", "driver name, when the DSN's scheme does not tell")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+	if code, done := parseFlags(fs, statusUsage, args, stdout, stderr); done {
+		return code
 	}
 	if *key == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "mutexkit status: --key is required, and nothing else (see mutexkit status --help)")
-		return exitUsage
+		return usageFail(stderr, "status", errors.New("--key is required, and nothing else"))
 	}
 	be, err := resolveBackend(*driverName, *dsn)
 	if err != nil {
