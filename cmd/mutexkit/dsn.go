@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,11 @@ type backend struct {
 	fallback    bool // no DSN given: the file driver in its default directory
 }
 
+// errMemDriver: the mem driver's table lives in the process, and the
+// command's process ends with its run, so every run would find the lock
+// free. The command does not compile it in.
+var errMemDriver = errors.New("the mem driver keeps locks in the memory of one process, and each mutexkit run is a process of its own: it would always find the lock free; use a server DSN, or the file driver for this host")
+
 // resolveBackend picks the driver: --driver if given, else from the DSN's
 // scheme. The error names the scheme, never the rest of the DSN, which may
 // hold a password.
@@ -20,6 +26,9 @@ func resolveBackend(driverFlag, dsnFlag string) (backend, error) {
 	dsn := dsnFlag
 	if dsn == "" {
 		dsn = os.Getenv("MUTEXKIT_DSN")
+	}
+	if driverFlag == "mem" {
+		return backend{}, errMemDriver
 	}
 	if driverFlag != "" {
 		return backend{driver: driverFlag, dsn: dsn}, nil
@@ -45,7 +54,7 @@ func resolveBackend(driverFlag, dsnFlag string) (backend, error) {
 	case "file":
 		return backend{driver: "file", dsn: dsn}, nil
 	case "mem":
-		return backend{driver: "mem", dsn: strings.TrimPrefix(dsn, scheme+"://")}, nil
+		return backend{}, errMemDriver
 	}
 	return backend{}, fmt.Errorf("unknown DSN scheme %q: want postgres://, redis://, rediss:// or file://, or --driver", scheme)
 }

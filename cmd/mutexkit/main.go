@@ -26,7 +26,6 @@ import (
 	"strings"
 
 	_ "github.com/mutexkit/mutexkit/driver/file"
-	_ "github.com/mutexkit/mutexkit/driver/mem"
 	_ "github.com/mutexkit/mutexkit/driver/postgres"
 	_ "github.com/mutexkit/mutexkit/driver/redlock"
 	"github.com/mutexkit/mutexkit/mutex"

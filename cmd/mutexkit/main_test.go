@@ -315,7 +315,7 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%v: no examples", args)
 		}
 	}
-	if code, out, _ := e.run("drivers"); code != 0 || !strings.Contains(out, "file\n") || !strings.Contains(out, "mem\n") {
+	if code, out, _ := e.run("drivers"); code != 0 || !strings.Contains(out, "file\n") || !strings.Contains(out, "redlock\n") {
 		t.Errorf("drivers: %d %q", code, out)
 	}
 	for _, args := range [][]string{
@@ -374,6 +374,25 @@ func TestUsageMistakeOneLine(t *testing.T) {
 	for _, args := range [][]string{{"run", "--help"}, {"status", "-h"}} {
 		if code, out, stderr := e.run(args...); code != 0 || !strings.HasPrefix(out, "Usage") || !strings.Contains(out, "-key") || stderr != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want the help and its flags on stdout", args, code, out, stderr)
+		}
+	}
+}
+
+// TestNoMemDriver: the mem driver's locks live in one process, and each
+// run is a process of its own, so the command neither lists nor takes it.
+func TestNoMemDriver(t *testing.T) {
+	e := newEnv(t)
+	if code, out, _ := e.run("drivers"); code != 0 || strings.Contains(out, "mem") {
+		t.Errorf("drivers: exit %d, %q; want no mem", code, out)
+	}
+	for _, args := range [][]string{
+		{"run", "--key", "k", "--driver", "mem", "--", "true"},
+		{"run", "--key", "k", "--dsn", "mem://x", "--", "true"},
+		{"status", "--key", "k", "--driver", "mem"},
+	} {
+		code, _, stderr := e.run(args...)
+		if code != exitUsage || !strings.Contains(stderr, "memory of one process") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q; want %d and one line saying why", args, code, stderr, exitUsage)
 		}
 	}
 }
