@@ -68,7 +68,7 @@ type LeaseEnd struct {
 	Driver string
 	Key    string
 	Held   time.Duration // from acquisition to the end
-	Err    error         // nil when released cleanly; matches mutex.ErrLockLost when lost
+	Err    error         // nil when released cleanly; matches mutex.ErrLockLost when lost, ErrClosed when ended by Client.Close
 }
 
 // Renewed describes one lease's renewal.

@@ -173,10 +173,17 @@ func (c *Client) Inspect(ctx context.Context, key string) (h Holder, held bool, 
 // closeReleaseTimeout bounds the releases Close makes on its own.
 const closeReleaseTimeout = 10 * time.Second
 
-// Close ends every lease of this client (each reports an error matching
-// ErrLockLost and ErrClosed, since its holder is no longer protected),
-// releases them on the backend, stops background work, waits for it and
-// closes the driver. Later operations return ErrClosed. Close is idempotent.
+// Close ends every lease of this client, releases them on the backend,
+// stops background work, waits for it and closes the driver. Later
+// operations return ErrClosed. Close is idempotent.
+//
+// A lease ended by Close is not lost: its Err matches ErrClosed (not
+// ErrLockLost), the context of a Do or TryDo running under it is cancelled
+// with cause ErrClosed, and observers see an end matching
+// driver.ErrClosed. Its holder is no longer protected all the same, so a
+// program shuts down in this order: stop starting work, cancel the
+// contexts of the Do calls and wait for them to return (their Unlock
+// releases each lock), then Close.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -201,10 +208,10 @@ func (c *Client) Close() error {
 		if !l.acquiredYet() {
 			continue // its Lock is still running and will see ErrClosed
 		}
-		lost := opError("close", l.key, nil, ErrLockLost, ErrClosed)
-		wasHeld := l.end(lost)
+		ended := opError("close", l.key, nil, ErrClosed, driver.ErrClosed)
+		wasHeld := l.end(ended)
 		if wasHeld {
-			c.observeEnd(l, lost)
+			c.observeEnd(l, ended)
 		}
 		if wasHeld || l.pendingRelease() {
 			if err := locker.Release(ctx, l.key, l.owner); err != nil && !errors.Is(err, driver.ErrNotHeld) {

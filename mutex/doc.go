@@ -9,11 +9,16 @@
 //
 //	client, err := mutex.Open("postgres", "postgres://app@db/app?sslmode=disable")
 //	...
-//	lease, err := client.NewMutex("nightly-report").TryLock(ctx)
+//	err = client.NewMutex("nightly-report").TryDo(ctx, func(ctx context.Context) error {
+//		return report(ctx) // ctx ends if the lease is lost
+//	})
 //	if errors.Is(err, mutex.ErrLocked) {
-//		return // already running in another pod
+//		return nil // already running in another pod
 //	}
-//	defer lease.Unlock(ctx)
+//
+// TryDo (one attempt, ErrLocked when held) is the cron job's call: every
+// replica fires, one runs the job. Do waits for the lock, so every caller
+// runs fn in turn: for work each must do, one at a time.
 //
 // # What this package does once, for every driver
 //
@@ -28,11 +33,23 @@
 //     renewals keep failing until its validity (measured on the local
 //     monotonic clock from before the acquire was sent, less a margin of a
 //     tenth of it, at most one second) runs out, when its session dies
-//     (PostgreSQL, file), or when its client is closed. Then Done closes, Err
-//     matches ErrLockLost, the context of Do is cancelled with that cause, and
-//     Unlock reports it.
+//     (PostgreSQL, file). Then Done closes, Err matches ErrLockLost, the
+//     context of Do is cancelled with that cause, and Unlock reports it.
+//   - Waiting out outages: Lock waits out a backend that is unreachable
+//     (driver.ErrUnavailable), the first connection included, and when its
+//     context ends the error keeps the last attempt's outcome: ErrLocked if
+//     the key was held, the driver's error if the backend was unreachable.
+//     A refusal (ErrDenied: credentials, an unknown database) ends it at once.
 //   - Exclusion inside a client: two Mutex values of one client with one key
 //     exclude each other here, without leaning on the backend's re-entrancy.
+//
+// # Shutdown
+//
+// Client.Close ends the leases still held: their Err matches ErrClosed, not
+// ErrLockLost, and Do's context is cancelled with cause ErrClosed. A lease
+// ended so is released, but its work was cut short: shut down by cancelling
+// the contexts of running Do calls, waiting for them to return, then
+// calling Close.
 //
 // # Guarantees and their limits
 //

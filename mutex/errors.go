@@ -21,11 +21,13 @@ var (
 	ErrNotHeld = errors.New("mutex: lease is not held")
 
 	// ErrLockLost: the lease ended without Unlock: it expired, its session
-	// died, renewals failed until its validity ran out, or its client was
-	// closed. The critical section may have run unprotected.
+	// died, or renewals failed until its validity ran out. The critical
+	// section may have run unprotected. (A lease ended by Client.Close
+	// matches ErrClosed instead.)
 	ErrLockLost = errors.New("mutex: lease lost")
 
-	// ErrClosed: the Client was closed.
+	// ErrClosed: the Client was closed, before the operation or while the
+	// lease was held.
 	ErrClosed = errors.New("mutex: client closed")
 
 	// ErrInvalid: a key, option or DSN is malformed. The message says which.

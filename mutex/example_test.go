@@ -59,8 +59,33 @@ func ExampleMutex_TryLock() {
 	// pod B after A unlocked: <nil>
 }
 
-// Do holds the lock while fn runs, and cancels fn's context if the lease is
-// lost.
+// The cron job in every replica: each fires at 02:00, one runs the report,
+// the others skip. WithMinHold keeps the lock five minutes, so a replica
+// whose timer fires a little late, after the job ended, skips too.
+func ExampleMutex_TryDo() {
+	client, _ := mutex.Open("mem", "example-trydo")
+	defer client.Close()
+	report := client.NewMutex("nightly-report", mutex.WithMinHold(5*time.Minute))
+
+	err := report.TryDo(context.Background(), func(ctx context.Context) error {
+		fmt.Println("running the nightly report")
+		return nil // stop when ctx ends: the lease was lost or the client closed
+	})
+	fmt.Println("first replica:", err)
+	err = report.TryDo(context.Background(), func(ctx context.Context) error {
+		fmt.Println("running it again") // not reached
+		return nil
+	})
+	fmt.Println("second replica skips:", errors.Is(err, mutex.ErrLocked))
+	// Output:
+	// running the nightly report
+	// first replica: <nil>
+	// second replica skips: true
+}
+
+// Do waits for the lock, holds it while fn runs, and cancels fn's context
+// if the lease is lost. Every caller runs fn in turn: for run-once-or-skip
+// work, such as a cron job, use TryDo.
 func ExampleMutex_Do() {
 	client, _ := mutex.Open("mem", "example-do")
 	defer client.Close()

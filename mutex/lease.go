@@ -54,7 +54,10 @@ const (
 // first called.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-var errAlreadyUnlocked = errors.New("lease already unlocked")
+var (
+	errAlreadyUnlocked = errors.New("lease already unlocked")
+	errNoLease         = errors.New("no lease (nil): the Lock or TryLock that would have returned it failed")
+)
 
 // Key returns the key the lease holds.
 func (l *Lease) Key() string { return l.key }
@@ -81,7 +84,8 @@ func (l *Lease) Expires() time.Time {
 	return l.acquired.Add(l.lostAt)
 }
 
-// Done returns a channel closed when the lease ends: unlocked or lost.
+// Done returns a channel closed when the lease ends: unlocked, lost, or
+// ended by Client.Close.
 func (l *Lease) Done() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -94,8 +98,9 @@ func (l *Lease) Done() <-chan struct{} {
 	return l.done
 }
 
-// Err returns nil while the lease is held and after a clean Unlock, and an
-// error matching ErrLockLost once it is lost. It checks the lease's
+// Err returns nil while the lease is held and after a clean Unlock, an
+// error matching ErrLockLost once it is lost, and one matching ErrClosed
+// once its client was closed while it was held. It checks the lease's
 // validity on the local clock, so it reports an expired lease even before
 // the client's renewal machinery has noticed.
 func (l *Lease) Err() error {
@@ -121,14 +126,18 @@ func (l *Lease) pastExpiry() bool {
 }
 
 // Unlock releases the lock. It returns an error matching ErrNotHeld if the
-// lease was already unlocked, and one matching both ErrLockLost and
+// lease was already unlocked (or is nil), one matching both ErrLockLost and
 // ErrNotHeld if it was lost: then the critical section may have overlapped
-// another holder's, and the caller must be able to tell.
+// another holder's, and the caller must be able to tell; and one matching
+// ErrClosed and ErrNotHeld if its client was closed first.
 //
 // With WithMinHold, Unlock returns at once and the client releases the lock
 // when the minimum hold has passed. If Unlock fails for another reason (the
 // backend is unreachable), the backend frees the lock at TTL or session end.
 func (l *Lease) Unlock(ctx context.Context) error {
+	if l == nil { // the lease of a Lock that failed: a deferred Unlock must not panic
+		return opError("unlock", "", errNoLease, ErrNotHeld)
+	}
 	l.mu.Lock()
 	switch {
 	case l.state == stateHeld && l.pastExpiry():

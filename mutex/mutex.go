@@ -33,27 +33,51 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) { return m.acquire(ctx
 // key is held, by another client or by another Mutex of this one.
 func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, false) }
 
-// unlockTimeout bounds the Unlock that Do makes with a context of its own.
+// unlockTimeout bounds the Unlock that Do and TryDo make with a context of
+// their own.
 const unlockTimeout = 10 * time.Second
 
-// Do runs fn while holding the lock: it calls Lock, runs fn with a context
-// that is cancelled, with cause ErrLockLost, if the lease is lost, and then
-// unlocks with a context of its own (ctx may be done by then). It returns
+// Do waits for the lock (it calls Lock), runs fn while holding it, and
+// unlocks. Every caller runs fn in turn: for work that one replica should
+// do while the others skip, such as a cron job, use TryDo.
+//
+// fn's context is cancelled if the lease ends before fn returns: with
+// cause ErrLockLost if it is lost, ErrClosed if the client is closed. Do
+// unlocks with a context of its own (ctx may be done by then) and returns
 // errors.Join of fn's error, the loss, and an Unlock failure. If fn panics,
 // Do unlocks and the panic goes on.
-func (m *Mutex) Do(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+func (m *Mutex) Do(ctx context.Context, fn func(ctx context.Context) error) error {
 	lease, err := m.Lock(ctx)
 	if err != nil {
 		return err
 	}
+	return lease.run(ctx, fn)
+}
+
+// TryDo is Do with one attempt (it calls TryLock): when the key is held it
+// returns an error matching ErrLocked and does not run fn. It is the cron
+// job's call: every replica fires, one runs the job, the others skip.
+// With WithMinHold, replicas whose timers fire a little later skip too.
+func (m *Mutex) TryDo(ctx context.Context, fn func(ctx context.Context) error) error {
+	lease, err := m.TryLock(ctx)
+	if err != nil {
+		return err
+	}
+	return lease.run(ctx, fn)
+}
+
+// run runs fn under the lease, then unlocks it (Do, TryDo).
+func (l *Lease) run(ctx context.Context, fn func(ctx context.Context) error) (err error) {
 	fnCtx, cancel := context.WithCancelCause(ctx)
-	lease.setOnEnd(cancel)
+	l.setOnEnd(cancel)
 	defer func() { // runs on panic too
+		ended := context.Cause(fnCtx) // the lease's end, if it came while fn ran
 		cancel(nil)
 		uctx, cancelUnlock := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
 		defer cancelUnlock()
-		if uerr := lease.Unlock(uctx); uerr != nil {
-			err = errors.Join(err, uerr) // a loss shows here as ErrLockLost
+		uerr := l.Unlock(uctx) // a loss shows here, as ErrLockLost
+		if uerr != nil && !(ended != nil && errors.Is(err, ended) && errors.Is(uerr, ErrNotHeld)) {
+			err = errors.Join(err, uerr) // unless fn returned the same end already
 		}
 	}()
 	return fn(fnCtx)
