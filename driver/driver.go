@@ -18,8 +18,8 @@
 //	client, err := mutex.Open("mem", "")
 //
 // A driver author implements Driver, Connector and Locker, registers the
-// Driver with mutex.Register in an init function, and proves it with
-// conformance.Run.
+// Driver with this package's Register in an init function (a driver never
+// imports package mutex), and proves it with conformance.Run.
 package driver
 
 import (

@@ -12,8 +12,9 @@ import (
 )
 
 // Register makes a driver available to Open under name. It panics if d is
-// nil, name is empty, or name is taken. Drivers call it (through
-// driver.Register) from init.
+// nil, name is empty, or name is taken. It is driver.Register, for a
+// program that registers a driver of its own; drivers themselves call
+// driver.Register from init, so that they need not import this package.
 func Register(name string, d driver.Driver) { driver.Register(name, d) }
 
 // Drivers returns the names of the registered drivers, sorted.
