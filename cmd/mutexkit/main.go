@@ -5,6 +5,7 @@
 //	mutexkit run --key nightly-report -- ./report --since yesterday
 //	mutexkit status --key nightly-report
 //	mutexkit drivers
+//	mutexkit version
 //
 // The lock's backend follows from the DSN (--dsn or MUTEXKIT_DSN):
 // postgres://, redis:// or rediss://, file:// or a directory. With no DSN it
@@ -65,6 +66,8 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, strings.Join(mutex.Drivers(), "\n"))
 		return 0
+	case "version", "-version", "--version":
+		return versionCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -119,6 +122,7 @@ Usage:
   mutexkit run [flags] -- program [args...]   run program while holding the lock
   mutexkit status [flags]                     tell whether a lock is free or held, and by whom
   mutexkit drivers                            list the lock drivers compiled in
+  mutexkit version                            print the version of this binary
 
 Run "mutexkit run --help" or "mutexkit status --help" for their flags.
 

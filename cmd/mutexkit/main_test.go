@@ -396,3 +396,45 @@ func TestNoMemDriver(t *testing.T) {
 		}
 	}
 }
+
+// TestVersion: version prints the module version from the build
+// information, as go version -m reads it, and the Go version; a build
+// without version control information says (devel).
+func TestVersion(t *testing.T) {
+	e := newEnv(t)
+	out, err := exec.Command("go", "version", "-m", binary).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mod, goVersion string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && strings.HasSuffix(f[0], ":"):
+			goVersion = f[1] // "binary: go1.26.0"
+		case len(f) >= 3 && f[0] == "mod":
+			mod = f[2]
+		}
+	}
+	if mod == "" || goVersion == "" {
+		t.Fatalf("go version -m:\n%s", out)
+	}
+	want := fmt.Sprintf("mutexkit %s %s ", mod, goVersion)
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		if code, got, _ := e.run(args...); code != 0 || !strings.HasPrefix(got, want) || strings.Count(got, "\n") != 1 {
+			t.Errorf("%v: exit %d, %q; want one line starting %q", args, code, got, want)
+		}
+	}
+	if code, _, stderr := e.run("version", "extra"); code != exitUsage || stderr == "" {
+		t.Errorf("version extra: exit %d, %q; want %d", code, stderr, exitUsage)
+	}
+
+	devel := filepath.Join(e.dir, "mutexkit-novcs")
+	if out, err := exec.Command("go", "build", "-buildvcs=false", "-o", devel, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	got, err := exec.Command(devel, "version").Output()
+	if err != nil || !strings.HasPrefix(string(got), "mutexkit (devel) go") {
+		t.Fatalf("version of a build without VCS information: %q, %v; want (devel)", got, err)
+	}
+}
