@@ -50,25 +50,31 @@ func run(key string, work time.Duration) error {
 	if err != nil {
 		return err
 	}
-	defer client.Close()
+	defer client.Close() // after TryDo returned: it has unlocked already
 
-	lease, err := client.NewMutex(key).TryLock(ctx)
+	// TryDo, not Do: Do would wait, and every pod would run the job in turn.
+	// (A long-lived service would add mutex.WithMinHold, so that pods whose
+	// timers fire a little late skip too; this process ends with the job,
+	// and Close releases the lock, so it would not help here: mutexkit run
+	// --min-hold waits instead.)
+	err = client.NewMutex(key).TryDo(ctx, func(ctx context.Context) error {
+		return job(ctx, key, work)
+	})
 	if errors.Is(err, mutex.ErrLocked) {
 		fmt.Printf("pid %d: %q is already running elsewhere; skipping\n", os.Getpid(), key)
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	defer lease.Unlock(context.WithoutCancel(ctx))
+	return err
+}
 
-	fmt.Printf("pid %d: running %q (fencing token %d)\n", os.Getpid(), key, lease.Token())
+// job is the work. Its ctx ends if the lock is lost (then context.Cause
+// matches mutex.ErrLockLost) or on SIGINT/SIGTERM.
+func job(ctx context.Context, key string, work time.Duration) error {
+	fmt.Printf("pid %d: running %q\n", os.Getpid(), key)
 	select {
-	case <-time.After(work): // the job
-	case <-lease.Done():
-		return fmt.Errorf("lock lost while the job ran: %w", lease.Err())
+	case <-time.After(work):
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("job stopped: %w", context.Cause(ctx))
 	}
 	fmt.Printf("pid %d: %q done\n", os.Getpid(), key)
 	return nil
