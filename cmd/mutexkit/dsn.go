@@ -34,7 +34,7 @@ func resolveBackend(driverFlag, dsnFlag string) (backend, error) {
 		return backend{driver: driverFlag, dsn: dsn}, nil
 	}
 	if dsn == "" {
-		return backend{driver: "file", fallback: true}, nil
+		return backend{driver: "file", dsn: defaultFileDir(), fallback: true}, nil
 	}
 	scheme, _, hasScheme := strings.Cut(dsn, "://")
 	if !hasScheme {
@@ -59,5 +59,7 @@ func resolveBackend(driverFlag, dsnFlag string) (backend, error) {
 	return backend{}, fmt.Errorf("unknown DSN scheme %q: want postgres://, redis://, rediss:// or file://, or --driver", scheme)
 }
 
-// defaultFileDir is where the file driver keeps lock files without a DSN.
-func defaultFileDir() string { return filepath.Join(os.TempDir(), "mutexkit") }
+// defaultFileDir is where the command keeps lock files without a DSN. Not
+// $TMPDIR/mutexkit, the obvious place to build the binary: one of the two
+// would find the other in its way.
+func defaultFileDir() string { return filepath.Join(os.TempDir(), "mutexkit-locks") }

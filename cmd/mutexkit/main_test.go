@@ -279,8 +279,31 @@ func TestNoDSNSaysHostLocal(t *testing.T) {
 	if code != 0 || strings.Count(stderr, "host-local") != 1 {
 		t.Fatalf("exit %d, stderr %q; want one host-local notice", code, stderr)
 	}
-	if !fileExists(filepath.Join(e.dir, "mutexkit")) {
-		t.Error("the default lock directory is not under TMPDIR")
+	if !fileExists(filepath.Join(e.dir, "mutexkit-locks")) || !strings.Contains(stderr, filepath.Join(e.dir, "mutexkit-locks")) {
+		t.Errorf("the default lock directory is not $TMPDIR/mutexkit-locks, or not named: %q", stderr)
+	}
+}
+
+// TestBinaryInTMPDIR: the binary built as $TMPDIR/mutexkit, the obvious
+// place, and the default lock directory do not get in each other's way.
+func TestBinaryInTMPDIR(t *testing.T) {
+	e := newEnv(t)
+	e.vars = []string{"MUTEXKIT_DSN=", "TMPDIR=" + e.dir}
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inTmp := filepath.Join(e.dir, "mutexkit")
+	if err := os.WriteFile(inTmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(inTmp, "run", "--key", "k", "--", "true")
+	cmd.Env = append(os.Environ(), e.vars...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("$TMPDIR/mutexkit run with no DSN: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(inTmp); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("the binary at $TMPDIR/mutexkit: %v, %v", fi, err)
 	}
 }
 
