@@ -520,8 +520,9 @@ func testClose(f *fixture) {
 		f.Fatalf("Close: %v", err)
 	}
 	f.waitDone(l, 10*time.Second, "lease of a closed client")
-	if err := l.Err(); !errors.Is(err, mutex.ErrLockLost) || !errors.Is(err, mutex.ErrClosed) {
-		f.Errorf("Err of a lease of a closed client: %v; want ErrLockLost and ErrClosed", err)
+	// Closing is not losing: a shutdown must not look like a loss.
+	if err := l.Err(); !errors.Is(err, mutex.ErrClosed) || errors.Is(err, mutex.ErrLockLost) {
+		f.Errorf("Err of a lease of a closed client: %v; want ErrClosed and not ErrLockLost", err)
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, 20*time.Second)
 	defer cancel()
@@ -542,8 +543,8 @@ func testClose(f *fixture) {
 	if err := c.Ping(f.ctx); !errors.Is(err, mutex.ErrClosed) {
 		f.Errorf("Ping after Close: %v; want ErrClosed", err)
 	}
-	if err := l.Unlock(f.ctx); !errors.Is(err, mutex.ErrNotHeld) {
-		f.Errorf("Unlock after Close: %v; want ErrNotHeld", err)
+	if err := l.Unlock(f.ctx); !errors.Is(err, mutex.ErrNotHeld) || !errors.Is(err, mutex.ErrClosed) {
+		f.Errorf("Unlock after Close: %v; want ErrClosed and ErrNotHeld", err)
 	}
 }
 
