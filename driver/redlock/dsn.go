@@ -96,11 +96,18 @@ func parseDSN(dsn string) (config, error) {
 	default:
 		return cfg, dsnErrorf("want redis://host:port[,host:port...][/db][?options] or rediss:// for TLS")
 	}
-	// A password may hold any byte, '/', '?' and '@' included when the user
-	// forgot to escape them; hosts, the db and the options never hold '@'.
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-		userinfo := rest[:at]
-		rest = rest[at+1:]
+	// The authority (user info and hosts) ends at the first '/', '?' or
+	// '#' (RFC 3986), and the user info at its last '@': an '@' in an
+	// option value (prefix=team@...) must not make the text before it a
+	// password, sent to whatever host follows.
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		userinfo := authority[:at]
+		authority = authority[at+1:]
 		user, pass, hasPass := strings.Cut(userinfo, ":")
 		var err error
 		if cfg.user, err = url.PathUnescape(user); err != nil {
@@ -112,32 +119,46 @@ func parseDSN(dsn string) (config, error) {
 			}
 		}
 	}
-	hostPart, query, _ := strings.Cut(rest, "?")
-	hostPart, dbPart, hasDB := strings.Cut(hostPart, "/")
-	if hostPart == "" {
-		return cfg, dsnErrorf("no host")
+	if err := cfg.parseAddress(authority, tail); err != nil {
+		if strings.Contains(tail, "@") {
+			// Likely a password with an unescaped '/', '?' or '#', cut
+			// there: its pieces are in the text an error would quote.
+			return cfg, dsnErrorf("bad host list, database or options (not quoted: an '@' after the host list suggests a password holding '/', '?' or '#'; percent-escape them as %%2F, %%3F, %%23)")
+		}
+		return cfg, err
 	}
-	for h := range strings.SplitSeq(hostPart, ",") {
+	return cfg, nil
+}
+
+// parseAddress reads the host list (authority, without user info) and
+// what follows it: [/db][?options].
+func (cfg *config) parseAddress(authority, tail string) error {
+	if strings.Contains(tail, "#") {
+		return dsnErrorf("a DSN has no #fragment (percent-escape '#' in a password as %%23)")
+	}
+	dbPart, query, _ := strings.Cut(tail, "?")
+	dbPart, hasDB := strings.CutPrefix(dbPart, "/")
+	if authority == "" {
+		return dsnErrorf("no host")
+	}
+	for h := range strings.SplitSeq(authority, ",") {
 		addr, err := parseHost(h)
 		if err != nil {
-			return cfg, err
+			return err
 		}
 		cfg.addrs = append(cfg.addrs, addr)
 	}
 	if err := checkNodeCount(len(cfg.addrs)); err != nil {
-		return cfg, err
+		return err
 	}
 	if hasDB && dbPart != "" {
 		db, err := strconv.Atoi(dbPart)
 		if err != nil || db < 0 {
-			return cfg, dsnErrorf("database %q is not a number", dbPart)
+			return dsnErrorf("database %q is not a number", dbPart)
 		}
 		cfg.db = db
 	}
-	if err := cfg.parseOptions(query); err != nil {
-		return cfg, err
-	}
-	return cfg, nil
+	return cfg.parseOptions(query)
 }
 
 // parseHost checks one host[:port] and returns host:port.

@@ -2,8 +2,14 @@ package redlock_test
 
 import (
 	"errors"
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/redlock"
@@ -25,7 +31,8 @@ func TestDSNValid(t *testing.T) {
 		"redis://h:1?pipeline=0",
 		"redis://h:1?pipeline=2",
 		"redis://:p%40ss@h:1",
-		"redis://:p@ss/wo?rd@h:1", // unescaped: the last '@' ends the password
+		"redis://:p@ss@h:1", // unescaped: the last '@' of the host list ends the password
+		"redis://:p%2Fss@h:1?prefix=team@h:2",
 	} {
 		if _, err := (redlock.Driver{}).OpenConnector(dsn); err != nil {
 			t.Errorf("OpenConnector(%q): %v", dsn, err)
@@ -54,6 +61,10 @@ func TestDSNInvalid(t *testing.T) {
 		"redis://:" + secret + "@h:1?pipeline=1000",
 		"redis://:" + secret + "@h:1?a=%zz",
 		"redis://:" + secret + "@[::1:1",
+		"redis://:" + secret + "/x@h:1", // '/' ends the host list: escape it as %2F
+		"redis://:" + secret + "?x@h:1",
+		"redis://:" + secret + "#x@h:1",
+		"redis://:" + secret + "@h:1#x",
 		"redis://:" + secret + "@::1",
 	} {
 		_, err := (redlock.Driver{}).OpenConnector(dsn)
@@ -81,5 +92,57 @@ func TestTwoNodesRefused(t *testing.T) {
 	}
 	if _, err := redlock.NewConnector(nil); !errors.Is(err, driver.ErrInvalid) {
 		t.Fatalf("NewConnector(nil): %v; want ErrInvalid", err)
+	}
+}
+
+// TestDSNPasswordStaysWithItsHost: with an '@' in an option value, the
+// client dials the host before it, with the password, and nothing reaches
+// the address after the '@'.
+func TestDSNPasswordStaysWithItsHost(t *testing.T) {
+	servers := startRedisArgs(t, 1, "--requirepass", secret)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []byte
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, _ := io.ReadAll(io.LimitReader(conn, 1<<16))
+			conn.Close()
+			mu.Lock()
+			got = append(got, b...)
+			mu.Unlock()
+		}
+	})
+	dsn := "redis://:" + secret + "@" + servers[0].Addr() + "?prefix=team@" + ln.Addr().String()
+	cl, err := mutex.Open(redlock.Name, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if l, err := cl.NewMutex("k").TryLock(t.Context()); err != nil {
+		t.Errorf("TryLock: %v", err)
+	} else {
+		lock := redlock.LockKey("team@"+ln.Addr().String(), "k")
+		if n, err := redis.Int(newCluster(t, servers).doAuth(0, secret, "EXISTS", lock)); err != nil || n != 1 {
+			t.Errorf("EXISTS %s (the prefix holds the '@'): %d, %v", lock, n, err)
+		}
+		if err := l.Unlock(t.Context()); err != nil {
+			t.Error(err)
+		}
+	}
+	cl.Close()
+	ln.Close()
+	wg.Wait()
+	if len(got) > 0 {
+		t.Errorf("the address after the '@' received %q", got)
 	}
 }

@@ -11,7 +11,8 @@ import (
 
 // FuzzParseDSN: any DSN parses or fails with ErrInvalid, never panics, and
 // an error never carries the password; a parsed password round-trips, and
-// no address keeps credentials.
+// no address keeps credentials or comes from after the host list (whatever
+// '@' the database or options hold).
 func FuzzParseDSN(f *testing.F) {
 	for _, s := range [][3]string{
 		{"", "s3cr3t-P4ss", "127.0.0.1:6379"},
@@ -23,6 +24,10 @@ func FuzzParseDSN(f *testing.F) {
 		{"", "secretsecret", "h:1?bogus=secretsecret"},
 		{"", "", "rediss-only?tls_ca=/x"},
 		{"", "pw", "h:1/db"},
+		{"", "s3cret", "127.0.0.1:6379?prefix=team@127.0.0.1:7000"},
+		{"u", "s3cret", "a:1,b:2,c:3/1?prefix=team@d:4"},
+		{"", "p/w?x#y@z", "h:1#frag@h:2"},
+		{"", "pw", "h:1/2@h:3"},
 	} {
 		f.Add(s[0], s[1], s[2], false)
 		f.Add(s[0], s[1], s[2], true)
@@ -46,8 +51,9 @@ func FuzzParseDSN(f *testing.F) {
 			}
 			return
 		}
-		if strings.Contains(rest, "@") {
-			return // the last '@' ends the user info, so part of rest was read as the password
+		hosts, _, _ := strings.Cut(strings.NewReplacer("?", "/", "#", "/").Replace(rest), "/")
+		if strings.Contains(hosts, "@") {
+			return // the last '@' of the host list ends the user info, so part of it was read as the password
 		}
 		if cfg.password != password {
 			t.Fatalf("password %q parsed as %q", password, cfg.password)
@@ -58,8 +64,8 @@ func FuzzParseDSN(f *testing.F) {
 		if cfg.useTLS != tls {
 			t.Fatalf("TLS %v parsed as %v", tls, cfg.useTLS)
 		}
-		if n := len(cfg.addrs); n == 0 || n == 2 {
-			t.Fatalf("%d nodes accepted", n)
+		if n := len(cfg.addrs); n == 0 || n == 2 || n != strings.Count(hosts, ",")+1 {
+			t.Fatalf("%d nodes accepted from the host list %q", n, hosts)
 		}
 		for _, a := range cfg.addrs {
 			if strings.Contains(a, "@") || (len(password) >= 4 && strings.Contains(a, password) && !strings.Contains(rest, password)) {

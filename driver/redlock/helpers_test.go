@@ -175,3 +175,14 @@ func startRedisArgs(t testing.TB, n int, args ...string) []*testserver.Redis {
 	}
 	return testserver.StartRedis(t, n, testserver.WithRedisArgs(args...))
 }
+
+// doAuth runs a command on server i as the default user with password.
+func (c *cluster) doAuth(i int, password, cmd string, args ...any) (any, error) {
+	conn, err := redis.Dial("tcp", c.servers[i].Addr(), redis.DialConnectTimeout(time.Second),
+		redis.DialReadTimeout(5*time.Second), redis.DialPassword(password))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.Do(cmd, args...)
+}
