@@ -3,15 +3,32 @@
 
 GO ?= go
 GOFMT ?= gofmt
+# staticcheck runs from the module proxy at a pinned version: no binary to install.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test bench chaos fmt vet services
+# Every module of the repository (the core, bench/, and each adapter or driver
+# with a go.mod of its own). bench/ is run as benchmarks, the others as tests.
+MODULES := $(patsubst ./%,%,$(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.git/*' | sort)))
+TEST_MODULES := $(filter-out bench,$(MODULES))
 
-test: vet
+.PHONY: test lint bench chaos fmt vet services
+
+test: lint
+	scripts/services
+	set -e; for m in $(TEST_MODULES); do \
+		echo "== go test $$m"; \
+		(cd $$m && MUTEXKIT_REQUIRE_SERVICES=1 $(GO) test -race -count=1 ./...); \
+	done
+	cd bench && MUTEXKIT_REQUIRE_SERVICES=1 $(GO) test -mod=mod -short -count=1 -bench . -benchtime 1x ./...
+
+# gofmt, go vet and staticcheck on every module; make test runs it first.
+lint:
 	@unformatted=$$($(GOFMT) -l .); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -l lists files; run make fmt:"; echo "$$unformatted"; exit 1; fi
-	scripts/services
-	MUTEXKIT_REQUIRE_SERVICES=1 $(GO) test -race -count=1 ./...
-	cd bench && MUTEXKIT_REQUIRE_SERVICES=1 $(GO) test -mod=mod -short -count=1 -bench . -benchtime 1x ./...
+	set -e; for m in $(MODULES); do \
+		echo "== lint $$m"; \
+		(cd $$m && GOFLAGS=-mod=mod $(GO) vet ./... && GOFLAGS=-mod=mod $(STATICCHECK) ./...); \
+	done
 
 # Timing claims live here, never in unit tests: bench/ (its own module) runs every benchmark in
 # BENCH_ROUNDS interleaved rounds against peers and floors and writes docs/BENCHMARKS.md.
@@ -32,7 +49,7 @@ fmt:
 	$(GOFMT) -w .
 
 vet:
-	$(GO) vet ./...
+	set -e; for m in $(MODULES); do (cd $$m && GOFLAGS=-mod=mod $(GO) vet ./...); done
 
 services:
 	scripts/services
