@@ -27,6 +27,7 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt -l lists files; run make fmt:"; echo "$$unformatted"; exit 1; fi
 	set -e; for m in $(MODULES); do \
 		echo "== lint $$m"; \
+		cmp -s LICENSE $$m/LICENSE || { echo "$$m/LICENSE differs from LICENSE: each module carries the license (cp LICENSE $$m/)"; exit 1; }; \
 		(cd $$m && GOFLAGS=-mod=mod $(GO) vet ./... && GOFLAGS=-mod=mod $(STATICCHECK) ./...); \
 	done
 
