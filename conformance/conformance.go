@@ -11,16 +11,47 @@
 //	}
 //
 // Cases run through package mutex, as users do, except the "Driver/..."
-// cases, which check the driver's single attempts directly. Run it under
-// -race. Cases a backend cannot take part in are declared in
-// Capabilities.Lacks and skipped by name, never silently. Options passed to
-// Run (middleware, say) apply to every client the suite opens, so a
-// middleware proves it keeps drivers conformant by running the suite
-// stacked over one.
+// cases, which check the driver's single calls directly. Run it under
+// -race. Cases a backend cannot take part in are declared by name in
+// Capabilities.Lacks and skipped saying so, never silently; a name that is
+// no case fails the run. Options passed to Run (middleware, say) apply to
+// every client the suite opens, so a middleware proves it keeps drivers
+// conformant by running the suite stacked over one.
+//
+// # Cases
+//
+// The cases, in the order they run, by the names Capabilities.Lacks takes:
+//
+//   - Exclusion: goroutines on three clients take one key in turn; never two holders, no lost update.
+//   - TryLockHeld: TryLock of a key another client or Mutex holds fails with ErrLocked.
+//   - LockWaitsForRelease: Lock waits for the holder's Unlock, then takes the key.
+//   - LockCancel: a waiting Lock ended by cancel returns context.Canceled and leaves nothing held.
+//   - LockDeadline: the same, ended by a deadline: context.DeadlineExceeded.
+//   - InClientExclusion: two Mutex values of one client exclude each other.
+//   - DoubleUnlock: a second Unlock returns ErrNotHeld, not ErrLockLost.
+//   - LossReported: a grant Vanish removed is reported lost (Done, Err, Do's context) within LossWithin.
+//   - StaleUnlock: the Unlock of a vanished lease does not free the key's next holder.
+//   - AbandonedLockFrees: a key Abandon left held is free again within FreeWithin.
+//   - RenewalKeepsLease: a lease held for three TTLs stays held (TTL backends only).
+//   - FencingTokens: tokens strictly increase across clients; without Fencing, WithFencing fails with errors.ErrUnsupported.
+//   - KeysIndependent: holding one key does not hold another.
+//   - ThousandKeys: one client holds 1,000 keys and another is refused each.
+//   - OddKeys: unicode, spaces, "../", NUL bytes and 1 KiB keys are stored safely and kept apart.
+//   - BadInput: empty and oversized keys, bad TTLs and hold times fail with ErrInvalid and lose nothing held.
+//   - Do: Do holds the key while fn runs and unlocks after an error, a panic or a cancelled context.
+//   - MinHold: WithMinHold keeps the key held after Unlock until the hold has passed.
+//   - Inspect: Inspect tells a free key from a held one, and what it says of the holder is true.
+//   - Close: Client.Close ends its leases (ErrClosed, not a loss) and frees their keys.
+//   - NoGoroutineAfterClose: no goroutine outlives Client.Close.
+//   - Driver/ReleaseNeedsOwner: Release by a stranger returns driver.ErrNotHeld and frees nothing.
+//   - Driver/RetrySameOwner: an Acquire retried with its owner finds its own grant.
+//   - Driver/RenewNeedsOwner: Renew by a stranger returns driver.ErrNotHeld (TTL backends only).
 package conformance
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +75,7 @@ type testCase struct {
 // every client the suite opens.
 func Run(t *testing.T, newHarness HarnessMaker, opts ...mutex.Option) {
 	t.Helper()
+	checkLacks(t, newHarness)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), caseTimeout)
@@ -75,6 +107,40 @@ func Run(t *testing.T, newHarness HarnessMaker, opts ...mutex.Option) {
 			c.run(&fixture{T: t, ctx: ctx, h: h, caps: caps, opts: opts})
 		})
 	}
+}
+
+// checkLacks fails the run, before any case, if Capabilities.Lacks names a
+// case that does not exist: a misspelt name would skip nothing, silently.
+func checkLacks(t *testing.T, newHarness HarnessMaker) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), caseTimeout)
+	defer cancel()
+	h, err := newHarness(ctx, t)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	lacks := h.Capabilities().Lacks
+	if err := h.Close(); err != nil {
+		t.Errorf("harness Close: %v", err)
+	}
+	var unknown []string
+	for name := range lacks {
+		if !slices.ContainsFunc(cases, func(c testCase) bool { return c.name == name }) {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		t.Fatalf("Capabilities.Lacks names no case: %q; the cases are %s", unknown, strings.Join(caseNames(), ", "))
+	}
+}
+
+func caseNames() []string {
+	names := make([]string, len(cases))
+	for i, c := range cases {
+		names[i] = c.name
+	}
+	return names
 }
 
 // fixture is what a case works with.

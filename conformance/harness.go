@@ -60,6 +60,7 @@ type Capabilities struct {
 	FreeWithin time.Duration
 
 	// Lacks names cases the backend cannot take part in, with the reason,
-	// e.g. {"Vanish": "the backend cannot be faulted from a test"}.
+	// e.g. {"LossReported": "Vanish cannot fault this backend"}. The names
+	// are listed in the package doc; one that is no case fails the run.
 	Lacks map[string]string
 }

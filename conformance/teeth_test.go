@@ -26,6 +26,18 @@ var brokenDrivers = map[string][]string{
 	"grantsEveryAcquire": {"Exclusion", "TryLockHeld", "StaleUnlock"},
 	"unlockFreesAny":     {"Driver/ReleaseNeedsOwner"},
 	"neverReportsLoss":   {"LossReported"},
+	// Not a driver's fault but its harness's: the run fails before any
+	// case, naming the unknown names and the real ones.
+	"unknownLacks": nil,
+}
+
+// mustSay maps a fault to what the failing run's output must say.
+var mustSay = map[string][]string{
+	"unknownLacks": {
+		`Capabilities.Lacks names no case: ["LossRepoted" "Vanish"]`,
+		"the cases are Exclusion, TryLockHeld,",
+		"--- FAIL: TestBrokenDriver ",
+	},
 }
 
 func TestSuiteFailsBrokenDrivers(t *testing.T) {
@@ -45,6 +57,11 @@ func TestSuiteFailsBrokenDrivers(t *testing.T) {
 			for _, name := range mustFail {
 				if !strings.Contains(string(out), "--- FAIL: TestBrokenDriver/"+name+" ") {
 					t.Errorf("case %s did not catch a driver that %s; output:\n%s", name, fault, out)
+				}
+			}
+			for _, say := range mustSay[fault] {
+				if !strings.Contains(string(out), say) {
+					t.Errorf("the run on a driver that %s did not say %q; output:\n%s", fault, say, out)
 				}
 			}
 		})
@@ -85,8 +102,12 @@ func (h brokenHarness) Abandon(ctx context.Context, key string) error {
 	return err
 }
 
-func (brokenHarness) Capabilities() conformance.Capabilities {
-	return conformance.Capabilities{Fencing: true, TTL: true, LossWithin: 5 * time.Second, FreeWithin: 10 * time.Second}
+func (h brokenHarness) Capabilities() conformance.Capabilities {
+	c := conformance.Capabilities{Fencing: true, TTL: true, LossWithin: 5 * time.Second, FreeWithin: 10 * time.Second}
+	if h.fault == "unknownLacks" { // the package doc's old example, and a typo
+		c.Lacks = map[string]string{"Vanish": "cannot be faulted", "LossRepoted": "typo"}
+	}
+	return c
 }
 
 func (brokenHarness) Close() error { return nil }
