@@ -120,7 +120,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	timeout := l.cfg.ttlTimeout(ttl)
 
 	if l.single() { // the hot path: one round trip, no goroutine
-		token, err := l.nodes[0].acquire(ctx, timeout, a)
+		token, _, err := l.nodes[0].acquire(ctx, timeout, a)
 		switch {
 		case err != nil:
 			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
@@ -130,7 +130,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			grant.rec = withToken(rec, token) // as the script stored it
 		}
 		if elapsed := time.Since(start); elapsed >= validity {
-			l.releaseOn(ctx, timeout, []int{0}, grant)
+			l.releaseOn(ctx, timeout, []int{0}, grant, releaseScript) // a whole grant: waiters may take it
 			return driver.Grant{}, errTooSlow(elapsed, validity)
 		}
 		l.track(req.Key, grant)
@@ -138,13 +138,14 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 
 	type answer struct {
-		token int64
-		err   error
+		token  int64
+		holder []byte // the other owner, when token < 0
+		err    error
 	}
 	var granted int
 	g := gather(l, nil, func(_ int, n *node) answer {
-		token, err := n.acquire(ctx, timeout, a)
-		return answer{token, err}
+		token, holder, err := n.acquire(ctx, timeout, a)
+		return answer{token, holder, err}
 	}, func(_ int, r answer) bool {
 		if r.err == nil && r.token >= 0 {
 			granted++
@@ -158,7 +159,8 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	granted = 0
 	var held int
-	var reached []int // nodes that granted or may have: released if the attempt fails
+	var holders [][]byte // the other owners, one per node where one held the key
+	var reached []int    // nodes that granted or may have: released if the attempt fails
 	var errs []error
 	for i, r := range g.out {
 		if !g.answered[i] {
@@ -170,6 +172,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			errs = append(errs, r.err)
 		case r.token < 0:
 			held++
+			holders = append(holders, r.holder)
 		default:
 			granted++
 			reached = append(reached, i)
@@ -192,14 +195,43 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		l.track(req.Key, grant)
 		return driver.Grant{Validity: validity}, nil
 	}
-	l.releaseOn(ctx, timeout, reached, grant)
-	if granted >= l.quorum {
+	if granted >= l.quorum { // a whole grant, too late: waiters may take it
+		l.releaseOn(ctx, timeout, reached, grant, releaseScript)
 		return driver.Grant{}, errTooSlow(elapsed, validity)
 	}
+	// Withdrawing wakes no waiter when one owner holds the key on a quorum
+	// (or may, with the nodes that failed): only its release frees the
+	// key. Otherwise the key is split between attempts, and each one's
+	// withdrawal lets the others try again at once.
+	withdraw := releaseScript
+	if oneHolds(holders, len(errs), l.quorum) {
+		withdraw = withdrawScript
+	}
+	l.releaseOn(ctx, timeout, reached, grant, withdraw)
 	if len(errs) > len(l.nodes)-l.quorum { // no quorum is possible without them
 		return driver.Grant{}, l.quorumError("acquire", errs)
 	}
 	return driver.Grant{}, errHeld(held, len(l.nodes))
+}
+
+// oneHolds reports whether one owner of holders (one entry per node that
+// another owner held) holds a quorum, counting the unknown nodes as its.
+func oneHolds(holders [][]byte, unknown, quorum int) bool {
+	if unknown >= quorum {
+		return true // nobody can win: waking them is no use
+	}
+	for i, h := range holders {
+		n := unknown
+		for _, o := range holders[i:] {
+			if string(o) == string(h) {
+				n++
+			}
+		}
+		if n >= quorum {
+			return true
+		}
+	}
+	return false
 }
 
 func errHeld(held, n int) error {
@@ -246,14 +278,15 @@ func (l *locker) quorumError(op string, errs []error) error {
 	return &nodesError{op: op, failed: len(errs), n: len(l.nodes), quorum: l.quorum, errs: errs}
 }
 
-// releaseOn releases key on the given nodes, for an attempt that failed.
-// It runs even when ctx has ended: the attempt may have taken the key.
-func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []int, h heldKey) {
+// releaseOn releases key on the given nodes with s (releaseScript, or
+// withdrawScript, which wakes no waiter), for an attempt that failed. It
+// runs even when ctx has ended: the attempt may have taken the key.
+func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []int, h heldKey, s *script) {
 	if len(nodes) == 0 {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	c := newCall(releaseScript, 2)
+	c := newCall(s, 2)
 	c.args = append(c.args, h.lock, h.rec)
 	var wg sync.WaitGroup
 	for _, i := range nodes {

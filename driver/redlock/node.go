@@ -148,7 +148,8 @@ func setCall(lock, rec, ttlMs any) call {
 }
 
 // acquire asks n for a grant of a and returns its token (0 unfenced), or
-// -1 when another owner holds the key.
+// -1 when another owner holds the key, with that owner when the reply
+// says (the fenced script does not: nil).
 //
 // An unfenced grant is the one SET where the server takes NX with GET
 // (Redis 7.0 on): nil means granted, another owner's record held. The
@@ -157,22 +158,22 @@ func setCall(lock, rec, ttlMs any) call {
 // record and TTL. A fenced grant, and
 // any grant from a server that refuses NX with GET, is the script alone.
 // (The script costs Redis three to four times a SET.)
-func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (int64, error) {
+func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (token int64, holder []byte, err error) {
 	lock, rec, ttl := a.set.args[0], a.set.args[1], a.set.args[4]
 	if a.fence == "" && !n.noSetGet.Load() {
 		reply, err := n.do(ctx, timeout, a.set)
 		switch cur, isValue := reply.([]byte); {
 		case err == nil && reply == nil:
-			return 0, nil
+			return 0, nil, nil
 		case err == nil && !isValue:
-			return 0, fmt.Errorf("redis %s: unexpected reply %T to SET", n.name, reply)
+			return 0, nil, fmt.Errorf("redis %s: unexpected reply %T to SET", n.name, reply)
 		case err == nil && !sameOwner(cur, rec.(string)):
-			return -1, nil
+			return -1, ownerOf(cur), nil
 		case err == nil: // our own grant: the script refreshes it
 		case refusesSetGet(err):
 			n.noSetGet.Store(true)
 		default:
-			return 0, err
+			return 0, nil, err
 		}
 	}
 	var c call
@@ -185,14 +186,19 @@ func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (i
 	}
 	reply, err := n.do(ctx, timeout, c)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	token, ok := reply.(int64)
-	if !ok {
-		return 0, fmt.Errorf("redis %s: unexpected reply %T to acquire", n.name, reply)
+	switch v := reply.(type) {
+	case int64:
+		return v, nil, nil
+	case []byte: // another owner's record
+		return -1, ownerOf(v), nil
 	}
-	return token, nil
+	return 0, nil, fmt.Errorf("redis %s: unexpected reply %T to acquire", n.name, reply)
 }
+
+// ownerOf returns the owner of a holder record: its first 32 bytes.
+func ownerOf(rec []byte) []byte { return rec[:min(len(rec), ownerLen)] }
 
 // sameOwner reports whether a lock's value is a record of rec's owner.
 func sameOwner(cur []byte, rec string) bool {

@@ -39,7 +39,8 @@ func newScript(nkeys int, src string) *script {
 //
 // KEYS: lock. ARGV: record (token 0), ttl ms. Returns the token the lock's
 // record carries (0 unless an earlier fenced attempt of this owner took
-// it), or -1 when another owner holds the lock.
+// it), or, when another owner holds the lock, that owner's record (as the
+// SET it stands in for does).
 var acquireScript = newScript(1, `
 local cur = redis.call('GET', KEYS[1])
 if not cur then
@@ -51,7 +52,7 @@ if string.sub(cur, 1, 32) == string.sub(ARGV[1], 1, 32) then
   redis.call('SET', KEYS[1], string.sub(ARGV[1], 1, 33) .. token .. string.sub(ARGV[1], 35), 'PX', ARGV[2])
   return tonumber(token)
 end
-return -1
+return cur
 `)
 
 // fencedAcquireScript is acquireScript that also bumps the key's fencing
@@ -85,6 +86,22 @@ local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] or (cur and #ARGV[1] == 32 and string.sub(cur, 1, 32) == ARGV[1]) then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', KEYS[1], '')
+  return 1
+end
+return 0
+`)
+
+// withdrawScript is releaseScript without the PUBLISH: it takes back the
+// partial grants of an attempt that failed. Waiters have nothing to learn
+// from it (the key is still held on a quorum), and the attempt's own
+// Lock, which watches the key, would be woken by it into its next attempt
+// at once, taking and withdrawing the free nodes again in a loop.
+//
+// KEYS: lock. ARGV: record. Returns 1 if deleted, 0 if not held.
+var withdrawScript = newScript(1, `
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or (cur and #ARGV[1] == 32 and string.sub(cur, 1, 32) == ARGV[1]) then
+  redis.call('DEL', KEYS[1])
   return 1
 end
 return 0
