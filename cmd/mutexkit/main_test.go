@@ -54,13 +54,24 @@ func (e *env) command(args ...string) *exec.Cmd {
 	return cmd
 }
 
+// runLimit bounds a run: the command under test may hang (an old bug, a
+// wait it should not make), and the test must fail, not the test binary.
+const runLimit = 2 * time.Minute
+
 // run runs the command to the end and returns its exit code and output.
 func (e *env) run(args ...string) (code int, stdout, stderr string) {
 	e.t.Helper()
 	cmd := e.command(args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		e.t.Fatalf("run %v: %v", args, err)
+	}
+	limit := time.AfterFunc(runLimit, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	if !limit.Stop() {
+		e.t.Fatalf("run %v: still running after %v; killed", args, runLimit)
+	}
 	var exit *exec.ExitError
 	switch {
 	case errors.As(err, &exit):
@@ -459,5 +470,19 @@ func TestVersion(t *testing.T) {
 	got, err := exec.Command(devel, "version").Output()
 	if err != nil || !strings.HasPrefix(string(got), "mutexkit (devel) go") {
 		t.Fatalf("version of a build without VCS information: %q, %v; want (devel)", got, err)
+	}
+}
+
+// TestMinHoldBounds: --min-hold is bounded as the library bounds it, and
+// the help says that mutexkit keeps running for the hold.
+func TestMinHoldBounds(t *testing.T) {
+	e := newEnv(t)
+	code, _, stderr := e.run("run", "--key", "k", "--min-hold", "25h", "--", "true")
+	if code != exitUsage || !strings.Contains(stderr, "--min-hold 25h is longer than 24h") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("--min-hold 25h: exit %d, %q; want %d and one line naming the bound", code, stderr, exitUsage)
+	}
+	_, help, _ := e.run("run", "--help")
+	if !strings.Contains(help, "mutexkit keeps running, holding it") || !strings.Contains(help, "(at most 24h)") {
+		t.Errorf("run --help does not say that --min-hold keeps mutexkit running, or its bound:\n%s", help)
 	}
 }

@@ -31,6 +31,11 @@ after --grace, and the exit code is 76 (--lost-code). On backends whose
 locks expire, this starts early enough that the program is gone before the
 lock could pass to another holder.
 
+With --min-hold the lock stays held after the program ends until the
+minimum has passed, and so mutexkit keeps running, holding it: the pod or
+container that runs it stays up that long (a process that exits cannot
+keep a lock). SIGTERM ends that wait and releases the lock at once.
+
 Examples:
   # cron in every pod: one pod runs the report, the others skip
   MUTEXKIT_DSN=postgres://app@db/app mutexkit run --key nightly-report -- ./report
@@ -62,7 +67,7 @@ func parseRun(args []string, stdout, stderr io.Writer) (c runConfig, code int, d
 	fs.StringVar(&c.driver, "driver", "", "driver name, when the DSN's scheme does not tell (see mutexkit drivers)")
 	fs.DurationVar(&c.wait, "wait", 0, "how long to wait for the lock; 0 skips at once if it is held (the cron default)")
 	fs.DurationVar(&c.ttl, "ttl", 0, fmt.Sprintf("lease length on backends whose locks expire (default %v); renewed while the program runs", mutex.DefaultTTL))
-	fs.DurationVar(&c.minHold, "min-hold", 0, "keep the lock at least this long from acquisition, even if the program ends sooner, so pods whose schedule fires a little later skip")
+	fs.DurationVar(&c.minHold, "min-hold", 0, fmt.Sprintf("keep the lock at least this long from acquisition (at most %v), even if the program ends sooner, so pods whose schedule fires a little later skip; mutexkit keeps running until then", fmtDuration(mutex.MaxMinHold)))
 	fs.DurationVar(&c.grace, "grace", 5*time.Second, "after SIGTERM to a program whose lock was lost, wait this long before SIGKILL")
 	fs.IntVar(&c.skipCode, "skip-code", exitSkipped, "exit code when the lock is held elsewhere")
 	fs.IntVar(&c.lostCode, "lost-code", exitLost, "exit code when the lock was lost while the program ran")
@@ -78,6 +83,8 @@ func parseRun(args []string, stdout, stderr io.Writer) (c runConfig, code int, d
 		err = errors.New("no program to run: put it after --, as in mutexkit run --key K -- program args")
 	case c.wait < 0 || c.minHold < 0 || c.grace < 0:
 		err = errors.New("--wait, --min-hold and --grace cannot be negative")
+	case c.minHold > mutex.MaxMinHold:
+		err = fmt.Errorf("--min-hold %v is longer than %v, the most the library holds a lock for a job that has ended", fmtDuration(c.minHold), fmtDuration(mutex.MaxMinHold))
 	}
 	if err != nil {
 		return c, usageFail(stderr, "run", err), true
@@ -266,6 +273,14 @@ loop:
 		fmt.Fprintf(stderr, "mutexkit: release lock %q: %v\n", cfg.key, oneLine(err))
 	}
 	return code
+}
+
+// fmtDuration prints whole hours as "24h", not "24h0m0s".
+func fmtDuration(d time.Duration) string {
+	if d > 0 && d%time.Hour == 0 {
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return d.String()
 }
 
 // exitCode is the program's exit code, or 128+N if signal N killed it.
