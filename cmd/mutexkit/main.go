@@ -38,6 +38,10 @@ const (
 	exitUnavailable = 69 // EX_UNAVAILABLE: the lock backend failed
 	exitSkipped     = 75 // EX_TEMPFAIL: held elsewhere, try later
 	exitLost        = 76 // the lease was lost while the program ran
+	exitDenied      = 78 // EX_CONFIG: the backend refused the credentials or database
+
+	// exitHeld: status of a held lock, the code with which run would skip.
+	exitHeld = exitSkipped
 )
 
 func main() {
@@ -103,6 +107,19 @@ func parseFlags(fs *flag.FlagSet, help string, args []string, stdout, stderr io.
 func usageFail(stderr io.Writer, cmd string, err error) int {
 	fmt.Fprintf(stderr, "mutexkit %s: %v; see mutexkit %s --help\n", cmd, err, cmd)
 	return exitUsage
+}
+
+// backendCode is the exit code for err from the lock backend: a refusal
+// of the client's credentials or database is a configuration error, not
+// an outage; a malformed argument is a usage error.
+func backendCode(err error) int {
+	switch {
+	case errors.Is(err, mutex.ErrDenied):
+		return exitDenied
+	case errors.Is(err, mutex.ErrInvalid):
+		return exitUsage
+	}
+	return exitUnavailable
 }
 
 // fail prints err on one line, prefixed, and returns code.

@@ -330,7 +330,10 @@ func TestStatus(t *testing.T) {
 		_, out, _ := e.run("status", "--key", "s")
 		return strings.Contains(out, "held")
 	})
-	_, out, _ := e.run("status", "--key", "s")
+	code, out, _ := e.run("status", "--key", "s")
+	if code != exitHeld {
+		t.Errorf("status of a held key: exit %d; want %d", code, exitHeld)
+	}
 	host, _ := os.Hostname()
 	want := fmt.Sprintf(`"s" is held by host %s, pid %d, since `, host, cmd.Process.Pid)
 	if !strings.HasPrefix(out, want) || !strings.Contains(out, "token 1") {

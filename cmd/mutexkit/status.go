@@ -17,9 +17,14 @@ const statusUsage = `Usage: mutexkit status --key KEY [--dsn DSN]
 Tells whether the lock KEY is free or held and, as far as the backend keeps
 it, by whom: host, process id, since when, fencing token. It takes nothing.
 
+Exit codes, for scripts: 0 free; 75 held (the code with which run would
+skip); 64 bad usage; 69 the lock backend failed; 78 the backend refused
+the credentials or database.
+
 Examples:
   mutexkit status --key nightly-report
   MUTEXKIT_DSN=redis://redis:6379 mutexkit status --key migrate
+  if mutexkit status --key migrate >/dev/null; then echo free; fi
 
 Flags:
 `
@@ -48,9 +53,12 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	who, held, err := client.Inspect(ctx, *key)
 	if err != nil {
-		return fail(stderr, exitUnavailable, err)
+		return fail(stderr, backendCode(err), err)
 	}
 	fmt.Fprintln(stdout, describe(*key, who, held))
+	if held {
+		return exitHeld
+	}
 	return 0
 }
 
