@@ -40,6 +40,8 @@ var cases = []testCase{
 	{name: "Driver/ReleaseNeedsOwner", run: testDriverReleaseNeedsOwner},
 	{name: "Driver/RetrySameOwner", run: testDriverRetrySameOwner},
 	{name: "Driver/RenewNeedsOwner", needs: needTTL, run: testDriverRenewNeedsOwner},
+	{name: "Driver/CloseReleases", run: testDriverCloseReleases},
+	{name: "Driver/Watch", run: testDriverWatch},
 }
 
 func isLocked(err error) bool { return errors.Is(err, mutex.ErrLocked) }

@@ -46,6 +46,8 @@
 //   - Driver/ReleaseNeedsOwner: Release by a stranger returns driver.ErrNotHeld and frees nothing.
 //   - Driver/RetrySameOwner: an Acquire retried with its owner finds its own grant.
 //   - Driver/RenewNeedsOwner: Renew by a stranger returns driver.ErrNotHeld (TTL backends only).
+//   - Driver/CloseReleases: Locker.Close frees every key the Locker holds at once, not at their TTL.
+//   - Driver/Watch: Watch returns driver.ErrUnimplemented, or wakes on another client's release and not after stop.
 package conformance
 
 import (

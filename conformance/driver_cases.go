@@ -2,6 +2,8 @@ package conformance
 
 import (
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -31,6 +33,22 @@ func (f *fixture) acquire(l driver.Locker, key string, owner driver.Owner) drive
 		f.Fatalf("Acquire(%q): %v", key, err)
 	}
 	return g
+}
+
+// acquireBy takes key for owner on l, trying again while it is held, until
+// deadline. A release that returned may still be finishing on some of a
+// backend's nodes.
+func (f *fixture) acquireBy(l driver.Locker, key string, owner driver.Owner, deadline time.Time) error {
+	for {
+		_, err := l.Acquire(f.ctx, driver.AcquireRequest{Key: key, Owner: owner, TTL: suiteTTL})
+		if err == nil || !errors.Is(err, driver.ErrLocked) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("Acquire(%q): still held at the deadline: %w", key, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (f *fixture) mustBeHeld(l driver.Locker, key, why string) {
@@ -103,5 +121,113 @@ func testDriverRenewNeedsOwner(f *fixture) {
 	}
 	if err := a.Release(f.ctx, "renew-owner", owner); err != nil {
 		f.Fatalf("Release: %v", err)
+	}
+}
+
+// closeTTL is the TTL of the grants testDriverCloseReleases closes: so long
+// that a key freed by expiry is not taken for one freed by Close.
+const closeTTL = time.Minute
+
+// closeFreeWithin bounds how soon after Locker.Close its keys are free: a
+// session backend's server frees them once it sees the session end.
+const closeFreeWithin = 10 * time.Second
+
+// testDriverCloseReleases: Locker.Close gives up every key the Locker
+// holds, at once, and later calls return ErrClosed. Package mutex's
+// Client.Close releases its leases before it closes the Locker, so only a
+// direct call shows a Close that keeps keys until their TTL.
+func testDriverCloseReleases(f *fixture) {
+	a, b := f.locker(), f.locker()
+	keys := []string{"close-1", "close-2", "close-3"}
+	for _, k := range keys {
+		if _, err := a.Acquire(f.ctx, driver.AcquireRequest{Key: k, Owner: driver.NewOwner(), TTL: closeTTL}); err != nil {
+			f.Fatalf("Acquire(%q): %v", k, err)
+		}
+	}
+	f.mustBeHeld(b, keys[0], "its Locker holds it")
+	if err := a.Close(); err != nil {
+		f.Fatalf("Close: %v", err)
+	}
+	deadline := time.Now().Add(closeFreeWithin)
+	for _, k := range keys {
+		if err := f.acquireBy(b, k, driver.NewOwner(), deadline); err != nil {
+			f.Fatalf("after its Locker's Close (its TTL is %v): %v; Close must release what the Locker holds", closeTTL, err)
+		}
+	}
+	if _, err := a.Acquire(f.ctx, driver.AcquireRequest{Key: "close-after", Owner: driver.NewOwner(), TTL: suiteTTL}); !errors.Is(err, driver.ErrClosed) {
+		f.Errorf("Acquire on a closed Locker: %v; want driver.ErrClosed", err)
+	}
+}
+
+// wakeWithin bounds how soon a watcher hears of a release.
+const wakeWithin = 10 * time.Second
+
+// testDriverWatch: Watch either says the backend cannot signal
+// (driver.ErrUnimplemented: package mutex then polls) or wakes its
+// channels when another client releases the key, and a stopped watch
+// receives nothing more. Spurious wake-ups are allowed, so the case asks
+// only for a wake-up after each release, over several rounds: the first
+// may be a subscription's own "try again".
+func testDriverWatch(f *fixture) {
+	holder, watcher := f.locker(), f.locker()
+	wake1, wake2 := make(chan struct{}, 1), make(chan struct{}, 1)
+	stop1, err := watcher.Watch("watch", wake1)
+	if errors.Is(err, driver.ErrUnimplemented) {
+		f.Skipf("Watch: %v; waiters poll", err)
+	}
+	if err != nil {
+		f.Fatalf("Watch: %v", err)
+	}
+	f.Cleanup(stop1)
+	stop2, err := watcher.Watch("watch", wake2)
+	if err != nil {
+		f.Fatalf("second Watch of the key: %v", err)
+	}
+	f.Cleanup(stop2)
+
+	// release takes and releases the key on holder, and waits for a
+	// wake-up on each channel in wakes.
+	release := func(round int, wakes ...chan struct{}) {
+		f.Helper()
+		owner := driver.NewOwner()
+		if err := f.acquireBy(holder, "watch", owner, time.Now().Add(wakeWithin)); err != nil {
+			f.Fatalf("round %d: %v", round, err)
+		}
+		for _, w := range wakes {
+			drain(w)
+		}
+		if err := holder.Release(f.ctx, "watch", owner); err != nil {
+			f.Fatalf("Release: %v", err)
+		}
+		timeout := time.After(wakeWithin)
+		for i, w := range wakes {
+			select {
+			case <-w:
+			case <-timeout:
+				f.Fatalf("round %d: watch %d not woken within %v of a release by another client; a Watch that cannot see other clients' releases returns driver.ErrUnimplemented", round, i+1, wakeWithin)
+			case <-f.ctx.Done():
+				f.Fatalf("round %d: %v", round, f.ctx.Err())
+			}
+		}
+	}
+	for round := 1; round <= 3; round++ {
+		release(round, wake1, wake2)
+	}
+	stop1()
+	drain(wake1)
+	for round := 4; round <= 5; round++ {
+		release(round, wake2)
+	}
+	select {
+	case <-wake1:
+		f.Fatal("a stopped watch was woken: stop must end its wake-ups")
+	default:
+	}
+}
+
+func drain(c chan struct{}) {
+	select {
+	case <-c:
+	default:
 	}
 }

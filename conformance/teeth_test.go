@@ -26,6 +26,9 @@ var brokenDrivers = map[string][]string{
 	"grantsEveryAcquire": {"Exclusion", "TryLockHeld", "StaleUnlock"},
 	"unlockFreesAny":     {"Driver/ReleaseNeedsOwner"},
 	"neverReportsLoss":   {"LossReported"},
+	"closeKeepsKeys":     {"Driver/CloseReleases"},
+	"watchNeverWakes":    {"Driver/Watch"},
+	"watchIgnoresStop":   {"Driver/Watch"},
 	// Not a driver's fault but its harness's: the run fails before any
 	// case, naming the unknown names and the real ones.
 	"unknownLacks": nil,
@@ -40,6 +43,14 @@ var mustSay = map[string][]string{
 	},
 }
 
+// onlyCases narrows the child's run to the cases a fault is felt in,
+// where the rest of the suite would only cost time.
+var onlyCases = map[string]string{
+	"closeKeepsKeys":   "^Driver$/^CloseReleases$",
+	"watchNeverWakes":  "^Driver$/^Watch$",
+	"watchIgnoresStop": "^Driver$/^Watch$",
+}
+
 func TestSuiteFailsBrokenDrivers(t *testing.T) {
 	if os.Getenv(brokenEnv) != "" {
 		t.Skip("running as a child of this test")
@@ -47,7 +58,11 @@ func TestSuiteFailsBrokenDrivers(t *testing.T) {
 	for fault, mustFail := range brokenDrivers {
 		t.Run(fault, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestBrokenDriver$", "-test.v", "-test.count=1")
+			run := "^TestBrokenDriver$"
+			if only := onlyCases[fault]; only != "" {
+				run += "/" + only
+			}
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run="+run, "-test.v", "-test.count=1")
 			cmd.Env = append(os.Environ(), brokenEnv+"="+fault)
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
@@ -158,4 +173,24 @@ func (l brokenLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 		return
 	}
 	l.Locker.Renew(ctx, batch)
+}
+
+func (l brokenLocker) Watch(key string, wake chan<- struct{}) (func(), error) {
+	switch l.h.fault {
+	case "watchNeverWakes":
+		return func() {}, nil
+	case "watchIgnoresStop":
+		if _, err := l.Locker.Watch(key, wake); err != nil {
+			return nil, err
+		}
+		return func() {}, nil
+	}
+	return l.Locker.Watch(key, wake)
+}
+
+func (l brokenLocker) Close() error {
+	if l.h.fault == "closeKeepsKeys" {
+		return nil // keys stay held until their TTL
+	}
+	return l.Locker.Close()
 }

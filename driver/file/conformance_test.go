@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -86,12 +87,16 @@ func (h *harness) Abandon(ctx context.Context, key string) error {
 }
 
 func (h *harness) Capabilities() conformance.Capabilities {
-	return conformance.Capabilities{
+	c := conformance.Capabilities{
 		Fencing:    true,
 		TTL:        false,
 		LossWithin: 20 * harnessHeartbeat, // one heartbeat, with room for a busy machine
 		FreeWithin: 30 * time.Second,      // the child dies abandonSeconds after Abandon
 	}
+	if runtime.GOOS != "linux" {
+		c.Lacks = map[string]string{"Driver/Watch": "without inotify, Watch sees only its own Locker's releases"}
+	}
+	return c
 }
 
 func (h *harness) Close() error {
