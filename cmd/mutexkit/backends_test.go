@@ -243,3 +243,36 @@ func testStoppedBeforeLapse(t *testing.T, e *env, srv server) {
 	}
 	t.Logf("the program was gone %v before the lease could lapse", left.Round(time.Millisecond))
 }
+
+// TestGraceOnlyWhereLocksExpire: --grace is checked against the TTL only
+// on a backend whose locks expire (Redis), where the message names both
+// conditions; PostgreSQL and the file driver have no TTL, and take any
+// --grace.
+func TestGraceOnlyWhereLocksExpire(t *testing.T) {
+	e := newEnv(t)
+	ran := filepath.Join(e.dir, "ran")
+	job := []string{"--", "sh", "-c", "touch " + ran}
+	for _, srv := range []server{{name: "file", dsn: filepath.Join(e.dir, "locks")}, postgresServer(t)} {
+		for _, flags := range [][]string{{"--grace", "10s"}, {"--ttl", "1s", "--grace", "5s"}} {
+			os.Remove(ran)
+			args := append(append([]string{"run", "--key", "grace", "--dsn", srv.dsn}, flags...), job...)
+			if code, _, stderr := e.run(args...); code != 0 || !fileExists(ran) {
+				t.Errorf("%s %v: exit %d, %q; want the program run", srv.name, flags, code, stderr)
+			}
+		}
+	}
+
+	rs := redisServer(t)
+	os.Remove(ran)
+	code, _, stderr := e.run(append([]string{"run", "--key", "grace", "--dsn", rs.dsn, "--grace", "10s"}, job...)...)
+	want := "mutexkit run: --grace 10s does not fit in the default --ttl 15s: this backend's locks expire, and the program must be stopped before its lease could lapse, so the TTL must be both at least 3 times --grace (30s) and at least --grace plus 2s (12s)"
+	if code != exitUsage || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 || fileExists(ran) {
+		t.Errorf("redis --grace 10s: exit %d, %q, program run %v; want %d and one line starting %q", code, stderr, fileExists(ran), exitUsage, want)
+	}
+	if code, out, _ := e.run("status", "--key", "grace", "--dsn", rs.dsn); code != 0 {
+		t.Errorf("status after the refused run: exit %d, %q; want the lock released", code, out)
+	}
+	if code, _, stderr := e.run(append([]string{"run", "--key", "grace", "--dsn", rs.dsn, "--ttl", "30s", "--grace", "10s"}, job...)...); code != 0 || !fileExists(ran) {
+		t.Errorf("redis --ttl 30s --grace 10s: exit %d, %q; want the program run", code, stderr)
+	}
+}

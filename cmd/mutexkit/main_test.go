@@ -359,7 +359,6 @@ func TestUsage(t *testing.T) {
 		{"run", "--", "true"}, // no key
 		{"run", "--key", "k"}, // no program
 		{"run", "--key", "k", "--bogus", "--", "true"},
-		{"run", "--key", "k", "--ttl", "1s", "--", "true"}, // shorter than 3x grace
 		{"status"},
 		{"frobnicate"},
 	} {

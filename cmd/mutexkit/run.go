@@ -68,7 +68,7 @@ func parseRun(args []string, stdout, stderr io.Writer) (c runConfig, code int, d
 	fs.DurationVar(&c.wait, "wait", 0, "how long to wait for the lock; 0 skips at once if it is held (the cron default)")
 	fs.DurationVar(&c.ttl, "ttl", 0, fmt.Sprintf("lease length on backends whose locks expire (default %v); renewed while the program runs", mutex.DefaultTTL))
 	fs.DurationVar(&c.minHold, "min-hold", 0, fmt.Sprintf("keep the lock at least this long from acquisition (at most %v), even if the program ends sooner, so pods whose schedule fires a little later skip; mutexkit keeps running until then", fmtDuration(mutex.MaxMinHold)))
-	fs.DurationVar(&c.grace, "grace", 5*time.Second, "after SIGTERM to a program whose lock was lost, wait this long before SIGKILL")
+	fs.DurationVar(&c.grace, "grace", 5*time.Second, "after SIGTERM to a program whose lock was lost, wait this long before SIGKILL; where locks expire, the TTL must be at least 3 times --grace and at least --grace plus 2s")
 	fs.IntVar(&c.skipCode, "skip-code", exitSkipped, "exit code when the lock is held elsewhere")
 	fs.IntVar(&c.lostCode, "lost-code", exitLost, "exit code when the lock was lost while the program ran")
 	if code, done := parseFlags(fs, runUsage, args, stdout, stderr); done {
@@ -89,17 +89,25 @@ func parseRun(args []string, stdout, stderr io.Writer) (c runConfig, code int, d
 	if err != nil {
 		return c, usageFail(stderr, "run", err), true
 	}
-	ttl := c.ttl
-	if ttl == 0 {
-		ttl = mutex.DefaultTTL
-	}
-	// Renewals keep at least two thirds of a lease ahead, less the loss
-	// margin; the program is stopped when less than --grace is left, so
-	// the TTL must leave room for the grace period.
-	if ttl < 3*c.grace || ttl < c.grace+2*time.Second {
-		return c, usageFail(stderr, "run", fmt.Errorf("--ttl %v must be at least 3 times --grace %v and 2s more than it, so that a program can be stopped before its lease lapses", ttl, c.grace)), true
-	}
 	return c, 0, false
+}
+
+// checkGrace says whether --grace fits in the lease, on a backend whose
+// locks expire. Renewals keep at least two thirds of a lease ahead, less
+// the loss margin, and the program is stopped when less than --grace is
+// left: a longer --grace would stop every program at once. Whether locks
+// expire is the backend's to say (PostgreSQL's and the file driver's do
+// not), and a lease says it, so the check comes once the lock is taken.
+func checkGrace(c runConfig) error {
+	ttl, which := c.ttl, "--ttl"
+	if ttl == 0 {
+		ttl, which = mutex.DefaultTTL, "the default --ttl"
+	}
+	if ttl >= 3*c.grace && ttl >= c.grace+2*time.Second {
+		return nil
+	}
+	return fmt.Errorf("--grace %v does not fit in %s %v: this backend's locks expire, and the program must be stopped before its lease could lapse, so the TTL must be both at least 3 times --grace (%v) and at least --grace plus 2s (%v); lower --grace or raise --ttl",
+		c.grace, which, ttl, 3*c.grace, c.grace+2*time.Second)
 }
 
 func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -129,6 +137,14 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	lease, code, ok := acquire(client, cfg, sigs, stderr)
 	if !ok {
 		return code
+	}
+	if !lease.Expires().IsZero() {
+		if err := checkGrace(cfg); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			lease.Unlock(ctx)
+			return usageFail(stderr, "run", err)
+		}
 	}
 	return runUnderLease(lease, cfg, sigs, stdin, stdout, stderr)
 }
