@@ -3,6 +3,8 @@ package conformance
 import (
 	"go/parser"
 	"go/token"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -31,5 +33,31 @@ func TestDocListsCases(t *testing.T) {
 	}
 	if names := caseNames(); !slices.Equal(listed, names) {
 		t.Errorf("the package doc lists the cases\n\t%s\nthe suite runs\n\t%s", strings.Join(listed, ", "), strings.Join(names, ", "))
+	}
+}
+
+// TestDriversDocListsCases: docs/DRIVERS.md's table of cases matches the
+// suite too.
+func TestDriversDocListsCases(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "docs", "DRIVERS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## Certifying it\n")
+	if !ok {
+		t.Fatal(`docs/DRIVERS.md has no "## Certifying it" section`)
+	}
+	var listed []string
+	for line := range strings.Lines(section) {
+		if strings.HasPrefix(line, "## ") {
+			break
+		}
+		if row, ok := strings.CutPrefix(line, "| `"); ok {
+			name, _, _ := strings.Cut(row, "`")
+			listed = append(listed, name)
+		}
+	}
+	if names := caseNames(); !slices.Equal(listed, names) {
+		t.Errorf("docs/DRIVERS.md lists the cases\n\t%s\nthe suite runs\n\t%s", strings.Join(listed, ", "), strings.Join(names, ", "))
 	}
 }
