@@ -105,7 +105,13 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		l = newLocker(c.cfg, c.db, false, nil, c.dsn)
 	} else {
 		d := newDialer(&c.cfg)
-		pc, err := pq.NewConnectorConfig(c.dsn.pqConfig)
+		pcfg := c.dsn.pqConfig
+		if pcfg.ConnectTimeout == 0 {
+			// Bounds the dial and the handshake: a server that accepts and
+			// then says nothing must not hold a new session for ever.
+			pcfg.ConnectTimeout = c.cfg.replyTimeout()
+		}
+		pc, err := pq.NewConnectorConfig(pcfg)
 		if err != nil {
 			return nil, invalidDSN(redact(err.Error(), c.dsn.password))
 		}

@@ -37,10 +37,10 @@ func (e kindError) Error() string   { return e.err.Error() }
 func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }
 
 var (
-	errStandby     error = kindError{ErrStandby, driver.ErrInvalid}
-	errTxPooling   error = kindError{ErrTransactionPooling, driver.ErrInvalid}
-	errClosedLock        = fmt.Errorf("postgres: locker: %w", driver.ErrClosed)
-	errSessionGone       = errors.New("postgres: the lock session ended")
+	errStandby    error = kindError{ErrStandby, driver.ErrInvalid}
+	errTxPooling  error = kindError{ErrTransactionPooling, driver.ErrInvalid}
+	errClosedLock       = fmt.Errorf("postgres: locker: %w", driver.ErrClosed)
+	errNoReply          = errors.New("no reply from the server in time")
 )
 
 // sessionSurvives reports whether a statement's error leaves the session

@@ -51,9 +51,7 @@ func (l *locker) ensureFenceTable(s *session) error {
 	}
 	var err error
 	for range 3 {
-		s.inflight.Store(l.now())
-		_, err = s.conn.ExecContext(background, sqlFenceTable)
-		s.inflight.Store(0)
+		err = s.exec(sqlFenceTable)
 		// Two clients creating it at once can collide on the catalog even
 		// with IF NOT EXISTS: the table is there then, so try again.
 		if pe, ok := errors.AsType[*pq.Error](err); !ok || (pe.Code != "23505" && pe.Code != "42P07") {
@@ -70,9 +68,9 @@ func (l *locker) ensureFenceTable(s *session) error {
 // fenced runs the fenced lock statement. The caller holds s's slot.
 func (s *session) fenced(id int64, who driver.Holder, ok *bool, pid *int, token *sql.NullInt64) error {
 	if s.fenceStmt == nil {
-		st, err := s.conn.PrepareContext(background, sqlFencedLock)
+		st, err := s.prepare(sqlFencedLock)
 		if err != nil {
-			return fmt.Errorf("postgres: prepare: %w", err)
+			return err
 		}
 		s.fenceStmt = st
 	}

@@ -86,9 +86,7 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 	var h driver.Holder
 	var backend int
 	var app string
-	s.inflight.Store(l.now())
-	err = s.conn.QueryRowContext(background, sqlInspect, int64(classid), int64(objid)).Scan(&backend, &app)
-	s.inflight.Store(0)
+	err = s.queryRow(sqlInspect, []any{int64(classid), int64(objid)}, &backend, &app)
 	if errors.Is(err, sql.ErrNoRows) {
 		return driver.Holder{}, false, nil
 	}
@@ -96,13 +94,15 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 		if err = l.ensureFenceTable(s); err == nil {
 			var tok sql.NullInt64
 			var since sql.NullTime
-			s.inflight.Store(l.now())
-			err = s.conn.QueryRowContext(background, sqlInspectFenced, id, backend).Scan(&tok, &h.Host, &h.PID, &since)
-			s.inflight.Store(0)
-			if errors.Is(err, sql.ErrNoRows) {
+			var host string
+			var pid int
+			err = s.queryRow(sqlInspectFenced, []any{id, backend}, &tok, &host, &pid, &since)
+			switch {
+			case err == nil:
+				h.Token, h.Since, h.Host, h.PID = uint64(tok.Int64), since.Time, host, pid
+			case errors.Is(err, sql.ErrNoRows):
 				err = nil
 			}
-			h.Token, h.Since = uint64(tok.Int64), since.Time
 		}
 	}
 	if err != nil {

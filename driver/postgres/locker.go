@@ -274,9 +274,11 @@ func (l *locker) tryLock(s *session, h *hold, who driver.Holder) (ok bool, token
 		if err == nil {
 			err = s.fenced(h.id, who, &ok, &pid, &tok)
 		}
-		token = uint64(tok.Int64)
-		if err == nil && ok && token == 0 {
-			err = errors.New("postgres: the fencing statement returned no token")
+		if err == nil {
+			token = uint64(tok.Int64)
+			if ok && token == 0 {
+				err = errors.New("postgres: the fencing statement returned no token")
+			}
 		}
 	} else {
 		err = s.scan(s.lockStmt, []any{h.id}, &ok, &pid)
@@ -317,15 +319,12 @@ func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
 	hi, lo := LockTag(id)
 	err := s.scan(s.unlockStmt, []any{id, strconv.FormatInt(id, 10), int32(hi), int32(lo)}, &ok, &pid, &void)
 	if outOfLocks(err) {
-		s.inflight.Store(l.now())
-		err = txPoolingErr(s.conn.QueryRowContext(background,
-			`SELECT pg_advisory_unlock(`+strconv.FormatInt(id, 10)+`), pg_backend_pid()`).Scan(&ok, &pid))
-		s.inflight.Store(0)
+		err = s.queryRow(`SELECT pg_advisory_unlock(`+strconv.FormatInt(id, 10)+`), pg_backend_pid()`, nil, &ok, &pid)
 	}
-	if err == nil {
-		err = s.checkPID(pid, true)
+	if err != nil {
+		return false, err
 	}
-	return ok, err
+	return ok, s.checkPID(pid, true)
 }
 
 // forget drops an attempt that took nothing.
@@ -338,10 +337,18 @@ func (l *locker) forget(h *hold) {
 }
 
 // Release runs pg_advisory_unlock on the session that holds key, with the
-// NOTIFY that wakes waiters in the same statement. It does not heed ctx:
-// a release given up half way would leave the key held by a live session.
-// pg_advisory_unlock returning false (the session no longer held it) is an
-// error matching driver.ErrNotHeld.
+// NOTIFY that wakes waiters in the same statement. pg_advisory_unlock
+// returning false (the session no longer held it) is an error matching
+// driver.ErrNotHeld.
+//
+// If ctx ends first, Release returns an error matching ctx.Err() and the
+// release goes on in the background: a release given up half way would
+// leave the key held by a live session, and cancelling its statement
+// would end the session, and every other lease on it. The release is
+// bounded (the slot is freed by a statement that has a reply deadline,
+// and its own statement has one): it frees the key, or its session is
+// given up, which frees the key on the server and reports the session's
+// other leases lost. Until then the key stays held for this client.
 func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	l.mu.Lock()
 	if l.closed {
@@ -353,16 +360,35 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 		l.mu.Unlock()
 		return fmt.Errorf("postgres: key not held by this owner: %w", driver.ErrNotHeld)
 	}
-	s := h.s
+	if ctx.Done() == nil {
+		l.mu.Unlock()
+		return l.release(h)
+	}
+	l.wg.Add(1) // under mu, before Close can wait
 	l.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		defer l.wg.Done()
+		done <- l.release(h)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("postgres: release: %w (it goes on in the background, bounded by the reply deadline)", ctx.Err())
+	}
+}
 
+// release unlocks h on its session, waiting for the session's slot.
+func (l *locker) release(h *hold) error {
+	s := h.s
 	select {
 	case s.sem <- struct{}{}:
 	case <-s.stop:
 		return fmt.Errorf("postgres: the lock session ended before the release: %w", driver.ErrNotHeld)
 	}
 	l.mu.Lock()
-	if s.dead || l.held[key] != h { // lost (and reported) while we waited
+	if s.dead || l.held[h.key] != h { // lost (and reported) while we waited
 		l.mu.Unlock()
 		s.give()
 		return fmt.Errorf("postgres: the lock session ended before the release: %w", driver.ErrNotHeld)
@@ -384,10 +410,10 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	s.give()
 
 	l.mu.Lock()
-	if l.held[key] == h {
-		delete(l.held, key)
+	if l.held[h.key] == h {
+		delete(l.held, h.key)
 	}
-	delete(s.keys, key)
+	delete(s.keys, h.key)
 	l.mu.Unlock()
 	l.wake(h.id)
 	if err != nil {
@@ -428,17 +454,19 @@ func (l *locker) kill(s *session, cause error) {
 	}
 	s.keys = nil
 	close(s.stop)
-	closed := l.closed
 	l.mu.Unlock()
 
 	if s.netConn != nil {
-		s.netConn.Close() // ends a statement stuck on a dead network
+		s.netConn.Close() // ends a statement in flight at once
 	}
-	if !closed { // Close discards sessions itself
-		go s.discard() // may wait for a statement in flight
-	}
+	// Close discards the sessions it finds (and marks them dead first, so
+	// they never get here); this one is not among them.
+	go s.discard() // may wait for a statement in flight
 	what := "ended, so the server freed the lock and may have granted it to another holder already"
-	if isTxPooling(cause) {
+	switch {
+	case errors.Is(cause, errNoReply):
+		what = "was given up, since the server stopped answering; the server frees the lock when it sees the connection closed, and may have freed it and granted it to another holder already"
+	case isTxPooling(cause):
 		// The proxy keeps the backend, and the lock on it, for its other
 		// clients: nothing here can release it.
 		what = "was given up: its statements reached other backends, so the lock may stay held by the proxy's server connection (until the proxy closes it) or be freed and granted to another holder"
@@ -472,9 +500,7 @@ func (l *locker) Ping(ctx context.Context) error {
 	var recovery bool
 	err = s.beat()
 	if err == nil {
-		s.inflight.Store(l.now())
-		err = s.conn.QueryRowContext(background, `SELECT pg_is_in_recovery()`).Scan(&recovery)
-		s.inflight.Store(0)
+		err = s.queryRow(`SELECT pg_is_in_recovery()`, nil, &recovery)
 	}
 	s.give()
 	switch {
@@ -491,7 +517,11 @@ func (l *locker) Ping(ctx context.Context) error {
 
 // Close stops the heartbeats and the listener and closes every session,
 // which frees the locks still on them. Leases still held are not reported
-// lost: their client is closing them.
+// lost: their client is closing them. It returns within about twice the
+// reply deadline (or the LISTEN connection's connect timeout): a session
+// whose statement is still in flight when that has passed (an
+// application's connection to a silent server) is closed in the
+// background once the statement ends.
 func (l *locker) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -513,10 +543,22 @@ func (l *locker) Close() error {
 	if l.listener != nil {
 		l.listener.close()
 	}
-	l.wg.Wait()
+	l.wg.Wait() // heartbeats, the listener, background releases: each bounded
+	var discards sync.WaitGroup
 	for _, s := range sessions {
-		s.discard()
+		discards.Go(s.discard) // waits for a statement in flight
 	}
+	done := make(chan struct{})
+	go func() {
+		discards.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(l.cfg.replyTimeout())
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
 	if l.ownDB {
 		return l.db.Close()
 	}

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -21,7 +22,8 @@ import (
 // time (sem), never with a caller's context: lib/pq cancels a statement
 // whose context ends by closing the connection, which would drop every
 // lock on it. They are bounded on the server by statement_timeout and
-// lock_timeout instead.
+// lock_timeout instead, and every wait for a reply by the reply deadline
+// (see exchange).
 type session struct {
 	l       *locker
 	conn    *sql.Conn
@@ -35,8 +37,7 @@ type session struct {
 	lockStmt, unlockStmt, beatStmt *sql.Stmt
 	fenceStmt                      *sql.Stmt // prepared on first use; guarded by sem
 
-	lastOK   atomic.Int64 // l.now() after the last successful statement
-	inflight atomic.Int64 // l.now() when the running statement began; 0: none
+	lastOK atomic.Int64 // l.now() after the last successful statement
 
 	// Guarded by l.mu.
 	dead bool
@@ -66,40 +67,53 @@ var background = context.Background()
 // openSession opens a new lock session: a dedicated connection, checked
 // (not a standby, no transaction pooler) and configured.
 func (l *locker) openSession(ctx context.Context) (*session, error) {
-	l.dialMu.Lock()
-	defer l.dialMu.Unlock()
-	if l.dialer != nil {
-		l.dialer.take()
-	}
-	conn, err := l.db.Conn(ctx)
+	conn, netConn, err := l.dial(ctx)
 	if err != nil {
 		return nil, l.connectError(err)
 	}
 	s := &session{
-		l:    l,
-		conn: conn,
-		sem:  make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		keys: make(map[string]*hold),
-	}
-	if l.dialer != nil {
-		s.netConn = l.dialer.take()
+		l:       l,
+		conn:    conn,
+		netConn: netConn,
+		sem:     make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		keys:    make(map[string]*hold),
 	}
 	if err := s.init(); err != nil {
-		s.discard()
+		if !errors.Is(err, errNoReply) { // else already given up
+			s.discard()
+		}
 		return nil, l.connectError(txPoolingErr(err))
 	}
 	return s, nil
 }
 
+// dial takes a new connection and, when this driver dialed it, its socket.
+func (l *locker) dial(ctx context.Context) (*sql.Conn, net.Conn, error) {
+	if l.dialer == nil {
+		c, err := l.conn(ctx)
+		return c, nil, err
+	}
+	// One dial at a time, so that the socket the dialer remembers is this
+	// connection's: sessions are never pooled (SetMaxIdleConns(0)), so
+	// every Conn dials.
+	l.dialMu.Lock()
+	defer l.dialMu.Unlock()
+	l.dialer.take()
+	c, err := l.conn(ctx)
+	return c, l.dialer.take(), err
+}
+
 func (s *session) init() error {
 	l := s.l
+	var pid int
 	var recovery bool
 	var version int
 	var lockTable int64
-	if err := s.conn.QueryRowContext(background, sqlProbe).Scan(&s.pid, &recovery, &version, &lockTable); err != nil {
+	if err := s.queryRow(sqlProbe, nil, &pid, &recovery, &version, &lockTable); err != nil {
 		return fmt.Errorf("postgres: probe the server: %w", err)
 	}
+	s.pid = pid
 	if recovery {
 		return errStandby
 	}
@@ -122,11 +136,14 @@ func (s *session) init() error {
 		// session, and its locks with it.
 		q += `, set_config('idle_session_timeout', '0', false)`
 	}
-	rows, err := s.conn.QueryContext(background, q, ms(c.stmtTimeout), l.appName, s.mark,
-		secs(c.keepIdle), secs(c.keepIntvl), strconv.Itoa(c.keepCount), ms(c.keepIdle+c.keepIntvl*time.Duration(c.keepCount)))
-	if err == nil {
-		err = rows.Close()
-	}
+	err := s.exchange(func() error {
+		rows, err := s.conn.QueryContext(background, q, ms(c.stmtTimeout), l.appName, s.mark,
+			secs(c.keepIdle), secs(c.keepIntvl), strconv.Itoa(c.keepCount), ms(c.keepIdle+c.keepIntvl*time.Duration(c.keepCount)))
+		if err == nil {
+			err = rows.Close()
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: configure the session: %w", err)
 	}
@@ -134,9 +151,11 @@ func (s *session) init() error {
 		stmt **sql.Stmt
 		q    string
 	}{{&s.beatStmt, sqlBeat}, {&s.lockStmt, sqlLock}, {&s.unlockStmt, sqlUnlock}} {
-		if *p.stmt, err = s.conn.PrepareContext(background, p.q); err != nil {
-			return fmt.Errorf("postgres: prepare: %w", err)
+		st, err := s.prepare(p.q)
+		if err != nil {
+			return err
 		}
+		*p.stmt = st
 	}
 	// Behind a transaction pooler the settings above stayed on some other
 	// server connection: this is where that shows, if the proxy switched.
@@ -151,15 +170,46 @@ func (s *session) init() error {
 	return nil
 }
 
-// scan runs a statement on the session. The caller holds sem.
+// scan runs a prepared statement on the session, within the reply
+// deadline. The caller holds sem; it reads dest only when scan returns
+// nil.
 func (s *session) scan(stmt *sql.Stmt, args []any, dest ...any) error {
-	s.inflight.Store(s.l.now())
-	err := txPoolingErr(stmt.QueryRowContext(background, args...).Scan(dest...))
-	s.inflight.Store(0)
+	err := txPoolingErr(s.exchange(func() error {
+		return stmt.QueryRowContext(background, args...).Scan(dest...)
+	}))
 	if err == nil {
 		s.lastOK.Store(s.l.now())
 	}
 	return err
+}
+
+// queryRow is scan for a statement that is not prepared.
+func (s *session) queryRow(q string, args []any, dest ...any) error {
+	return txPoolingErr(s.exchange(func() error {
+		return s.conn.QueryRowContext(background, q, args...).Scan(dest...)
+	}))
+}
+
+// exec runs a statement that returns no rows, within the reply deadline.
+func (s *session) exec(q string) error {
+	return s.exchange(func() error {
+		_, err := s.conn.ExecContext(background, q)
+		return err
+	})
+}
+
+// prepare prepares a statement on the session, within the reply deadline.
+func (s *session) prepare(q string) (*sql.Stmt, error) {
+	var st *sql.Stmt
+	err := s.exchange(func() error {
+		var err error
+		st, err = s.conn.PrepareContext(background, q)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: prepare: %w", err)
+	}
+	return st, nil
 }
 
 // beat checks that the session is alive and is still the backend it was.
@@ -203,13 +253,13 @@ func (s *session) discard() {
 // heartbeat checks the session every interval, so a session killed on the
 // server (pg_terminate_backend, a restart, an idle killer) is reported lost
 // within about two intervals, without waiting for the next command. A
-// statement that gets no reply for the statement timeout plus two
-// intervals means the network or server is gone: the session is given up.
+// server that stops answering is given up when the check (or any other
+// statement) misses the reply deadline: within the statement timeout plus
+// two intervals of its last reply.
 func (s *session) heartbeat() {
 	l := s.l
 	defer l.wg.Done()
 	iv := l.cfg.heartbeat
-	stuckAfter := int64(l.cfg.stmtTimeout + 2*iv)
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {
@@ -218,16 +268,17 @@ func (s *session) heartbeat() {
 			return
 		case <-t.C:
 		}
-		now := l.now()
-		if began := s.inflight.Load(); began != 0 && now-began > stuckAfter {
-			l.kill(s, fmt.Errorf("postgres: no reply from backend %d for %v: %w", s.pid, time.Duration(now-began).Round(time.Millisecond), errSessionGone))
-			return
-		}
-		if now-s.lastOK.Load() < int64(iv/2) {
+		if l.now()-s.lastOK.Load() < int64(iv/2) {
 			continue // a statement just proved the session alive
 		}
 		if !s.tryTake() {
-			continue // busy: the statement in flight will tell, or the check above
+			continue // busy: the statement in flight has its own deadline
+		}
+		select {
+		case <-s.stop: // given up while we took the slot
+			s.give()
+			return
+		default:
 		}
 		err := s.beat()
 		s.give()

@@ -1,0 +1,214 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/internal/chaos"
+	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+// Settings of the clients behind the silent proxy: the documented bounds
+// are the statement timeout plus two heartbeats for a loss, and the
+// statement timeout plus half a heartbeat for any one wait on a session.
+const (
+	silentStmt = 3 * time.Second
+	silentBeat = 100 * time.Millisecond
+	// slack allows for a loaded machine; it is well below silentStmt, so
+	// that an Unlock ended by the statement deadline, not by its context,
+	// fails the test.
+	silentSlack = 1500 * time.Millisecond
+)
+
+// A server that stops answering while TCP is still acknowledged (a proxy
+// in Blackhole mode: its kernel acknowledges, nothing is forwarded) is
+// given up on time (issue 12, item 1): every lease on it is reported lost
+// within the statement timeout plus two heartbeats, an Unlock returns
+// when its context ends (200 ms) with an error matching it, Close
+// returns within the statement timeout plus half a heartbeat, and once
+// the partition heals another client takes every key. Both kinds of
+// Connector: the driver's own connections, and an application's *sql.DB.
+func TestClusterSilentPeer(t *testing.T) {
+	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{})
+	for _, kind := range []string{"dsn", "db"} {
+		t.Run(kind, func(t *testing.T) { silentPeer(t, pg, kind) })
+	}
+}
+
+func silentPeer(t *testing.T, pg *testserver.PGCluster, kind string) {
+	p, err := chaos.NewProxy(pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	u, err := url.Parse(pg.DSN("", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = p.Addr()
+	ns := t.Name()
+	opts := []postgres.Option{postgres.WithNamespace(ns), postgres.WithStatementTimeout(silentStmt), postgres.WithHeartbeat(silentBeat)}
+	open := func() *mutex.Client {
+		if kind == "dsn" {
+			c, err := postgres.NewConnector(u.String(), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mc := mutex.OpenConnector(c)
+			t.Cleanup(func() { mc.Close() })
+			return mc
+		}
+		db, err := sql.Open("postgres", u.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		mc := mutex.OpenConnector(postgres.NewDBConnector(db, opts...))
+		t.Cleanup(func() { mc.Close() })
+		return mc
+	}
+	ctx := t.Context()
+	c1, c2 := open(), open()
+	lock := func(c *mutex.Client, key string) *mutex.Lease {
+		t.Helper()
+		l, err := c.NewMutex(key).TryLock(ctx)
+		if err != nil {
+			t.Fatalf("TryLock %s: %v", key, err)
+		}
+		return l
+	}
+	a, b := lock(c1, "a"), lock(c1, "b")
+	lock(c2, "c")
+
+	p.SetMode(chaos.Blackhole, 0, 0)
+	cut := time.Now()
+	healed := false
+	heal := func() {
+		if !healed {
+			healed = true
+			p.SetMode(chaos.Pass, 0, 0)
+		}
+	}
+	t.Cleanup(heal)
+	time.Sleep(3 * silentBeat) // the heartbeats are now waiting on the silent server
+
+	closeStart := time.Now()
+	closed := make(chan struct{})
+	go func() {
+		c2.Close()
+		close(closed)
+	}()
+
+	uctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	unlocked := make(chan error, 1)
+	start := time.Now()
+	go func() { unlocked <- b.Unlock(uctx) }()
+	select {
+	case err := <-unlocked:
+		took := time.Since(start)
+		t.Logf("Unlock with a 200ms context: %v after %v", err, took.Round(time.Millisecond))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Unlock on a silent server: %v; want an error matching context.DeadlineExceeded", err)
+		}
+	case <-time.After(200*time.Millisecond + silentSlack):
+		t.Errorf("Unlock with a 200ms context has not returned after %v", time.Since(start).Round(time.Millisecond))
+	}
+
+	lossBound := silentStmt + 2*silentBeat
+	select {
+	case <-a.Done():
+		t.Logf("loss reported %v after the cut (bound %v): %v", time.Since(cut).Round(time.Millisecond), lossBound, a.Err())
+		if !errors.Is(a.Err(), mutex.ErrLockLost) {
+			t.Errorf("Err = %v; want ErrLockLost", a.Err())
+		}
+	case <-time.After(time.Until(cut.Add(lossBound + silentSlack))):
+		t.Errorf("loss not reported %v after the cut; the bound is %v (Err = %v)", time.Since(cut).Round(time.Millisecond), lossBound, a.Err())
+	}
+
+	closeBound := silentStmt + silentBeat/2
+	select {
+	case <-closed:
+		t.Logf("Close took %v (bound %v)", time.Since(closeStart).Round(time.Millisecond), closeBound)
+	case <-time.After(time.Until(closeStart.Add(closeBound + silentSlack))):
+		t.Errorf("Close has not returned %v after the cut; the bound is %v", time.Since(cut).Round(time.Millisecond), closeBound)
+	}
+
+	heal()
+	direct, err := postgres.NewConnector(pg.DSN("", nil), postgres.WithNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := mutex.OpenConnector(direct)
+	defer other.Close()
+	for _, key := range []string{"a", "b", "c"} {
+		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		l, err := other.NewMutex(key).Lock(lctx)
+		cancel()
+		if err != nil {
+			t.Errorf("another client, after the partition healed: Lock %s: %v", key, err)
+			continue
+		}
+		l.Unlock(ctx)
+	}
+}
+
+// A server that accepts the connection and then says nothing fails the
+// first session (Connect, through Ping) within the reply deadline, with an
+// error matching driver.ErrUnavailable: an outage, which Lock waits out.
+// Both kinds of Connector (the application's pool has no connect timeout).
+func TestClusterSilentPeerAtConnect(t *testing.T) {
+	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{})
+	p, err := chaos.NewProxy(pg.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	p.SetMode(chaos.Blackhole, 0, 0)
+	u, err := url.Parse(pg.DSN("", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = p.Addr()
+	const stmt = 500 * time.Millisecond
+	opts := []postgres.Option{postgres.WithStatementTimeout(stmt), postgres.WithHeartbeat(silentBeat)}
+	db, err := sql.Open("postgres", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	dsnConn, err := postgres.NewConnector(u.String(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, conn := range map[string]interface {
+		Connect(context.Context) (driver.Locker, error)
+	}{"dsn": dsnConn, "db": postgres.NewDBConnector(db, opts...)} {
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() {
+			l, err := conn.Connect(context.Background())
+			if err == nil {
+				l.Close()
+			}
+			done <- err
+		}()
+		bound := stmt + silentBeat/2
+		select {
+		case err := <-done:
+			t.Logf("%s: Connect failed after %v (bound %v): %v", name, time.Since(start).Round(time.Millisecond), bound, err)
+			if !errors.Is(err, driver.ErrUnavailable) || errors.Is(err, driver.ErrDenied) {
+				t.Errorf("%s: Connect to a silent server: %v; want an error matching driver.ErrUnavailable only", name, err)
+			}
+		case <-time.After(bound + silentSlack):
+			t.Errorf("%s: Connect to a silent server has not returned after %v; the bound is %v", name, time.Since(start).Round(time.Millisecond), bound)
+		}
+	}
+}
