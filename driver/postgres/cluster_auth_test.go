@@ -51,9 +51,10 @@ func lockOnce(t *testing.T, dsn string, admin *sql.DB) (role string) {
 }
 
 // A wrong password gives a clear error (the server's "password
-// authentication failed", matching driver.ErrUnavailable as the driver
-// documents) that never contains the password, in either DSN form; the
-// right one (scram-sha-256) connects and locks.
+// authentication failed", matching driver.ErrDenied and not
+// driver.ErrUnavailable: it is not an outage to wait out) that never
+// contains the password, in either DSN form; the right one (scram-sha-256)
+// connects and locks.
 func TestClusterPasswordAuth(t *testing.T) {
 	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{Password: true})
 	admin := pg.AdminDB()
@@ -71,8 +72,8 @@ func TestClusterPasswordAuth(t *testing.T) {
 			t.Fatalf("Ping with a wrong password succeeded")
 		case !strings.Contains(err.Error(), "password authentication failed") || !strings.Contains(err.Error(), pg.User):
 			t.Errorf("Ping: %v; want the server's \"password authentication failed for user %q\"", err, pg.User)
-		case !errors.Is(err, driver.ErrUnavailable):
-			t.Errorf("Ping: %v; want it to match driver.ErrUnavailable", err)
+		default:
+			checkKind(t, "Ping", err, driver.ErrDenied)
 		}
 		for _, secret := range []string{wrong, url.QueryEscape(wrong), url.PathEscape(wrong), pg.Password} {
 			if err != nil && strings.Contains(err.Error(), secret) {
@@ -86,6 +87,7 @@ func TestClusterPasswordAuth(t *testing.T) {
 	if err := pingErr(t, u.String()); err == nil {
 		t.Errorf("Ping without a password succeeded against scram-sha-256")
 	} else {
+		checkKind(t, "Ping without a password", err, driver.ErrDenied)
 		t.Logf("no password: %v", err)
 	}
 
@@ -143,4 +145,74 @@ func TestClusterStandbyRefused(t *testing.T) {
 	if role := lockOnce(t, primary.DSN("", nil), admin); role != "postgres" {
 		t.Errorf("lock on the primary held by %q", role)
 	}
+}
+
+// Every other way the server refuses this client is driver.ErrDenied too
+// (not driver.ErrUnavailable), with the server's reason and without the
+// password: a role that may not log in (28000), an unknown role (which
+// scram reports as a failed password, 28P01), an unknown database
+// (3D000), a database the role may not connect to (42501), a fencing table
+// the role may not create (42501, at the first fenced TryLock), and a
+// wrong password through NewDBConnector.
+func TestClusterRefusedClient(t *testing.T) {
+	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{Password: true})
+	admin := pg.AdminDB()
+	defer admin.Close()
+	const pw = "refused-Pw-7x"
+	for _, q := range []string{
+		`CREATE ROLE mk_nologin NOLOGIN PASSWORD '` + pw + `'`,
+		`CREATE ROLE mk_nocreate LOGIN PASSWORD '` + pw + `'`,
+		`CREATE DATABASE mk_closed`,
+		`REVOKE CONNECT ON DATABASE mk_closed FROM PUBLIC`,
+	} {
+		if _, err := admin.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	dsn := func(user, password, db string) string {
+		u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: pg.Addr(), Path: "/" + db, RawQuery: "sslmode=disable"}
+		return u.String()
+	}
+	noSecret := func(err error) {
+		t.Helper()
+		for _, secret := range []string{pw, pg.Password} {
+			if err != nil && strings.Contains(err.Error(), secret) {
+				t.Errorf("the error carries a password: %v", err)
+			}
+		}
+	}
+	for _, c := range []struct{ name, dsn, want string }{
+		{"nologin", dsn("mk_nologin", pw, "postgres"), "not permitted to log in"},
+		{"unknown role", dsn("mk_nosuchrole", pw, "postgres"), "password authentication failed"},
+		{"unknown database", dsn(pg.User, pg.Password, "mk_nosuchdb"), `database "mk_nosuchdb" does not exist`},
+		{"no CONNECT", dsn(pg.User, pg.Password, "mk_closed"), `permission denied for database "mk_closed"`},
+	} {
+		err := pingErr(t, c.dsn)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Ping: %v; want the server's %q", c.name, err, c.want)
+		}
+		checkKind(t, c.name, err, driver.ErrDenied)
+		noSecret(err)
+		t.Logf("%s: %v", c.name, err)
+	}
+
+	nc := openClient(t, dsn("mk_nocreate", pw, "postgres"), t.Name(), postgres.WithFencing(true))
+	_, err := nc.NewMutex("k").TryLock(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("fenced TryLock without CREATE on the schema: %v; want the server's permission denied", err)
+	}
+	checkKind(t, "fenced TryLock without CREATE", err, driver.ErrDenied)
+	noSecret(err)
+	t.Logf("no CREATE for the fencing table: %v", err)
+
+	db, err := sql.Open("postgres", dsn(pg.User, "wrong-"+pw, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	dc := mutex.OpenConnector(postgres.NewDBConnector(db))
+	defer dc.Close()
+	err = dc.Ping(t.Context())
+	checkKind(t, "NewDBConnector with a wrong password", err, driver.ErrDenied)
+	noSecret(err)
 }

@@ -72,6 +72,7 @@ func TestClusterTLSVerifyFull(t *testing.T) {
 	if err := pingErr(t, pg.DSN("", nil)); err == nil || !strings.Contains(err.Error(), "no encryption") {
 		t.Errorf("sslmode=disable: %v; want the server's refusal of a connection with no encryption", err)
 	} else {
+		checkKind(t, "sslmode=disable", err, driver.ErrDenied) // pg_hba.conf refuses it (28000)
 		t.Logf("plaintext: %v", err)
 	}
 

@@ -3,6 +3,7 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/lib/pq"
 
@@ -50,6 +51,29 @@ var (
 func sessionSurvives(err error) bool {
 	var pe *pq.Error
 	return errors.As(err, &pe) && !pe.Fatal() && pe.Severity != "PANIC"
+}
+
+// denied reports the server's refusal of this client, which no retry
+// cures: its credentials (SQLSTATE class 28: a wrong password, an unknown
+// role or one that may not log in, no pg_hba.conf entry), an unknown
+// database (3D000), or a privilege it lacks (42501: CONNECT on the
+// database, CREATE for the fencing table).
+func denied(err error) bool {
+	var pe *pq.Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	code := string(pe.Code)
+	return strings.HasPrefix(code, "28") || code == "3D000" || code == "42501"
+}
+
+// failureKind is the driver sentinel of a failed exchange with the server:
+// driver.ErrDenied for a refusal (see denied), else driver.ErrUnavailable.
+func failureKind(err error) error {
+	if denied(err) {
+		return driver.ErrDenied
+	}
+	return driver.ErrUnavailable
 }
 
 // outOfLocks reports the server's "out of shared memory" on a full lock

@@ -109,7 +109,7 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 		if !sessionSurvives(err) {
 			l.kill(s, err)
 		}
-		return driver.Holder{}, false, fmt.Errorf("postgres: inspect: %w: %w", err, driver.ErrUnavailable)
+		return driver.Holder{}, false, fmt.Errorf("postgres: inspect: %w: %w", err, failureKind(err))
 	}
 	if pid, host := parseAppName(app); pid != 0 {
 		h.PID = pid

@@ -93,7 +93,7 @@ func (l *locker) connectError(err error) error {
 	if outOfLocks(err) { // a new backend needs a lock-table entry to start
 		return redactErr(fmt.Errorf("postgres: connect: the server's lock table is full (raise max_locks_per_transaction, or lower WithMaxKeys): %w: %w", err, driver.ErrUnavailable), l.dsn.password)
 	}
-	return redactErr(fmt.Errorf("postgres: connect: %w: %w", err, driver.ErrUnavailable), l.dsn.password)
+	return redactErr(fmt.Errorf("postgres: connect: %w: %w", err, failureKind(err)), l.dsn.password)
 }
 
 // start opens the first session, so Connect reports a bad password, an
@@ -304,7 +304,7 @@ func (l *locker) tryLock(s *session, h *hold, who driver.Holder) (ok bool, token
 	if outOfLocks(err) {
 		return false, 0, fmt.Errorf("postgres: the server's lock table is full (raise max_locks_per_transaction, or lower WithMaxKeys): %w: %w", err, driver.ErrUnavailable)
 	}
-	return false, 0, fmt.Errorf("postgres: acquire: %w: %w", err, driver.ErrUnavailable)
+	return false, 0, fmt.Errorf("postgres: acquire: %w: %w", err, failureKind(err))
 }
 
 // unlockOnce runs pg_advisory_unlock on s, with the wake-up. On a full
