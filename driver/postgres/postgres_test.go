@@ -300,14 +300,21 @@ func TestDSNErrors(t *testing.T) {
 	}
 }
 
-// Connection failures are clear and never carry the password.
+// Connection failures are clear and never carry the password. A server
+// that cannot be reached is an outage (driver.ErrUnavailable, which Lock
+// waits out); a server that refuses this client's role or database is
+// not (driver.ErrDenied, which nothing retries), and the two never both
+// match.
 func TestConnectErrorsRedacted(t *testing.T) {
 	dsn, _ := openDB(t)
 	const pw = "hunter2-Secret"
-	for _, c := range []struct{ dsn, want string }{
-		{"postgres://postgres:" + pw + "@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=5", "refused"},
-		{"postgres://nosuchrole_mutexkit:" + pw + "@" + hostOf(t, dsn) + "/postgres?sslmode=disable", "nosuchrole_mutexkit"},
-		{"postgres://postgres:" + pw + "@" + hostOf(t, dsn) + "/nosuchdb_mutexkit?sslmode=disable", "nosuchdb_mutexkit"},
+	for _, c := range []struct {
+		dsn, want string
+		kind      error
+	}{
+		{"postgres://postgres:" + pw + "@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=5", "refused", driver.ErrUnavailable},
+		{"postgres://nosuchrole_mutexkit:" + pw + "@" + hostOf(t, dsn) + "/postgres?sslmode=disable", "nosuchrole_mutexkit", driver.ErrDenied},
+		{"postgres://postgres:" + pw + "@" + hostOf(t, dsn) + "/nosuchdb_mutexkit?sslmode=disable", "nosuchdb_mutexkit", driver.ErrDenied},
 	} {
 		c2, err := mutex.Open(postgres.Name, c.dsn)
 		if err != nil {
@@ -318,10 +325,36 @@ func TestConnectErrorsRedacted(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Ping: %v; want an error mentioning %q", err, c.want)
 		}
+		checkKind(t, "Ping", err, c.kind)
 		if err != nil && strings.Contains(err.Error(), pw) {
 			t.Errorf("Ping error quotes the password: %v", err)
 		}
 		t.Logf("%v", err)
+
+		// The driver's own Connect (the first lock session) says the same.
+		conn, err := postgres.NewConnector(c.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := conn.Connect(t.Context())
+		if err == nil {
+			l.Close()
+			t.Fatalf("Connect succeeded")
+		}
+		checkKind(t, "Connect", err, c.kind)
+	}
+}
+
+// checkKind fails t unless err matches kind, and only one of
+// driver.ErrUnavailable and driver.ErrDenied.
+func checkKind(t *testing.T, what string, err, kind error) {
+	t.Helper()
+	other := driver.ErrDenied
+	if kind == driver.ErrDenied {
+		other = driver.ErrUnavailable
+	}
+	if !errors.Is(err, kind) || errors.Is(err, other) {
+		t.Errorf("%s: %v; want an error matching %q and not %q", what, err, kind, other)
 	}
 }
 
