@@ -3,7 +3,9 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -56,12 +58,11 @@ func parseDSN(dsn string, cfg *config) (dsnInfo, error) {
 				delete(q, k)
 			}
 		}
-		u.RawQuery = q.Encode()
-		kw, err := pq.ParseURL(u.String())
+		pairs, err := urlKeywords(u, q)
 		if err != nil {
-			return info, invalidDSN("lib/pq cannot read the URL: " + redact(err.Error(), info.password))
+			return info, err
 		}
-		info.pq = kw
+		info.pq = formatKeywords(pairs)
 	default:
 		pairs, err := parseKeywords(dsn)
 		if err != nil {
@@ -98,6 +99,77 @@ func parseDSN(dsn string, cfg *config) (dsnInfo, error) {
 	}
 	info.pqConfig = pc
 	return info, nil
+}
+
+// urlKeywords turns a postgres:// URL, whose query is q, into libpq
+// keyword pairs, as libpq reads a URI: user and password from the user
+// info, host and port from the authority (hosts separated by commas, each
+// with its port), dbname from the path, then every query parameter, which
+// overrides them. net/url has split the URL as RFC 3986 says: the
+// authority ends at the first "/", "?" or "#", and its user info at the
+// last "@" in it. A parameter name that is not a keyword is refused: it
+// would be spliced into the keyword string, where "host='x' port" names
+// two keywords.
+func urlKeywords(u *url.URL, q url.Values) ([]kv, error) {
+	var pairs []kv
+	add := func(k, v string) {
+		if v != "" { // as lib/pq did: an empty value is no value
+			pairs = append(pairs, kv{k, v})
+		}
+	}
+	if u.User != nil {
+		pw, _ := u.User.Password()
+		add("user", u.User.Username())
+		add("password", pw)
+	}
+	if u.Host != "" {
+		var hosts, ports []string
+		for _, hp := range strings.Split(u.Host, ",") {
+			host, port := hp, ""
+			if h, p, err := net.SplitHostPort(hp); err == nil {
+				host, port = h, p
+			} else if strings.HasPrefix(hp, "[") && strings.HasSuffix(hp, "]") {
+				host = hp[1 : len(hp)-1] // an IPv6 address without a port
+			}
+			hosts, ports = append(hosts, host), append(ports, port)
+		}
+		add("host", strings.Join(hosts, ","))
+		if strings.Join(ports, "") != "" {
+			for i, p := range ports {
+				if p == "" {
+					ports[i] = "5432" // libpq's default, as lib/pq fills in
+				}
+			}
+			add("port", strings.Join(ports, ","))
+		}
+	}
+	add("dbname", strings.TrimPrefix(u.Path, "/"))
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !isKeyword(k) {
+			return nil, invalidDSN("a query parameter has a name that is not a libpq keyword (letters, digits and _)")
+		}
+		add(k, q.Get(k))
+	}
+	return pairs, nil
+}
+
+// isKeyword reports whether k can be a libpq keyword: letters, digits and
+// underscores.
+func isKeyword(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func invalidDSN(why string) error {
@@ -204,9 +276,12 @@ func parseKeywords(s string) ([]kv, error) {
 			return nil, fmt.Errorf("missing \"=\" after key number %d", len(out)+1)
 		}
 		i++
+		afterEq := i
 		skip()
+		spaced := i > afterEq
+		quoted := i < len(r) && r[i] == '\''
 		var val strings.Builder
-		if i < len(r) && r[i] == '\'' {
+		if quoted {
 			i++
 			closed := false
 			for i < len(r) {
@@ -239,6 +314,12 @@ func parseKeywords(s string) ([]kv, error) {
 		}
 		if key == "" {
 			return nil, errors.New("empty key")
+		}
+		if spaced && !quoted && strings.Contains(val.String(), "=") {
+			// "dbname= password=x": libpq skips the space and takes
+			// "password=x" as the database name, which a server error would
+			// then quote.
+			return nil, fmt.Errorf("key number %d has no value before the next key (write key='' for an empty one)", len(out)+1)
 		}
 		out = append(out, kv{key, val.String()})
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -355,6 +357,54 @@ func checkKind(t *testing.T, what string, err, kind error) {
 	}
 	if !errors.Is(err, kind) || errors.Is(err, other) {
 		t.Errorf("%s: %v; want an error matching %q and not %q", what, err, kind, other)
+	}
+}
+
+// An "@" in a query value does not end the user info (issue 12, item 3):
+// with "application_name=a@127.0.0.1:<decoy>" the client dials the host
+// of the authority and locks there, and the decoy, which would have
+// received the password, is never dialed.
+func TestDSNAtInQueryValue(t *testing.T) {
+	dsn, _ := openDB(t)
+	decoy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer decoy.Close()
+	dialed := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := decoy.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			select {
+			case dialed <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Skip("needs a URL DSN")
+	}
+	// The shared server trusts its clients: the password is ignored there.
+	u.User = url.UserPassword(u.User.Username(), "s3cret-Pw")
+	at := u.String() + "&application_name=a@" + decoy.Addr().String()
+	if !strings.Contains(at, "?") {
+		at = strings.Replace(at, "&", "?", 1)
+	}
+	c := openClient(t, at, t.Name())
+	l, err := c.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatalf("TryLock through %q: %v", strings.ReplaceAll(at, "s3cret-Pw", "xxxxx"), err)
+	}
+	l.Unlock(t.Context())
+	select {
+	case <-dialed:
+		t.Fatalf("the client dialed the address in application_name, %s", decoy.Addr())
+	default:
 	}
 }
 
