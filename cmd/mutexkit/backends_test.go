@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -274,5 +275,86 @@ func TestGraceOnlyWhereLocksExpire(t *testing.T) {
 	}
 	if code, _, stderr := e.run(append([]string{"run", "--key", "grace", "--dsn", rs.dsn, "--ttl", "30s", "--grace", "10s"}, job...)...); code != 0 || !fileExists(ran) {
 		t.Errorf("redis --ttl 30s --grace 10s: exit %d, %q; want the program run", code, stderr)
+	}
+}
+
+// deadPort is a local TCP port with nothing listening.
+func deadPort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return port
+}
+
+// TestWaitEndsOnOutage: a --wait that runs out while the backend is
+// unreachable is an outage (69, with the cause), not a held lock (75);
+// one that runs out while the key is held is still a skip.
+func TestWaitEndsOnOutage(t *testing.T) {
+	e := newEnv(t)
+	ran := filepath.Join(e.dir, "ran")
+	port := deadPort(t)
+	for _, dsn := range []string{
+		fmt.Sprintf("redis://:hunter2@127.0.0.1:%d", port),
+		fmt.Sprintf("postgres://app:hunter2@127.0.0.1:%d/test?sslmode=disable", port),
+	} {
+		for _, wait := range []string{"0", "1s"} {
+			code, _, stderr := e.run("run", "--key", "outage", "--wait", wait, "--dsn", dsn, "--", "touch", ran)
+			if code != exitUnavailable || !strings.Contains(stderr, "connection refused") || strings.Contains(stderr, "held elsewhere") ||
+				strings.Count(stderr, "\n") != 1 || strings.Contains(stderr, "hunter2") || fileExists(ran) {
+				t.Errorf("%s --wait %s: exit %d, %q; want %d and one line with the cause, no password", dsn[:5], wait, code, stderr, exitUnavailable)
+			}
+		}
+	}
+
+	srv := redisServer(t)
+	holder := e.command("run", "--key", "held", "--dsn", srv.dsn, "--", "sleep", "30")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	waitFor(t, "the lock to be held", func() bool {
+		code, _, _ := e.run("status", "--key", "held", "--dsn", srv.dsn)
+		return code == exitHeld
+	})
+	code, _, stderr := e.run("run", "--key", "held", "--wait", "500ms", "--dsn", srv.dsn, "--", "touch", ran)
+	if code != exitSkipped || !strings.Contains(stderr, `lock "held" is held elsewhere; skipping`) || fileExists(ran) {
+		t.Errorf("--wait that runs out on a held key: exit %d, %q; want the skip code", code, stderr)
+	}
+}
+
+// TestDenied: a backend that refuses the credentials or database is a
+// configuration error: exit 78 at once, even with --wait, with the cause
+// and without the password.
+func TestDenied(t *testing.T) {
+	e := newEnv(t)
+	ran := filepath.Join(e.dir, "ran")
+	secured := testserver.StartRedis(t, 1, testserver.WithRedisArgs("--requirepass", "s3cret-right"))[0]
+	pg, err := url.Parse(testserver.PostgresDSN(t))
+	if err != nil {
+		t.Fatal("MUTEXKIT_POSTGRES_DSN is not a URL")
+	}
+	pg.Path = "/mutexkit_no_such_database"
+	for _, dsn := range []string{
+		"redis://:hunter2@" + secured.Addr(), // wrong password
+		"redis://127.0.0.1:6379/99",          // DB index out of range
+		pg.String(),                          // no such database
+	} {
+		for _, args := range [][]string{
+			{"run", "--key", "denied", "--wait", "1m", "--dsn", dsn, "--", "touch", ran},
+			{"run", "--key", "denied", "--dsn", dsn, "--", "touch", ran},
+			{"status", "--key", "denied", "--dsn", dsn},
+		} {
+			start := time.Now()
+			code, _, stderr := e.run(args...)
+			if code != exitDenied || strings.Count(stderr, "\n") != 1 || strings.Contains(stderr, "hunter2") || fileExists(ran) {
+				t.Errorf("%s %v: exit %d, %q; want %d and one line without the password", dsn[:5], args[:4], code, stderr, exitDenied)
+			}
+			if waited := time.Since(start); waited > 30*time.Second {
+				t.Errorf("%s %v: took %v; a refusal is not waited out", dsn[:5], args[:4], waited)
+			}
+		}
 	}
 }

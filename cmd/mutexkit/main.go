@@ -13,9 +13,13 @@
 // processes of one host only, and says so.
 //
 // Exit codes of run: the program's own; 75 when the lock was held elsewhere
-// and the job skipped (--skip-code); 76 when the lock was lost while the
-// program ran and it was stopped (--lost-code); 64 for bad usage; 69 when
-// the lock backend failed; 128+N when the program died of signal N.
+// and the job skipped (--skip-code), also when --wait ran out with the lock
+// still held; 76 when the lock was lost while the program ran and it was
+// stopped (--lost-code); 64 for bad usage; 69 when the lock backend failed,
+// or was unreachable when --wait ran out; 78 when the backend refused the
+// credentials or database; 127 when the program could not be started;
+// 128+N when the program died of signal N. Of status: 0 free, 75 held, and
+// 64, 69, 78 as for run.
 package main
 
 import (

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
@@ -25,7 +26,10 @@ and it never outlives this command: if mutexkit is killed, even with
 SIGKILL, the program is killed too.
 
 If the lock is held elsewhere the job is skipped: one line on stderr and
-exit code 75 (--skip-code). If the lock is lost while the program runs
+exit code 75 (--skip-code), also when --wait runs out with the lock still
+held. A backend that cannot be reached is not a skip: exit code 69, also
+when --wait runs out while it is unreachable; one that refuses the
+credentials or database: 78, at once. If the lock is lost while the program runs
 (its session died, renewals failed), the program gets SIGTERM, then SIGKILL
 after --grace, and the exit code is 76 (--lost-code). On backends whose
 locks expire, this starts early enough that the program is gone before the
@@ -177,26 +181,31 @@ func acquire(client *mutex.Client, cfg runConfig, sigs <-chan os.Signal, stderr 
 		wctx, wcancel := context.WithTimeout(ctx, cfg.wait)
 		lease, err = m.Lock(wctx)
 		wcancel()
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("waited %v: %w", cfg.wait, mutex.ErrLocked)
-		}
 	}
+	// A wait that ran out keeps the last attempt's outcome: only a key
+	// still held is a skip; an outage is not (a cron job that waits would
+	// otherwise skip quietly every night while the backend is down).
+	timedOut := cfg.wait > 0 && errors.Is(err, context.DeadlineExceeded)
 	switch {
 	case err == nil:
 		return lease, 0, true
-	case errors.Is(err, mutex.ErrLocked):
-		fmt.Fprintf(stderr, "mutexkit: lock %q is held elsewhere; skipping\n", cfg.key)
-		return nil, cfg.skipCode, false
 	case context.Cause(ctx) != nil && errors.Is(err, context.Canceled):
 		fmt.Fprintf(stderr, "mutexkit: %v while waiting for lock %q\n", context.Cause(ctx), cfg.key)
 		if s, ok := interrupted.(syscall.Signal); ok {
 			return nil, 128 + int(s), false
 		}
 		return nil, exitUnavailable, false
-	case errors.Is(err, mutex.ErrInvalid):
-		return nil, fail(stderr, exitUsage, err), false
+	case errors.Is(err, mutex.ErrDenied):
+		return nil, fail(stderr, exitDenied, err), false
+	case errors.Is(err, driver.ErrUnavailable) && timedOut:
+		return nil, fail(stderr, exitUnavailable, fmt.Errorf("the lock backend was unreachable when --wait %v ran out: %w", cfg.wait, err)), false
+	case errors.Is(err, mutex.ErrLocked):
+		fmt.Fprintf(stderr, "mutexkit: lock %q is held elsewhere; skipping\n", cfg.key)
+		return nil, cfg.skipCode, false
+	case timedOut: // no attempt was answered
+		return nil, fail(stderr, exitUnavailable, fmt.Errorf("no answer from the lock backend within --wait %v: %w", cfg.wait, err)), false
 	}
-	return nil, fail(stderr, exitUnavailable, err), false
+	return nil, fail(stderr, backendCode(err), err), false
 }
 
 // runUnderLease runs the program while lease is held and returns the exit
