@@ -26,7 +26,11 @@
 // (off), mutexkit_statement_timeout (5s), mutexkit_keepalive_idle,
 // _interval (seconds, 5 and 5) and _count (3), mutexkit_max_keys (4096 or
 // half the server's lock table). The Option functions set the same, and
-// override the DSN. Errors never contain the password.
+// override the DSN. Errors never contain the password. A server that
+// refuses the client (a wrong password, an unknown role or database, a
+// missing privilege) gives an error matching driver.ErrDenied, which
+// nothing retries; one that cannot be reached or does not answer,
+// driver.ErrUnavailable.
 //
 // # Keys
 //
@@ -45,16 +49,23 @@
 // driver.ErrNotHeld. Sessions are never handed back to a pool: they are
 // discarded. No caller's context ever cancels a statement on a session (lib/pq
 // would close the connection, dropping every lock on it): statements are
-// bounded on the server by statement_timeout and lock_timeout instead.
+// bounded on the server by statement_timeout and lock_timeout instead, and
+// every wait for a reply by the reply deadline (the statement timeout plus
+// half a heartbeat). Unlock returns when its context ends, and its release
+// then goes on in the background.
 //
 // # Loss
 //
 // Grants do not expire. A heartbeat on each session (WithHeartbeat)
 // notices a session that died (pg_terminate_backend, a server restart, an
 // idle killer) and reports every lease on it lost within about two
-// intervals. The server frees the locks the moment the session ends, so
-// another holder may already have the key when the loss is reported:
-// guard the resource with fencing tokens (WithFencing; table FencingTable).
+// intervals. A server that stops answering (a stopped backend, a partition
+// behind a proxy that still acknowledges) misses the reply deadline, and
+// every lease on it is reported lost within the statement timeout plus two
+// heartbeat intervals. The server frees the locks the moment the session
+// ends, so another holder may already have the key when the loss is
+// reported: guard the resource with fencing tokens (WithFencing; table
+// FencingTable).
 // TCP keepalives on both ends of each session (WithKeepalive) bound how
 // long a client cut off by the network keeps its locks (about 20 s).
 //

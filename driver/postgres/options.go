@@ -96,7 +96,10 @@ func WithFencing(on bool) Option { return func(c *config) { c.fencing = on } }
 
 // WithStatementTimeout sets the server-side bound of every statement on a
 // lock session (statement_timeout and lock_timeout; default
-// DefaultStatementTimeout).
+// DefaultStatementTimeout). Plus half a heartbeat, it is also the client's
+// reply deadline: a session whose server sends no reply within it is given
+// up, and every lease on it reported lost, within the statement timeout
+// plus two heartbeats of the server's last reply.
 func WithStatementTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d < 100*time.Millisecond || d > time.Hour {
