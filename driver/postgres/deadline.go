@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // Every wait on a lock session has a deadline: the reply deadline, the
@@ -43,7 +45,9 @@ func (s *session) exchange(f func() error) error {
 		s.netConn.SetDeadline(deadline)
 		err := f()
 		s.netConn.SetDeadline(time.Time{})
-		if err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline)) {
+		// An error the server sent is a reply, however late it came.
+		if _, sent := errors.AsType[*pq.Error](err); err != nil && !sent &&
+			(errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline)) {
 			return s.noReply(d)
 		}
 		return err
