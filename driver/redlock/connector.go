@@ -50,7 +50,11 @@ func OpenConnector(dsn string, opts ...Option) (driver.Connector, error) {
 // the pool); a pool with neither is polled instead. Calls are not
 // pipelined (WithPipeline has no effect): each takes a connection of its
 // pool, whose dial function may set up what a shared pipelined connection
-// cannot live with (a read timeout ends an idle reader).
+// cannot live with (a read timeout ends an idle reader). A call that fails
+// because the server had closed the connection the pool gave (its
+// timeout, a proxy's idle cut-off) is tried once more on a connection of
+// the pool's dial function; the pool's own TestOnBorrow, if any, still
+// applies.
 //
 // Use it with mutex.OpenConnector.
 func NewConnector(pools []*redis.Pool, opts ...Option) (driver.Connector, error) {
@@ -105,24 +109,18 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		}
 	}
 	for _, addr := range cfg.addrs {
-		dial := func(ctx context.Context) (redis.Conn, error) {
-			// The bound covers the whole dial: connect, TLS, and the AUTH,
-			// SELECT and CLIENT SETNAME round trips a paused server never
-			// answers.
-			ctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout)
-			defer cancel()
-			return redis.DialContext(ctx, "tcp", addr, opts...)
-		}
+		dial := cfg.pooledDial(addr, opts)
 		n := &node{
 			name: addr,
 			own:  true,
 			dial: dial,
 			pool: &redis.Pool{
-				DialContext: dial,
-				MaxIdle:     cfg.maxIdle,
-				MaxActive:   cfg.maxActive,
-				Wait:        cfg.maxActive > 0,
-				IdleTimeout: cfg.idleTimeout,
+				DialContext:  dial,
+				TestOnBorrow: testOnBorrow, // a connection idle for a second or more (idle.go)
+				MaxIdle:      cfg.maxIdle,
+				MaxActive:    cfg.maxActive,
+				Wait:         cfg.maxActive > 0,
+				IdleTimeout:  cfg.idleTimeout,
 			},
 		}
 		if cfg.pipeConns > 0 {
@@ -132,6 +130,35 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		nodes = append(nodes, n)
 	}
 	return newLocker(&cfg, nodes), nil
+}
+
+// pooledDial returns the dial function of a node's pooled connections
+// (and of its subscription). The bound covers the whole dial: connect,
+// TLS, and the AUTH, SELECT and CLIENT SETNAME round trips a paused server
+// never answers. Each connection keeps its socket, which the pool checks
+// after it idled (idle.go).
+func (cfg *config) pooledDial(addr string, opts []redis.DialOption) func(context.Context) (redis.Conn, error) {
+	dialer := &net.Dialer{Timeout: cfg.connectTimeout, KeepAlive: 5 * time.Minute}
+	connectTimeout := cfg.connectTimeout
+	return func(ctx context.Context) (redis.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+		defer cancel()
+		var nc net.Conn
+		netDial := redis.DialContextFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			nc = c
+			return c, err
+		})
+		conn, err := redis.DialContext(ctx, "tcp", addr, append(opts[:len(opts):len(opts)], netDial)...)
+		if err != nil {
+			return nil, err
+		}
+		cwt, ok := conn.(redis.ConnWithTimeout)
+		if !ok {
+			return conn, nil
+		}
+		return &checkedConn{ConnWithTimeout: cwt, nc: nc}, nil
+	}
 }
 
 // pipeDialOptions are dialOptions without redigo's read and write

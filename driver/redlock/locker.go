@@ -598,51 +598,71 @@ func (l *locker) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ping sends PING and CONFIG GET maxmemory-policy in one round trip. A
-// server that refuses CONFIG (ACLs, managed services) is not failed for it.
+// ping sends PING and CONFIG GET maxmemory-policy in one round trip; once
+// more on a fresh connection if the server had closed it (idle.go).
 func (n *node) ping(ctx context.Context, timeout time.Duration) error {
 	timeout, ok := timeoutFor(ctx, timeout)
 	if !ok {
 		return n.fail(ctx, context.DeadlineExceeded)
 	}
-	var reply any
-	var err error
-	if n.pipe != nil {
-		var out [2]result
-		n.pipe.doAll(ctx, time.Now().Add(timeout), []pcmd{{"PING", nil}, {"CONFIG", []any{"GET", "maxmemory-policy"}}}, out[:])
-		if out[0].err != nil {
-			return n.fail(ctx, out[0].err)
-		}
-		reply, err = out[1].reply, out[1].err
-	} else {
-		conn, gerr := n.get(ctx, timeout) // not err: the reply's error below is the outer one
-		if gerr != nil {
-			return n.fail(ctx, gerr)
-		}
-		defer conn.Close()
-		conn.Send("PING")
-		conn.Send("CONFIG", "GET", "maxmemory-policy")
-		if err := conn.Flush(); err != nil {
-			return n.fail(ctx, err)
-		}
-		if _, err := receive(conn, timeout); err != nil {
-			return n.fail(ctx, err)
-		}
-		reply, err = receive(conn, timeout)
+	deadline := time.Now().Add(timeout)
+	policy, err := n.pingOnce(ctx, deadline, false)
+	if peerClosed(err) {
+		policy, err = n.pingOnce(ctx, deadline, true)
 	}
 	if err != nil {
-		if isReplyError(err) {
-			return nil
-		}
 		return n.fail(ctx, err)
 	}
-	if kv, ok := reply.([]any); ok && len(kv) == 2 {
-		policy, _ := kv[1].([]byte)
-		if evicts(string(policy)) {
-			return fmt.Errorf("redis %s: maxmemory-policy is %s: under memory pressure the server may evict lock keys, silently freeing held locks; set it to noeviction", n.name, policy)
-		}
+	if evicts(policy) {
+		return fmt.Errorf("redis %s: maxmemory-policy is %s: under memory pressure the server may evict lock keys, silently freeing held locks; set it to noeviction", n.name, policy)
 	}
 	return nil
+}
+
+// pingOnce is one try of ping, on the pipe or a connection of the pool (a
+// new one if fresh). It returns the policy, "" when the server refused
+// CONFIG (ACLs, managed services): a server is not failed for that.
+func (n *node) pingOnce(ctx context.Context, deadline time.Time, fresh bool) (string, error) {
+	var out [2]result
+	cmds := []pcmd{{"PING", nil}, {"CONFIG", []any{"GET", "maxmemory-policy"}}}
+	if n.pipe != nil {
+		n.pipe.doAll(ctx, deadline, cmds, out[:])
+	} else {
+		get := n.get
+		if fresh {
+			get = n.fresh
+		}
+		conn, err := get(ctx, time.Until(deadline))
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		for _, c := range cmds {
+			conn.Send(c.cmd, c.args...)
+		}
+		if err := conn.Flush(); err != nil {
+			return "", err
+		}
+		for i := range out {
+			out[i].reply, out[i].err = receive(conn, max(time.Until(deadline), time.Millisecond))
+			if out[i].err != nil && !isReplyError(out[i].err) {
+				return "", out[i].err
+			}
+		}
+	}
+	switch {
+	case out[0].err != nil:
+		return "", out[0].err
+	case out[1].err != nil && isReplyError(out[1].err):
+		return "", nil
+	case out[1].err != nil:
+		return "", out[1].err
+	}
+	if kv, ok := out[1].reply.([]any); ok && len(kv) == 2 {
+		policy, _ := kv[1].([]byte)
+		return string(policy), nil
+	}
+	return "", nil
 }
 
 // evicts reports whether a maxmemory-policy may evict keys that have a

@@ -92,9 +92,9 @@ func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, erro
 			return n.doPooled(ctx, timeout, c)
 		}
 		deadline := time.Now().Add(timeout)
-		reply, err := n.pipe.do(ctx, deadline, c.name(), c.args)
-		if c.noScript(err) {
-			reply, err = n.pipe.do(ctx, deadline, "EVAL", c.evalArgs())
+		reply, err := n.piped(ctx, deadline, c)
+		if peerClosed(err) { // the connection broke: the pipe dials a new one (idle.go)
+			reply, err = n.piped(ctx, deadline, c)
 		}
 		if err != nil {
 			return nil, n.fail(ctx, err)
@@ -104,21 +104,44 @@ func (n *node) do(ctx context.Context, timeout time.Duration, c call) (any, erro
 	return n.doPooled(ctx, timeout, c)
 }
 
-// doPooled is do on a connection of the pool.
+// piped is one try of c on n's pipe.
+func (n *node) piped(ctx context.Context, deadline time.Time, c call) (any, error) {
+	reply, err := n.pipe.do(ctx, deadline, c.name(), c.args)
+	if c.noScript(err) {
+		reply, err = n.pipe.do(ctx, deadline, "EVAL", c.evalArgs())
+	}
+	return reply, err
+}
+
+// doPooled is do on a connection of the pool; once more on a fresh one if
+// the server had closed it (idle.go).
 func (n *node) doPooled(ctx context.Context, timeout time.Duration, c call) (any, error) {
+	start := time.Now()
 	conn, err := n.get(ctx, timeout)
 	if err != nil {
 		return nil, n.fail(ctx, err)
 	}
-	defer conn.Close()
-	reply, err := redis.DoWithTimeout(conn, timeout, c.name(), c.args...)
-	if c.noScript(err) {
-		reply, err = redis.DoWithTimeout(conn, timeout, "EVAL", c.evalArgs()...)
+	reply, err := doOn(conn, timeout, c)
+	conn.Close()
+	if peerClosed(err) {
+		if conn, err = n.fresh(ctx, timeout-time.Since(start)); err == nil {
+			reply, err = doOn(conn, max(timeout-time.Since(start), time.Millisecond), c)
+			conn.Close()
+		}
 	}
 	if err != nil {
 		return nil, n.fail(ctx, err)
 	}
 	return reply, nil
+}
+
+// doOn runs c on conn, sent again as EVAL if the server lost its script.
+func doOn(conn redis.Conn, timeout time.Duration, c call) (any, error) {
+	reply, err := redis.DoWithTimeout(conn, timeout, c.name(), c.args...)
+	if c.noScript(err) {
+		reply, err = redis.DoWithTimeout(conn, timeout, "EVAL", c.evalArgs()...)
+	}
+	return reply, err
 }
 
 // get takes a connection from the pool. When it may have to dial, the
@@ -238,7 +261,29 @@ func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call
 	if err != nil {
 		return failAll(out, n.fail(ctx, err))
 	}
-	defer conn.Close()
+	err = pipelineOn(conn, deadline, calls, out)
+	conn.Close()
+	if peerClosed(err) { // once more on a fresh connection (idle.go)
+		clear(out)
+		if conn, err = n.fresh(ctx, time.Until(deadline)); err == nil {
+			err = pipelineOn(conn, deadline, calls, out)
+			conn.Close()
+		}
+	}
+	if err != nil {
+		return failAll(out, n.fail(ctx, err))
+	}
+	for i := range out {
+		if out[i].err != nil {
+			out[i].err = n.fail(ctx, out[i].err)
+		}
+	}
+	return out
+}
+
+// pipelineOn runs calls on conn, filling out with the replies and the
+// server's errors, and returns the connection's error, if it failed.
+func pipelineOn(conn redis.Conn, deadline time.Time, calls []call, out []result) error {
 	todo := make([]int, len(calls))
 	for i := range todo {
 		todo[i] = i
@@ -251,11 +296,11 @@ func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call
 				args = calls[i].evalArgs()
 			}
 			if err := conn.Send(cmd, args...); err != nil {
-				return failAll(out, n.fail(ctx, err))
+				return err
 			}
 		}
 		if err := conn.Flush(); err != nil {
-			return failAll(out, n.fail(ctx, err))
+			return err
 		}
 		var again []int
 		for _, i := range todo {
@@ -264,16 +309,16 @@ func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call
 			case round == 0 && isNoScript(err):
 				again = append(again, i)
 			case errors.As(err, new(redis.Error)):
-				out[i] = result{err: n.fail(ctx, err), done: true} // this call failed; the connection is fine
+				out[i] = result{err: err, done: true} // this call failed; the connection is fine
 			case err != nil:
-				return failAll(out, n.fail(ctx, err))
+				return err
 			default:
 				out[i] = result{reply: reply, done: true}
 			}
 		}
 		todo, cmd = again, "EVAL"
 	}
-	return out
+	return nil
 }
 
 // pipelined is pipeline over n's pipe: the calls are queued together, so
@@ -284,29 +329,42 @@ func (n *node) pipelined(ctx context.Context, deadline time.Time, calls []call, 
 		cmds[i] = pcmd{"EVALSHA", c.args}
 	}
 	n.pipe.doAll(ctx, deadline, cmds, out)
-	var again []int
-	for i := range out {
-		if isNoScript(out[i].err) {
-			again = append(again, i)
-		}
-	}
-	if len(again) > 0 {
-		cmds = cmds[:0]
-		for _, i := range again {
-			cmds = append(cmds, pcmd{"EVAL", calls[i].evalArgs()})
-		}
-		res := make([]result, len(again))
-		n.pipe.doAll(ctx, deadline, cmds, res)
-		for k, i := range again {
-			out[i] = res[k]
-		}
-	}
+	// Once more, for the calls the connection's end failed (idle.go), then
+	// as EVAL for those whose script the server lost.
+	n.pipeAgain(ctx, deadline, calls, out, peerClosed, "EVALSHA")
+	n.pipeAgain(ctx, deadline, calls, out, isNoScript, "EVAL")
 	for i := range out {
 		if out[i].err != nil {
 			out[i].err = n.fail(ctx, out[i].err)
 		}
 	}
 	return out
+}
+
+// pipeAgain sends again, as cmd, the calls of out whose error matches.
+func (n *node) pipeAgain(ctx context.Context, deadline time.Time, calls []call, out []result, match func(error) bool, cmd string) {
+	var again []int
+	for i := range out {
+		if match(out[i].err) {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	cmds := make([]pcmd, 0, len(again))
+	for _, i := range again {
+		args := calls[i].args
+		if cmd == "EVAL" {
+			args = calls[i].evalArgs()
+		}
+		cmds = append(cmds, pcmd{cmd, args})
+	}
+	res := make([]result, len(again))
+	n.pipe.doAll(ctx, deadline, cmds, res)
+	for k, i := range again {
+		out[i] = res[k]
+	}
 }
 
 // failAll sets err on every result not yet done.

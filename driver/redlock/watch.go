@@ -151,8 +151,12 @@ func (w *watcher) run(s *subscription) {
 		conn, err := s.n.dial(dctx)
 		cancel()
 		if err == nil {
-			if w.serve(s, conn) {
-				backoff = minResubscribe // it worked for a while
+			began := time.Now()
+			// It worked for a while: a subscription confirmed, or a
+			// connection with none that lived until an idle cut-off (a
+			// server's timeout spares only subscribed connections).
+			if w.serve(s, conn) || time.Since(began) >= maxResubscribe {
+				backoff = minResubscribe
 			}
 		}
 		select {
