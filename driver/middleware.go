@@ -40,11 +40,20 @@ type Observer struct {
 	// observing free of allocations.)
 	LockDone func(ctx context.Context, ev LockDone)
 
-	// LeaseEnd is called once when a lease ends: released or lost.
-	LeaseEnd func(ev LeaseEnd)
+	// LeaseEnd is called once when a lease ends: unlocked, lost, or ended
+	// by Client.Close. Its ctx is the lease's context (below).
+	LeaseEnd func(ctx context.Context, ev LeaseEnd)
 
-	// Renewed is called with the outcome of each lease's renewal.
-	Renewed func(ev Renewed)
+	// Renewed is called with the outcome of each lease's renewal, with the
+	// lease's context.
+	//
+	// The lease's context is the one LockStart returned for the Lock or
+	// TryLock that acquired the lease, detached from its cancellation (as
+	// by context.WithoutCancel): its values, such as the Lock's span,
+	// outlive the call, so that renewals, the lease's end and Do's Unlock
+	// (which unlocks with it) are recorded in the Lock's trace rather than
+	// each in a trace of its own.
+	Renewed func(ctx context.Context, ev Renewed)
 }
 
 // LockStart describes a Lock or TryLock that begins.
@@ -68,7 +77,10 @@ type LeaseEnd struct {
 	Driver string
 	Key    string
 	Held   time.Duration // from acquisition to the end
-	Err    error         // nil when released cleanly; matches mutex.ErrLockLost when lost, ErrClosed when ended by Client.Close
+	// Err is nil when the lease was unlocked. It matches mutex.ErrLockLost
+	// when the lease was lost, and ErrClosed (and mutex.ErrClosed), never
+	// mutex.ErrLockLost, when Client.Close ended it: a shutdown, not a loss.
+	Err error
 }
 
 // Renewed describes one lease's renewal.
@@ -78,5 +90,6 @@ type Renewed struct {
 	// Remaining is how much of the lease's validity was left when the
 	// renewal was sent: its health margin.
 	Remaining time.Duration
-	Err       error // nil when extended
+	Took      time.Duration // how long the renewal call took (one call renews a batch of leases)
+	Err       error         // nil when extended
 }

@@ -9,42 +9,51 @@ import (
 )
 
 // Logging writes one structured record per driver operation (acquire
-// attempt, release, renewal batch, inspection, ping) and per Lock or
-// TryLock, at the level WithLevel sets (Debug by default), and a Warn record
-// when an operation fails or a lease is lost. Records carry the driver, the
-// operation, the outcome, the duration and a hash of the key (the key
-// itself only with WithRawKeys); driver errors never carry a password.
+// attempt, release, renewal batch, inspection, ping), per Lock or TryLock
+// and per lease's end, at the level WithLevel sets (Debug by default); a
+// Warn record when an operation fails or a lease is lost; an Info record
+// (or the level set, if higher) when Client.Close ends a lease, which is
+// a shutdown, not a loss. Records carry the driver, the operation (one of
+// the Operation values), the outcome, the duration and a hash of the key
+// (the key itself only with WithRawKeys); driver errors never carry a
+// password. A lease's records (its renewals' failures, its end) are logged
+// with the context of the Lock that acquired it, so a handler that reads
+// the span from the context puts them in the Lock's trace.
 func Logging(logger *slog.Logger, opts ...Option) driver.Middleware {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	cfg := newConfig(opts)
-	lg := &logging{logger: logger, level: cfg.level, rawKeys: cfg.rawKeys}
+	lg := &logging{logger: logger, level: cfg.level, rawKeys: cfg.rawKeys, lockName: cfg.lockName}
 	return driver.Middleware{
 		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
 			return &loggingLocker{Locker: next, lg: lg, driver: info.Driver}
 		},
-		Observer: &driver.Observer{LockDone: lg.lockDone, LeaseEnd: lg.leaseEnd},
+		Observer: &driver.Observer{LockDone: lg.lockDone, LeaseEnd: lg.leaseEnd, Renewed: lg.renewed},
 	}
 }
 
 type logging struct {
-	logger  *slog.Logger
-	level   slog.Level
-	rawKeys bool
+	logger   *slog.Logger
+	level    slog.Level
+	rawKeys  bool
+	lockName func(string) string
 }
 
-// log writes a record for an operation on key ("" for none). Failures go
-// out at Warn at least.
+// log writes a record for an operation on key ("" for none). Failures and
+// losses go out at Warn at least, a lease ended by Client.Close at Info.
 func (lg *logging) log(ctx context.Context, driverName, op, key, out string, took time.Duration, err error, extra ...slog.Attr) {
 	level := lg.level
-	if isFailure(out) || out == OutcomeLost {
+	switch {
+	case isFailure(out) || out == OutcomeLost:
 		level = max(level, slog.LevelWarn)
+	case out == OutcomeClosed:
+		level = max(level, slog.LevelInfo)
 	}
 	if !lg.logger.Enabled(ctx, level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 6+len(extra))
+	attrs := make([]slog.Attr, 0, 7+len(extra))
 	attrs = append(attrs,
 		slog.String(AttrDriver, driverName),
 		slog.String(AttrOperation, op),
@@ -54,6 +63,9 @@ func (lg *logging) log(ctx context.Context, driverName, op, key, out string, too
 		attrs = append(attrs, slog.Duration("duration", took))
 	}
 	if key != "" {
+		if name := lockName(lg.lockName, key); name != "" {
+			attrs = append(attrs, slog.String(AttrLockName, name))
+		}
 		kv := keyAttr(key, lg.rawKeys)
 		attrs = append(attrs, slog.String(string(kv.Key), kv.Value.AsString()))
 	}
@@ -64,20 +76,25 @@ func (lg *logging) log(ctx context.Context, driverName, op, key, out string, too
 }
 
 func (lg *logging) lockDone(ctx context.Context, d driver.LockDone) {
-	op := "trylock"
+	op := OperationTryLock
 	if d.Wait {
-		op = "lock"
+		op = OperationLock
 	}
 	lg.log(ctx, d.Driver, op, d.Key, lockOutcome(d.Err), d.Waited, d.Err,
 		slog.Int(AttrAttempts, d.Attempts), slog.Uint64(AttrToken, d.Token))
 }
 
-func (lg *logging) leaseEnd(ev driver.LeaseEnd) {
-	out := OutcomeReleased
-	if ev.Err != nil {
-		out = OutcomeLost
+func (lg *logging) leaseEnd(ctx context.Context, ev driver.LeaseEnd) {
+	lg.log(ctx, ev.Driver, OperationLease, ev.Key, leaseOutcome(ev.Err), ev.Held, ev.Err)
+}
+
+// renewed logs a lease's renewal that failed or found the lease gone (Warn);
+// renewals that succeed are logged per batch by the Locker (Renew).
+func (lg *logging) renewed(ctx context.Context, ev driver.Renewed) {
+	if ev.Err == nil {
+		return
 	}
-	lg.log(context.Background(), ev.Driver, "lease", ev.Key, out, ev.Held, ev.Err)
+	lg.log(ctx, ev.Driver, OperationRenew, ev.Key, outcome(OutcomeRenewed, ev.Err), ev.Took, ev.Err)
 }
 
 type loggingLocker struct {
@@ -107,47 +124,40 @@ func took(start time.Time) time.Duration {
 func (l *loggingLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	start := l.clock(ctx)
 	g, err := l.Locker.Acquire(ctx, req)
-	l.lg.log(ctx, l.driver, "acquire", req.Key, outcome(OutcomeAcquired, err), took(start), err)
+	l.lg.log(ctx, l.driver, OperationAcquire, req.Key, outcome(OutcomeAcquired, err), took(start), err)
 	return g, err
 }
 
 func (l *loggingLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	start := l.clock(ctx)
 	err := l.Locker.Release(ctx, key, owner)
-	l.lg.log(ctx, l.driver, "release", key, outcome(OutcomeReleased, err), took(start), err)
+	l.lg.log(ctx, l.driver, OperationRelease, key, outcome(OutcomeReleased, err), took(start), err)
 	return err
 }
 
+// Renew logs a batch whose leases were all renewed, as one record; a
+// lease's failure is logged by the observer (renewed), with its context.
 func (l *loggingLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 	start := l.clock(ctx)
 	l.Locker.Renew(ctx, batch)
-	took := took(start)
-	lost, failed := 0, 0
 	for _, r := range batch {
-		switch out := outcome(OutcomeRenewed, r.Err); {
-		case out == OutcomeLost:
-			lost++
-			l.lg.log(ctx, l.driver, "renew", r.Key, out, took, r.Err)
-		case isFailure(out):
-			failed++
-			l.lg.log(ctx, l.driver, "renew", r.Key, out, took, r.Err)
+		if r.Err != nil {
+			return
 		}
 	}
-	if lost+failed == 0 {
-		l.lg.log(ctx, l.driver, "renew", "", OutcomeRenewed, took, nil, slog.Int(AttrBatch, len(batch)))
-	}
+	l.lg.log(ctx, l.driver, OperationRenew, "", OutcomeRenewed, took(start), nil, slog.Int(AttrBatch, len(batch)))
 }
 
 func (l *loggingLocker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
 	start := l.clock(ctx)
 	h, held, err := l.Locker.Inspect(ctx, key)
-	l.lg.log(ctx, l.driver, "inspect", key, outcome(OutcomeOK, err), took(start), err)
+	l.lg.log(ctx, l.driver, OperationInspect, key, outcome(OutcomeOK, err), took(start), err)
 	return h, held, err
 }
 
 func (l *loggingLocker) Ping(ctx context.Context) error {
 	start := l.clock(ctx)
 	err := l.Locker.Ping(ctx)
-	l.lg.log(ctx, l.driver, "ping", "", outcome(OutcomeOK, err), took(start), err)
+	l.lg.log(ctx, l.driver, OperationPing, "", outcome(OutcomeOK, err), took(start), err)
 	return err
 }

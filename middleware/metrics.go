@@ -19,7 +19,11 @@ import (
 // when it is renewed (its health margin); counters of leases acquired,
 // contended attempts, leases lost and failed operations; an up-down counter
 // of leases held. Attributes are low-cardinality only: driver, operation,
-// outcome; never a key.
+// outcome; never a key. WithLockName adds a name per lock, from a function
+// of the key that returns a bounded set of names.
+//
+// A lease ended by Client.Close is not lost: it is not counted in
+// mutexkit.lease.lost, and its hold duration has the outcome closed.
 //
 // If the instruments cannot be made (a broken provider), Metrics reports
 // the error through otel.Handle and records nothing. With a no-op
@@ -39,9 +43,10 @@ func Metrics(opts ...Option) driver.Middleware {
 		otel.Handle(err)
 		return driver.Middleware{}
 	}
+	m.lockName = cfg.lockName
 	return driver.Middleware{
 		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
-			return &metricsLocker{Locker: next, m: m, sets: m.setsFor(info.Driver)}
+			return &metricsLocker{Locker: next, m: m, driver: info.Driver, sets: m.setsNamed(info.Driver, "")}
 		},
 		Observer: &driver.Observer{LockDone: m.lockDone, LeaseEnd: m.leaseEnd, Renewed: m.renewed},
 	}
@@ -52,12 +57,17 @@ type meters struct {
 	acquired, contended, lost, failed                           metric.Int64Counter
 	held                                                        metric.Int64UpDownCounter
 
-	mu   sync.Mutex
-	sets map[string]*driverSets // by driver name
+	lockName func(string) string // WithLockName; nil: none
+
+	mu   sync.RWMutex
+	sets map[setsKey]*attrSets
 }
 
+// setsKey names a series group: a driver and a lock name ("" for none).
+type setsKey struct{ driver, name string }
+
 func newMeters(meter metric.Meter) (*meters, error) {
-	m := &meters{sets: make(map[string]*driverSets)}
+	m := &meters{sets: make(map[setsKey]*attrSets)}
 	secondsBuckets := metric.WithExplicitBucketBoundaries(
 		0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 	var errs []error
@@ -73,11 +83,11 @@ func newMeters(meter metric.Meter) (*meters, error) {
 	}
 	m.acquireDuration = hist(MetricAcquireDuration, "Duration of one acquire attempt sent to the driver.")
 	m.waitDuration = hist(MetricWaitDuration, "Duration of a whole Lock or TryLock, waiting included.")
-	m.holdDuration = hist(MetricHoldDuration, "How long leases were held, to release or loss.")
+	m.holdDuration = hist(MetricHoldDuration, "How long leases were held, to release, loss or Client.Close.")
 	m.leaseRemaining = hist(MetricLeaseRemaining, "Validity a lease had left when its renewal was sent.")
 	m.acquired = count(MetricAcquired, "{lease}", "Leases acquired.")
 	m.contended = count(MetricContended, "{attempt}", "Acquire attempts that found the key held.")
-	m.lost = count(MetricLost, "{lease}", "Leases lost before Unlock.")
+	m.lost = count(MetricLost, "{lease}", "Leases lost before Unlock (not those ended by Client.Close).")
 	m.failed = count(MetricFailed, "{operation}", "Driver operations that failed.")
 	var err error
 	m.held, err = meter.Int64UpDownCounter(MetricHeld, metric.WithUnit("{lease}"), metric.WithDescription("Leases held now."))
@@ -85,12 +95,14 @@ func newMeters(meter metric.Meter) (*meters, error) {
 	return m, errors.Join(errs...)
 }
 
-// driverSets holds the attribute sets of one driver, made once, as the
-// option slices the instruments take: recording then allocates nothing.
-type driverSets struct {
-	driver, acquired, locked, acquireError             optSet
-	lock, tryLock                                      [4]optSet // by lockOutcomeIndex
-	failedAcquire, failedRelease, failedRenew, failedX optSet
+// attrSets holds the attribute sets of one driver and lock name, made once,
+// as the option slices the instruments take: recording then allocates
+// nothing.
+type attrSets struct {
+	driver, acquired, locked, acquireError                               optSet
+	lock, tryLock                                                        [4]optSet // by lockOutcomeIndex
+	hold                                                                 [3]optSet // hold duration, by leaseOutcomeIndex
+	failedAcquire, failedRelease, failedRenew, failedInspect, failedPing optSet
 }
 
 type optSet struct {
@@ -114,36 +126,66 @@ func lockOutcomeIndex(out string) int {
 	return len(lockOutcomes) - 1
 }
 
-func (m *meters) setsFor(driverName string) *driverSets {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if s := m.sets[driverName]; s != nil {
+var leaseOutcomes = [3]string{OutcomeReleased, OutcomeLost, OutcomeClosed}
+
+func leaseOutcomeIndex(out string) int {
+	for i, o := range leaseOutcomes {
+		if o == out {
+			return i
+		}
+	}
+	return 1 // lost
+}
+
+// setsFor returns the attribute sets for an operation on key.
+func (m *meters) setsFor(driverName, key string) *attrSets {
+	return m.setsNamed(driverName, lockName(m.lockName, key))
+}
+
+func (m *meters) setsNamed(driverName, name string) *attrSets {
+	k := setsKey{driverName, name}
+	m.mu.RLock()
+	s := m.sets[k]
+	m.mu.RUnlock()
+	if s != nil {
 		return s
 	}
-	d := attribute.String(AttrDriver, driverName)
-	with := func(kv ...attribute.KeyValue) optSet { return newOptSet(append(kv, d)...) }
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.sets[k]; s != nil {
+		return s
+	}
+	base := []attribute.KeyValue{attribute.String(AttrDriver, driverName)}
+	if name != "" {
+		base = append(base, attribute.String(AttrLockName, name))
+	}
+	with := func(kv ...attribute.KeyValue) optSet { return newOptSet(append(kv, base...)...) }
 	op := func(name string) attribute.KeyValue { return attribute.String(AttrOperation, name) }
 	out := func(name string) attribute.KeyValue { return attribute.String(AttrOutcome, name) }
-	s := &driverSets{
+	s = &attrSets{
 		driver:        with(),
 		acquired:      with(out(OutcomeAcquired)),
 		locked:        with(out(OutcomeLocked)),
 		acquireError:  with(out(OutcomeError)),
-		failedAcquire: with(op("acquire")),
-		failedRelease: with(op("release")),
-		failedRenew:   with(op("renew")),
-		failedX:       with(op("other")),
+		failedAcquire: with(op(OperationAcquire)),
+		failedRelease: with(op(OperationRelease)),
+		failedRenew:   with(op(OperationRenew)),
+		failedInspect: with(op(OperationInspect)),
+		failedPing:    with(op(OperationPing)),
 	}
 	for i, o := range lockOutcomes {
-		s.lock[i] = with(op("lock"), out(o))
-		s.tryLock[i] = with(op("trylock"), out(o))
+		s.lock[i] = with(op(OperationLock), out(o))
+		s.tryLock[i] = with(op(OperationTryLock), out(o))
 	}
-	m.sets[driverName] = s
+	for i, o := range leaseOutcomes {
+		s.hold[i] = with(out(o))
+	}
+	m.sets[k] = s
 	return s
 }
 
 func (m *meters) lockDone(ctx context.Context, d driver.LockDone) {
-	s := m.setsFor(d.Driver)
+	s := m.setsFor(d.Driver, d.Key)
 	out := lockOutcomeIndex(lockOutcome(d.Err))
 	opt := s.tryLock[out]
 	if d.Wait {
@@ -156,39 +198,50 @@ func (m *meters) lockDone(ctx context.Context, d driver.LockDone) {
 	}
 }
 
-func (m *meters) leaseEnd(ev driver.LeaseEnd) {
-	ctx, s := context.Background(), m.setsFor(ev.Driver)
+func (m *meters) leaseEnd(ctx context.Context, ev driver.LeaseEnd) {
+	s := m.setsFor(ev.Driver, ev.Key)
+	out := leaseOutcome(ev.Err)
 	m.held.Add(ctx, -1, s.driver.add...)
-	m.holdDuration.Record(ctx, ev.Held.Seconds(), s.driver.rec...)
-	if ev.Err != nil {
+	m.holdDuration.Record(ctx, ev.Held.Seconds(), s.hold[leaseOutcomeIndex(out)].rec...)
+	if out == OutcomeLost {
 		m.lost.Add(ctx, 1, s.driver.add...)
 	}
 }
 
-func (m *meters) renewed(ev driver.Renewed) {
-	ctx, s := context.Background(), m.setsFor(ev.Driver)
+func (m *meters) renewed(ctx context.Context, ev driver.Renewed) {
+	s := m.setsFor(ev.Driver, ev.Key)
 	m.leaseRemaining.Record(ctx, ev.Remaining.Seconds(), s.driver.rec...)
 }
 
 type metricsLocker struct {
 	driver.Locker
-	m    *meters
-	sets *driverSets
+	m      *meters
+	driver string
+	sets   *attrSets // with no lock name
+}
+
+// setsFor returns the attribute sets for an operation on key.
+func (l *metricsLocker) setsFor(key string) *attrSets {
+	if l.m.lockName == nil {
+		return l.sets
+	}
+	return l.m.setsFor(l.driver, key)
 }
 
 func (l *metricsLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	start := time.Now()
 	g, err := l.Locker.Acquire(ctx, req)
 	took := time.Since(start).Seconds()
+	s := l.setsFor(req.Key)
 	switch outcome(OutcomeAcquired, err) {
 	case OutcomeAcquired:
-		l.m.acquireDuration.Record(ctx, took, l.sets.acquired.rec...)
+		l.m.acquireDuration.Record(ctx, took, s.acquired.rec...)
 	case OutcomeLocked:
-		l.m.acquireDuration.Record(ctx, took, l.sets.locked.rec...)
-		l.m.contended.Add(ctx, 1, l.sets.driver.add...)
+		l.m.acquireDuration.Record(ctx, took, s.locked.rec...)
+		l.m.contended.Add(ctx, 1, s.driver.add...)
 	default:
-		l.m.acquireDuration.Record(ctx, took, l.sets.acquireError.rec...)
-		l.m.failed.Add(ctx, 1, l.sets.failedAcquire.add...)
+		l.m.acquireDuration.Record(ctx, took, s.acquireError.rec...)
+		l.m.failed.Add(ctx, 1, s.failedAcquire.add...)
 	}
 	return g, err
 }
@@ -196,7 +249,7 @@ func (l *metricsLocker) Acquire(ctx context.Context, req driver.AcquireRequest) 
 func (l *metricsLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	err := l.Locker.Release(ctx, key, owner)
 	if isFailure(outcome(OutcomeReleased, err)) {
-		l.m.failed.Add(ctx, 1, l.sets.failedRelease.add...)
+		l.m.failed.Add(ctx, 1, l.setsFor(key).failedRelease.add...)
 	}
 	return err
 }
@@ -205,15 +258,23 @@ func (l *metricsLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 	l.Locker.Renew(ctx, batch)
 	for _, r := range batch {
 		if isFailure(outcome(OutcomeRenewed, r.Err)) {
-			l.m.failed.Add(ctx, 1, l.sets.failedRenew.add...)
+			l.m.failed.Add(ctx, 1, l.setsFor(r.Key).failedRenew.add...)
 		}
 	}
+}
+
+func (l *metricsLocker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
+	h, held, err := l.Locker.Inspect(ctx, key)
+	if isFailure(outcome(OutcomeOK, err)) {
+		l.m.failed.Add(ctx, 1, l.setsFor(key).failedInspect.add...)
+	}
+	return h, held, err
 }
 
 func (l *metricsLocker) Ping(ctx context.Context) error {
 	err := l.Locker.Ping(ctx)
 	if err != nil {
-		l.m.failed.Add(ctx, 1, l.sets.failedX.add...)
+		l.m.failed.Add(ctx, 1, l.sets.failedPing.add...)
 	}
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // Option configures Tracing, Metrics and Logging.
@@ -22,6 +23,7 @@ type config struct {
 	meterProvider  metric.MeterProvider // nil: the global one
 	rawKeys        bool
 	level          slog.Level
+	lockName       func(key string) string // nil: no AttrLockName
 }
 
 func newConfig(opts []Option) config {
@@ -55,6 +57,29 @@ func WithRawKeys() Option {
 // is.
 func WithLevel(l slog.Level) Option {
 	return func(c *config) { c.level = l }
+}
+
+// WithLockName names each lock by fn(key), recorded as AttrLockName
+// (mutexkit.lock.name) on metrics, spans and log records, so that a program
+// with several locks can tell which one is contended, held or lost. A key
+// for which fn returns "" gets no name.
+//
+// fn must return a small, bounded set of names, such as the job a key
+// belongs to: each name is a series of every instrument, so names made from
+// data (a customer, a request) would grow metrics without bound, and would
+// put what the key hides into every series. Keys never reach metrics
+// otherwise. fn is called for every operation and must be fast and safe for
+// concurrent use.
+func WithLockName(fn func(key string) string) Option {
+	return func(c *config) { c.lockName = fn }
+}
+
+// lockName returns fn(key), or "" when there is no fn or no key.
+func lockName(fn func(string) string, key string) string {
+	if fn == nil || key == "" {
+		return ""
+	}
+	return fn(key)
 }
 
 // keyAttr describes a key without recording it, unless rawKeys.
@@ -112,17 +137,17 @@ func chainObservers(obs []*driver.Observer) *driver.Observer {
 				}
 			}
 		},
-		LeaseEnd: func(ev driver.LeaseEnd) {
+		LeaseEnd: func(ctx context.Context, ev driver.LeaseEnd) {
 			for _, o := range obs {
 				if o.LeaseEnd != nil {
-					o.LeaseEnd(ev)
+					o.LeaseEnd(ctx, ev)
 				}
 			}
 		},
-		Renewed: func(ev driver.Renewed) {
+		Renewed: func(ctx context.Context, ev driver.Renewed) {
 			for _, o := range obs {
 				if o.Renewed != nil {
-					o.Renewed(ev)
+					o.Renewed(ctx, ev)
 				}
 			}
 		},
@@ -156,6 +181,22 @@ func lockOutcome(err error) string {
 		return OutcomeCanceled // gave up waiting: contention, not a failure
 	}
 	return OutcomeError
+}
+
+// leaseOutcome names how a lease ended: unlocked (released), ended by
+// Client.Close (closed: a shutdown, neither counted nor logged as a loss),
+// or lost. An end that matches ErrLockLost is lost whatever else it
+// matches, so that no loss ever passes for a shutdown.
+func leaseOutcome(err error) string {
+	switch {
+	case err == nil:
+		return OutcomeReleased
+	case errors.Is(err, mutex.ErrLockLost):
+		return OutcomeLost
+	case errors.Is(err, driver.ErrClosed):
+		return OutcomeClosed
+	}
+	return OutcomeLost
 }
 
 // isFailure reports whether an outcome is a failure: an error status on a

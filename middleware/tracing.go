@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -14,9 +15,18 @@ import (
 
 // Tracing records OpenTelemetry spans: one per Lock or TryLock (its whole
 // wait), with a child per driver operation it makes (acquire attempts), one
-// per release, renewal batch, inspection and ping, and one when a lease is
-// lost. Each carries the driver name and the outcome; contention is an
-// outcome (locked), not an error status.
+// per release, inspection and ping. Each carries the driver name and the
+// outcome; contention is an outcome (locked), not an error status.
+//
+// A lease stays in its Lock's trace: its span's children include the
+// release made by Do or TryDo (or after WithMinHold), a renewal that failed
+// (mutexkit.renew, an error) and its end when it is lost
+// (mutexkit.lease.lost, an error) or ended by Client.Close
+// (mutexkit.lease.closed, not an error). Renewals that succeed make no
+// span: a lease renews every third of its TTL for as long as it is held,
+// which would be thousands of spans a day per lease; Metrics records them
+// (mutexkit.lease.remaining). A release by Lease.Unlock is a child of the
+// span in Unlock's context.
 //
 // With a no-op TracerProvider (go.opentelemetry.io/otel/trace/noop) it adds
 // nothing at all.
@@ -32,6 +42,7 @@ func Tracing(opts ...Option) driver.Middleware {
 	t := &tracing{
 		tracer:     tp.Tracer(ScopeName),
 		rawKeys:    cfg.rawKeys,
+		lockName:   cfg.lockName,
 		clientSpan: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)},
 		localSpan:  []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)},
 	}
@@ -39,19 +50,30 @@ func Tracing(opts ...Option) driver.Middleware {
 		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
 			return &tracingLocker{Locker: next, t: t, driver: attribute.String(AttrDriver, info.Driver)}
 		},
-		Observer: &driver.Observer{LockStart: t.lockStart, LockDone: t.lockDone, LeaseEnd: t.leaseEnd},
+		Observer: &driver.Observer{LockStart: t.lockStart, LockDone: t.lockDone, LeaseEnd: t.leaseEnd, Renewed: t.renewed},
 	}
 }
 
 type tracing struct {
 	tracer                trace.Tracer
 	rawKeys               bool
+	lockName              func(string) string
 	clientSpan, localSpan []trace.SpanStartOption // made once: a variadic slice per call would allocate
 }
 
 // lockSpanKey finds a tracing value's Lock span in the context; the span
 // the context holds may be another tracing middleware's.
 type lockSpanKey struct{ t *tracing }
+
+// setAttrs sets the driver, the key's hash (or the key) and its lock name,
+// with more, in one call: each call grows the span's attributes.
+func (t *tracing) setAttrs(span trace.Span, drv attribute.KeyValue, key string, more ...attribute.KeyValue) {
+	kv := append(make([]attribute.KeyValue, 0, 4), drv, keyAttr(key, t.rawKeys))
+	if name := lockName(t.lockName, key); name != "" {
+		kv = append(kv, attribute.String(AttrLockName, name))
+	}
+	span.SetAttributes(append(kv, more...)...)
+}
 
 func (t *tracing) lockStart(ctx context.Context, ev driver.LockStart) context.Context {
 	name := SpanTryLock
@@ -62,7 +84,7 @@ func (t *tracing) lockStart(ctx context.Context, ev driver.LockStart) context.Co
 	if !span.IsRecording() {
 		return ctx // nothing to end: a non-recording span's End does nothing
 	}
-	span.SetAttributes(attribute.String(AttrDriver, ev.Driver), keyAttr(ev.Key, t.rawKeys))
+	t.setAttrs(span, attribute.String(AttrDriver, ev.Driver), ev.Key)
 	return context.WithValue(ctx, lockSpanKey{t}, span)
 }
 
@@ -83,18 +105,52 @@ func (t *tracing) lockDone(ctx context.Context, d driver.LockDone) {
 	endSpan(span, out, d.Err)
 }
 
-func (t *tracing) leaseEnd(ev driver.LeaseEnd) {
-	if ev.Err == nil {
-		return
+// inLease returns the lease's context with this tracing value's Lock span
+// as the parent of what follows, where the context has it.
+func (t *tracing) inLease(ctx context.Context) context.Context {
+	if span, ok := ctx.Value(lockSpanKey{t}).(trace.Span); ok {
+		return trace.ContextWithSpan(ctx, span)
 	}
-	_, span := t.tracer.Start(context.Background(), SpanLost, t.localSpan...)
+	return ctx
+}
+
+// leaseEnd records a lease that was lost or closed as a child of its Lock's
+// span; one that was unlocked has its release span already.
+func (t *tracing) leaseEnd(ctx context.Context, ev driver.LeaseEnd) {
+	out := leaseOutcome(ev.Err)
+	name := SpanLost
+	switch out {
+	case OutcomeReleased:
+		return
+	case OutcomeClosed:
+		name = SpanClosed
+	}
+	_, span := t.tracer.Start(t.inLease(ctx), name, t.localSpan...)
 	if span.IsRecording() {
-		span.SetAttributes(attribute.String(AttrDriver, ev.Driver), keyAttr(ev.Key, t.rawKeys),
-			attribute.String(AttrOutcome, OutcomeLost))
-		span.RecordError(ev.Err)
-		span.SetStatus(codes.Error, "lease lost")
+		t.setAttrs(span, attribute.String(AttrDriver, ev.Driver), ev.Key, attribute.String(AttrOutcome, out))
+		if out == OutcomeLost {
+			span.RecordError(ev.Err)
+			span.SetStatus(codes.Error, "lease lost")
+		}
 	}
 	span.End()
+}
+
+// renewed records a renewal that failed as a child of its Lock's span,
+// spanning the renewal call. One that found the lease gone shows as the
+// lease's loss (leaseEnd); one that succeeded makes no span.
+func (t *tracing) renewed(ctx context.Context, ev driver.Renewed) {
+	if outcome(OutcomeRenewed, ev.Err) != OutcomeError {
+		return
+	}
+	end := time.Now()
+	_, span := t.tracer.Start(t.inLease(ctx), SpanRenew, trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(end.Add(-ev.Took)))
+	if span.IsRecording() {
+		t.setAttrs(span, attribute.String(AttrDriver, ev.Driver), ev.Key, attribute.String(AttrOutcome, OutcomeError))
+		span.RecordError(ev.Err)
+		span.SetStatus(codes.Error, ev.Err.Error())
+	}
+	span.End(trace.WithTimestamp(end))
 }
 
 // endSpan sets the outcome's status and ends span. Only failures are errors.
@@ -116,9 +172,10 @@ type tracingLocker struct {
 func (l *tracingLocker) start(ctx context.Context, name, key string) (context.Context, trace.Span) {
 	ctx, span := l.t.tracer.Start(ctx, name, l.t.clientSpan...)
 	if span.IsRecording() { // hash the key only when someone records it
-		span.SetAttributes(l.driver)
-		if key != "" {
-			span.SetAttributes(keyAttr(key, l.t.rawKeys))
+		if key == "" {
+			span.SetAttributes(l.driver)
+		} else {
+			l.t.setAttrs(span, l.driver, key)
 		}
 	}
 	return ctx, span
@@ -147,38 +204,6 @@ func (l *tracingLocker) Release(ctx context.Context, key string, owner driver.Ow
 	err := l.Locker.Release(ctx, key, owner)
 	l.end(span, OutcomeReleased, err)
 	return err
-}
-
-// Renew records one span for the batch, with how many leases it carried
-// and how many came back lost or failed.
-func (l *tracingLocker) Renew(ctx context.Context, batch []driver.Renewal) {
-	ctx, span := l.start(ctx, SpanRenew, "")
-	l.Locker.Renew(ctx, batch)
-	var lost, failed int
-	var firstErr error
-	for _, r := range batch {
-		switch outcome(OutcomeRenewed, r.Err) {
-		case OutcomeLost:
-			lost++
-		case OutcomeError:
-			failed++
-			if firstErr == nil {
-				firstErr = r.Err
-			}
-		}
-	}
-	out := OutcomeRenewed
-	switch {
-	case failed > 0:
-		out = OutcomeError
-	case lost > 0:
-		out = OutcomeLost
-	}
-	if span.IsRecording() {
-		span.SetAttributes(attribute.Int(AttrBatch, len(batch)), attribute.String(AttrOutcome, out),
-			attribute.Int("mutexkit.batch.lost", lost), attribute.Int("mutexkit.batch.failed", failed))
-	}
-	endSpan(span, out, firstErr)
 }
 
 func (l *tracingLocker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {

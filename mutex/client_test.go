@@ -128,7 +128,7 @@ func TestMiddlewareOrder(t *testing.T) {
 				LockDone: func(ctx context.Context, ev driver.LockDone) {
 					trail = append(trail, name+" lock-done "+ev.Key)
 				},
-				LeaseEnd: func(ev driver.LeaseEnd) { trail = append(trail, name+" lease-end") },
+				LeaseEnd: func(_ context.Context, ev driver.LeaseEnd) { trail = append(trail, name+" lease-end") },
 			},
 		}
 	}

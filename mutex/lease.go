@@ -23,10 +23,14 @@ type Lease struct {
 	token    uint64
 	acquired time.Time     // monotonic, taken before the acquire was sent
 	validity time.Duration // 0: no expiry (session backends)
-	minHold  time.Duration
-	// holdUntil: with WithMinHold, the release waits until then. Counted
-	// from the grant's arrival, the safe end for "at least".
+	// holdUntil: with WithMinHold, the release waits until then; zero
+	// without. Counted from the grant's arrival, the safe end for "at
+	// least".
 	holdUntil time.Time
+	// obs: with observers, the context their LockStart returned, without
+	// its cancellation; nil without observers. Renewals, the lease's end and
+	// Do's Unlock are observed with it, so they join the Lock's trace.
+	obs *detachedCtx
 
 	freed chan struct{} // guarded by c.mu: closed when the client forgets the lease
 
@@ -156,7 +160,7 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	l.mu.Unlock()
 	l.c.observeEnd(l, nil)
 
-	if l.minHold > 0 && time.Now().Before(l.holdUntil) {
+	if !l.holdUntil.IsZero() && time.Now().Before(l.holdUntil) {
 		l.c.renew.releaseAt(l, l.holdUntil)
 		return nil
 	}

@@ -47,7 +47,7 @@ func TestTryDo(t *testing.T) {
 func TestCloseIsNotLoss(t *testing.T) {
 	ends := make(chan error, 1)
 	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(driver.Middleware{
-		Observer: &driver.Observer{LeaseEnd: func(ev driver.LeaseEnd) { ends <- ev.Err }},
+		Observer: &driver.Observer{LeaseEnd: func(_ context.Context, ev driver.LeaseEnd) { ends <- ev.Err }},
 	}))
 	inFn := make(chan struct{})
 	var cause error

@@ -73,7 +73,13 @@ func (l *Lease) run(ctx context.Context, fn func(ctx context.Context) error) (er
 	defer func() { // runs on panic too
 		ended := context.Cause(fnCtx) // the lease's end, if it came while fn ran
 		cancel(nil)
-		uctx, cancelUnlock := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
+		// The Lock's observed context, where there is one, has ctx's values
+		// and the Lock's own (its span): the release joins the Lock's trace.
+		var base context.Context = l.obs
+		if l.obs == nil {
+			base = context.WithoutCancel(ctx)
+		}
+		uctx, cancelUnlock := context.WithTimeout(base, unlockTimeout)
 		defer cancelUnlock()
 		uerr := l.Unlock(uctx) // a loss shows here, as ErrLockLost
 		if uerr != nil && !(ended != nil && errors.Is(err, ended) && errors.Is(uerr, ErrNotHeld)) {
@@ -136,7 +142,7 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 	if ctx.Err() != nil {
 		return nil, 0, ctxErr(ctx)
 	}
-	l := &Lease{c: c, key: m.key, ttl: m.cfg.ttl, minHold: m.cfg.minHold, owner: driver.NewOwner()}
+	l := &Lease{c: c, key: m.key, ttl: m.cfg.ttl, owner: driver.NewOwner()}
 	if err := c.reserve(ctx, l, wait); err != nil {
 		return nil, 0, err
 	}
@@ -171,7 +177,12 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 		case err == nil && ctx.Err() != nil: // granted, but the caller has gone
 			return c.giveUp(l, locker, true, attempts, ctxErr(ctx))
 		case err == nil:
-			if err := l.start(g, sent); err != nil {
+			if len(c.observers) > 0 {
+				// Kept for the lease's observers (renewals, its end, Do's
+				// Unlock); a client without observers allocates nothing for it.
+				l.obs = &detachedCtx{parent: ctx}
+			}
+			if err := l.start(g, sent, m.cfg.minHold); err != nil {
 				return c.giveUp(l, locker, true, attempts, err)
 			}
 			return l, attempts, nil
@@ -240,11 +251,11 @@ func mayHaveGranted(err error) bool {
 
 // start records the grant and makes the lease live: held, and renewed when
 // the grant expires.
-func (l *Lease) start(g driver.Grant, sent time.Time) error {
+func (l *Lease) start(g driver.Grant, sent time.Time, minHold time.Duration) error {
 	l.token = g.Token
 	l.acquired = sent
-	if l.minHold > 0 {
-		l.holdUntil = time.Now().Add(l.minHold)
+	if minHold > 0 {
+		l.holdUntil = time.Now().Add(minHold)
 	}
 	l.validity = g.Validity
 	c := l.c

@@ -213,7 +213,7 @@ func (r *renewer) runDue(now time.Time) {
 // release ends leases whose minimum hold has passed.
 func (r *renewer) release(leases []*Lease) {
 	for _, l := range leases {
-		ctx, cancel := context.WithTimeout(r.ctx, closeReleaseTimeout)
+		ctx, cancel := r.releaseCtx(l)
 		r.c.lockerNow().Release(ctx, l.key, l.owner) // not held: it went already
 		cancel()
 		l.mu.Lock()
@@ -223,6 +223,18 @@ func (r *renewer) release(leases []*Lease) {
 		l.mu.Unlock()
 		r.c.forget(l)
 	}
+}
+
+// releaseCtx bounds a release the renewer makes, which stop ends. With
+// observers it carries the Lock's observed context, so that the release
+// joins the Lock's trace.
+func (r *renewer) releaseCtx(l *Lease) (context.Context, context.CancelFunc) {
+	if l.obs == nil {
+		return context.WithTimeout(r.ctx, closeReleaseTimeout)
+	}
+	ctx, cancel := context.WithTimeout(l.obs, closeReleaseTimeout)
+	stop := context.AfterFunc(r.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // renewBatch renews leases in one driver call, bounded by the earliest
@@ -250,6 +262,7 @@ func (r *renewer) renewBatch(batch []*Lease) {
 	cancel()
 
 	now := time.Now()
+	took := now.Sub(start)
 	var lost []int
 	r.mu.Lock()
 	if r.stopped {
@@ -288,7 +301,7 @@ func (r *renewer) renewBatch(batch []*Lease) {
 	r.mu.Unlock()
 
 	for i, l := range batch {
-		r.c.observeRenewed(l, remaining[i], reqs[i].Err)
+		r.c.observeRenewed(l, remaining[i], took, reqs[i].Err)
 	}
 	for _, i := range lost {
 		batch[i].lose(reqs[i].Err)
