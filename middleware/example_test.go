@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -17,30 +18,40 @@ import (
 )
 
 // Metrics exported to Prometheus through the OpenTelemetry Prometheus
-// exporter. A service would serve the registry on /metrics with
-// promhttp.HandlerFor(registry, promhttp.HandlerOpts{}); here it is read
-// once.
+// exporter, with a label per job. A service would serve the registry on
+// /metrics with promhttp.HandlerFor(registry, promhttp.HandlerOpts{}); here
+// it is read once.
 func ExampleMetrics_prometheus() {
 	registry := prometheus.NewRegistry()
-	exporter, err := otelprom.New(otelprom.WithRegisterer(registry))
+	exporter, err := otelprom.New(
+		otelprom.WithRegisterer(registry),
+		// Without it every series carries otel_scope_name, otel_scope_version
+		// and otel_scope_schema_url labels, the same on all of mutexkit's
+		// (one instrumentation scope, and the names say mutexkit already).
+		otelprom.WithoutScopeInfo(),
+	)
 	if err != nil {
 		log.Fatal(err)
 	}
 	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
 
-	client, err := mutex.Open("mem", "example-prometheus",
-		mutex.WithMiddleware(middleware.Metrics(middleware.WithMeterProvider(provider))))
+	// Keys here are "job/date": label each lock by its job, a bounded set of
+	// names. (A name per key would be a series per key, and show the key.)
+	jobName := func(key string) string {
+		job, _, _ := strings.Cut(key, "/")
+		return job
+	}
+	client, err := mutex.Open("mem", "example-prometheus", mutex.WithMiddleware(
+		middleware.Metrics(middleware.WithMeterProvider(provider), middleware.WithLockName(jobName))))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer client.Close()
 	ctx := context.Background()
-	for range 3 {
-		lease, err := client.NewMutex("nightly-report").TryLock(ctx)
-		if err != nil {
+	for _, key := range []string{"nightly-report/2026-11-27", "nightly-report/2026-11-28", "billing/2026-11"} {
+		if err := client.NewMutex(key).TryDo(ctx, func(context.Context) error { return nil }); err != nil {
 			log.Fatal(err)
 		}
-		lease.Unlock(ctx)
 	}
 
 	families, err := registry.Gather()
@@ -48,15 +59,20 @@ func ExampleMetrics_prometheus() {
 		log.Fatal(err)
 	}
 	for _, f := range families {
-		switch f.GetName() {
-		case "mutexkit_lock_acquired_total", "mutexkit_lease_held":
-			m := f.GetMetric()[0]
-			fmt.Println(f.GetName(), m.GetCounter().GetValue()+m.GetGauge().GetValue())
+		if f.GetName() != "mutexkit_lock_acquired_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			fmt.Printf("%s{%s} %v\n", f.GetName(), strings.Join(labels, ","), m.GetCounter().GetValue())
 		}
 	}
 	// Output:
-	// mutexkit_lease_held 0
-	// mutexkit_lock_acquired_total 3
+	// mutexkit_lock_acquired_total{mutexkit_driver="mem",mutexkit_lock_name="billing"} 1
+	// mutexkit_lock_acquired_total{mutexkit_driver="mem",mutexkit_lock_name="nightly-report"} 2
 }
 
 // Every middleware on one client; the first listed is outermost.
