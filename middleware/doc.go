@@ -13,11 +13,23 @@
 // package mutex does between them (the whole wait of a Lock, the hold, a loss
 // found by renewal), so one Tracing value sees both levels.
 //
+// A lease's telemetry belongs to the Lock that acquired it: package mutex
+// keeps the Lock's context for the lease's observers, so a failed renewal,
+// a loss and the release made by Do or TryDo are children of the Lock's
+// span, in its trace, and log records of them carry that context. Renewals
+// that succeed make no span (a lease renews every third of its TTL for as
+// long as it is held); Metrics records their margin.
+//
+// A lease ended by Client.Close is closed, not lost: outcome closed, no
+// error status, not counted in mutexkit.lease.lost, logged at Info.
+//
 // Keys can carry customer data: spans and log records carry a short hash of
 // the key, and the key itself only with WithRawKeys. Metrics never carry
-// keys. Tracer and meter are named by this package's import path and made
-// from the providers given with WithTracerProvider and WithMeterProvider,
-// the global ones by default.
+// keys. To tell locks apart in metrics, WithLockName names each lock by a
+// function of its key that returns a bounded set of names (a job, not a
+// customer). Tracer and meter are named by this package's import path and
+// made from the providers given with WithTracerProvider and
+// WithMeterProvider, the global ones by default.
 //
 // # Cost
 //
@@ -26,9 +38,11 @@
 // 2-core VM, `go test -bench . -benchmem ./middleware`): with no-op
 // providers Tracing and Metrics add nothing (they recognise the no-op
 // providers and step aside), Retry about 0.08 µs and Logging with its level
-// disabled about 0.3 µs, none of them an allocation. Recording to the SDK:
-// Metrics about 1.9 µs and no allocation, Tracing about 14 µs and 32
-// allocations (three spans), Logging at an enabled level about 11 µs. With
-// the global TracerProvider never set, Tracing costs about 1.5 µs and 9
-// allocations: set a provider, even a no-op one.
+// disabled about 0.3 µs. A middleware that observes (Logging, and Tracing
+// and Metrics when they record) costs one allocation of 16 bytes per
+// lease: the Lock's context, kept for the lease's observers. Recording to
+// the SDK: Metrics about 1.9 µs and that allocation, Tracing about 14 µs
+// and 32 allocations (three spans), Logging at an enabled level about
+// 11 µs. With the global TracerProvider never set, Tracing costs about
+// 1.5 µs and 13 allocations: set a provider, even a no-op one.
 package middleware
