@@ -92,9 +92,11 @@ func redisServer(t *testing.T) server {
 }
 
 func TestServerBackends(t *testing.T) {
+	t.Parallel()
 	for _, mk := range []func(*testing.T) server{postgresServer, redisServer} {
 		srv := mk(t)
 		t.Run(srv.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			e.vars = []string{"MUTEXKIT_DSN=" + srv.dsn, "TMPDIR=" + e.dir}
 			t.Run("OneOfThree", func(t *testing.T) { testOneOfThree(t, e, srv) })
@@ -250,6 +252,7 @@ func testStoppedBeforeLapse(t *testing.T, e *env, srv server) {
 // conditions; PostgreSQL and the file driver have no TTL, and take any
 // --grace.
 func TestGraceOnlyWhereLocksExpire(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ran := filepath.Join(e.dir, "ran")
 	job := []string{"--", "sh", "-c", "touch " + ran}
@@ -293,6 +296,7 @@ func deadPort(t *testing.T) int {
 // unreachable is an outage (69, with the cause), not a held lock (75);
 // one that runs out while the key is held is still a skip.
 func TestWaitEndsOnOutage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ran := filepath.Join(e.dir, "ran")
 	port := deadPort(t)
@@ -329,6 +333,7 @@ func TestWaitEndsOnOutage(t *testing.T) {
 // configuration error: exit 78 at once, even with --wait, with the cause
 // and without the password.
 func TestDenied(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ran := filepath.Join(e.dir, "ran")
 	secured := testserver.StartRedis(t, 1, testserver.WithRedisArgs("--requirepass", "s3cret-right"))[0]

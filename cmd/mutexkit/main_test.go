@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +21,14 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	// The tests mostly wait on processes and timers, not the CPU: run more
+	// of them at once than -parallel's default (GOMAXPROCS), unless told.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		flag.Set("test.parallel", "8")
+	}
 	dir, err := os.MkdirTemp("", "mutexkit-cmd")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -116,6 +125,7 @@ func waitPID(t *testing.T, path string) int {
 // TestCronSkip: three runs started together with --wait 0: one runs the
 // job, the other two skip with the skip code.
 func TestCronSkip(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	started := filepath.Join(e.dir, "started")
 	job := fmt.Sprintf("echo run >> %s; sleep 3", started)
@@ -149,10 +159,12 @@ func TestCronSkip(t *testing.T) {
 // TestWaitSerializes: with --wait, all three run, one at a time (the file
 // driver; backends_test.go runs the same on the servers).
 func TestWaitSerializes(t *testing.T) {
+	t.Parallel()
 	testInTurn(t, newEnv(t), server{name: "file"})
 }
 
 func TestExitCodes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if code, _, _ := e.run("run", "--key", "x", "--", "sh", "-c", "exit 7"); code != 7 {
 		t.Errorf("program exit 7: got %d", code)
@@ -184,6 +196,7 @@ func TestExitCodes(t *testing.T) {
 // TestSignalsPassThrough: SIGTERM to mutexkit reaches the program, whose
 // exit code is the command's.
 func TestSignalsPassThrough(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ready, got := filepath.Join(e.dir, "ready"), filepath.Join(e.dir, "got")
 	job := fmt.Sprintf(`trap 'echo TERM > %s; exit 5' TERM; touch %s; while :; do sleep 0.05; done`, got, ready)
@@ -206,6 +219,7 @@ func TestSignalsPassThrough(t *testing.T) {
 // TestKilledHolder: mutexkit killed with SIGKILL takes its program with it,
 // and the lock is free at once (file driver: the kernel drops the flock).
 func TestKilledHolder(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	pidFile := filepath.Join(e.dir, "pid")
 	cmd := e.command("run", "--key", "killed", "--", "sh", "-c", fmt.Sprintf("echo $$ > %s; exec sleep 60", pidFile))
@@ -225,6 +239,7 @@ func TestKilledHolder(t *testing.T) {
 // (here its lock file is removed), the program is stopped and the command
 // exits with the lost code.
 func TestLostLeaseStopsProgram(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	pidFile := filepath.Join(e.dir, "pid")
 	cmd := e.command("run", "--key", "lost", "--grace", "1s", "--", "sh", "-c", fmt.Sprintf("echo $$ > %s; exec sleep 60", pidFile))
@@ -255,6 +270,7 @@ func TestLostLeaseStopsProgram(t *testing.T) {
 // TestMinHold: the lock stays held after a short job until --min-hold has
 // passed, so a run that fires a little later skips.
 func TestMinHold(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	first := e.command("run", "--key", "hold", "--min-hold", "3s", "--", "true")
 	if err := first.Start(); err != nil {
@@ -284,6 +300,7 @@ func TestMinHold(t *testing.T) {
 // TestNoDSNSaysHostLocal: without a DSN the file driver is used, and the
 // command says once that the lock is host-local.
 func TestNoDSNSaysHostLocal(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.vars = []string{"MUTEXKIT_DSN=", "TMPDIR=" + e.dir}
 	code, _, stderr := e.run("run", "--key", "local", "--", "true")
@@ -298,6 +315,7 @@ func TestNoDSNSaysHostLocal(t *testing.T) {
 // TestBinaryInTMPDIR: the binary built as $TMPDIR/mutexkit, the obvious
 // place, and the default lock directory do not get in each other's way.
 func TestBinaryInTMPDIR(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.vars = []string{"MUTEXKIT_DSN=", "TMPDIR=" + e.dir}
 	b, err := os.ReadFile(binary)
@@ -319,6 +337,7 @@ func TestBinaryInTMPDIR(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if code, out, _ := e.run("status", "--key", "s"); code != 0 || !strings.Contains(out, `"s" is free`) {
 		t.Fatalf("status of a free key: %d %q", code, out)
@@ -342,6 +361,7 @@ func TestStatus(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"status", "--help"}, {"drivers", "--help"}} {
 		code, out, stderr := e.run(args...)
@@ -370,6 +390,7 @@ func TestUsage(t *testing.T) {
 
 // TestErrorsHideThePassword: a DSN's password never reaches the output.
 func TestErrorsHideThePassword(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, dsn := range []string{
 		"postgres://app:hunter2@127.0.0.1:1/db?sslmode=disable",
@@ -391,6 +412,7 @@ func TestErrorsHideThePassword(t *testing.T) {
 // stderr that says what and where to look, not the whole help; help asked
 // for goes to stdout.
 func TestUsageMistakeOneLine(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, c := range []struct {
 		args []string
@@ -417,6 +439,7 @@ func TestUsageMistakeOneLine(t *testing.T) {
 // TestNoMemDriver: the mem driver's locks live in one process, and each
 // run is a process of its own, so the command neither lists nor takes it.
 func TestNoMemDriver(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if code, out, _ := e.run("drivers"); code != 0 || strings.Contains(out, "mem") {
 		t.Errorf("drivers: exit %d, %q; want no mem", code, out)
@@ -437,6 +460,7 @@ func TestNoMemDriver(t *testing.T) {
 // information, as go version -m reads it, and the Go version; a build
 // without version control information says (devel).
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	out, err := exec.Command("go", "version", "-m", binary).Output()
 	if err != nil {
@@ -466,7 +490,8 @@ func TestVersion(t *testing.T) {
 	}
 
 	devel := filepath.Join(e.dir, "mutexkit-novcs")
-	if out, err := exec.Command("go", "build", "-buildvcs=false", "-o", devel, ".").CombinedOutput(); err != nil {
+	// -race, as the test binary is built: the build cache then has it all.
+	if out, err := exec.Command("go", "build", "-race", "-buildvcs=false", "-o", devel, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	got, err := exec.Command(devel, "version").Output()
@@ -478,6 +503,7 @@ func TestVersion(t *testing.T) {
 // TestMinHoldBounds: --min-hold is bounded as the library bounds it, and
 // the help says that mutexkit keeps running for the hold.
 func TestMinHoldBounds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	code, _, stderr := e.run("run", "--key", "k", "--min-hold", "25h", "--", "true")
 	if code != exitUsage || !strings.Contains(stderr, "--min-hold 25h is longer than 24h") || strings.Count(stderr, "\n") != 1 {
