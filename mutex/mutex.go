@@ -207,7 +207,11 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 				return c.giveUp(l, locker, maybeGranted, attempts, waitEnded(err, last))
 			}
 		default:
-			return c.giveUp(l, locker, maybeGranted || (locker != nil && mayHaveGranted(err)), attempts, err)
+			release := maybeGranted || (locker != nil && mayHaveGranted(err))
+			if last != nil && ctx.Err() != nil { // the wait ended during an attempt
+				err = waitEnded(ctxErr(ctx), last)
+			}
+			return c.giveUp(l, locker, release, attempts, err)
 		}
 	}
 }
