@@ -386,8 +386,10 @@ func isNoScript(err error) bool {
 }
 
 // fail wraps an error of n: it names the node, matches ctx's error when
-// ctx ended, and matches driver.ErrUnavailable unless the server answered
-// with an error of its own (wrong type, no permission, out of memory...).
+// ctx ended, driver.ErrDenied when the server refused the client's
+// credentials or configuration, and driver.ErrUnavailable unless the
+// server answered with another error of its own (wrong type, out of
+// memory...).
 func (n *node) fail(ctx context.Context, err error) error {
 	var reply redis.Error
 	ctxErr := ctx.Err()
@@ -399,10 +401,40 @@ func (n *node) fail(ctx context.Context, err error) error {
 		return fmt.Errorf("redis %s: %w", n.name, err)
 	case ctxErr != nil:
 		return fmt.Errorf("redis %s: %w: %w", n.name, ctxErr, err)
+	case errors.As(err, &reply) && deniedReply(reply):
+		return fmt.Errorf("redis %s: %w: %w", n.name, driver.ErrDenied, err)
 	case errors.As(err, &reply) && !transientReply(reply):
 		return fmt.Errorf("redis %s: %w", n.name, err)
 	}
 	return fmt.Errorf("redis %s: %w: %w", n.name, driver.ErrUnavailable, err)
+}
+
+// deniedReply reports the server's refusals of the client's credentials
+// or configuration: a wrong password or user, none given, a command or key
+// the user's ACL does not allow, a database index the server does not
+// have, a server in protected mode. Waiting does not change them.
+func deniedReply(e redis.Error) bool {
+	s := string(e)
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "DENIED"} {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	if !strings.HasPrefix(s, "ERR ") {
+		return false
+	}
+	s = strings.ToLower(s)
+	for _, m := range []string{
+		"db index is out of range", "invalid db index", // SELECT
+		"invalid password", "no password is set", "without any password configured", // AUTH, before and since Redis 6
+		"select is not allowed in cluster mode",
+		"user executing the script can't", // a command, key or channel of a script the ACL forbids
+	} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // transientReply reports server errors that pass by themselves.
