@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -401,6 +402,8 @@ func (n *node) fail(ctx context.Context, err error) error {
 		return fmt.Errorf("redis %s: %w", n.name, err)
 	case ctxErr != nil:
 		return fmt.Errorf("redis %s: %w: %w", n.name, ctxErr, err)
+	case notRedis(err):
+		return &notRedisError{node: n.name, err: err}
 	case errors.As(err, &reply) && deniedReply(reply):
 		return fmt.Errorf("redis %s: %w: %w", n.name, driver.ErrDenied, err)
 	case errors.As(err, &reply) && !transientReply(reply):
@@ -408,6 +411,29 @@ func (n *node) fail(ctx context.Context, err error) error {
 	}
 	return fmt.Errorf("redis %s: %w: %w", n.name, driver.ErrUnavailable, err)
 }
+
+// notRedis reports an answer that is not Redis's: a reply redigo could
+// not parse (an HTTP port, another service), or a server that did not
+// answer TLS to a rediss:// DSN.
+func notRedis(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.As(err, &rh) || strings.HasSuffix(err.Error(), "(possible server error or unsupported concurrent read by application)")
+}
+
+// notRedisError says that the server at a node's address does not speak
+// Redis: the address is wrong, or TLS is (a configuration error, so
+// driver.ErrDenied). It names the node, never the password, and keeps
+// redigo's error reachable, unprinted: its text blames a concurrent read.
+type notRedisError struct {
+	node string
+	err  error
+}
+
+func (e *notRedisError) Error() string {
+	return fmt.Sprintf("redis %s: the server did not answer as Redis does (is it a Redis port? a TLS one needs rediss://, a plain one redis://): %v", e.node, driver.ErrDenied)
+}
+
+func (e *notRedisError) Unwrap() []error { return []error{driver.ErrDenied, e.err} }
 
 // deniedReply reports the server's refusals of the client's credentials
 // or configuration: a wrong password or user, none given, a command or key
