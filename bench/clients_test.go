@@ -53,17 +53,17 @@ func openOurs(b testing.TB, backend string, fencing bool, opts ...mutex.Option) 
 	)
 	switch backend {
 	case redis1:
-		c, err = mutex.Open("redlock", "redis://"+redisAddrs(b, 1)[0], opts...)
+		c, err = mutex.Open("redis://"+redisAddrs(b, 1)[0], opts...)
 	case redis5:
-		c, err = mutex.Open("redlock", "redis://"+strings.Join(redisAddrs(b, nodesOf5), ","), opts...)
+		c, err = mutex.Open("redis://"+strings.Join(redisAddrs(b, nodesOf5), ","), opts...)
 	case pg:
 		cn, cerr := postgres.NewConnector(postgresDSN(b), postgres.WithNamespace(b.Name()), postgres.WithFencing(fencing))
 		if cerr != nil {
 			b.Fatal(cerr)
 		}
-		c = mutex.OpenConnector(cn, opts...)
+		c = mutex.NewClient(cn, opts...)
 	case memory:
-		c, err = mutex.Open("mem", b.Name(), opts...)
+		c, err = mutex.Open("mem://"+b.Name(), opts...)
 	default:
 		b.Fatalf("unknown backend %q", backend)
 	}

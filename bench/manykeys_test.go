@@ -139,7 +139,7 @@ func manyKeysOurs(b *testing.B, n int, addrs []string) {
 	for range b.N {
 		nodes := watchNodes(b, addrs, nil)
 		before, g0 := memUse()
-		c, err := mutex.Open("redlock", "redis://"+strings.Join(addrs, ","))
+		c, err := mutex.Open("redis://" + strings.Join(addrs, ","))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -211,7 +211,7 @@ func manyKeysMem(b *testing.B, n int) {
 	ctx := context.Background()
 	for range b.N {
 		before, g0 := memUse()
-		c, err := mutex.Open("mem", b.Name())
+		c, err := mutex.Open("mem://" + b.Name())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -238,7 +238,7 @@ func manyKeysPostgres(b *testing.B, n int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c := mutex.OpenConnector(conn)
+		c := mutex.NewClient(conn)
 		leases := make([]*mutex.Lease, n)
 		acquireAll(b, n, func(i int) error {
 			var err error

@@ -11,7 +11,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/middleware"
 	"github.com/mutexkit/mutexkit/mutex"
 )
@@ -47,7 +46,7 @@ func BenchmarkMiddleware(b *testing.B) {
 	}
 }
 
-func middlewareStack(b *testing.B, backend string, m ...driver.Middleware) {
+func middlewareStack(b *testing.B, backend string, m ...mutex.Middleware) {
 	c := openOurs(b, backend, false, mutex.WithMiddleware(m...))
 	uncontendedOurs(b, c)
 }

@@ -557,7 +557,7 @@ func testNoGoroutineAfterClose(f *fixture) {
 	if err != nil {
 		f.Fatalf("NewConnector: %v", err)
 	}
-	c := mutex.OpenConnector(conn, f.opts...)
+	c := mutex.NewClient(conn, f.opts...)
 	if err := c.Ping(f.ctx); err != nil {
 		f.Fatalf("Ping: %v", err)
 	}

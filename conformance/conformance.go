@@ -161,7 +161,7 @@ func (f *fixture) client() *mutex.Client {
 	if err != nil {
 		f.Fatalf("NewConnector: %v", err)
 	}
-	c := mutex.OpenConnector(conn, f.opts...)
+	c := mutex.NewClient(conn, f.opts...)
 	f.Cleanup(func() { c.Close() })
 	return c
 }

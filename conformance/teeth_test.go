@@ -100,7 +100,7 @@ type brokenHarness struct {
 }
 
 func (h brokenHarness) NewConnector(context.Context) (driver.Connector, error) {
-	return brokenConnector{Connector: mem.NewConnector(h.table), h: h}, nil
+	return brokenConnector{Connector: mem.FromTable(h.table), h: h}, nil
 }
 
 func (h brokenHarness) Vanish(_ context.Context, key string) error {
@@ -109,7 +109,7 @@ func (h brokenHarness) Vanish(_ context.Context, key string) error {
 }
 
 func (h brokenHarness) Abandon(ctx context.Context, key string) error {
-	l, err := mem.NewConnector(h.table).Connect(ctx)
+	l, err := mem.FromTable(h.table).Connect(ctx)
 	if err != nil {
 		return err
 	}

@@ -11,15 +11,31 @@
 // interfaces, so middleware wrappers stay simple.
 //
 // Most users never import this package; they import a driver for its side
-// effect and call mutex.Open:
+// effect and open a client by URL:
 //
-//	import _ "github.com/mutexkit/mutexkit/driver/mem"
+//	import _ "github.com/mutexkit/mutexkit/driver/postgres"
 //
-//	client, err := mutex.Open("mem", "")
+//	client, err := mutex.Open("postgres://app@db/app")
 //
 // A driver author implements Driver, Connector and Locker, registers the
-// Driver with this package's Register in an init function (a driver never
-// imports package mutex), and proves it with conformance.Run.
+// Driver for each URL scheme it serves with mutex.Register in an init
+// function, and proves it with conformance.Run. The error values below are
+// the ones users test too: mutex exports them under the same names.
+//
+// # What package mutex guarantees a driver
+//
+// The driver need not check again what package mutex has checked:
+//
+//   - a key is 1 to mutex.MaxKeyLen bytes (any bytes);
+//   - an Owner is never zero, and is new for each acquire (a retried
+//     attempt keeps it);
+//   - a TTL is within [mutex.MinTTL, mutex.MaxTTL];
+//   - a Watch channel is never nil, and has a buffer;
+//   - Close is called once by a Client, after its own releases; a call in
+//     flight may still arrive during or after it, and gets ErrClosed.
+//
+// Calls are made from any goroutine, concurrently, including several on one
+// key (a release racing an acquire of another owner).
 package driver
 
 import (
@@ -109,7 +125,8 @@ type Locker interface {
 
 	// Close releases every key this Locker holds (or lets the backend drop
 	// them, as closing a session does), stops background work and waits
-	// for it. Calls after Close return ErrClosed.
+	// for it, within a bounded time. Calls after Close return ErrClosed; a
+	// second Close returns nil.
 	Close() error
 }
 

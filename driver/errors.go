@@ -3,7 +3,8 @@ package driver
 import "errors"
 
 // Sentinel errors a driver wraps, with %w, to say what happened. Package
-// mutex maps them to its own errors in one place.
+// mutex exports the same values under the same names (mutex.ErrLocked is
+// ErrLocked), so users, middleware and drivers test one vocabulary.
 var (
 	// ErrLocked: the key is held by another owner.
 	ErrLocked = errors.New("key is held by another owner")
@@ -29,7 +30,7 @@ var (
 	// ErrInvalid: an argument or DSN is malformed. Retrying cannot help.
 	ErrInvalid = errors.New("invalid argument")
 
-	// ErrClosed: the Locker or Connector was closed.
+	// ErrClosed: the Locker, or the Client above it, was closed.
 	ErrClosed = errors.New("closed")
 )
 

@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/mem"
 	"github.com/mutexkit/mutexkit/middleware"
 	"github.com/mutexkit/mutexkit/mutex"
@@ -21,9 +20,9 @@ import (
 // Each benchmark is TryLock+Unlock on the mem driver through one
 // middleware; BenchmarkNone is the same with none. The differences are each
 // middleware's cost.
-func benchWith(b *testing.B, m ...driver.Middleware) {
+func benchWith(b *testing.B, m ...mutex.Middleware) {
 	ctx := context.Background()
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(m...))
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(m...))
 	defer c.Close()
 	mu := c.NewMutex("k")
 	b.ReportAllocs()

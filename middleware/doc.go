@@ -1,7 +1,7 @@
 // Package middleware adds tracing, metrics, retry and logging to a mutexkit
-// client, each a driver.Middleware that composes with the others:
+// client, each a mutex.Middleware that composes with the others:
 //
-//	client, err := mutex.Open("postgres", dsn, mutex.WithMiddleware(
+//	client, err := mutex.Open(dsn, mutex.WithMiddleware(
 //		middleware.Logging(slog.Default()),
 //		middleware.Tracing(),            // spans from the global TracerProvider
 //		middleware.Metrics(),            // instruments from the global MeterProvider

@@ -41,7 +41,7 @@ func ExampleMetrics_prometheus() {
 		job, _, _ := strings.Cut(key, "/")
 		return job
 	}
-	client, err := mutex.Open("mem", "example-prometheus", mutex.WithMiddleware(
+	client, err := mutex.Open("mem://example-prometheus", mutex.WithMiddleware(
 		middleware.Metrics(middleware.WithMeterProvider(provider), middleware.WithLockName(jobName))))
 	if err != nil {
 		log.Fatal(err)
@@ -85,7 +85,7 @@ func Example() {
 			return a
 		},
 	}))
-	client, err := mutex.Open("mem", "example-middleware", mutex.WithMiddleware(
+	client, err := mutex.Open("mem://example-middleware", mutex.WithMiddleware(
 		middleware.Logging(logger, middleware.WithLevel(slog.LevelInfo)),
 		middleware.Tracing(), // the global TracerProvider: a no-op until one is set
 		middleware.Metrics(), // the global MeterProvider

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/middleware"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // reader is a manual metric reader and its provider.
@@ -92,8 +93,8 @@ func (r *records) lines(t *testing.T, levels ...string) []string {
 }
 
 // countRenewals counts the leases the driver is asked to renew.
-func countRenewals(n *atomic.Int32) driver.Middleware {
-	return driver.Middleware{Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+func countRenewals(n *atomic.Int32) mutex.Middleware {
+	return mutex.Middleware{Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 		return &renewCounter{Locker: next, n: n}
 	}}
 }

@@ -66,7 +66,7 @@ func TestRenewalsMakeNoTraces(t *testing.T) {
 		ctx := context.Background()
 		rec, tp := tracer()
 		var renewals atomic.Int32
-		c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(
+		c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(
 			middleware.Tracing(tp), countRenewals(&renewals)))
 		defer c.Close()
 		err := c.NewMutex("k", mutex.WithTTL(time.Second)).Do(ctx, func(context.Context) error {
@@ -103,7 +103,7 @@ func TestRenewalFailureInLockTrace(t *testing.T) {
 		table := mem.NewTable()
 		var fails, renewFails atomic.Int32
 		renewFails.Store(1)
-		c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(
+		c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(
 			middleware.Tracing(tp), flaky(&fails, &renewFails)))
 		defer c.Close()
 		l, err := c.NewMutex("k", mutex.WithTTL(time.Second)).Lock(ctx)
@@ -143,7 +143,7 @@ func TestDoInOneTrace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		rec, tp := tracer()
-		c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(middleware.Tracing(tp)))
+		c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(middleware.Tracing(tp)))
 		defer c.Close()
 		fn := func(context.Context) error { return nil }
 
@@ -184,7 +184,7 @@ func TestCloseIsNotLoss(t *testing.T) {
 	rec, tp := tracer()
 	reader := newReader()
 	logs := &records{}
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(
 		middleware.Logging(logs.logger(), middleware.WithLevel(slog.LevelInfo)),
 		middleware.Tracing(tp),
 		middleware.Metrics(middleware.WithMeterProvider(reader.provider())),

@@ -51,12 +51,12 @@ func TestLockName(t *testing.T) {
 		logs := &records{}
 		rec, tp := tracer()
 		table := mem.NewTable()
-		other := mutex.OpenConnector(mem.NewConnector(table))
+		other := mutex.NewClient(mem.FromTable(table))
 		defer other.Close()
 		if _, err := other.NewMutex("reports/elsewhere").TryLock(ctx); err != nil {
 			t.Fatal(err)
 		}
-		c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(
+		c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(
 			middleware.Metrics(append(opts, middleware.WithMeterProvider(reader.provider()))...),
 			middleware.Logging(logs.logger(), opts...),
 			middleware.Tracing(append(opts, tp)...),

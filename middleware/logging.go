@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // Logging writes one structured record per driver operation (acquire
@@ -19,17 +20,17 @@ import (
 // password. A lease's records (its renewals' failures, its end) are logged
 // with the context of the Lock that acquired it, so a handler that reads
 // the span from the context puts them in the Lock's trace.
-func Logging(logger *slog.Logger, opts ...Option) driver.Middleware {
+func Logging(logger *slog.Logger, opts ...Option) mutex.Middleware {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	cfg := newConfig(opts)
 	lg := &logging{logger: logger, level: cfg.level, rawKeys: cfg.rawKeys, lockName: cfg.lockName}
-	return driver.Middleware{
-		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
+	return mutex.Middleware{
+		Wrap: func(next driver.Locker, info mutex.Info) driver.Locker {
 			return &loggingLocker{Locker: next, lg: lg, driver: info.Driver}
 		},
-		Observer: &driver.Observer{LockDone: lg.lockDone, LeaseEnd: lg.leaseEnd, Renewed: lg.renewed},
+		Observer: &mutex.Observer{LockDone: lg.lockDone, LeaseEnd: lg.leaseEnd, Renewed: lg.renewed},
 	}
 }
 
@@ -75,7 +76,7 @@ func (lg *logging) log(ctx context.Context, driverName, op, key, out string, too
 	lg.logger.LogAttrs(ctx, level, "mutexkit "+op, append(attrs, extra...)...)
 }
 
-func (lg *logging) lockDone(ctx context.Context, d driver.LockDone) {
+func (lg *logging) lockDone(ctx context.Context, d mutex.LockDone) {
 	op := OperationTryLock
 	if d.Wait {
 		op = OperationLock
@@ -84,13 +85,13 @@ func (lg *logging) lockDone(ctx context.Context, d driver.LockDone) {
 		slog.Int(AttrAttempts, d.Attempts), slog.Uint64(AttrToken, d.Token))
 }
 
-func (lg *logging) leaseEnd(ctx context.Context, ev driver.LeaseEnd) {
+func (lg *logging) leaseEnd(ctx context.Context, ev mutex.LeaseEnd) {
 	lg.log(ctx, ev.Driver, OperationLease, ev.Key, leaseOutcome(ev.Err), ev.Held, ev.Err)
 }
 
 // renewed logs a lease's renewal that failed or found the lease gone (Warn);
 // renewals that succeed are logged per batch by the Locker (Renew).
-func (lg *logging) renewed(ctx context.Context, ev driver.Renewed) {
+func (lg *logging) renewed(ctx context.Context, ev mutex.Renewed) {
 	if ev.Err == nil {
 		return
 	}

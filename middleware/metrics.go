@@ -12,6 +12,7 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // Metrics records OpenTelemetry instruments: histograms of acquire-attempt
@@ -29,26 +30,26 @@ import (
 // the error through otel.Handle and records nothing. With a no-op
 // MeterProvider (go.opentelemetry.io/otel/metric/noop) it adds nothing at
 // all.
-func Metrics(opts ...Option) driver.Middleware {
+func Metrics(opts ...Option) mutex.Middleware {
 	cfg := newConfig(opts)
 	mp := cfg.meterProvider
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
 	if _, noop := mp.(metricnoop.MeterProvider); noop {
-		return driver.Middleware{}
+		return mutex.Middleware{}
 	}
 	m, err := newMeters(mp.Meter(ScopeName))
 	if err != nil {
 		otel.Handle(err)
-		return driver.Middleware{}
+		return mutex.Middleware{}
 	}
 	m.lockName = cfg.lockName
-	return driver.Middleware{
-		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
+	return mutex.Middleware{
+		Wrap: func(next driver.Locker, info mutex.Info) driver.Locker {
 			return &metricsLocker{Locker: next, m: m, driver: info.Driver, sets: m.setsNamed(info.Driver, "")}
 		},
-		Observer: &driver.Observer{LockDone: m.lockDone, LeaseEnd: m.leaseEnd, Renewed: m.renewed},
+		Observer: &mutex.Observer{LockDone: m.lockDone, LeaseEnd: m.leaseEnd, Renewed: m.renewed},
 	}
 }
 
@@ -184,7 +185,7 @@ func (m *meters) setsNamed(driverName, name string) *attrSets {
 	return s
 }
 
-func (m *meters) lockDone(ctx context.Context, d driver.LockDone) {
+func (m *meters) lockDone(ctx context.Context, d mutex.LockDone) {
 	s := m.setsFor(d.Driver, d.Key)
 	out := lockOutcomeIndex(lockOutcome(d.Err))
 	opt := s.tryLock[out]
@@ -198,7 +199,7 @@ func (m *meters) lockDone(ctx context.Context, d driver.LockDone) {
 	}
 }
 
-func (m *meters) leaseEnd(ctx context.Context, ev driver.LeaseEnd) {
+func (m *meters) leaseEnd(ctx context.Context, ev mutex.LeaseEnd) {
 	s := m.setsFor(ev.Driver, ev.Key)
 	out := leaseOutcome(ev.Err)
 	m.held.Add(ctx, -1, s.driver.add...)
@@ -208,7 +209,7 @@ func (m *meters) leaseEnd(ctx context.Context, ev driver.LeaseEnd) {
 	}
 }
 
-func (m *meters) renewed(ctx context.Context, ev driver.Renewed) {
+func (m *meters) renewed(ctx context.Context, ev mutex.Renewed) {
 	s := m.setsFor(ev.Driver, ev.Key)
 	m.leaseRemaining.Record(ctx, ev.Remaining.Seconds(), s.driver.rec...)
 }

@@ -91,69 +91,6 @@ func keyAttr(key string, rawKeys bool) attribute.KeyValue {
 	return attribute.String(AttrKeyHash, hex.EncodeToString(sum[:8]))
 }
 
-// Chain composes middleware into one: the first listed is outermost, both
-// around driver calls and among observers. mutex.WithMiddleware(a, b) and
-// mutex.WithMiddleware(Chain(a, b)) are the same.
-func Chain(m ...driver.Middleware) driver.Middleware {
-	var wraps []func(driver.Locker, driver.Info) driver.Locker
-	var observers []*driver.Observer
-	for _, mw := range m {
-		if mw.Wrap != nil {
-			wraps = append(wraps, mw.Wrap)
-		}
-		if mw.Observer != nil {
-			observers = append(observers, mw.Observer)
-		}
-	}
-	var out driver.Middleware
-	if len(wraps) > 0 {
-		out.Wrap = func(next driver.Locker, info driver.Info) driver.Locker {
-			for i := len(wraps) - 1; i >= 0; i-- {
-				next = wraps[i](next, info)
-			}
-			return next
-		}
-	}
-	if len(observers) > 0 {
-		out.Observer = chainObservers(observers)
-	}
-	return out
-}
-
-func chainObservers(obs []*driver.Observer) *driver.Observer {
-	return &driver.Observer{
-		LockStart: func(ctx context.Context, ev driver.LockStart) context.Context {
-			for _, o := range obs {
-				if o.LockStart != nil {
-					ctx = o.LockStart(ctx, ev)
-				}
-			}
-			return ctx
-		},
-		LockDone: func(ctx context.Context, ev driver.LockDone) {
-			for i := len(obs) - 1; i >= 0; i-- {
-				if o := obs[i]; o.LockDone != nil {
-					o.LockDone(ctx, ev)
-				}
-			}
-		},
-		LeaseEnd: func(ctx context.Context, ev driver.LeaseEnd) {
-			for _, o := range obs {
-				if o.LeaseEnd != nil {
-					o.LeaseEnd(ctx, ev)
-				}
-			}
-		},
-		Renewed: func(ctx context.Context, ev driver.Renewed) {
-			for _, o := range obs {
-				if o.Renewed != nil {
-					o.Renewed(ctx, ev)
-				}
-			}
-		},
-	}
-}
-
 // outcome names how an operation ended, for spans, metrics and logs.
 // Contention and a lease found gone are outcomes, not failures.
 func outcome(success string, err error) string {
@@ -175,10 +112,12 @@ func lockOutcome(err error) string {
 	switch {
 	case err == nil:
 		return OutcomeAcquired
-	case errors.Is(err, driver.ErrLocked):
-		return OutcomeLocked
+	case errors.Is(err, mutex.ErrUnavailable):
+		return OutcomeError // an outage, even when a Lock's ctx ended during it
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return OutcomeCanceled // gave up waiting: contention, not a failure
+		return OutcomeCanceled // gave up waiting (held meanwhile): contention, not a failure
+	case errors.Is(err, mutex.ErrLocked):
+		return OutcomeLocked
 	}
 	return OutcomeError
 }

@@ -36,7 +36,7 @@ func TestConformance(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tracetest.NewSpanRecorder()))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	logger := slog.New(slog.NewTextHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	all := []driver.Middleware{
+	all := []mutex.Middleware{
 		middleware.Logging(logger),
 		middleware.Tracing(middleware.WithTracerProvider(tp)),
 		middleware.Metrics(middleware.WithMeterProvider(mp)),
@@ -50,8 +50,8 @@ func TestConformance(t *testing.T) {
 	t.Run("Stacked", func(t *testing.T) {
 		conformance.Run(t, harness.Mem, mutex.WithMiddleware(all...))
 	})
-	t.Run("ChainOverFile", func(t *testing.T) {
-		conformance.Run(t, harness.File, mutex.WithMiddleware(middleware.Chain(all...)))
+	t.Run("StackedOverFile", func(t *testing.T) {
+		conformance.Run(t, harness.File, mutex.WithMiddleware(all...))
 	})
 }
 
@@ -68,9 +68,9 @@ func TestTracing(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	table := mem.NewTable()
-	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(middleware.Tracing(middleware.WithTracerProvider(tp))))
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(middleware.Tracing(middleware.WithTracerProvider(tp))))
 	defer c.Close()
-	other := mutex.OpenConnector(mem.NewConnector(table))
+	other := mutex.NewClient(mem.FromTable(table))
 	defer other.Close()
 
 	l, err := c.NewMutex(secretKey).TryLock(ctx)
@@ -124,7 +124,7 @@ func TestTracing(t *testing.T) {
 	// With WithRawKeys, the key is recorded.
 	rec2 := tracetest.NewSpanRecorder()
 	tp2 := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec2))
-	c2 := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(
+	c2 := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(
 		middleware.Tracing(middleware.WithTracerProvider(tp2), middleware.WithRawKeys())))
 	defer c2.Close()
 	l3, _ := c2.NewMutex(secretKey).TryLock(ctx)
@@ -139,7 +139,7 @@ func TestTracingMarksFailures(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	var fails atomic.Int32
 	fails.Store(1)
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(
 		middleware.Tracing(middleware.WithTracerProvider(tp)), flaky(&fails, nil)))
 	defer c.Close()
 	if _, err := c.NewMutex("k").TryLock(context.Background()); !errors.Is(err, driver.ErrUnavailable) {
@@ -219,14 +219,14 @@ func TestMetrics(t *testing.T) {
 		reader := sdkmetric.NewManualReader()
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 		table := mem.NewTable()
-		c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(middleware.Metrics(middleware.WithMeterProvider(mp))))
+		c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(middleware.Metrics(middleware.WithMeterProvider(mp))))
 		defer c.Close()
 
 		a, err := c.NewMutex(secretKey, mutex.WithTTL(time.Second)).Lock(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		other := mutex.OpenConnector(mem.NewConnector(table))
+		other := mutex.NewClient(mem.FromTable(table))
 		defer other.Close()
 		held, _ := other.NewMutex("contended").TryLock(ctx)
 		c.NewMutex("contended").TryLock(ctx) // contended
@@ -275,7 +275,7 @@ func TestLogging(t *testing.T) {
 	var buf bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	table := mem.NewTable()
-	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(middleware.Logging(logger, middleware.WithLevel(slog.LevelInfo))))
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(middleware.Logging(logger, middleware.WithLevel(slog.LevelInfo))))
 	defer c.Close()
 	l, err := c.NewMutex(secretKey).TryLock(ctx)
 	if err != nil {
@@ -315,8 +315,8 @@ func TestLogging(t *testing.T) {
 
 // flaky fails the next *fails acquire attempts (after making the grant, as
 // a lost reply would) and, when renewFails is not nil, that many renewals.
-func flaky(fails, renewFails *atomic.Int32) driver.Middleware {
-	return driver.Middleware{Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+func flaky(fails, renewFails *atomic.Int32) mutex.Middleware {
+	return mutex.Middleware{Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 		return &flakyLocker{Locker: next, fails: fails, renewFails: renewFails}
 	}}
 }

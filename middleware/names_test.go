@@ -66,12 +66,12 @@ func TestNamesDocumented(t *testing.T) {
 		rec, tp := tracer()
 		var fail failNext
 		table := mem.NewTable()
-		other := mutex.OpenConnector(mem.NewConnector(table))
+		other := mutex.NewClient(mem.FromTable(table))
 		defer other.Close()
 		if _, err := other.NewMutex("held").TryLock(ctx); err != nil {
 			t.Fatal(err)
 		}
-		c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(
+		c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(
 			middleware.Logging(logs.logger()),
 			middleware.Metrics(middleware.WithMeterProvider(reader.provider())),
 			middleware.Tracing(tp),
@@ -138,8 +138,8 @@ type failNext struct {
 	acquire, release, renew, inspect, ping atomic.Int32
 }
 
-func (f *failNext) middleware() driver.Middleware {
-	return driver.Middleware{Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+func (f *failNext) middleware() mutex.Middleware {
+	return mutex.Middleware{Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 		return &failingLocker{Locker: next, f: f}
 	}}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // RetryOption configures Retry.
@@ -49,12 +50,12 @@ func WithBackoff(first, longest time.Duration) RetryOption {
 //   - A renewal retries only the leases whose outcome is unknown, within
 //     the context package mutex gives it, which ends with the leases'
 //     validity.
-func Retry(opts ...RetryOption) driver.Middleware {
+func Retry(opts ...RetryOption) mutex.Middleware {
 	cfg := retryConfig{attempts: 4, minWait: 10 * time.Millisecond, maxWait: 500 * time.Millisecond}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return driver.Middleware{Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+	return mutex.Middleware{Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 		return &retryLocker{Locker: next, cfg: cfg}
 	}}
 }

@@ -10,18 +10,19 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/mem"
 	"github.com/mutexkit/mutexkit/middleware"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // retryOver wraps a fresh mem Locker in Retry over flaky.
 func retryOver(t *testing.T, table *mem.Table, fails, renewFails *atomic.Int32, opts ...middleware.RetryOption) (driver.Locker, *flakyLocker) {
 	t.Helper()
-	base, err := mem.NewConnector(table).Connect(context.Background())
+	base, err := mem.FromTable(table).Connect(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	fl := flaky(fails, renewFails).Wrap(base, driver.Info{Driver: "mem"}).(*flakyLocker)
+	fl := flaky(fails, renewFails).Wrap(base, mutex.Info{Driver: "mem"}).(*flakyLocker)
 	opts = append([]middleware.RetryOption{middleware.WithBackoff(time.Millisecond, 5*time.Millisecond)}, opts...)
-	return middleware.Retry(opts...).Wrap(fl, driver.Info{Driver: "mem"}), fl
+	return middleware.Retry(opts...).Wrap(fl, mutex.Info{Driver: "mem"}), fl
 }
 
 // TestRetryAcquireKeepsOwner: a transient failure is retried with the same
@@ -76,7 +77,7 @@ func TestRetryNeverRetriesContention(t *testing.T) {
 	table := mem.NewTable()
 	l, fl := retryOver(t, table, &fails, nil)
 	ctx := context.Background()
-	holder, _ := mem.NewConnector(table).Connect(ctx)
+	holder, _ := mem.FromTable(table).Connect(ctx)
 	holder.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Minute})
 	if _, err := l.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Minute}); !errors.Is(err, driver.ErrLocked) {
 		t.Fatal(err)

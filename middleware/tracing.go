@@ -11,6 +11,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // Tracing records OpenTelemetry spans: one per Lock or TryLock (its whole
@@ -30,14 +31,14 @@ import (
 //
 // With a no-op TracerProvider (go.opentelemetry.io/otel/trace/noop) it adds
 // nothing at all.
-func Tracing(opts ...Option) driver.Middleware {
+func Tracing(opts ...Option) mutex.Middleware {
 	cfg := newConfig(opts)
 	tp := cfg.tracerProvider
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
 	if _, noop := tp.(tracenoop.TracerProvider); noop {
-		return driver.Middleware{}
+		return mutex.Middleware{}
 	}
 	t := &tracing{
 		tracer:     tp.Tracer(ScopeName),
@@ -46,11 +47,11 @@ func Tracing(opts ...Option) driver.Middleware {
 		clientSpan: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)},
 		localSpan:  []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)},
 	}
-	return driver.Middleware{
-		Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
+	return mutex.Middleware{
+		Wrap: func(next driver.Locker, info mutex.Info) driver.Locker {
 			return &tracingLocker{Locker: next, t: t, driver: attribute.String(AttrDriver, info.Driver)}
 		},
-		Observer: &driver.Observer{LockStart: t.lockStart, LockDone: t.lockDone, LeaseEnd: t.leaseEnd, Renewed: t.renewed},
+		Observer: &mutex.Observer{LockStart: t.lockStart, LockDone: t.lockDone, LeaseEnd: t.leaseEnd, Renewed: t.renewed},
 	}
 }
 
@@ -75,7 +76,7 @@ func (t *tracing) setAttrs(span trace.Span, drv attribute.KeyValue, key string, 
 	span.SetAttributes(append(kv, more...)...)
 }
 
-func (t *tracing) lockStart(ctx context.Context, ev driver.LockStart) context.Context {
+func (t *tracing) lockStart(ctx context.Context, ev mutex.LockStart) context.Context {
 	name := SpanTryLock
 	if ev.Wait {
 		name = SpanLock
@@ -88,7 +89,7 @@ func (t *tracing) lockStart(ctx context.Context, ev driver.LockStart) context.Co
 	return context.WithValue(ctx, lockSpanKey{t}, span)
 }
 
-func (t *tracing) lockDone(ctx context.Context, d driver.LockDone) {
+func (t *tracing) lockDone(ctx context.Context, d mutex.LockDone) {
 	span, ok := ctx.Value(lockSpanKey{t}).(trace.Span)
 	if !ok {
 		return
@@ -116,7 +117,7 @@ func (t *tracing) inLease(ctx context.Context) context.Context {
 
 // leaseEnd records a lease that was lost or closed as a child of its Lock's
 // span; one that was unlocked has its release span already.
-func (t *tracing) leaseEnd(ctx context.Context, ev driver.LeaseEnd) {
+func (t *tracing) leaseEnd(ctx context.Context, ev mutex.LeaseEnd) {
 	out := leaseOutcome(ev.Err)
 	name := SpanLost
 	switch out {
@@ -139,7 +140,7 @@ func (t *tracing) leaseEnd(ctx context.Context, ev driver.LeaseEnd) {
 // renewed records a renewal that failed as a child of its Lock's span,
 // spanning the renewal call. One that found the lease gone shows as the
 // lease's loss (leaseEnd); one that succeeded makes no span.
-func (t *tracing) renewed(ctx context.Context, ev driver.Renewed) {
+func (t *tracing) renewed(ctx context.Context, ev mutex.Renewed) {
 	if outcome(OutcomeRenewed, ev.Err) != OutcomeError {
 		return
 	}

@@ -14,7 +14,7 @@ import (
 // what TryLock+Unlock cannot do with less.
 func BenchmarkDriverFloor(b *testing.B) {
 	ctx := context.Background()
-	l, err := mem.NewConnector(mem.NewTable()).Connect(ctx)
+	l, err := mem.FromTable(mem.NewTable()).Connect(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func BenchmarkTryLockUnlockWith1000Held(b *testing.B) {
 
 func benchTryLockUnlock(b *testing.B, others int) {
 	ctx := context.Background()
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()))
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()))
 	defer c.Close()
 	for i := range others {
 		if _, err := c.NewMutex(fmt.Sprint("other/", i)).TryLock(ctx); err != nil {

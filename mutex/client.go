@@ -11,34 +11,11 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 )
 
-// Register makes a driver available to Open under name. It panics if d is
-// nil, name is empty, or name is taken. It is driver.Register, for a
-// program that registers a driver of its own; drivers themselves call
-// driver.Register from init, so that they need not import this package.
-func Register(name string, d driver.Driver) { driver.Register(name, d) }
-
-// Drivers returns the names of the registered drivers, sorted.
-func Drivers() []string { return driver.Drivers() }
-
-// Open returns a Client of the driver registered as driverName, configured
-// by dsn. Like sql.Open it only parses: nothing is reached until the first
-// operation, and Ping checks for real. An unknown driver, or a malformed
-// DSN, gives an error matching ErrInvalid that never quotes a password.
-func Open(driverName, dsn string, opts ...Option) (*Client, error) {
-	d, err := driver.Lookup(driverName)
-	if err != nil {
-		return nil, wrapError("open", "", err)
-	}
-	conn, err := d.OpenConnector(dsn)
-	if err != nil {
-		return nil, wrapError("open "+driverName, "", err)
-	}
-	return OpenConnector(conn, opts...), nil
-}
-
-// OpenConnector returns a Client of a Connector the application built, for
-// example one wrapping its own *sql.DB or redigo pool.
-func OpenConnector(c driver.Connector, opts ...Option) *Client {
+// NewClient returns a Client of a Connector the application built, as
+// sql.OpenDB does: from a driver's NewConnector (a DSN with options in Go)
+// or from a client the application already has (postgres.FromDB,
+// redlock.FromPools).
+func NewClient(c driver.Connector, opts ...Option) *Client {
 	var cfg clientConfig
 	for _, o := range opts {
 		o(&cfg)
@@ -70,8 +47,8 @@ func OpenConnector(c driver.Connector, opts ...Option) *Client {
 type Client struct {
 	connector driver.Connector
 	driver    string
-	wraps     []func(driver.Locker, driver.Info) driver.Locker
-	observers []*driver.Observer
+	wraps     []func(driver.Locker, Info) driver.Locker
+	observers []*Observer
 	holder    driver.Holder // this process, as recorded with each grant
 
 	connMu sync.Mutex
@@ -110,7 +87,7 @@ func (c *Client) conn(ctx context.Context) (driver.Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	info := driver.Info{Driver: c.driver}
+	info := Info{Driver: c.driver}
 	for i := len(c.wraps) - 1; i >= 0; i-- { // the first listed ends outermost
 		l = c.wraps[i](l, info)
 	}
@@ -145,7 +122,7 @@ func (c *Client) Ping(ctx context.Context) error {
 		err = l.Ping(ctx)
 	}
 	if err != nil {
-		return wrapError("ping", "", err)
+		return opError("ping", "", err)
 	}
 	return nil
 }
@@ -166,7 +143,7 @@ func (c *Client) Inspect(ctx context.Context, key string) (h Holder, held bool, 
 		h, held, err = l.Inspect(ctx, key)
 	}
 	if err != nil {
-		return Holder{}, false, wrapError("inspect", key, err)
+		return Holder{}, false, opError("inspect", key, err)
 	}
 	return h, held, nil
 }
@@ -180,8 +157,8 @@ const closeReleaseTimeout = 10 * time.Second
 //
 // A lease ended by Close is not lost: its Err matches ErrClosed (not
 // ErrLockLost), the context of a Do or TryDo running under it is cancelled
-// with cause ErrClosed, and observers see an end matching
-// driver.ErrClosed. Its holder is no longer protected all the same, so a
+// with cause ErrClosed, and observers see an end matching ErrClosed. Its
+// holder is no longer protected all the same, so a
 // program shuts down in this order: stop starting work, cancel the
 // contexts of the Do calls and wait for them to return (their Unlock
 // releases each lock), then Close.
@@ -209,13 +186,13 @@ func (c *Client) Close() error {
 		if !l.acquiredYet() {
 			continue // its Lock is still running and will see ErrClosed
 		}
-		ended := opError("close", l.key, nil, ErrClosed, driver.ErrClosed)
+		ended := opError("close", l.key, errClientClosed)
 		wasHeld := l.end(ended)
 		if wasHeld {
 			c.observeEnd(l, ended)
 		}
 		if wasHeld || l.pendingRelease() {
-			if err := locker.Release(ctx, l.key, l.owner); err != nil && !errors.Is(err, driver.ErrNotHeld) {
+			if err := locker.Release(ctx, l.key, l.owner); err != nil && !errors.Is(err, ErrNotHeld) {
 				errs = append(errs, fmt.Errorf("release: %w", err))
 			}
 		}

@@ -18,6 +18,7 @@ func TestRegisterPanics(t *testing.T) {
 	for name, reg := range map[string]func(){
 		"nil driver": func() { mutex.Register("nil-driver", nil) },
 		"empty name": func() { mutex.Register("", mem.Driver{}) },
+		"bad scheme": func() { mutex.Register("Mem+X", mem.Driver{}) },
 		"duplicate":  func() { mutex.Register(mem.Name, mem.Driver{}) },
 	} {
 		func() {
@@ -31,17 +32,17 @@ func TestRegisterPanics(t *testing.T) {
 	}
 }
 
-func TestDriversSorted(t *testing.T) {
+func TestSchemesSorted(t *testing.T) {
 	mutex.Register("zz-test-driver", mem.Driver{})
 	mutex.Register("aa-test-driver", mem.Driver{})
-	got := mutex.Drivers()
+	got := mutex.Schemes()
 	if !slices.IsSorted(got) || !slices.Contains(got, "mem") || !slices.Contains(got, "zz-test-driver") {
-		t.Fatalf("Drivers() = %v; want sorted, with mem and the test drivers", got)
+		t.Fatalf("Schemes() = %v; want sorted, with mem and the test drivers", got)
 	}
 }
 
-func TestOpenUnknownDriver(t *testing.T) {
-	_, err := mutex.Open("postgress", "postgres://u:secret@host/db")
+func TestOpenUnknownScheme(t *testing.T) {
+	_, err := mutex.Open("postgress://u:secret@host/db")
 	if !errors.Is(err, mutex.ErrInvalid) {
 		t.Fatalf("Open = %v; want ErrInvalid", err)
 	}
@@ -50,15 +51,34 @@ func TestOpenUnknownDriver(t *testing.T) {
 			t.Errorf("Open error %q does not mention %s", err, want)
 		}
 	}
-	if strings.Contains(err.Error(), "secret") {
-		t.Errorf("Open error %q quotes the password", err)
+	for _, dsn := range []string{"postgress://u:secret@host/db", "host=h password=secret", "u:secret@host", "/var/lock/secret"} {
+		_, err := mutex.Open(dsn)
+		if !errors.Is(err, mutex.ErrInvalid) || strings.Contains(err.Error(), "secret") {
+			t.Errorf("Open(%q) = %v; want ErrInvalid, and no part of the DSN but its scheme", dsn, err)
+		}
+	}
+}
+
+// TestOpenByScheme: the URL's scheme picks the driver, in any case.
+func TestOpenByScheme(t *testing.T) {
+	for _, dsn := range []string{"mem://open-by-scheme", "MEM://open-by-scheme", "mem:open-by-scheme"} {
+		c, err := mutex.Open(dsn)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", dsn, err)
+		}
+		l, err := c.NewMutex("k").TryLock(context.Background())
+		if err != nil {
+			t.Fatalf("Open(%q): TryLock: %v", dsn, err)
+		}
+		l.Unlock(context.Background())
+		c.Close()
 	}
 }
 
 func TestOpenIsLazyAndPingChecks(t *testing.T) {
 	var connects int
-	conn := countingConnector{Connector: mem.NewConnector(mem.NewTable()), n: &connects}
-	c := mutex.OpenConnector(conn)
+	conn := countingConnector{Connector: mem.FromTable(mem.NewTable()), n: &connects}
+	c := mutex.NewClient(conn)
 	defer c.Close()
 	if connects != 0 {
 		t.Fatalf("OpenConnector connected %d times; want lazily", connects)
@@ -85,8 +105,8 @@ func (c countingConnector) Connect(ctx context.Context) (driver.Locker, error) {
 }
 
 func TestFencingUnsupported(t *testing.T) {
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return noFencing{next} },
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return noFencing{next} },
 	}))
 	defer c.Close()
 	_, err := c.NewMutex("k", mutex.WithFencing()).TryLock(context.Background())
@@ -115,24 +135,24 @@ func (l noFencing) Acquire(ctx context.Context, req driver.AcquireRequest) (driv
 // observers see a Lock's start and end and the lease's end.
 func TestMiddlewareOrder(t *testing.T) {
 	var trail []string
-	mw := func(name string) driver.Middleware {
-		return driver.Middleware{
-			Wrap: func(next driver.Locker, info driver.Info) driver.Locker {
+	mw := func(name string) mutex.Middleware {
+		return mutex.Middleware{
+			Wrap: func(next driver.Locker, info mutex.Info) driver.Locker {
 				return tracer{Locker: next, name: name, trail: &trail}
 			},
-			Observer: &driver.Observer{
-				LockStart: func(ctx context.Context, ev driver.LockStart) context.Context {
+			Observer: &mutex.Observer{
+				LockStart: func(ctx context.Context, ev mutex.LockStart) context.Context {
 					trail = append(trail, name+" lock-start "+ev.Driver)
 					return ctx
 				},
-				LockDone: func(ctx context.Context, ev driver.LockDone) {
+				LockDone: func(ctx context.Context, ev mutex.LockDone) {
 					trail = append(trail, name+" lock-done "+ev.Key)
 				},
-				LeaseEnd: func(_ context.Context, ev driver.LeaseEnd) { trail = append(trail, name+" lease-end") },
+				LeaseEnd: func(_ context.Context, ev mutex.LeaseEnd) { trail = append(trail, name+" lease-end") },
 			},
 		}
 	}
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(mw("outer"), mw("inner")))
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(mw("outer"), mw("inner")))
 	defer c.Close()
 	l, err := c.NewMutex("k").TryLock(context.Background())
 	if err != nil {
@@ -168,9 +188,9 @@ func (l tracer) Release(ctx context.Context, key string, owner driver.Owner) err
 }
 
 func TestNamedTablesShared(t *testing.T) {
-	a, _ := mutex.Open("mem", "TestNamedTablesShared")
-	b, _ := mutex.Open("mem", "TestNamedTablesShared")
-	other, _ := mutex.Open("mem", "TestNamedTablesShared-other")
+	a, _ := mutex.Open("mem://TestNamedTablesShared")
+	b, _ := mutex.Open("mem://TestNamedTablesShared")
+	other, _ := mutex.Open("mem://TestNamedTablesShared-other")
 	defer a.Close()
 	defer b.Close()
 	defer other.Close()
@@ -191,7 +211,7 @@ func TestNamedTablesShared(t *testing.T) {
 }
 
 func TestLockCancelCause(t *testing.T) {
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()))
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()))
 	defer c.Close()
 	held, err := c.NewMutex("k").TryLock(context.Background())
 	if err != nil {
@@ -212,8 +232,8 @@ func TestLockCancelCause(t *testing.T) {
 // a lease that is already gone.
 func TestLostBeforeLockReturns(t *testing.T) {
 	table := mem.NewTable()
-	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 			return lostAtOnce{next, table, new(atomic.Bool)}
 		},
 	}))
@@ -251,8 +271,8 @@ func TestLockWaitsOutUnavailable(t *testing.T) {
 	table := mem.NewTable()
 	var failures atomic.Int32
 	failures.Store(3)
-	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return flaky{next, &failures} },
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return flaky{next, &failures} },
 	}))
 	defer c.Close()
 	l, err := c.NewMutex("k").Lock(context.Background())
@@ -270,8 +290,8 @@ func TestLockWaitsOutUnavailable(t *testing.T) {
 	}
 
 	failures.Store(1)
-	c2 := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return flaky{next, &failures} },
+	c2 := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return flaky{next, &failures} },
 	}))
 	defer c2.Close()
 	if _, err := c2.NewMutex("k").TryLock(context.Background()); !errors.Is(err, driver.ErrUnavailable) {

@@ -7,7 +7,7 @@
 //		_ "github.com/mutexkit/mutexkit/driver/postgres"
 //	)
 //
-//	client, err := mutex.Open("postgres", "postgres://app@db/app?sslmode=disable")
+//	client, err := mutex.Open("postgres://app@db/app?sslmode=disable")
 //	...
 //	err = client.NewMutex("nightly-report").TryDo(ctx, func(ctx context.Context) error {
 //		return report(ctx) // ctx ends if the lease is lost

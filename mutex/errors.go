@@ -9,16 +9,20 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 )
 
-// Errors returned by this package, to be checked with errors.Is. An error
-// that ends because a context ended also matches that context's error.
+// Errors returned by this package, to be checked with errors.Is. They are
+// the values drivers return (ErrLocked is driver.ErrLocked), so one set of
+// names serves users, middleware and drivers. An error that ends because a
+// context ended also matches that context's error.
 var (
-	// ErrLocked: TryLock found the key held, by another client or by
-	// another Mutex of this client.
-	ErrLocked = errors.New("mutex: key is held elsewhere")
+	// ErrLocked: the key is held, by another client or by another Mutex of
+	// this client (TryLock, TryDo; a Lock whose context ended while it was
+	// held).
+	ErrLocked = driver.ErrLocked
 
 	// ErrNotHeld: Unlock of a lease that is no longer held: already
-	// unlocked, or lost (then the error also matches ErrLockLost).
-	ErrNotHeld = errors.New("mutex: lease is not held")
+	// unlocked, nil, lost (then the error also matches ErrLockLost), or
+	// ended by Close (then it also matches ErrClosed).
+	ErrNotHeld = driver.ErrNotHeld
 
 	// ErrLockLost: the lease ended without Unlock: it expired, its session
 	// died, or renewals failed until its validity ran out. The critical
@@ -26,24 +30,29 @@ var (
 	// matches ErrClosed instead.)
 	ErrLockLost = errors.New("mutex: lease lost")
 
-	// ErrClosed: the Client was closed, before the operation or while the
-	// lease was held.
-	ErrClosed = errors.New("mutex: client closed")
-
-	// ErrInvalid: a key, option or DSN is malformed. The message says which.
-	ErrInvalid = errors.New("mutex: invalid argument")
+	// ErrUnavailable: the backend could not be reached or did not answer
+	// in time. Lock waits it out; its error keeps it when its context ends
+	// first.
+	ErrUnavailable = driver.ErrUnavailable
 
 	// ErrDenied: the backend refused the client: wrong credentials, or a
 	// role, database or database index it does not have. A configuration
 	// error: Lock does not wait it out, as it does an unreachable backend.
-	ErrDenied = errors.New("mutex: refused by the backend")
+	ErrDenied = driver.ErrDenied
+
+	// ErrClosed: the Client was closed, before the operation or while the
+	// lease was held.
+	ErrClosed = driver.ErrClosed
+
+	// ErrInvalid: a key, option or DSN is malformed. The message says which.
+	ErrInvalid = driver.ErrInvalid
 )
 
 // Causes this package finds itself; errors carrying them also match the
 // exported error of the same meaning.
 var (
-	errClientClosed = errors.New("client closed")
-	errLocalHeld    = errors.New("key is held by another Mutex of this client")
+	errClientClosed = fmt.Errorf("client %w", ErrClosed)
+	errLocalHeld    = fmt.Errorf("another Mutex of this client holds it: %w", ErrLocked)
 )
 
 // Error describes a failed operation. Its message leaves out the key, which
@@ -80,26 +89,6 @@ func (e *Error) Unwrap() []error {
 
 func opError(op, key string, err error, kinds ...error) *Error {
 	return &Error{Op: op, Key: key, Err: err, kinds: kinds}
-}
-
-// wrapError maps a cause, a driver's error or this package's own, to this
-// package's errors, in one place.
-func wrapError(op, key string, err error) error {
-	switch {
-	case err == errClientClosed:
-		return opError(op, key, nil, ErrClosed)
-	case err == errLocalHeld: // matches driver.ErrLocked too, for middleware
-		return opError(op, key, err, ErrLocked, driver.ErrLocked)
-	case errors.Is(err, driver.ErrLocked):
-		return opError(op, key, err, ErrLocked)
-	case errors.Is(err, driver.ErrClosed):
-		return opError(op, key, err, ErrClosed)
-	case errors.Is(err, driver.ErrInvalid):
-		return opError(op, key, err, ErrInvalid)
-	case errors.Is(err, driver.ErrDenied):
-		return opError(op, key, err, ErrDenied)
-	}
-	return opError(op, key, err)
 }
 
 // ctxErr is the error for an operation ended by ctx: it matches ctx.Err()

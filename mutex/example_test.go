@@ -15,7 +15,7 @@ import (
 // others skip.
 func Example() {
 	ctx := context.Background()
-	client, err := mutex.Open("mem", "example") // in production: "postgres" or "redlock" with a DSN
+	client, err := mutex.Open("mem://example") // in production: "postgres" or "redlock" with a DSN
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -38,8 +38,8 @@ func Example() {
 // key held.
 func ExampleMutex_TryLock() {
 	ctx := context.Background()
-	podA, _ := mutex.Open("mem", "example-trylock")
-	podB, _ := mutex.Open("mem", "example-trylock")
+	podA, _ := mutex.Open("mem://example-trylock")
+	podB, _ := mutex.Open("mem://example-trylock")
 	defer podA.Close()
 	defer podB.Close()
 
@@ -63,7 +63,7 @@ func ExampleMutex_TryLock() {
 // the others skip. WithMinHold keeps the lock five minutes, so a replica
 // whose timer fires a little late, after the job ended, skips too.
 func ExampleMutex_TryDo() {
-	client, _ := mutex.Open("mem", "example-trydo")
+	client, _ := mutex.Open("mem://example-trydo")
 	defer client.Close()
 	report := client.NewMutex("nightly-report", mutex.WithMinHold(5*time.Minute))
 
@@ -87,7 +87,7 @@ func ExampleMutex_TryDo() {
 // if the lease is lost. Every caller runs fn in turn: for run-once-or-skip
 // work, such as a cron job, use TryDo.
 func ExampleMutex_Do() {
-	client, _ := mutex.Open("mem", "example-do")
+	client, _ := mutex.Open("mem://example-do")
 	defer client.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // how long to wait for the lock
@@ -106,7 +106,7 @@ func ExampleMutex_Do() {
 // lease without knowing it.
 func ExampleLease_Token() {
 	ctx := context.Background()
-	client, _ := mutex.Open("mem", "example-token")
+	client, _ := mutex.Open("mem://example-token")
 	defer client.Close()
 	m := client.NewMutex("ledger", mutex.WithFencing())
 	for range 3 {
@@ -126,7 +126,7 @@ func ExampleLease_Token() {
 // Watch Done, or Err, to stop work when the lease is lost.
 func ExampleLease_Done() {
 	ctx := context.Background()
-	client, _ := mutex.Open("mem", "example-done")
+	client, _ := mutex.Open("mem://example-done")
 	defer client.Close()
 	lease, err := client.NewMutex("worker").Lock(ctx)
 	if err != nil {

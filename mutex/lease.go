@@ -174,11 +174,11 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, driver.ErrNotHeld):
+	case errors.Is(err, ErrNotHeld):
 		// Gone on the backend before we released it: lost, unnoticed.
 		return opError("unlock", l.key, err, ErrLockLost, ErrNotHeld)
 	}
-	return wrapError("unlock", l.key, err)
+	return opError("unlock", l.key, err)
 }
 
 func (l *Lease) unlockLostError() error {

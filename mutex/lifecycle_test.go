@@ -16,9 +16,9 @@ import (
 func TestTryDo(t *testing.T) {
 	ctx := context.Background()
 	table := mem.NewTable()
-	podA := mutex.OpenConnector(mem.NewConnector(table))
+	podA := mutex.NewClient(mem.FromTable(table))
 	defer podA.Close()
-	podB := mutex.OpenConnector(mem.NewConnector(table))
+	podB := mutex.NewClient(mem.FromTable(table))
 	defer podB.Close()
 
 	ran := 0
@@ -46,8 +46,8 @@ func TestTryDo(t *testing.T) {
 // in its Err, in Do's context, in Do's error and for observers.
 func TestCloseIsNotLoss(t *testing.T) {
 	ends := make(chan error, 1)
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(driver.Middleware{
-		Observer: &driver.Observer{LeaseEnd: func(_ context.Context, ev driver.LeaseEnd) { ends <- ev.Err }},
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(mutex.Middleware{
+		Observer: &mutex.Observer{LeaseEnd: func(_ context.Context, ev mutex.LeaseEnd) { ends <- ev.Err }},
 	}))
 	inFn := make(chan struct{})
 	var cause error
@@ -83,7 +83,7 @@ func TestCloseIsNotLoss(t *testing.T) {
 // TestLeaseErrAfterClose: Err and Unlock of a lease whose client closed.
 func TestLeaseErrAfterClose(t *testing.T) {
 	ctx := context.Background()
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()))
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()))
 	l, err := c.NewMutex("k", mutex.WithTTL(time.Second)).Lock(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func TestNilLeaseUnlock(t *testing.T) {
 // the loss once, not again from Unlock.
 func TestDoSaysLossOnce(t *testing.T) {
 	table := mem.NewTable()
-	c := mutex.OpenConnector(mem.NewConnector(table))
+	c := mutex.NewClient(mem.FromTable(table))
 	defer c.Close()
 	err := c.NewMutex("k").Do(context.Background(), func(ctx context.Context) error {
 		table.Drop("k")

@@ -106,7 +106,7 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 		return lease, err
 	}
 	start := time.Now()
-	ev := driver.LockDone{LockStart: driver.LockStart{Driver: c.driver, Key: m.key, Wait: wait}}
+	ev := LockDone{LockStart: LockStart{Driver: c.driver, Key: m.key, Wait: wait}}
 	ctx = c.observeLockStart(ctx, ev.LockStart)
 	lease, attempts, err := m.attempt(ctx, wait)
 	if err != nil {
@@ -123,7 +123,7 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 func (m *Mutex) wrapAcquireError(ctx context.Context, op string, err error) error {
 	var we *waitError
 	switch {
-	case errors.As(err, &we) && (we.last == errLocalHeld || errors.Is(we.last, driver.ErrLocked)):
+	case errors.As(err, &we) && errors.Is(we.last, ErrLocked):
 		return opError(op, m.key, we.err, ErrLocked)
 	case we != nil:
 		return opError(op, m.key, err)
@@ -132,7 +132,7 @@ func (m *Mutex) wrapAcquireError(ctx context.Context, op string, err error) erro
 	case errors.Is(err, driver.ErrUnimplemented) && m.cfg.fencing:
 		return opError(op, m.key, fmt.Errorf("driver %q cannot issue fencing tokens (WithFencing): %w", m.c.driver, err))
 	}
-	return wrapError(op, m.key, err)
+	return opError(op, m.key, err)
 }
 
 // attempt reserves the key in the client, then asks the driver until it
@@ -186,13 +186,13 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 				return c.giveUp(l, locker, true, attempts, err)
 			}
 			return l, attempts, nil
-		case errors.Is(err, driver.ErrLocked) && wait,
-			errors.Is(err, driver.ErrUnavailable) && wait:
+		case errors.Is(err, ErrLocked) && wait,
+			errors.Is(err, ErrUnavailable) && wait:
 			// Held, or the backend is out of reach for now: keep waiting,
 			// with the same owner, so a grant made by an attempt whose reply
 			// was lost is found by the next attempt as its own.
 			last = err
-			maybeGranted = maybeGranted || (locker != nil && errors.Is(err, driver.ErrUnavailable))
+			maybeGranted = maybeGranted || (locker != nil && errors.Is(err, ErrUnavailable))
 			if w == nil {
 				w = newWaiter()
 			}
@@ -248,9 +248,9 @@ func (c *Client) giveUp(l *Lease, locker driver.Locker, release bool, attempts i
 // mayHaveGranted reports whether a failed acquire could have taken the key
 // on the server all the same (the reply was lost, the ctx ended in flight).
 func mayHaveGranted(err error) bool {
-	return !errors.Is(err, driver.ErrLocked) && !errors.Is(err, driver.ErrInvalid) &&
-		!errors.Is(err, driver.ErrUnimplemented) && !errors.Is(err, driver.ErrClosed) &&
-		!errors.Is(err, driver.ErrDenied)
+	return !errors.Is(err, ErrLocked) && !errors.Is(err, ErrInvalid) &&
+		!errors.Is(err, driver.ErrUnimplemented) && !errors.Is(err, ErrClosed) &&
+		!errors.Is(err, ErrDenied)
 }
 
 // start records the grant and makes the lease live: held, and renewed when

@@ -3,13 +3,11 @@ package mutex
 import (
 	"context"
 	"time"
-
-	"github.com/mutexkit/mutexkit/driver"
 )
 
 // observeLockStart calls the observers' LockStart hooks, first listed
 // first, threading the context through them.
-func (c *Client) observeLockStart(ctx context.Context, ev driver.LockStart) context.Context {
+func (c *Client) observeLockStart(ctx context.Context, ev LockStart) context.Context {
 	for _, o := range c.observers {
 		if o.LockStart != nil {
 			ctx = o.LockStart(ctx, ev)
@@ -19,7 +17,7 @@ func (c *Client) observeLockStart(ctx context.Context, ev driver.LockStart) cont
 }
 
 // observeLockDone calls the observers' LockDone hooks, last listed first.
-func (c *Client) observeLockDone(ctx context.Context, ev driver.LockDone) {
+func (c *Client) observeLockDone(ctx context.Context, ev LockDone) {
 	for i := len(c.observers) - 1; i >= 0; i-- {
 		if o := c.observers[i]; o.LockDone != nil {
 			o.LockDone(ctx, ev)
@@ -30,7 +28,7 @@ func (c *Client) observeLockDone(ctx context.Context, ev driver.LockDone) {
 func (c *Client) observeEnd(l *Lease, err error) {
 	for _, o := range c.observers {
 		if o.LeaseEnd != nil {
-			o.LeaseEnd(l.observeCtx(), driver.LeaseEnd{Driver: c.driver, Key: l.key, Held: time.Since(l.acquired), Err: err})
+			o.LeaseEnd(l.observeCtx(), LeaseEnd{Driver: c.driver, Key: l.key, Held: time.Since(l.acquired), Err: err})
 		}
 	}
 }
@@ -38,7 +36,7 @@ func (c *Client) observeEnd(l *Lease, err error) {
 func (c *Client) observeRenewed(l *Lease, remaining, took time.Duration, err error) {
 	for _, o := range c.observers {
 		if o.Renewed != nil {
-			o.Renewed(l.observeCtx(), driver.Renewed{Driver: c.driver, Key: l.key, Remaining: remaining, Took: took, Err: err})
+			o.Renewed(l.observeCtx(), Renewed{Driver: c.driver, Key: l.key, Remaining: remaining, Took: took, Err: err})
 		}
 	}
 }

@@ -36,16 +36,16 @@ func TestObservedLeaseContext(t *testing.T) {
 			}
 		}
 		var releases []context.Context
-		c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(driver.Middleware{
-			Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+		c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(mutex.Middleware{
+			Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 				return releaseSpy{Locker: next, ctxs: &releases}
 			},
-			Observer: &driver.Observer{
-				LockStart: func(ctx context.Context, _ driver.LockStart) context.Context {
+			Observer: &mutex.Observer{
+				LockStart: func(ctx context.Context, _ mutex.LockStart) context.Context {
 					return context.WithValue(ctx, lockValue{}, "lock")
 				},
-				Renewed:  func(ctx context.Context, _ driver.Renewed) { check("renewed", ctx) },
-				LeaseEnd: func(ctx context.Context, _ driver.LeaseEnd) { check("end", ctx) },
+				Renewed:  func(ctx context.Context, _ mutex.Renewed) { check("renewed", ctx) },
+				LeaseEnd: func(ctx context.Context, _ mutex.LeaseEnd) { check("end", ctx) },
 			},
 		}))
 		defer c.Close()

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/mutexkit/mutexkit/driver"
 )
 
 // Limits on keys and leases.
@@ -31,12 +29,12 @@ const (
 type Option func(*clientConfig)
 
 type clientConfig struct {
-	middleware []driver.Middleware
+	middleware []Middleware
 }
 
 // WithMiddleware adds middleware around the client's driver calls and as
 // observers of its operations. The first listed is outermost.
-func WithMiddleware(m ...driver.Middleware) Option {
+func WithMiddleware(m ...Middleware) Option {
 	return func(c *clientConfig) { c.middleware = append(c.middleware, m...) }
 }
 

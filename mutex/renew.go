@@ -287,7 +287,7 @@ func (r *renewer) renewBatch(batch []*Lease) {
 			l.mu.Lock()
 			l.lostAt = s.lossAt.Sub(l.acquired)
 			l.mu.Unlock()
-		case errors.Is(err, driver.ErrNotHeld):
+		case errors.Is(err, ErrNotHeld):
 			lost = append(lost, i)
 			heap.Remove(&r.leases, s.pos-1)
 			continue

@@ -26,8 +26,8 @@ type renewCounter struct {
 	fail          atomic.Bool
 }
 
-func (rc *renewCounter) middleware() driver.Middleware {
-	return driver.Middleware{Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+func (rc *renewCounter) middleware() mutex.Middleware {
+	return mutex.Middleware{Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 		return &countingLocker{Locker: next, rc: rc}
 	}}
 }
@@ -56,7 +56,7 @@ func TestRenewalIsBatched(t *testing.T) {
 		const n, ttl = 10_000, 3 * time.Second
 		var rc renewCounter
 		table := mem.NewTable()
-		c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(rc.middleware()))
+		c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(rc.middleware()))
 		defer c.Close()
 		before := runtime.NumGoroutine()
 		leases := make([]*mutex.Lease, n)
@@ -100,9 +100,9 @@ func TestLossBeforeExpiry(t *testing.T) {
 		const ttl = 2 * time.Second
 		var rc renewCounter
 		table := mem.NewTable()
-		c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(rc.middleware()))
+		c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(rc.middleware()))
 		defer c.Close()
-		other := mutex.OpenConnector(mem.NewConnector(table))
+		other := mutex.NewClient(mem.FromTable(table))
 		defer other.Close()
 
 		rc.fail.Store(true)
@@ -144,7 +144,7 @@ func TestErrSeesExpiryAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var rc renewCounter
 		rc.fail.Store(true)
-		c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(rc.middleware()))
+		c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(rc.middleware()))
 		defer c.Close()
 		l, err := c.NewMutex("k", mutex.WithTTL(time.Second)).Lock(t.Context())
 		if err != nil {
@@ -170,7 +170,7 @@ func TestErrSeesExpiryAtOnce(t *testing.T) {
 func TestDropReportsLossAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		table := mem.NewTable()
-		c := mutex.OpenConnector(mem.NewConnector(table))
+		c := mutex.NewClient(mem.FromTable(table))
 		defer c.Close()
 		var cause error
 		err := c.NewMutex("job").Do(t.Context(), func(ctx context.Context) error {
@@ -193,7 +193,7 @@ func TestDropReportsLossAtOnce(t *testing.T) {
 func TestMinHoldRenewsUntilRelease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		table := mem.NewTable()
-		c := mutex.OpenConnector(mem.NewConnector(table))
+		c := mutex.NewClient(mem.FromTable(table))
 		defer c.Close()
 		l, err := c.NewMutex("cron", mutex.WithTTL(time.Second), mutex.WithMinHold(time.Minute)).Lock(t.Context())
 		if err != nil {
@@ -218,10 +218,10 @@ func TestMinHoldRenewsUntilRelease(t *testing.T) {
 func TestCancelRacingGrantReleases(t *testing.T) {
 	table := mem.NewTable()
 	ctx, cancel := context.WithCancel(context.Background())
-	racing := driver.Middleware{Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+	racing := mutex.Middleware{Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 		return cancelOnAcquire{Locker: next, cancel: cancel}
 	}}
-	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(racing))
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(racing))
 	_, err := c.NewMutex("k").Lock(ctx)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Lock = %v; want context.Canceled", err)
@@ -248,10 +248,10 @@ func (l cancelOnAcquire) Acquire(ctx context.Context, req driver.AcquireRequest)
 // does not block the key until its TTL.
 func TestAmbiguousFailureReleases(t *testing.T) {
 	table := mem.NewTable()
-	lossy := driver.Middleware{Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+	lossy := mutex.Middleware{Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 		return replyLost{next}
 	}}
-	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(lossy))
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(lossy))
 	_, err := c.NewMutex("k").TryLock(context.Background())
 	if !errors.Is(err, driver.ErrUnavailable) {
 		t.Fatalf("TryLock = %v; want the driver's ErrUnavailable", err)
@@ -273,7 +273,7 @@ func (l replyLost) Acquire(ctx context.Context, req driver.AcquireRequest) (driv
 // leaves nothing held.
 func TestConcurrentCloseAndLock(t *testing.T) {
 	table := mem.NewTable()
-	c := mutex.OpenConnector(mem.NewConnector(table))
+	c := mutex.NewClient(mem.FromTable(table))
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Add(1)

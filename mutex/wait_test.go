@@ -20,9 +20,9 @@ import (
 func TestWaitKeepsTheCause(t *testing.T) {
 	ctx := context.Background()
 	table := mem.NewTable()
-	c := mutex.OpenConnector(mem.NewConnector(table))
+	c := mutex.NewClient(mem.FromTable(table))
 	defer c.Close()
-	other := mutex.OpenConnector(mem.NewConnector(table))
+	other := mutex.NewClient(mem.FromTable(table))
 	defer other.Close()
 
 	held, err := other.NewMutex("k").TryLock(ctx)
@@ -52,8 +52,8 @@ func TestWaitKeepsTheCause(t *testing.T) {
 	down := errors.New("dial tcp 10.0.0.1:6379: connection refused")
 	var failures atomic.Int32
 	failures.Store(1 << 30)
-	out := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+	out := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 			return failing{next, &failures, fmt.Errorf("%w: %w", down, driver.ErrUnavailable)}
 		},
 	}))
@@ -88,9 +88,9 @@ func (l failing) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 // reports it.
 func TestLockWaitsOutFirstConnect(t *testing.T) {
 	ctx := context.Background()
-	conn := &flakyConnector{Connector: mem.NewConnector(mem.NewTable())}
+	conn := &flakyConnector{Connector: mem.FromTable(mem.NewTable())}
 	conn.failures.Store(3)
-	c := mutex.OpenConnector(conn)
+	c := mutex.NewClient(conn)
 	defer c.Close()
 	if _, err := c.NewMutex("k").TryLock(ctx); !errors.Is(err, driver.ErrUnavailable) {
 		t.Fatalf("TryLock with the backend out of reach: %v; want ErrUnavailable", err)
@@ -125,8 +125,8 @@ func (c *flakyConnector) Connect(ctx context.Context) (driver.Locker, error) {
 func TestDeniedIsNotWaitedOut(t *testing.T) {
 	var failures atomic.Int32
 	failures.Store(1 << 30)
-	c := mutex.OpenConnector(mem.NewConnector(mem.NewTable()), mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker {
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
 			return failing{next, &failures, fmt.Errorf("password authentication failed: %w", driver.ErrDenied)}
 		},
 	}))
@@ -148,7 +148,7 @@ func TestDeniedIsNotWaitedOut(t *testing.T) {
 func TestWakeStormKeepsBackoff(t *testing.T) {
 	ctx := context.Background()
 	table := mem.NewTable()
-	holder := mutex.OpenConnector(mem.NewConnector(table))
+	holder := mutex.NewClient(mem.FromTable(table))
 	defer holder.Close()
 	held, err := holder.NewMutex("k").TryLock(ctx)
 	if err != nil {
@@ -157,8 +157,8 @@ func TestWakeStormKeepsBackoff(t *testing.T) {
 	defer held.Unlock(ctx)
 
 	var attempts atomic.Int32
-	c := mutex.OpenConnector(mem.NewConnector(table), mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { return stormy{next, &attempts} },
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return stormy{next, &attempts} },
 	}))
 	defer c.Close()
 	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)

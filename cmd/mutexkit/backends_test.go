@@ -256,7 +256,7 @@ func TestGraceOnlyWhereLocksExpire(t *testing.T) {
 	e := newEnv(t)
 	ran := filepath.Join(e.dir, "ran")
 	job := []string{"--", "sh", "-c", "touch " + ran}
-	for _, srv := range []server{{name: "file", dsn: filepath.Join(e.dir, "locks")}, postgresServer(t)} {
+	for _, srv := range []server{{name: "file", dsn: "file://" + filepath.Join(e.dir, "locks")}, postgresServer(t)} {
 		for _, flags := range [][]string{{"--grace", "10s"}, {"--ttl", "1s", "--grace", "5s"}} {
 			os.Remove(ran)
 			args := append(append([]string{"run", "--key", "grace", "--dsn", srv.dsn}, flags...), job...)

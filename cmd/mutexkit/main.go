@@ -72,7 +72,7 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "mutexkit drivers: takes no arguments; see mutexkit drivers --help")
 			return exitUsage
 		}
-		fmt.Fprintln(stdout, strings.Join(mutex.Drivers(), "\n"))
+		fmt.Fprintln(stdout, strings.Join(mutex.Schemes(), "\n"))
 		return 0
 	case "version", "-version", "--version":
 		return versionCmd(args[1:], stdout, stderr)
@@ -142,7 +142,7 @@ const usage = `mutexkit runs a program under a distributed lock.
 Usage:
   mutexkit run [flags] -- program [args...]   run program while holding the lock
   mutexkit status [flags]                     tell whether a lock is free or held, and by whom
-  mutexkit drivers                            list the lock drivers compiled in
+  mutexkit drivers                            list the DSN schemes of the drivers compiled in
   mutexkit version                            print the version of this binary
 
 Run "mutexkit run --help" or "mutexkit status --help" for their flags.
@@ -156,5 +156,6 @@ The backend follows from the DSN (--dsn, or MUTEXKIT_DSN):
 
 const driversUsage = `Usage: mutexkit drivers
 
-Lists the lock drivers compiled into this binary, one per line.
+Lists the DSN schemes (postgres, redis, file, ...) of the drivers compiled
+into this binary, one per line.
 `

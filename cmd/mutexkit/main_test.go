@@ -54,7 +54,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	dir := t.TempDir()
-	return &env{t: t, dir: dir, vars: []string{"MUTEXKIT_DSN=" + filepath.Join(dir, "locks"), "TMPDIR=" + dir}}
+	return &env{t: t, dir: dir, vars: []string{"MUTEXKIT_DSN=file://" + filepath.Join(dir, "locks"), "TMPDIR=" + dir}}
 }
 
 func (e *env) command(args ...string) *exec.Cmd {
@@ -372,7 +372,7 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%v: no examples", args)
 		}
 	}
-	if code, out, _ := e.run("drivers"); code != 0 || !strings.Contains(out, "file\n") || !strings.Contains(out, "redlock\n") {
+	if code, out, _ := e.run("drivers"); code != 0 || !strings.Contains(out, "file\n") || !strings.Contains(out, "redis\n") {
 		t.Errorf("drivers: %d %q", code, out)
 	}
 	for _, args := range [][]string{
@@ -445,9 +445,8 @@ func TestNoMemDriver(t *testing.T) {
 		t.Errorf("drivers: exit %d, %q; want no mem", code, out)
 	}
 	for _, args := range [][]string{
-		{"run", "--key", "k", "--driver", "mem", "--", "true"},
 		{"run", "--key", "k", "--dsn", "mem://x", "--", "true"},
-		{"status", "--key", "k", "--driver", "mem"},
+		{"status", "--key", "k", "--dsn", "mem:"},
 	} {
 		code, _, stderr := e.run(args...)
 		if code != exitUsage || !strings.Contains(stderr, "memory of one process") || strings.Count(stderr, "\n") != 1 {

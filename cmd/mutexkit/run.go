@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/file"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
@@ -55,7 +55,7 @@ Flags:
 
 // runConfig is what the run flags say.
 type runConfig struct {
-	key, dsn, driver   string
+	key, dsn           string
 	wait, ttl, minHold time.Duration
 	grace              time.Duration
 	skipCode, lostCode int
@@ -68,7 +68,6 @@ func parseRun(args []string, stdout, stderr io.Writer) (c runConfig, code int, d
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.StringVar(&c.key, "key", "", "lock key: one per job (required)")
 	fs.StringVar(&c.dsn, "dsn", "", "lock backend DSN (default $MUTEXKIT_DSN; none: the file driver, this host only)")
-	fs.StringVar(&c.driver, "driver", "", "driver name, when the DSN's scheme does not tell (see mutexkit drivers)")
 	fs.DurationVar(&c.wait, "wait", 0, "how long to wait for the lock; 0 skips at once if it is held (the cron default)")
 	fs.DurationVar(&c.ttl, "ttl", 0, fmt.Sprintf("lease length on backends whose locks expire (default %v); renewed while the program runs", mutex.DefaultTTL))
 	fs.DurationVar(&c.minHold, "min-hold", 0, fmt.Sprintf("keep the lock at least this long from acquisition (at most %v), even if the program ends sooner, so pods whose schedule fires a little later skip; mutexkit keeps running until then", fmtDuration(mutex.MaxMinHold)))
@@ -119,14 +118,14 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if done {
 		return code
 	}
-	be, err := resolveBackend(cfg.driver, cfg.dsn)
+	be, err := resolveBackend(cfg.dsn)
 	if err != nil {
 		return fail(stderr, exitUsage, err)
 	}
 	if be.fallback {
-		fmt.Fprintf(stderr, "mutexkit: no DSN (--dsn or MUTEXKIT_DSN): using the file driver in %s; the lock is host-local and does not coordinate other machines\n", defaultFileDir())
+		fmt.Fprintf(stderr, "mutexkit: no DSN (--dsn or MUTEXKIT_DSN): using the file driver in %s; the lock is host-local and does not coordinate other machines\n", file.DefaultDir())
 	}
-	client, err := mutex.Open(be.driver, be.dsn)
+	client, err := mutex.Open(be.dsn)
 	if err != nil {
 		return fail(stderr, exitUsage, err)
 	}
@@ -197,7 +196,7 @@ func acquire(client *mutex.Client, cfg runConfig, sigs <-chan os.Signal, stderr 
 		return nil, exitUnavailable, false
 	case errors.Is(err, mutex.ErrDenied):
 		return nil, fail(stderr, exitDenied, err), false
-	case errors.Is(err, driver.ErrUnavailable) && timedOut:
+	case errors.Is(err, mutex.ErrUnavailable) && timedOut:
 		return nil, fail(stderr, exitUnavailable, fmt.Errorf("the lock backend was unreachable when --wait %v ran out: %w", cfg.wait, err)), false
 	case errors.Is(err, mutex.ErrLocked):
 		fmt.Fprintf(stderr, "mutexkit: lock %q is held elsewhere; skipping\n", cfg.key)

@@ -33,18 +33,17 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	key := fs.String("key", "", "lock key (required)")
 	dsn := fs.String("dsn", "", "lock backend DSN (default $MUTEXKIT_DSN; none: the file driver, this host only)")
-	driverName := fs.String("driver", "", "driver name, when the DSN's scheme does not tell")
 	if code, done := parseFlags(fs, statusUsage, args, stdout, stderr); done {
 		return code
 	}
 	if *key == "" || fs.NArg() > 0 {
 		return usageFail(stderr, "status", errors.New("--key is required, and nothing else"))
 	}
-	be, err := resolveBackend(*driverName, *dsn)
+	be, err := resolveBackend(*dsn)
 	if err != nil {
 		return fail(stderr, exitUsage, err)
 	}
-	client, err := mutex.Open(be.driver, be.dsn)
+	client, err := mutex.Open(be.dsn)
 	if err != nil {
 		return fail(stderr, exitUsage, err)
 	}

@@ -39,7 +39,7 @@ type harness struct {
 }
 
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
-	return file.NewConnector(h.dir, file.WithHeartbeat(harnessHeartbeat)), nil
+	return file.FromDir(h.dir, file.WithHeartbeat(harnessHeartbeat)), nil
 }
 
 // Vanish removes the lock file under its holder.

@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // Name is the name the driver registers under.
 const Name = "file"
 
-func init() { driver.Register(Name, Driver{}) }
+func init() { mutex.Register(Name, Driver{}) }
 
 // DefaultHeartbeat is how often a Locker checks, by default, that the lock
 // files of the keys it holds are still in place.
@@ -24,14 +25,17 @@ const DefaultHeartbeat = time.Second
 // Driver is the file driver. Its zero value is ready to use.
 type Driver struct{}
 
-// OpenConnector parses dsn with ParseDSN and returns a Connector for the
+// OpenConnector is NewConnector.
+func (Driver) OpenConnector(dsn string) (driver.Connector, error) { return NewConnector(dsn) }
+
+// NewConnector parses dsn with ParseDSN and returns a Connector for the
 // directory it names. It does no I/O.
-func (Driver) OpenConnector(dsn string) (driver.Connector, error) {
+func NewConnector(dsn string, opts ...Option) (driver.Connector, error) {
 	dir, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, err
 	}
-	return NewConnector(dir), nil
+	return FromDir(dir, opts...), nil
 }
 
 // Option configures a Connector.
@@ -49,10 +53,10 @@ func WithHeartbeat(d time.Duration) Option {
 	}
 }
 
-// NewConnector returns a Connector that keeps lock files in dir. A relative
-// dir is resolved against the working directory when Connect is called.
-// The directory is created on Connect if missing.
-func NewConnector(dir string, opts ...Option) driver.Connector {
+// FromDir returns a Connector that keeps lock files in dir, a path (not a
+// DSN). A relative dir is resolved against the working directory when
+// Connect is called. The directory is created on Connect if missing.
+func FromDir(dir string, opts ...Option) driver.Connector {
 	c := &connector{dir: dir, heartbeat: DefaultHeartbeat}
 	for _, o := range opts {
 		if o != nil {
@@ -92,9 +96,14 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 	return newLocker(dir, c.heartbeat), nil
 }
 
+// DefaultDir is the lock directory of an empty DSN: mutexkit-locks in the
+// OS temporary directory (not "mutexkit", where the command's binary is
+// often built).
+func DefaultDir() string { return filepath.Join(os.TempDir(), "mutexkit-locks") }
+
 // ParseDSN returns the lock directory a DSN names. A DSN is one of:
 //
-//   - "": filepath.Join(os.TempDir(), "mutexkit");
+//   - "", "file:" or "file://": DefaultDir();
 //   - a directory path, absolute or relative ("/var/lock/myapp");
 //   - a file URL with an absolute path and no host other than localhost,
 //     no query and no fragment ("file:///var/lock/myapp"); percent-escapes
@@ -103,8 +112,8 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 // Anything else (another URL scheme, a NUL byte, a malformed file URL) is
 // an error matching driver.ErrInvalid. Errors never quote the DSN.
 func ParseDSN(dsn string) (dir string, err error) {
-	if dsn == "" {
-		return filepath.Join(os.TempDir(), "mutexkit"), nil
+	if dsn == "" || strings.EqualFold(dsn, "file:") || strings.EqualFold(dsn, "file://") {
+		return DefaultDir(), nil
 	}
 	if strings.IndexByte(dsn, 0) >= 0 {
 		return "", invalidDSN("it contains a NUL byte")

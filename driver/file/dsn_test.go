@@ -14,7 +14,9 @@ import (
 
 func TestParseDSN(t *testing.T) {
 	for _, tc := range []struct{ dsn, dir string }{
-		{"", filepath.Join(os.TempDir(), "mutexkit")},
+		{"", filepath.Join(os.TempDir(), "mutexkit-locks")},
+		{"file:", filepath.Join(os.TempDir(), "mutexkit-locks")},
+		{"file://", filepath.Join(os.TempDir(), "mutexkit-locks")},
 		{"/var/lock/app", "/var/lock/app"},
 		{"/var/lock/app/", "/var/lock/app"},
 		{"relative/dir", "relative/dir"},
@@ -37,7 +39,6 @@ func TestParseDSN(t *testing.T) {
 func TestParseDSNInvalid(t *testing.T) {
 	for _, dsn := range []string{
 		"file:relative",
-		"file://",
 		"file://otherhost/var/lock",
 		"file:///var/lock?mode=x",
 		"file:///var/lock#frag",

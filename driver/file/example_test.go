@@ -21,7 +21,7 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	conn := file.NewConnector(dir)
+	conn := file.FromDir(dir)
 	a, err := conn.Connect(ctx)
 	if err != nil {
 		panic(err)

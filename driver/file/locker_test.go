@@ -23,7 +23,7 @@ const wait = 30 * time.Second
 
 func connect(t *testing.T, dir string, opts ...file.Option) driver.Locker {
 	t.Helper()
-	l, err := file.NewConnector(dir, opts...).Connect(context.Background())
+	l, err := file.FromDir(dir, opts...).Connect(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestContextDone(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	dir := t.TempDir()
-	if _, err := file.NewConnector(dir).Connect(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := file.FromDir(dir).Connect(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Connect: %v, want context.Canceled", err)
 	}
 	l := connect(t, dir)
@@ -381,7 +381,7 @@ func TestCloseReleasesAndStops(t *testing.T) {
 	dir := t.TempDir()
 	base := runtime.NumGoroutine()
 
-	l, err := file.NewConnector(dir, file.WithHeartbeat(10*time.Millisecond)).Connect(ctx)
+	l, err := file.FromDir(dir, file.WithHeartbeat(10*time.Millisecond)).Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,10 +461,10 @@ func TestConnectNotADirectory(t *testing.T) {
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := file.NewConnector(path).Connect(context.Background()); err == nil {
+	if _, err := file.FromDir(path).Connect(context.Background()); err == nil {
 		t.Fatal("Connect on a regular file succeeded")
 	}
-	if _, err := file.NewConnector("").Connect(context.Background()); !errors.Is(err, driver.ErrInvalid) {
+	if _, err := file.FromDir("").Connect(context.Background()); !errors.Is(err, driver.ErrInvalid) {
 		t.Fatalf("Connect with no directory: %v, want ErrInvalid", err)
 	}
 }

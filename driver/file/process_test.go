@@ -56,7 +56,7 @@ func TestHelperProcess(t *testing.T) {
 func runHelper(role string) error {
 	ctx := context.Background()
 	dir, key := os.Getenv("MUTEXKIT_FILE_DIR"), os.Getenv("MUTEXKIT_FILE_KEY")
-	l, err := file.NewConnector(dir).Connect(ctx)
+	l, err := file.FromDir(dir).Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func runHelper(role string) error {
 		}
 		// Through package mutex, as users lock: waiting with inotify
 		// wake-ups and backoff, in a client of its own per process.
-		client := mutex.OpenConnector(file.NewConnector(dir))
+		client := mutex.NewClient(file.FromDir(dir))
 		defer client.Close()
 		m := client.NewMutex(key)
 		pid := os.Getpid()

@@ -2,11 +2,11 @@
 // examples and single-process programs.
 //
 // Clients opened with the same DSN in one process share one lock table (the
-// DSN names it; "" is the default table), so two clients act as two nodes of
-// one backend:
+// DSN names it; "mem:" is the default table), so two clients act as two
+// nodes of one backend:
 //
-//	a, _ := mutex.Open("mem", "orders")
-//	b, _ := mutex.Open("mem", "orders") // excludes a's holders
+//	a, _ := mutex.Open("mem://orders")
+//	b, _ := mutex.Open("mem://orders") // excludes a's holders
 //
 // Grants expire at their TTL unless renewed, as on Redis, and carry fencing
 // tokens. A table can be given a clock (WithClock) and made to lose grants
@@ -17,23 +17,34 @@ package mem
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // Name is the name the driver registers under.
 const Name = "mem"
 
-func init() { driver.Register(Name, Driver{}) }
+func init() { mutex.Register(Name, Driver{}) }
 
-// Driver opens connectors to named tables. The DSN is the table's name.
+// Driver opens connectors to named tables.
 type Driver struct{}
 
-// OpenConnector returns a Connector to the table named dsn.
-func (Driver) OpenConnector(dsn string) (driver.Connector, error) {
-	return NewConnector(Named(dsn)), nil
+// OpenConnector is NewConnector.
+func (Driver) OpenConnector(dsn string) (driver.Connector, error) { return NewConnector(dsn) }
+
+// NewConnector returns a Connector to the table a DSN names: "mem://name"
+// (or "mem:name"); "mem:" and "mem://" name the default table. The name
+// is taken as written, without unescaping.
+func NewConnector(dsn string) (driver.Connector, error) {
+	scheme, rest, ok := strings.Cut(dsn, ":")
+	if !ok || !strings.EqualFold(scheme, Name) {
+		return nil, fmt.Errorf("mem: a DSN is mem://name: %w", driver.ErrInvalid)
+	}
+	return FromTable(Named(strings.TrimPrefix(rest, "//"))), nil
 }
 
 // named holds the process's named tables: the only global state of the
@@ -160,8 +171,9 @@ func (t *Table) removeLocked(key string) *grant {
 	return g
 }
 
-// NewConnector returns a Connector to t.
-func NewConnector(t *Table) driver.Connector { return connector{t} }
+// FromTable returns a Connector to t, a table the program made (NewTable)
+// or looked up (Named).
+func FromTable(t *Table) driver.Connector { return connector{t} }
 
 type connector struct{ t *Table }
 

@@ -38,11 +38,11 @@ func TestClockExpiresGrants(t *testing.T) {
 	ctx := context.Background()
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
 	table := mem.NewTable(mem.WithClock(clock.Now))
-	a, err := mem.NewConnector(table).Connect(ctx)
+	a, err := mem.FromTable(table).Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := mem.NewConnector(table).Connect(ctx)
+	b, _ := mem.FromTable(table).Connect(ctx)
 	owner := driver.NewOwner()
 	g, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: owner, TTL: 10 * time.Second})
 	if err != nil || g.Token != 1 || g.Validity != 10*time.Second {
@@ -75,7 +75,7 @@ func TestClockExpiresGrants(t *testing.T) {
 func TestWatchWakesOnRelease(t *testing.T) {
 	ctx := context.Background()
 	table := mem.NewTable()
-	l, _ := mem.NewConnector(table).Connect(ctx)
+	l, _ := mem.FromTable(table).Connect(ctx)
 	wake := make(chan struct{}, 1)
 	stop, err := l.Watch("k", wake)
 	if err != nil {
@@ -105,7 +105,7 @@ func TestWatchWakesOnRelease(t *testing.T) {
 func TestCloseReleases(t *testing.T) {
 	ctx := context.Background()
 	table := mem.NewTable()
-	l, _ := mem.NewConnector(table).Connect(ctx)
+	l, _ := mem.FromTable(table).Connect(ctx)
 	l.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Minute})
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func TestCloseReleases(t *testing.T) {
 // lost lock, without waiting for anything to expire.
 func ExampleTable_Drop() {
 	table := mem.NewTable()
-	client := mutex.OpenConnector(mem.NewConnector(table))
+	client := mutex.NewClient(mem.FromTable(table))
 	defer client.Close()
 
 	err := client.NewMutex("job").Do(context.Background(), func(ctx context.Context) error {

@@ -60,7 +60,7 @@ func ourMutex(b *testing.B, dsn string, fencing bool) *mutex.Mutex {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := mutex.OpenConnector(conn)
+	c := mutex.NewClient(conn)
 	b.Cleanup(func() { c.Close() })
 	if err := c.Ping(context.Background()); err != nil {
 		b.Fatal(err)
@@ -145,7 +145,7 @@ func BenchmarkHandoff(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c := mutex.OpenConnector(pc)
+		c := mutex.NewClient(pc)
 		if err := c.Ping(ctx); err != nil {
 			b.Fatal(err)
 		}

@@ -18,7 +18,7 @@ import (
 // there: the first lock session is opened).
 func pingErr(t *testing.T, dsn string) error {
 	t.Helper()
-	c, err := mutex.Open(postgres.Name, dsn)
+	c, err := mutex.Open(dsn)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -136,7 +136,7 @@ func TestClusterStandbyRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	dc := mutex.OpenConnector(postgres.NewDBConnector(db))
+	dc := mutex.NewClient(postgres.NewDBConnector(db))
 	defer dc.Close()
 	check("NewDBConnector Ping", dc.Ping(t.Context()))
 
@@ -210,7 +210,7 @@ func TestClusterRefusedClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	dc := mutex.OpenConnector(postgres.NewDBConnector(db))
+	dc := mutex.NewClient(postgres.NewDBConnector(db))
 	defer dc.Close()
 	err = dc.Ping(t.Context())
 	checkKind(t, "NewDBConnector with a wrong password", err, driver.ErrDenied)

@@ -4,7 +4,7 @@
 //
 //	import _ "github.com/mutexkit/mutexkit/driver/postgres"
 //
-//	client, err := mutex.Open("postgres", "postgres://app:secret@db:5432/app?sslmode=require&mutexkit_namespace=billing")
+//	client, err := mutex.Open("postgres://app:secret@db:5432/app?sslmode=require&mutexkit_namespace=billing")
 //	if err != nil { ... }
 //	defer client.Close()
 //	err = client.NewMutex("nightly-report").Do(ctx, func(ctx context.Context) error {
@@ -14,7 +14,7 @@
 //
 // or, with the application's own pool:
 //
-//	client := mutex.OpenConnector(postgres.NewDBConnector(db, postgres.WithListenDSN(dsn)))
+//	client := mutex.NewClient(postgres.NewDBConnector(db, postgres.WithListenDSN(dsn)))
 //
 // docs/POSTGRES.md has the whole story; in short:
 //

@@ -9,12 +9,16 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // Name is the name the driver registers under.
 const Name = "postgres"
 
-func init() { driver.Register(Name, Driver{}) }
+func init() {
+	mutex.Register("postgres", Driver{})
+	mutex.Register("postgresql", Driver{})
+}
 
 // Driver is the PostgreSQL driver. Its zero value is ready to use.
 type Driver struct{}

@@ -11,7 +11,7 @@ import (
 
 // A cron job that must run in one pod at a time.
 func Example() {
-	client, err := mutex.Open(postgres.Name, "postgres://app@db:5432/app?sslmode=disable&mutexkit_namespace=cron&mutexkit_fencing=on")
+	client, err := mutex.Open("postgres://app@db:5432/app?sslmode=disable&mutexkit_namespace=cron&mutexkit_fencing=on")
 	if err != nil {
 		panic(err)
 	}

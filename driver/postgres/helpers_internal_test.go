@@ -27,8 +27,8 @@ func testClient(t *testing.T, dsn, ns string, opts ...Option) (*mutex.Client, *l
 func wrapClient(t *testing.T, conn driver.Connector) (*mutex.Client, *locker) {
 	t.Helper()
 	var l *locker
-	c := mutex.OpenConnector(conn, mutex.WithMiddleware(driver.Middleware{
-		Wrap: func(next driver.Locker, _ driver.Info) driver.Locker { l = next.(*locker); return next },
+	c := mutex.NewClient(conn, mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { l = next.(*locker); return next },
 	}))
 	t.Cleanup(func() { c.Close() })
 	if err := c.Ping(t.Context()); err != nil {

@@ -42,7 +42,7 @@ func TestNetcutHelperProcess(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		c := mutex.OpenConnector(conn)
+		c := mutex.NewClient(conn)
 		defer c.Close()
 		if _, err := c.NewMutex("netcut").Lock(context.Background()); err != nil {
 			return err

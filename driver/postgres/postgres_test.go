@@ -24,7 +24,7 @@ func openClient(t *testing.T, dsn, ns string, opts ...postgres.Option) *mutex.Cl
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := mutex.OpenConnector(conn)
+	c := mutex.NewClient(conn)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -204,7 +204,7 @@ func TestFencingAcrossRestarts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := mutex.OpenConnector(conn)
+		c := mutex.NewClient(conn)
 		l, err := c.NewMutex("k", mutex.WithFencing()).TryLock(t.Context())
 		if err != nil {
 			t.Fatal(err)
@@ -283,7 +283,7 @@ func TestDSNErrors(t *testing.T) {
 		{"postgres://u:" + pw + "@ho st:%zz/db", "malformed"},
 		{"host=h dbname=d password=" + pw + " mutexkit_fencing=maybe", "mutexkit_fencing"},
 	} {
-		_, err := mutex.Open(postgres.Name, c.dsn)
+		_, err := mutex.Open(c.dsn)
 		if !errors.Is(err, mutex.ErrInvalid) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Open(%q) = %v; want ErrInvalid mentioning %q", c.dsn, err, c.want)
 		}
@@ -296,7 +296,7 @@ func TestDSNErrors(t *testing.T) {
 			"&mutexkit_keepalive_idle=10&mutexkit_keepalive_interval=2&mutexkit_keepalive_count=5&mutexkit_max_keys=100&mutexkit_statement_timeout=3s",
 		"host=localhost dbname=db sslmode=disable mutexkit_namespace='a b' mutexkit_fencing=off",
 	} {
-		if _, err := mutex.Open(postgres.Name, dsn); err != nil {
+		if _, err := mutex.Open(dsn); err != nil {
 			t.Errorf("Open(%q): %v", dsn, err)
 		}
 	}
@@ -318,7 +318,7 @@ func TestConnectErrorsRedacted(t *testing.T) {
 		{"postgres://nosuchrole_mutexkit:" + pw + "@" + hostOf(t, dsn) + "/postgres?sslmode=disable", "nosuchrole_mutexkit", driver.ErrDenied},
 		{"postgres://postgres:" + pw + "@" + hostOf(t, dsn) + "/nosuchdb_mutexkit?sslmode=disable", "nosuchdb_mutexkit", driver.ErrDenied},
 	} {
-		c2, err := mutex.Open(postgres.Name, c.dsn)
+		c2, err := mutex.Open(c.dsn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +450,7 @@ func TestKeywordDSNConnects(t *testing.T) {
 		port = "5432"
 	}
 	kw := "host=" + host + " port=" + port + " user=postgres dbname=postgres sslmode=disable mutexkit_namespace='a b\\'c' mutexkit_heartbeat=200ms"
-	c, err := mutex.Open(postgres.Name, kw)
+	c, err := mutex.Open(kw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func runHelper(role string) error {
 	if err != nil {
 		return err
 	}
-	c := mutex.OpenConnector(conn)
+	c := mutex.NewClient(conn)
 	defer c.Close()
 	m := c.NewMutex("shared", mutex.WithFencing())
 	switch role {

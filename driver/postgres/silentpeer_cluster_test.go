@@ -61,7 +61,7 @@ func silentPeer(t *testing.T, pg *testserver.PGCluster, kind string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			mc := mutex.OpenConnector(c)
+			mc := mutex.NewClient(c)
 			t.Cleanup(func() { mc.Close() })
 			return mc
 		}
@@ -70,7 +70,7 @@ func silentPeer(t *testing.T, pg *testserver.PGCluster, kind string) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
-		mc := mutex.OpenConnector(postgres.NewDBConnector(db, opts...))
+		mc := mutex.NewClient(postgres.NewDBConnector(db, opts...))
 		t.Cleanup(func() { mc.Close() })
 		return mc
 	}
@@ -146,7 +146,7 @@ func silentPeer(t *testing.T, pg *testserver.PGCluster, kind string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := mutex.OpenConnector(direct)
+	other := mutex.NewClient(direct)
 	defer other.Close()
 	for _, key := range []string{"a", "b", "c"} {
 		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)

@@ -13,12 +13,16 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // Name is the name the driver registers under.
-const Name = "redlock"
+const Name = "redis"
 
-func init() { driver.Register(Name, Driver{}) }
+func init() {
+	mutex.Register("redis", Driver{})
+	mutex.Register("rediss", Driver{})
+}
 
 // Driver opens connectors from DSNs: see the package documentation.
 type Driver struct{}

@@ -61,7 +61,7 @@ func TestDenied(t *testing.T) {
 					t.Errorf("Ping: %v", err)
 				}
 				// Lock does not wait a refusal out.
-				cl := mutex.OpenConnector(conn)
+				cl := mutex.NewClient(conn)
 				defer cl.Close()
 				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 				defer cancel()

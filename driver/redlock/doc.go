@@ -7,9 +7,9 @@
 //		_ "github.com/mutexkit/mutexkit/driver/redlock"
 //	)
 //
-//	client, err := mutex.Open("redlock", "redis://:secret@10.0.0.1:6379")  // one node: fencing tokens on request
-//	client, err := mutex.Open("redlock", "redis://a:6379,b:6379,c:6379")   // Redlock over 3 nodes
-//	client, err := mutex.Open("redlock", "rediss://redis.internal:6380/2")  // TLS, database 2
+//	client, err := mutex.Open("redis://:secret@10.0.0.1:6379")  // one node: fencing tokens on request
+//	client, err := mutex.Open("redis://a:6379,b:6379,c:6379")   // Redlock over 3 nodes
+//	client, err := mutex.Open("rediss://redis.internal:6380/2")  // TLS, database 2
 //
 // DSN: redis[s]://[user:pass@]host:port[,host:port...][/db][?options], the
 // options being timeout (per node, per call), connect_timeout,

@@ -78,7 +78,7 @@ func TestDSNInvalid(t *testing.T) {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("OpenConnector error quotes the password: %v", err)
 		}
-		_, err = mutex.Open(redlock.Name, dsn)
+		_, err = mutex.Open(dsn)
 		if !errors.Is(err, mutex.ErrInvalid) || strings.Contains(err.Error(), secret) {
 			t.Errorf("mutex.Open: %v; want ErrInvalid without the password", err)
 		}
@@ -123,7 +123,7 @@ func TestDSNPasswordStaysWithItsHost(t *testing.T) {
 		}
 	})
 	dsn := "redis://:" + secret + "@" + servers[0].Addr() + "?prefix=team@" + ln.Addr().String()
-	cl, err := mutex.Open(redlock.Name, dsn)
+	cl, err := mutex.Open(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // Lock a nightly job so that one pod of several runs it. (Compiled, not
 // run: it needs the three servers it names.)
 func Example() {
-	client, err := mutex.Open("redlock", "redis://redis-a:6379,redis-b:6379,redis-c:6379?timeout=50ms")
+	client, err := mutex.Open("redis://redis-a:6379,redis-b:6379,redis-c:6379?timeout=50ms")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -50,7 +50,7 @@ func ExampleNewConnector() {
 		fmt.Println(err)
 		return
 	}
-	client := mutex.OpenConnector(conn)
+	client := mutex.NewClient(conn)
 	defer client.Close()
 	fmt.Println(client.NewMutex("orders").Key())
 	// Output: orders

@@ -12,14 +12,13 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
-	"github.com/mutexkit/mutexkit/driver/redlock"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // client opens a mutex client of the cluster, closed when the test ends.
 func (c *cluster) client(opts ...string) *mutex.Client {
 	c.t.Helper()
-	cl := mutex.OpenConnector(c.connector(opts...))
+	cl := mutex.NewClient(c.connector(opts...))
 	c.t.Cleanup(func() { cl.Close() })
 	return cl
 }
@@ -231,7 +230,7 @@ func TestPasswordNeverShown(t *testing.T) {
 		"redis://:" + pass + "@127.0.0.1:1",
 		"redis://:" + pass + "@127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
 	} {
-		cl, err := mutex.Open(redlock.Name, dsn)
+		cl, err := mutex.Open(dsn)
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
@@ -247,7 +246,7 @@ func TestPasswordNeverShown(t *testing.T) {
 			}
 		}
 	}
-	cl, err := mutex.Open(redlock.Name, "redis://:"+pass+"@"+addr)
+	cl, err := mutex.Open("redis://:" + pass + "@" + addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func TestNotRedis(t *testing.T) {
 			_, err = l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Minute})
 			notRedis(t, "Acquire", err)
 			notRedis(t, "Ping", l.Ping(t.Context()))
-			cl := mutex.OpenConnector(conn)
+			cl := mutex.NewClient(conn)
 			defer cl.Close()
 			_, err = cl.NewMutex("k").TryLock(t.Context())
 			if !errors.Is(err, mutex.ErrDenied) {

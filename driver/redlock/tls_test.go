@@ -30,7 +30,7 @@ func TestTLS(t *testing.T) {
 	servers := testserver.StartRedis(t, 1, testserver.WithRedisTLS(testserver.RedisTLS{CertFile: certFile, KeyFile: keyFile}))
 	addr := servers[0].Addr()
 
-	cl, err := mutex.Open("redlock", "rediss://"+addr+"?tls_ca="+certFile)
+	cl, err := mutex.Open("rediss://" + addr + "?tls_ca=" + certFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	// Not trusted: the handshake fails.
-	bad, err := mutex.Open("redlock", "rediss://"+addr)
+	bad, err := mutex.Open("rediss://" + addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestTLS(t *testing.T) {
 		t.Error("Ping trusting the system roots succeeded against a self-signed certificate")
 	}
 	// Plain text to a TLS port fails too.
-	plain, _ := mutex.Open("redlock", "redis://"+addr+"?timeout=500ms")
+	plain, _ := mutex.Open("redis://" + addr + "?timeout=500ms")
 	defer plain.Close()
 	if err := plain.Ping(t.Context()); err == nil {
 		t.Error("plain-text Ping to a TLS-only port succeeded")

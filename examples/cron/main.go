@@ -3,8 +3,8 @@
 // finds the lock held skips.
 //
 // With no DSN it uses the file driver in the OS temp directory: one host,
-// any number of processes, no server. Set MUTEXKIT_DRIVER and MUTEXKIT_DSN
-// (for example "mem" and "", or a server's driver and DSN) to use another.
+// any number of processes, no server. Set MUTEXKIT_DSN (postgres://...,
+// redis://..., file:///dir) to use another backend.
 //
 //	go run ./examples/cron                      # runs the job
 //	go run ./examples/cron & go run ./examples/cron   # one runs, one skips
@@ -18,11 +18,13 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	_ "github.com/mutexkit/mutexkit/driver/file"
-	_ "github.com/mutexkit/mutexkit/driver/mem"
+	_ "github.com/mutexkit/mutexkit/driver/postgres"
+	_ "github.com/mutexkit/mutexkit/driver/redlock"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
@@ -41,12 +43,14 @@ func run(key string, work time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	driverName, dsn := os.Getenv("MUTEXKIT_DRIVER"), os.Getenv("MUTEXKIT_DSN")
-	if driverName == "" {
-		driverName = "file"
+	dsn := os.Getenv("MUTEXKIT_DSN")
+	if dsn == "" {
+		dsn = "file:" // the default lock directory
+	}
+	if strings.HasPrefix(dsn, "file:") {
 		log.Printf("using the file driver: the lock is host-local and does not coordinate other machines")
 	}
-	client, err := mutex.Open(driverName, dsn)
+	client, err := mutex.Open(dsn)
 	if err != nil {
 		return err
 	}

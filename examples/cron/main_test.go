@@ -18,7 +18,7 @@ func TestQuickstart(t *testing.T) {
 	}
 	dsn := t.TempDir()
 	cmd := exec.Command("go", "run", ".", "-work", "10ms")
-	cmd.Env = append(os.Environ(), "MUTEXKIT_DSN="+dsn)
+	cmd.Env = append(os.Environ(), "MUTEXKIT_DSN=file://"+dsn)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `running "nightly-report"`) || !strings.Contains(string(out), "host-local") {
 		t.Fatalf("go run ./examples/cron: %v\n%s", err, out)
@@ -30,7 +30,7 @@ func TestQuickstart(t *testing.T) {
 	}
 	// The first holds the lock until the test has seen the second skip.
 	first := exec.Command(bin, "-work", "1m")
-	first.Env = append(os.Environ(), "MUTEXKIT_DSN="+dsn)
+	first.Env = append(os.Environ(), "MUTEXKIT_DSN=file://"+dsn)
 	stdout, _ := first.StdoutPipe()
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
@@ -44,7 +44,7 @@ func TestQuickstart(t *testing.T) {
 		t.Fatalf("first run printed %q; want it to run the job", buf[:n])
 	}
 	second := exec.Command(bin, "-work", "10ms")
-	second.Env = append(os.Environ(), "MUTEXKIT_DSN="+dsn)
+	second.Env = append(os.Environ(), "MUTEXKIT_DSN=file://"+dsn)
 	out, err = second.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "skipping") {
 		t.Fatalf("second run while the first holds the lock: %v\n%s", err, out)
@@ -57,7 +57,7 @@ func TestQuickstart(t *testing.T) {
 		t.Fatalf("run on the default directory: %v\n%s", err, out)
 	}
 	third := exec.Command(bin, "-work", "10ms")
-	third.Env = append(os.Environ(), "MUTEXKIT_DSN="+dsn)
+	third.Env = append(os.Environ(), "MUTEXKIT_DSN=file://"+dsn)
 	if out, err := third.CombinedOutput(); err != nil || !strings.Contains(string(out), "running") {
 		t.Fatalf("run after the holder was killed: %v\n%s", err, out)
 	}

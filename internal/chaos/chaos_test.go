@@ -50,17 +50,17 @@ func maxOps() int {
 
 var keys = []string{"k0", "k1", "k2"}
 
-func workers(n, clients int, driverName, dsn string, ttl time.Duration, fencing bool) []WorkerConfig {
+func workers(n, clients int, dsn string, ttl time.Duration, fencing bool) []WorkerConfig {
 	var ws []WorkerConfig
 	for range n {
-		ws = append(ws, WorkerConfig{Driver: driverName, DSN: dsn, Keys: keys, Clients: clients, TTL: ttl,
+		ws = append(ws, WorkerConfig{DSN: dsn, Keys: keys, Clients: clients, TTL: ttl,
 			Hold: 5 * time.Millisecond, Ops: maxOps(), Fencing: fencing})
 	}
 	return ws
 }
 
-func controlled(driverName, dsn string, ttl time.Duration, fencing bool) WorkerConfig {
-	return WorkerConfig{Driver: driverName, DSN: dsn, Keys: keys[:1], Clients: 1, TTL: ttl, Ops: 1000, Fencing: fencing, Controlled: true}
+func controlled(dsn string, ttl time.Duration, fencing bool) WorkerConfig {
+	return WorkerConfig{DSN: dsn, Keys: keys[:1], Clients: 1, TTL: ttl, Ops: 1000, Fencing: fencing, Controlled: true}
 }
 
 func prefix() string { return "chaos" + driver.NewOwner().String()[:10] }
@@ -213,7 +213,7 @@ var scenarios = []scenario{
 		servers := testserver.StartRedis(t, 5)
 		return Scenario{
 			Backend: "Redlock, 5 nodes", Safe: true, Model: LossReportedFirst, Promise: redlockPromise,
-			Workers: workers(3, 2, "redlock", redisDSN(addrsOf(servers)), redlockTTL, false),
+			Workers: workers(3, 2, redisDSN(addrsOf(servers)), redlockTTL, false),
 			Fault: func(ctx context.Context, r *Run) error {
 				for sleep(ctx, 300*time.Millisecond) {
 					down := pick(5, 2)
@@ -236,7 +236,7 @@ var scenarios = []scenario{
 		servers := testserver.StartRedis(t, 5)
 		return Scenario{
 			Backend: "Redlock, 5 nodes", Safe: true, Model: LossReportedFirst, Promise: redlockPromise,
-			Workers: workers(3, 2, "redlock", redisDSN(addrsOf(servers)), redlockTTL, false),
+			Workers: workers(3, 2, redisDSN(addrsOf(servers)), redlockTTL, false),
 			Fault: func(ctx context.Context, r *Run) error {
 				for sleep(ctx, 300*time.Millisecond) {
 					down := pick(5, 2)
@@ -258,7 +258,7 @@ var scenarios = []scenario{
 		servers := testserver.StartRedis(t, 5)
 		return Scenario{
 			Backend: "Redlock, 5 nodes", Safe: true, Model: LossReportedFirst, Promise: redlockPromise,
-			Workers: workers(3, 2, "redlock", redisDSN(addrsOf(servers)), redlockTTL, false),
+			Workers: workers(3, 2, redisDSN(addrsOf(servers)), redlockTTL, false),
 			Fault: func(ctx context.Context, r *Run) error {
 				for sleep(ctx, time.Second) {
 					i := r.Inject("restart 1 of 5 nodes empty")
@@ -273,7 +273,7 @@ var scenarios = []scenario{
 		ps := proxies(t, addrsOf(testserver.StartRedis(t, 5)))
 		return Scenario{
 			Backend: "Redlock, 5 nodes behind proxies", Safe: true, Model: LossReportedFirst, Promise: redlockPromise,
-			Workers: workers(3, 2, "redlock", redisDSN(proxyAddrs(ps)), redlockTTL, false),
+			Workers: workers(3, 2, redisDSN(proxyAddrs(ps)), redlockTTL, false),
 			Fault: func(ctx context.Context, r *Run) error {
 				for sleep(ctx, 300*time.Millisecond) {
 					i := r.Inject("+30 ms on every node, +300 ms on 2")
@@ -299,7 +299,7 @@ var scenarios = []scenario{
 		ps := proxies(t, addrsOf(testserver.StartRedis(t, 5)))
 		return Scenario{
 			Backend: "Redlock, 5 nodes behind proxies", Safe: true, Model: LossReportedFirst, Promise: redlockPromise,
-			Workers: workers(3, 2, "redlock", redisDSN(proxyAddrs(ps)), redlockTTL, false),
+			Workers: workers(3, 2, redisDSN(proxyAddrs(ps)), redlockTTL, false),
 			Fault:   twoProxies(ps, "reset 5% of chunks' connections on 2 nodes", Drop, 0.05, time.Second),
 		}
 	}},
@@ -307,7 +307,7 @@ var scenarios = []scenario{
 		ps := proxies(t, addrsOf(testserver.StartRedis(t, 5)))
 		return Scenario{
 			Backend: "Redlock, 5 nodes behind proxies", Safe: true, Model: LossReportedFirst, Promise: redlockPromise,
-			Workers: workers(3, 2, "redlock", redisDSN(proxyAddrs(ps)), redlockTTL, false),
+			Workers: workers(3, 2, redisDSN(proxyAddrs(ps)), redlockTTL, false),
 			Fault:   twoProxies(ps, "blackhole 2 of 5 nodes", Blackhole, 0, 1500*time.Millisecond),
 		}
 	}},
@@ -318,7 +318,7 @@ var scenarios = []scenario{
 			Backend: "Redis, 1 node, fencing", Model: LossReportedFirst,
 			Promise: "A holder paused past its TTL loses the lock while it cannot know (outside the assumptions); " +
 				"fencing tokens make the resource refuse its late writes.",
-			Workers: append(workers(2, 2, "redlock", dsn, ttl, true), controlled("redlock", dsn, ttl, true)),
+			Workers: append(workers(2, 2, dsn, ttl, true), controlled(dsn, ttl, true)),
 			Fault:   pauseHolder,
 		}
 	}},
@@ -328,7 +328,7 @@ var scenarios = []scenario{
 			Backend: "Redis, 1 node, fencing", Model: LossReportedFirst,
 			Promise: "None across a restart without persistence: locks and fencing counters are lost (documented). " +
 				"Tokens start again from 1, so the fenced store refuses every write until the new counter passes the old one.",
-			Workers: workers(3, 2, "redlock", redisDSN(addrsOf(servers)), time.Second, true),
+			Workers: workers(3, 2, redisDSN(addrsOf(servers)), time.Second, true),
 			Fault: func(ctx context.Context, r *Run) error {
 				for sleep(ctx, time.Second) {
 					i := r.Inject("restart the node empty")
@@ -342,7 +342,7 @@ var scenarios = []scenario{
 	{name: "postgres/terminate-backend", short: true, check: fenced, build: func(t *testing.T) Scenario {
 		dsn, ns := pgDSN(t, "")
 		db := pgDB(t)
-		ws := workers(3, 2, "postgres", dsn, 0, true)
+		ws := workers(3, 2, dsn, 0, true)
 		for i := range ws {
 			ws[i].Hold = 100 * time.Millisecond // long enough to be caught holding
 		}
@@ -383,7 +383,7 @@ var scenarios = []scenario{
 			Backend: "PostgreSQL behind a proxy, fencing, heartbeat 200 ms", Model: LossAfterTheFact,
 			Promise: "Cut off, a holder sees the loss once its heartbeat fails; the server frees its locks when it " +
 				"gives up on the connection (keepalive; the proxy does it 1 s into the partition).",
-			Workers: workers(3, 2, "postgres", dsn, 0, true),
+			Workers: workers(3, 2, dsn, 0, true),
 			Fault: func(ctx context.Context, r *Run) error {
 				for sleep(ctx, 500*time.Millisecond) {
 					i := r.Inject("blackhole client-server traffic")
@@ -405,7 +405,7 @@ var scenarios = []scenario{
 		return Scenario{
 			Backend: "Redlock, 3 nodes, no fencing", Model: LossReportedFirst,
 			Promise: "Known-unsafe: a holder paused past its TTL, with no fencing. The checker must find overlaps.",
-			Workers: append(workers(2, 1, "redlock", dsn, ttl, false), controlled("redlock", dsn, ttl, false)),
+			Workers: append(workers(2, 1, dsn, ttl, false), controlled(dsn, ttl, false)),
 			Fault:   pauseHolder,
 		}
 	}},
@@ -415,7 +415,7 @@ var scenarios = []scenario{
 		return Scenario{
 			Backend: "Redlock, 5 nodes", Model: LossReportedFirst,
 			Promise: "Known-unsafe: 3 of 5 nodes restarted empty at once while a lock is held (breaks the delayed-restart rule). The checker must find overlaps.",
-			Workers: append(workers(2, 1, "redlock", dsn, redlockTTL, false), controlled("redlock", dsn, redlockTTL, false)),
+			Workers: append(workers(2, 1, dsn, redlockTTL, false), controlled(dsn, redlockTTL, false)),
 			Fault: func(ctx context.Context, r *Run) error {
 				for {
 					client, key, _, ok := r.Held(ctx)

@@ -30,7 +30,6 @@ const workerEnv = "MUTEXKIT_CHAOS_WORKER"
 // WorkerConfig is what one worker process does.
 type WorkerConfig struct {
 	ID      int
-	Driver  string
 	DSN     string
 	Keys    []string
 	Clients int           // mutex clients in the process, one goroutine each
@@ -122,7 +121,7 @@ func runWorker(cfg WorkerConfig) error {
 		}
 	}()
 	for range cfg.Clients {
-		c, err := mutex.Open(cfg.Driver, cfg.DSN)
+		c, err := mutex.Open(cfg.DSN)
 		if err != nil {
 			return err
 		}

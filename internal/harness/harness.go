@@ -25,7 +25,7 @@ func Mem(context.Context, *testing.T) (conformance.Harness, error) {
 type memHarness struct{ table *mem.Table }
 
 func (h memHarness) NewConnector(context.Context) (driver.Connector, error) {
-	return mem.NewConnector(h.table), nil
+	return mem.FromTable(h.table), nil
 }
 
 // Vanish expires the grant silently, as a Redis node restarted empty would:
@@ -37,7 +37,7 @@ func (h memHarness) Vanish(_ context.Context, key string) error {
 
 // Abandon takes key with a one-second TTL and never renews or releases it.
 func (h memHarness) Abandon(ctx context.Context, key string) error {
-	l, err := mem.NewConnector(h.table).Connect(ctx)
+	l, err := mem.FromTable(h.table).Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ const fileHeartbeat = 100 * time.Millisecond
 type fileHarness struct{ dir string }
 
 func (h *fileHarness) NewConnector(context.Context) (driver.Connector, error) {
-	return file.NewConnector(h.dir, file.WithHeartbeat(fileHeartbeat)), nil
+	return file.FromDir(h.dir, file.WithHeartbeat(fileHeartbeat)), nil
 }
 
 // Vanish removes the lock file: the lock no longer excludes anyone, and the
@@ -74,7 +74,7 @@ func (h *fileHarness) Vanish(_ context.Context, key string) error {
 }
 
 func (h *fileHarness) Abandon(ctx context.Context, key string) error {
-	l, err := file.NewConnector(h.dir).Connect(ctx)
+	l, err := file.FromDir(h.dir).Connect(ctx)
 	if err != nil {
 		return err
 	}

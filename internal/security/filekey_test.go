@@ -45,7 +45,7 @@ func TestNoKeyInFileDriverErrorsLogsSpans(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer tp.Shutdown(context.Background())
-	c := mutex.OpenConnector(file.NewConnector(dir, file.WithHeartbeat(50*time.Millisecond)), mutex.WithMiddleware(
+	c := mutex.NewClient(file.FromDir(dir, file.WithHeartbeat(50*time.Millisecond)), mutex.WithMiddleware(
 		middleware.Tracing(middleware.WithTracerProvider(tp)), middleware.Logging(logger, middleware.WithLevel(slog.LevelDebug))))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -152,12 +152,12 @@ func TestNoKeyInFileDriverErrorsLogsSpans(t *testing.T) {
 	for _, s := range spans {
 		texts := []string{s.Name(), s.Status().Description}
 		for _, a := range s.Attributes() {
-			texts = append(texts, a.Value.Emit())
+			texts = append(texts, a.Value.String())
 		}
 		for _, e := range s.Events() {
 			texts = append(texts, e.Name)
 			for _, a := range e.Attributes {
-				texts = append(texts, a.Value.Emit())
+				texts = append(texts, a.Value.String())
 			}
 		}
 		if keyLeaked(strings.Join(texts, "\n")) {

@@ -1,8 +1,10 @@
-package driver
+package mutex
 
 import (
 	"context"
 	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
 )
 
 // Middleware adds behaviour around a client's driver calls (Wrap) and sees
@@ -13,7 +15,7 @@ import (
 // call first, and its Observer hooks run first.
 type Middleware struct {
 	// Wrap returns a Locker that adds behaviour and calls next.
-	Wrap func(next Locker, info Info) Locker
+	Wrap func(next driver.Locker, info Info) driver.Locker
 
 	// Observer receives events from package mutex, in the manner of
 	// net/http/httptrace.
@@ -22,7 +24,7 @@ type Middleware struct {
 
 // Info describes the client a Middleware is applied to.
 type Info struct {
-	// Driver is the name of the driver, as in mutex.Open.
+	// Driver is the driver's name (Connector.DriverName).
 	Driver string
 }
 
@@ -77,8 +79,8 @@ type LeaseEnd struct {
 	Driver string
 	Key    string
 	Held   time.Duration // from acquisition to the end
-	// Err is nil when the lease was unlocked. It matches mutex.ErrLockLost
-	// when the lease was lost, and ErrClosed (and mutex.ErrClosed), never
+	// Err is nil when the lease was unlocked. It matches ErrLockLost
+	// when the lease was lost, and ErrClosed (and ErrClosed), never
 	// mutex.ErrLockLost, when Client.Close ended it: a shutdown, not a loss.
 	Err error
 }
