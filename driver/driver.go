@@ -97,13 +97,22 @@ type Locker interface {
 	// Repeating a Release is safe: the second returns ErrNotHeld.
 	Release(ctx context.Context, key string, owner Owner) error
 
-	// Renew extends each lease in batch by its TTL, in as few round trips
-	// as the backend allows, and records the outcome in each element:
-	// Validity on success, or Err. Err matches ErrNotHeld when the owner no
-	// longer holds the key (the lease is lost), and anything else when the
-	// outcome is unknown (package mutex retries until the lease's validity
-	// runs out). Backends whose grants do not expire (Grant.Validity == 0)
-	// are never asked to renew and may set ErrUnimplemented.
+	// Renew extends or verifies each lease in batch, in as few round trips
+	// as the backend allows (one per node or per session), and records the
+	// outcome in each element: Validity (or nil Err) on success, or Err.
+	// Err matches ErrNotHeld when the owner no longer holds the key (the
+	// lease is lost), and anything else when the outcome is unknown.
+	//
+	// An element with a TTL extends an expiring grant by it; package mutex
+	// retries an unknown outcome until the lease's validity runs out.
+	//
+	// An element with TTL 0 verifies a session grant (Grant.Validity 0):
+	// package mutex sends one such batch every heartbeat, and this check is
+	// how a session backend's losses are found. The driver confirms that
+	// the session it granted the key on is alive and still holds it (for
+	// example one query per session), and sets Err to ErrNotHeld if not.
+	// It needs no goroutine of its own for this. A lease whose
+	// verifications keep failing is reported lost after two heartbeats.
 	Renew(ctx context.Context, batch []Renewal)
 
 	// Watch registers wake to receive a value, sent without blocking,
@@ -147,11 +156,12 @@ type AcquireRequest struct {
 	// tell (its Token is ignored).
 	Holder Holder
 
-	// OnLost, when not nil, is to be called at most once, from any
-	// goroutine and without blocking for long, if the backend learns that
-	// the grant is gone while no call is in flight: the session that held
-	// it died, the key was removed. Session backends must call it; it is
-	// how their leases are reported lost. It may be called after Release.
+	// OnLost may be called, at most once, from any goroutine and without
+	// blocking for long, when the driver learns that the grant is gone
+	// before package mutex asks (a session's connection failed during
+	// another call, a file watch fired): it reports the loss sooner than
+	// the next Renew would. It is never required: Renew finds every loss.
+	// It may be called after Release.
 	OnLost func(err error)
 }
 
@@ -163,8 +173,8 @@ type Grant struct {
 
 	// Validity is how long, counted from just before the attempt was
 	// begun, the grant is certain to hold without renewal (TTL less clock
-	// drift). 0 means the grant does not expire: it lasts until Release or
-	// until the session ends (then OnLost is called).
+	// drift). 0 means a session grant: it does not expire, and lasts until
+	// Release or until the session ends, which Renew (TTL 0) finds.
 	Validity time.Duration
 }
 
@@ -173,7 +183,7 @@ type Grant struct {
 type Renewal struct {
 	Key   string
 	Owner Owner
-	TTL   time.Duration
+	TTL   time.Duration // 0: verify a session grant
 
 	// Validity is, on success, how long from just before the Renew call
 	// was begun the lease is certain to hold.
