@@ -16,7 +16,7 @@ import (
 // or from a client the application already has (postgres.FromDB,
 // redlock.FromPools).
 func NewClient(c driver.Connector, opts ...Option) *Client {
-	var cfg clientConfig
+	cfg := clientConfig{heartbeat: DefaultHeartbeat}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -27,6 +27,8 @@ func NewClient(c driver.Connector, opts ...Option) *Client {
 		holder:    driver.Holder{Host: host, PID: os.Getpid()},
 		closing:   make(chan struct{}),
 		keys:      make(map[string]*Lease),
+		heartbeat: cfg.heartbeat,
+		cfgErr:    cfg.err,
 	}
 	for _, m := range cfg.middleware {
 		if m.Wrap != nil {
@@ -50,6 +52,8 @@ type Client struct {
 	wraps     []func(driver.Locker, Info) driver.Locker
 	observers []*Observer
 	holder    driver.Holder // this process, as recorded with each grant
+	heartbeat time.Duration // how often session leases are verified
+	cfgErr    error         // a bad Option, reported by every operation
 
 	connMu sync.Mutex
 	locker driver.Locker // set once connected; read under mu
@@ -65,6 +69,9 @@ type Client struct {
 
 // conn returns the Locker, connecting on first use.
 func (c *Client) conn(ctx context.Context) (driver.Locker, error) {
+	if c.cfgErr != nil {
+		return nil, c.cfgErr
+	}
 	c.mu.Lock()
 	l, closed := c.locker, c.closed
 	c.mu.Unlock()

@@ -121,7 +121,10 @@ func (l *Lease) Err() error {
 	return l.err
 }
 
-var errExpired = errors.New("lease validity ran out before a renewal succeeded")
+var (
+	errExpired    = errors.New("lease validity ran out before a renewal succeeded")
+	errUnverified = errors.New("the lease's session could not be verified for two heartbeats and a half")
+)
 
 // pastExpiry reports whether the lease's validity has run out. Callers hold
 // mu. time.Since reads only the monotonic clock: cheaper than time.Now.

@@ -253,8 +253,8 @@ func mayHaveGranted(err error) bool {
 		!errors.Is(err, ErrDenied)
 }
 
-// start records the grant and makes the lease live: held, and renewed when
-// the grant expires.
+// start records the grant and makes the lease live: held, and renewed
+// (expiring grants) or verified (session grants) by the client's renewer.
 func (l *Lease) start(g driver.Grant, sent time.Time, minHold time.Duration) error {
 	l.token = g.Token
 	l.acquired = sent
@@ -279,9 +279,7 @@ func (l *Lease) start(g driver.Grant, sent time.Time, minHold time.Duration) err
 		l.lostAt = g.Validity - lossMargin(g.Validity)
 	}
 	l.mu.Unlock()
-	if g.Validity > 0 {
-		c.renew.add(l)
-	}
+	c.renew.add(l)
 	return nil
 }
 

@@ -23,6 +23,13 @@ const (
 
 	// MaxMinHold bounds WithMinHold.
 	MaxMinHold = 24 * time.Hour
+
+	// DefaultHeartbeat is how often a client verifies its session leases
+	// (PostgreSQL, file: grants that do not expire) when WithHeartbeat is
+	// not given. MinHeartbeat and MaxHeartbeat bound WithHeartbeat.
+	DefaultHeartbeat = time.Second
+	MinHeartbeat     = 10 * time.Millisecond
+	MaxHeartbeat     = time.Minute
 )
 
 // Option configures a Client.
@@ -30,6 +37,26 @@ type Option func(*clientConfig)
 
 type clientConfig struct {
 	middleware []Middleware
+	heartbeat  time.Duration
+	err        error // reported by every operation of the client
+}
+
+// WithHeartbeat sets how often the client verifies its session leases
+// (grants that last until their session ends: PostgreSQL, file), in one
+// driver call per heartbeat for all of them: from MinHeartbeat to
+// MaxHeartbeat, DefaultHeartbeat when not given. A session lease whose
+// session died is reported lost at the next heartbeat; one that cannot be
+// verified (the server does not answer) after two and a half heartbeats.
+// Leases that expire (Redis, mem) are renewed on their TTL's schedule
+// instead.
+func WithHeartbeat(d time.Duration) Option {
+	return func(c *clientConfig) {
+		if d < MinHeartbeat || d > MaxHeartbeat {
+			c.err = errors.Join(c.err, fmt.Errorf("heartbeat %v outside [%v, %v]: %w", d, MinHeartbeat, MaxHeartbeat, ErrInvalid))
+			return
+		}
+		c.heartbeat = d
+	}
 }
 
 // WithMiddleware adds middleware around the client's driver calls and as

@@ -63,16 +63,45 @@ func (r *renewer) init(c *Client) {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 }
 
-// add schedules a newly acquired lease whose grant expires.
+// add schedules a newly acquired lease: the renewal of an expiring grant
+// every third of its validity, or the verification of a session grant every
+// heartbeat.
 func (r *renewer) add(l *Lease) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return // Close ends the lease
 	}
-	l.sched.renewAt = l.acquired.Add(l.validity / 3)
-	l.sched.lossAt = l.acquired.Add(l.validity - lossMargin(l.validity))
+	r.schedule(l, l.acquired, l.validity)
 	r.push(l)
+}
+
+// schedule sets a lease's next renewal and loss after a grant or renewal
+// sent at start that holds for v (0: a session grant, verified then).
+// Callers hold mu.
+func (r *renewer) schedule(l *Lease, start time.Time, v time.Duration) {
+	if l.validity == 0 {
+		hb := r.c.heartbeat
+		l.sched.renewAt = start.Add(hb)
+		l.sched.lossAt = start.Add(sessionUnverified(hb))
+		return
+	}
+	l.sched.renewAt = start.Add(v / 3)
+	l.sched.lossAt = start.Add(v - lossMargin(v))
+}
+
+// sessionUnverified is how long after its last successful verification a
+// session lease counts as lost: two checks may fail, or time out, first.
+func sessionUnverified(heartbeat time.Duration) time.Duration {
+	return 2*heartbeat + heartbeat/2
+}
+
+// interval is how often a lease is renewed or verified.
+func (l *Lease) interval(heartbeat time.Duration) time.Duration {
+	if l.validity == 0 {
+		return heartbeat
+	}
+	return l.validity / 3
 }
 
 // releaseAt schedules the release of an unlocked lease held on for
@@ -171,7 +200,7 @@ func (r *renewer) runDue(now time.Time) {
 			// Take every lease due within the next interval: renewing early
 			// is harmless, and leases then renew together, one batch (one
 			// pipelined round trip per node) per interval.
-			slack = l.validity / 3
+			slack = l.interval(r.c.heartbeat)
 		}
 		if s.next.After(now.Add(slack)) {
 			break
@@ -199,7 +228,11 @@ func (r *renewer) runDue(now time.Time) {
 	r.mu.Unlock()
 
 	for _, l := range lost {
-		l.lose(errExpired)
+		if l.validity == 0 {
+			l.lose(errUnverified)
+		} else {
+			l.lose(errExpired)
+		}
 	}
 	if len(release)+len(batch) > 0 {
 		go func() {
@@ -250,6 +283,9 @@ func (r *renewer) renewBatch(batch []*Lease) {
 	r.mu.Lock()
 	for i, l := range batch {
 		reqs[i] = driver.Renewal{Key: l.key, Owner: l.owner, TTL: l.ttl}
+		if l.validity == 0 {
+			reqs[i].TTL = 0 // verify a session grant
+		}
 		remaining[i] = l.sched.lossAt.Sub(start) + lossMargin(l.validity)
 		if l.sched.lossAt.Before(deadline) {
 			deadline = l.sched.lossAt
@@ -276,14 +312,14 @@ func (r *renewer) renewBatch(batch []*Lease) {
 			continue // lost or released meanwhile
 		}
 		err := reqs[i].Err
-		if err == nil && reqs[i].Validity <= 0 {
+		if err == nil && l.validity > 0 && reqs[i].Validity <= 0 {
 			err = errors.New("driver renewed with no validity")
 		}
 		switch {
+		case err == nil && l.validity == 0: // a session grant, verified
+			r.schedule(l, start, 0)
 		case err == nil:
-			v := reqs[i].Validity
-			s.renewAt = start.Add(v / 3)
-			s.lossAt = start.Add(v - lossMargin(v))
+			r.schedule(l, start, reqs[i].Validity)
 			l.mu.Lock()
 			l.lostAt = s.lossAt.Sub(l.acquired)
 			l.mu.Unlock()
@@ -292,7 +328,7 @@ func (r *renewer) renewBatch(batch []*Lease) {
 			heap.Remove(&r.leases, s.pos-1)
 			continue
 		default: // unknown outcome: try again soon, until the validity runs out
-			s.renewAt = now.Add(max(l.validity/10, time.Millisecond))
+			s.renewAt = now.Add(max(l.interval(r.c.heartbeat)/3, time.Millisecond))
 		}
 		s.update()
 		heap.Fix(&r.leases, s.pos-1)
