@@ -33,10 +33,17 @@ func WithBackoff(first, longest time.Duration) RetryOption {
 }
 
 // Retry tries driver operations again when they fail transiently (the
-// error matches driver.ErrUnavailable: the backend was unreachable or did
+// error matches mutex.ErrUnavailable: the backend was unreachable or did
 // not answer in time), with capped exponential backoff and jitter, for as
 // long as the context allows. It never retries contention (ErrLocked), a
-// lease found gone (ErrNotHeld) or anything else.
+// lease found gone (ErrNotHeld), a refusal (ErrDenied: credentials,
+// configuration) or anything else.
+//
+// It is for the calls that make one attempt: TryLock, Unlock, Inspect and
+// Ping. Lock already waits out an unreachable backend, and renewals are
+// retried until the lease's validity runs out; under them Retry multiplies
+// the attempts (each of Lock's tries becomes up to WithAttempts), which is
+// harmless but adds nothing.
 //
 // Each repetition is safe:
 //   - Acquire is repeated with the same request, so the same owner value: if

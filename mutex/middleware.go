@@ -12,7 +12,8 @@ import (
 // the hold, a loss found by renewal. Either field may be nil.
 //
 // With several middleware, the first listed is outermost: its Wrap sees a
-// call first, and its Observer hooks run first.
+// call first, its LockStart runs first and its LockDone last (as deferred
+// calls unwind), and its LeaseEnd and Renewed run first.
 type Middleware struct {
 	// Wrap returns a Locker that adds behaviour and calls next.
 	Wrap func(next driver.Locker, info Info) driver.Locker
@@ -29,8 +30,9 @@ type Info struct {
 }
 
 // Observer holds hooks package mutex calls as a client works. Any hook may
-// be nil. Hooks run on the caller's goroutine or the client's renewal
-// goroutine and must not block.
+// be nil. Hooks run on the caller's goroutine, the client's renewal
+// goroutines or a driver's (a loss it reports through OnLost), so they must
+// be safe for concurrent use, even for one lease, and must not block.
 type Observer struct {
 	// LockStart is called when Mutex.Lock or Mutex.TryLock begins. The
 	// context it returns is passed to every driver call of that operation,
