@@ -16,7 +16,10 @@
 // Capabilities.Lacks and skipped saying so, never silently; a name that is
 // no case fails the run. Options passed to Run (middleware, say) apply to
 // every client the suite opens, so a middleware proves it keeps drivers
-// conformant by running the suite stacked over one.
+// conformant by running the suite stacked over one, MemHarness needing no
+// server:
+//
+//	conformance.Run(t, conformance.MemHarness, mutex.WithMiddleware(m))
 //
 // # Cases
 //

@@ -23,7 +23,6 @@ import (
 	"github.com/mutexkit/mutexkit/conformance"
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/mem"
-	"github.com/mutexkit/mutexkit/internal/harness"
 	"github.com/mutexkit/mutexkit/middleware"
 	"github.com/mutexkit/mutexkit/mutex"
 )
@@ -31,7 +30,7 @@ import (
 const secretKey = "customer-4711@example.com"
 
 // TestConformance: each middleware alone, and all stacked, keep a driver
-// conformant: over mem, and stacked over the file driver (real I/O).
+// conformant, as a third party's middleware would prove it.
 func TestConformance(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tracetest.NewSpanRecorder()))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
@@ -44,14 +43,11 @@ func TestConformance(t *testing.T) {
 	}
 	for i, name := range []string{"Logging", "Tracing", "Metrics", "Retry"} {
 		t.Run(name, func(t *testing.T) {
-			conformance.Run(t, harness.Mem, mutex.WithMiddleware(all[i]))
+			conformance.Run(t, conformance.MemHarness, mutex.WithMiddleware(all[i]))
 		})
 	}
 	t.Run("Stacked", func(t *testing.T) {
-		conformance.Run(t, harness.Mem, mutex.WithMiddleware(all...))
-	})
-	t.Run("StackedOverFile", func(t *testing.T) {
-		conformance.Run(t, harness.File, mutex.WithMiddleware(all...))
+		conformance.Run(t, conformance.MemHarness, mutex.WithMiddleware(all...))
 	})
 }
 

@@ -4,11 +4,10 @@ import (
 	"testing"
 
 	"github.com/mutexkit/mutexkit/conformance"
-	"github.com/mutexkit/mutexkit/internal/harness"
 )
 
 // TestConformance runs the suite on private tables: Vanish expires a grant
 // silently (found by renewal), Abandon leaves one with a 1s TTL.
 func TestConformance(t *testing.T) {
-	conformance.Run(t, harness.Mem)
+	conformance.Run(t, conformance.MemHarness)
 }
