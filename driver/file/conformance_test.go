@@ -20,26 +20,34 @@ import (
 	"github.com/mutexkit/mutexkit/driver/file"
 )
 
-// harnessHeartbeat is the heartbeat of the suite's clients: loss is seen
-// within about one.
-const harnessHeartbeat = 250 * time.Millisecond
-
 func TestConformance(t *testing.T) {
-	conformance.Run(t, func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
-		return &harness{dir: t.TempDir()}, nil
-	})
+	conformance.Run(t, harnessOf(file.FromDir, true))
+}
+
+// TestConformanceWithoutNotify runs the suite as on a system without
+// inotify: every loss is found by package mutex's verification (Renew).
+func TestConformanceWithoutNotify(t *testing.T) {
+	conformance.Run(t, harnessOf(file.FromDirWithoutNotify, false))
+}
+
+func harnessOf(connect func(dir string) driver.Connector, notify bool) conformance.HarnessMaker {
+	return func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
+		return &harness{dir: t.TempDir(), connect: connect, notify: notify && runtime.GOOS == "linux"}, nil
+	}
 }
 
 // harness: every connector gets its own Locker on one directory, which is
 // all two processes would share.
 type harness struct {
 	dir      string
+	connect  func(dir string) driver.Connector
+	notify   bool // inotify wake-ups and loss reports
 	mu       sync.Mutex
 	children []*exec.Cmd
 }
 
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
-	return file.FromDir(h.dir, file.WithHeartbeat(harnessHeartbeat)), nil
+	return h.connect(h.dir), nil
 }
 
 // Vanish removes the lock file under its holder.
@@ -90,10 +98,10 @@ func (h *harness) Capabilities() conformance.Capabilities {
 	c := conformance.Capabilities{
 		Fencing:    true,
 		TTL:        false,
-		LossWithin: 20 * harnessHeartbeat, // one heartbeat, with room for a busy machine
-		FreeWithin: 30 * time.Second,      // the child dies abandonSeconds after Abandon
+		LossWithin: lossBound,        // at once through inotify, else at the client's next heartbeat
+		FreeWithin: 30 * time.Second, // the child dies abandonSeconds after Abandon
 	}
-	if runtime.GOOS != "linux" {
+	if !h.notify {
 		c.Lacks = map[string]string{"Driver/Watch": "without inotify, Watch sees only its own Locker's releases"}
 	}
 	return c

@@ -1,11 +1,16 @@
 // Package file is a lock driver that takes flock(2) locks on files in a
 // directory: exclusion between the processes of one host with no server to
-// run. It is mutexkit's embedded default.
+// run. It registers the URL scheme "file".
 //
-//	client, err := mutex.Open("file", "/var/lock/myapp") // or "file:///var/lock/myapp"; "" is $TMPDIR/mutexkit
+//	import _ "github.com/mutexkit/mutexkit/driver/file"
+//
+//	client, err := mutex.Open("file:///var/lock/myapp") // "file:" is $TMPDIR/mutexkit-locks
 //	if err != nil { ... }
 //	defer client.Close()
-//	err = client.NewMutex("nightly-report").Do(ctx, func(ctx context.Context) error { ... })
+//	err = client.NewMutex("nightly-report").TryDo(ctx, func(ctx context.Context) error { ... })
+//
+// NewConnector takes the same DSNs, and a plain directory path too; FromDir
+// takes a path. The driver has no options.
 //
 // # One host only
 //
@@ -43,15 +48,19 @@
 //
 // The kernel drops a flock when the last descriptor of its open file
 // description closes, so a holder that dies, even by SIGKILL, frees the key
-// at once. Grants do not expire (Grant.Validity is 0) and need no renewal.
+// at once. Grants are session grants (Grant.Validity is 0): they do not
+// expire and need no renewal.
 //
 // A grant is lost only if its lock file is removed or replaced behind the
-// holder's back: the flock then sits on an inode nobody else opens. Each
-// Locker checks, every heartbeat (WithHeartbeat, default one second), that
-// each held key's path still names the locked inode, and otherwise drops the
-// key and calls AcquireRequest.OnLost with an error matching
-// driver.ErrNotHeld. Another process may take the key the moment the file
-// goes, so the loss is seen after the fact, within one heartbeat.
+// holder's back (a temporary-file cleaner, a person): the flock then sits on
+// an inode nobody else opens, and another process may take the key the
+// moment the file goes. Package mutex verifies session grants every
+// heartbeat (mutex.WithHeartbeat, one second by default) with Renew, which
+// checks that each key's path still names the inode this Locker locked;
+// otherwise it drops the grant and reports driver.ErrNotHeld, and the lease
+// ends lost. On Linux the Locker's inotify watch sees the removal or rename
+// and reports it to AcquireRequest.OnLost at once, before the next
+// heartbeat. Either way the loss is seen after the fact.
 //
 // # Fencing tokens
 //
@@ -63,18 +72,20 @@
 //
 // # Wake-ups
 //
-// On Linux, Watch uses one inotify instance per Locker on the directory:
-// an attempt opens the lock file read-only, and only the winner opens it
-// for writing as well, keeping that descriptor until it releases; so a
-// release, or the holder's death, is the IN_CLOSE_WRITE of that file, while
-// waiters' failed attempts wake no one. Each held key thus costs two file
-// descriptors (Go raises the soft RLIMIT_NOFILE to the hard limit). Where inotify is unavailable (other
+// On Linux, each Locker keeps one inotify instance on the directory,
+// started by its first grant or Watch. An attempt opens the lock file
+// read-only, and only the winner opens it for writing as well, keeping that
+// descriptor until it releases; so a release, or the holder's death, is the
+// IN_CLOSE_WRITE of that file, while waiters' failed attempts wake no one.
+// Each held key thus costs two file descriptors (Go raises the soft
+// RLIMIT_NOFILE to the hard limit). Where inotify is unavailable (other
 // systems, fs.inotify.max_user_instances reached) Watch wakes on this
-// Locker's own releases only and package mutex's polling finds the rest.
+// Locker's own releases only, package mutex's polling finds the rest, and
+// losses are found by Renew alone.
 //
-// # Platforms and registration
+// # Platforms
 //
 // The driver runs on Linux, macOS and the BSDs; elsewhere Connect returns
-// an error matching driver.ErrUnimplemented. The package does not import
-// package mutex; it exports Driver, which registers under Name.
+// an error matching driver.ErrUnimplemented. Inspect needs /proc/locks, so
+// it is Linux-only too.
 package file

@@ -7,20 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// Name is the name the driver registers under.
+// Name is the URL scheme the driver registers, and its DriverName.
 const Name = "file"
 
 func init() { mutex.Register(Name, Driver{}) }
-
-// DefaultHeartbeat is how often a Locker checks, by default, that the lock
-// files of the keys it holds are still in place.
-const DefaultHeartbeat = time.Second
 
 // Driver is the file driver. Its zero value is ready to use.
 type Driver struct{}
@@ -29,46 +24,24 @@ type Driver struct{}
 func (Driver) OpenConnector(dsn string) (driver.Connector, error) { return NewConnector(dsn) }
 
 // NewConnector parses dsn with ParseDSN and returns a Connector for the
-// directory it names. It does no I/O.
-func NewConnector(dsn string, opts ...Option) (driver.Connector, error) {
+// directory it names. It does no I/O. The driver has no options: how often
+// held keys are verified is the client's mutex.WithHeartbeat.
+func NewConnector(dsn string) (driver.Connector, error) {
 	dir, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, err
 	}
-	return FromDir(dir, opts...), nil
-}
-
-// Option configures a Connector.
-type Option func(*connector)
-
-// WithHeartbeat sets how often a Locker checks that each held key's lock
-// file still exists and is the file it locked. A removed or replaced lock
-// file no longer excludes anyone, so the grant is reported lost (OnLost)
-// within about one interval. d <= 0 means DefaultHeartbeat.
-func WithHeartbeat(d time.Duration) Option {
-	return func(c *connector) {
-		if d > 0 {
-			c.heartbeat = d
-		}
-	}
+	return FromDir(dir), nil
 }
 
 // FromDir returns a Connector that keeps lock files in dir, a path (not a
 // DSN). A relative dir is resolved against the working directory when
 // Connect is called. The directory is created on Connect if missing.
-func FromDir(dir string, opts ...Option) driver.Connector {
-	c := &connector{dir: dir, heartbeat: DefaultHeartbeat}
-	for _, o := range opts {
-		if o != nil {
-			o(c)
-		}
-	}
-	return c
-}
+func FromDir(dir string) driver.Connector { return &connector{dir: dir} }
 
 type connector struct {
-	dir       string
-	heartbeat time.Duration
+	dir      string
+	noNotify bool // tests: as where inotify is unavailable
 }
 
 func (c *connector) DriverName() string { return Name }
@@ -93,7 +66,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 	if err := checkDir(dir); err != nil {
 		return nil, err
 	}
-	return newLocker(dir, c.heartbeat), nil
+	return newLocker(dir, !c.noNotify), nil
 }
 
 // DefaultDir is the lock directory of an empty DSN: mutexkit-locks in the

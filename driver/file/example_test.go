@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
-	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/file"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// The driver used directly, as package mutex uses it: two Lockers on one
-// directory exclude each other as two processes would.
+// Two clients on one directory exclude each other, as two processes would.
 func Example() {
 	dir, err := os.MkdirTemp("", "mutexkit-example")
 	if err != nil {
@@ -21,40 +21,61 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	conn := file.FromDir(dir)
-	a, err := conn.Connect(ctx)
+
+	a, err := mutex.Open("file://" + filepath.ToSlash(dir))
 	if err != nil {
 		panic(err)
 	}
 	defer a.Close()
-	b, err := conn.Connect(ctx)
+	b, err := mutex.Open("file://" + filepath.ToSlash(dir))
 	if err != nil {
 		panic(err)
 	}
 	defer b.Close()
 
-	owner := driver.NewOwner()
-	grant, err := a.Acquire(ctx, driver.AcquireRequest{Key: "nightly-report", Owner: owner})
+	lease, err := a.NewMutex("nightly-report").TryLock(ctx)
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println("token", grant.Token)
+	fmt.Println("a holds it, token", lease.Token())
 
-	_, err = b.Acquire(ctx, driver.AcquireRequest{Key: "nightly-report", Owner: driver.NewOwner()})
-	fmt.Println("locked elsewhere:", errors.Is(err, driver.ErrLocked))
+	_, err = b.NewMutex("nightly-report").TryLock(ctx)
+	fmt.Println("b:", errors.Is(err, mutex.ErrLocked))
 
-	if err := a.Release(ctx, "nightly-report", owner); err != nil {
+	if err := lease.Unlock(ctx); err != nil {
 		panic(err)
 	}
-	grant, err = b.Acquire(ctx, driver.AcquireRequest{Key: "nightly-report", Owner: driver.NewOwner()})
+	lease, err = b.NewMutex("nightly-report").TryLock(ctx)
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println("token", grant.Token)
+	defer lease.Unlock(ctx)
+	fmt.Println("b holds it, token", lease.Token())
 	// Output:
-	// token 1
-	// locked elsewhere: true
-	// token 2
+	// a holds it, token 1
+	// b: true
+	// b holds it, token 2
+}
+
+// A lock file removed behind its holder's back no longer excludes anyone:
+// the lease ends lost (at once on Linux, else at the client's next
+// heartbeat), and its Do's context is cancelled.
+func Example_lost() {
+	dir, err := os.MkdirTemp("", "mutexkit-example")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	client := mutex.NewClient(file.FromDir(dir))
+	defer client.Close()
+
+	err = client.NewMutex("job").TryDo(context.Background(), func(ctx context.Context) error {
+		os.Remove(filepath.Join(dir, file.FileName("job"))) // the fault
+		<-ctx.Done()
+		return nil
+	})
+	fmt.Println("lost:", errors.Is(err, mutex.ErrLockLost))
+	// Output: lost: true
 }
 
 func ExampleFileName() {

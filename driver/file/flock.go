@@ -139,12 +139,15 @@ func flock(f *os.File, how int) error {
 }
 
 // replaced reports whether h's path no longer names the inode h locked. An
-// open inode cannot be reused, so equal dev and ino mean the same file.
-// Errors other than a missing file (EIO, EACCES) are not taken for a loss.
-func replaced(h *hold) bool {
+// open inode cannot be reused, so equal dev and ino mean the same file. An
+// error other than a missing file (EIO, EACCES) means it cannot tell.
+func (h *hold) replaced() (bool, error) {
 	fi, err := os.Lstat(h.path) // a symlink put in its place is a replacement
-	if err != nil {
-		return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+		return true, nil
+	case err != nil:
+		return false, err
 	}
-	return idOf(fi) != h.id
+	return idOf(fi) != h.id, nil
 }

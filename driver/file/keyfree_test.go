@@ -137,36 +137,22 @@ func TestErrorsLeaveKeyOut(t *testing.T) {
 		checkKeyFree(t, "Acquire", err)
 	})
 
-	for _, how := range []string{"removed", "replaced"} {
-		t.Run("lock file "+how, func(t *testing.T) {
+	for _, vanish := range []struct {
+		how string
+		do  func(t *testing.T, dir, key string)
+	}{{"removed", removeLockFile}, {"replaced", replaceLockFile}} {
+		t.Run("lock file "+vanish.how, func(t *testing.T) {
 			dir := t.TempDir()
-			path := filepath.Join(dir, file.FileName(secretKey))
-			vanish := func() {
-				t.Helper()
-				if how == "removed" {
-					if err := os.Remove(path); err != nil {
-						t.Fatal(err)
-					}
-					return
-				}
-				other := filepath.Join(dir, "other")
-				if err := os.WriteFile(other, nil, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Rename(other, path); err != nil {
-					t.Fatal(err)
-				}
-			}
 
-			// Found by the heartbeat: the cause OnLost gets.
-			l := connect(t, dir, file.WithHeartbeat(20*time.Millisecond))
+			// Found by inotify: the cause OnLost gets.
+			l := connect(t, dir)
 			lost := make(chan error, 1)
 			r := req()
 			r.OnLost = func(err error) { lost <- err }
 			if _, err := l.Acquire(ctx, r); err != nil {
 				t.Fatal(err)
 			}
-			vanish()
+			vanish.do(t, dir, secretKey)
 			select {
 			case err := <-lost:
 				checkKeyFree(t, "OnLost", err)
@@ -175,20 +161,64 @@ func TestErrorsLeaveKeyOut(t *testing.T) {
 			}
 			l.Close()
 
-			// Found by Release, before any heartbeat.
-			l = connect(t, dir, file.WithHeartbeat(time.Hour))
-			r = req()
-			if _, err := l.Acquire(ctx, r); err != nil {
-				t.Fatal(err)
-			}
-			vanish()
-			err := l.Release(ctx, secretKey, r.Owner)
-			checkKeyFree(t, "Release", err)
-			if !errors.Is(err, driver.ErrNotHeld) {
-				t.Errorf("Release: %v; want an error matching driver.ErrNotHeld", err)
+			// Found by Renew, then by Release, with no inotify to find it
+			// first.
+			for _, by := range []string{"Renew", "Release"} {
+				l = open(t, file.FromDirWithoutNotify(dir))
+				r = req()
+				if _, err := l.Acquire(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+				vanish.do(t, dir, secretKey)
+				var err error
+				if by == "Renew" {
+					batch := []driver.Renewal{{Key: secretKey, Owner: r.Owner}}
+					l.Renew(ctx, batch)
+					err = batch[0].Err
+				} else {
+					err = l.Release(ctx, secretKey, r.Owner)
+				}
+				checkKeyFree(t, by, err)
+				if !errors.Is(err, driver.ErrNotHeld) {
+					t.Errorf("%s: %v; want an error matching driver.ErrNotHeld", by, err)
+				}
 			}
 		})
 	}
+
+	// A Renew that cannot tell (the directory cannot be searched) says why,
+	// without the key, and does not claim the grant lost.
+	t.Run("Renew cannot tell", func(t *testing.T) {
+		dir := t.TempDir()
+		l := connect(t, dir)
+		r := req()
+		if _, err := l.Acquire(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		batch := []driver.Renewal{{Key: secretKey, Owner: r.Owner}}
+		if err := os.Chmod(dir, 0); err != nil {
+			t.Fatal(err)
+		}
+		if os.Geteuid() == 0 {
+			asNobody(func() { l.Renew(ctx, batch) })
+		} else {
+			l.Renew(ctx, batch)
+		}
+		os.Chmod(dir, 0o755)
+		if batch[0].Err == nil && os.Geteuid() == 0 {
+			t.Skip("cannot take root's file permissions away here (setfsuid refused)")
+		}
+		err := batch[0].Err
+		checkKeyFree(t, "Renew", err)
+		if !errors.Is(err, fs.ErrPermission) || errors.Is(err, driver.ErrNotHeld) {
+			t.Errorf("Renew: %v; want an error matching fs.ErrPermission and not driver.ErrNotHeld", err)
+		}
+		batch[0].Err = nil
+		l.Renew(ctx, batch)
+		if batch[0].Err != nil {
+			t.Errorf("Renew with the directory searchable again: %v", batch[0].Err)
+		}
+	})
 }
 
 // asNobody runs fn on an OS thread whose filesystem uid is nobody's, so

@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -18,17 +17,15 @@ import (
 // locker is one client's Locker: the keys it holds, each with its open lock
 // file, and the wake channels of its waiters.
 type locker struct {
-	dir       string
-	heartbeat time.Duration
+	dir string
 
 	mu          sync.Mutex
 	closed      bool
 	held        map[string]*hold                 // key -> grant
 	watchers    map[string]map[*watcher]struct{} // file name -> registrations
-	hbStop      chan struct{}                    // nil until the heartbeat starts
 	notify      io.Closer                        // inotify file; nil if not started or unavailable
-	notifyTried bool
-	wg          sync.WaitGroup // background goroutines
+	notifyTried bool                             // set at the first grant or Watch; at once with inotify off
+	wg          sync.WaitGroup                   // the inotify reader
 }
 
 type watcher struct{ ch chan<- struct{} }
@@ -40,12 +37,13 @@ func (w *watcher) send() {
 	}
 }
 
-func newLocker(dir string, heartbeat time.Duration) *locker {
+// newLocker returns a Locker on dir; notify false leaves inotify off.
+func newLocker(dir string, notify bool) *locker {
 	return &locker{
-		dir:       dir,
-		heartbeat: heartbeat,
-		held:      make(map[string]*hold),
-		watchers:  make(map[string]map[*watcher]struct{}),
+		dir:         dir,
+		held:        make(map[string]*hold),
+		watchers:    make(map[string]map[*watcher]struct{}),
+		notifyTried: !notify,
 	}
 }
 
@@ -54,12 +52,6 @@ func newLocker(dir string, heartbeat time.Duration) *locker {
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Grant{}, err
-	}
-	if req.Key == "" {
-		return driver.Grant{}, fmt.Errorf("file: empty key: %w", driver.ErrInvalid)
-	}
-	if req.Owner.IsZero() {
-		return driver.Grant{}, fmt.Errorf("file: zero owner: %w", driver.ErrInvalid)
 	}
 	if g, err, done := l.heldBy(req); done {
 		return g, err
@@ -109,11 +101,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		stale.close()
 	}
 	l.held[req.Key] = h
-	if l.hbStop == nil {
-		l.hbStop = make(chan struct{})
-		l.wg.Add(1)
-		go l.heartbeatLoop(l.hbStop)
-	}
+	l.startNotifyOnceLocked() // reports a removed or replaced lock file at once
 	l.mu.Unlock()
 	if stale != nil && stale.onLost != nil {
 		stale.onLost(lostError(l.dir))
@@ -143,8 +131,8 @@ func (l *locker) heldBy(req driver.AcquireRequest) (driver.Grant, error, bool) {
 // Release closes the key's lock file, which releases the flock, and wakes
 // this Locker's waiters; other processes' waiters see the close through
 // inotify. It returns an error matching driver.ErrNotHeld if the lock file
-// was removed or replaced meanwhile. ctx is not consulted: releasing cannot block, and giving up a
-// release would leave the key held.
+// was removed or replaced meanwhile. ctx is not consulted: releasing cannot
+// block, and giving up a release would leave the key held.
 func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -155,10 +143,11 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	if h == nil || h.owner != owner {
 		return errNotHeld
 	}
-	// A release can come before the heartbeat finds a removed or replaced
-	// lock file: the grant was lost, and the caller must hear so. Check
-	// before closing: a closed, unlinked inode's number can be reused.
-	lost := replaced(h)
+	// A release can come before a Renew finds a removed or replaced lock
+	// file: the grant was lost, and the caller must hear so. A check that
+	// cannot tell is no loss. Check before closing: a closed, unlinked
+	// inode's number can be reused.
+	lost, _ := h.replaced()
 	delete(l.held, key)
 	h.close()
 	l.wakeLocked(h.name)
@@ -168,10 +157,67 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	return nil
 }
 
-// Renew: grants do not expire (Validity 0), so package mutex never renews.
+// Renew verifies each grant (a TTL is ignored: grants do not expire): the
+// key's path must still name the lock file this Locker locked. A removed or
+// replaced lock file excludes no one, so its grant is dropped and reported
+// with ErrNotHeld; a check that fails (EACCES, EIO) leaves the outcome
+// unknown. The checks run under the Locker's mutex, so a concurrent Release
+// cannot close the file, and free its inode number, during one.
 func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
+	if err := ctx.Err(); err != nil {
+		for i := range batch {
+			batch[i].Err = err
+		}
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for i := range batch {
-		batch[i].Err = fmt.Errorf("file: grants do not expire and need no renewal: %w", driver.ErrUnimplemented)
+		r := &batch[i]
+		r.Validity, r.Err = 0, nil
+		h := l.held[r.Key]
+		switch {
+		case l.closed:
+			r.Err = errClosed()
+			continue
+		case h == nil || h.owner != r.Owner:
+			r.Err = errNotHeld
+			continue
+		}
+		lost, err := h.replaced()
+		switch {
+		case err != nil:
+			r.Err = fmt.Errorf("file: verify a lock file in %s: %w", l.dir, keyFree(err))
+		case lost:
+			l.dropLocked(h)
+			r.Err = lostError(l.dir)
+		}
+	}
+}
+
+// dropLocked forgets a lost grant and closes its lock file. Callers hold mu.
+func (l *locker) dropLocked(h *hold) {
+	delete(l.held, h.key)
+	h.close()
+	l.wakeLocked(h.name)
+}
+
+// checkLost drops those of holds whose lock file was removed or replaced,
+// and reports each to its OnLost: an early report of what Renew would find.
+func (l *locker) checkLost(holds []*hold) {
+	for _, h := range holds {
+		l.mu.Lock()
+		lost := false
+		if l.held[h.key] == h { // not released or closed meanwhile
+			lost, _ = h.replaced()
+		}
+		if lost {
+			l.dropLocked(h)
+		}
+		l.mu.Unlock()
+		if lost && h.onLost != nil {
+			h.onLost(lostError(l.dir))
+		}
 	}
 }
 
@@ -180,9 +226,6 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 // unavailable only releases by this Locker wake it, and package mutex's
 // polling covers the rest.
 func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
-	if wake == nil {
-		return nil, fmt.Errorf("file: nil wake channel: %w", driver.ErrInvalid)
-	}
 	name := FileName(key)
 	w := &watcher{ch: wake}
 	l.mu.Lock()
@@ -190,11 +233,8 @@ func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
 	if l.closed {
 		return nil, errClosed()
 	}
-	if !l.notifyTried {
-		// Started synchronously, so a release after Watch returns is seen.
-		l.notifyTried = true
-		l.startNotifyLocked()
-	}
+	// Started synchronously, so a release after Watch returns is seen.
+	l.startNotifyOnceLocked()
 	set := l.watchers[name]
 	if set == nil {
 		set = make(map[*watcher]struct{})
@@ -215,6 +255,15 @@ func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
 		})
 	}
 	return stop, nil
+}
+
+// startNotifyOnceLocked starts the inotify reader on the first grant or
+// Watch. Callers hold mu.
+func (l *locker) startNotifyOnceLocked() {
+	if !l.notifyTried {
+		l.notifyTried = true
+		l.startNotifyLocked()
+	}
 }
 
 func (l *locker) wakeLocked(name string) {
@@ -253,20 +302,17 @@ func (l *locker) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close releases every held key, stops the heartbeat and the inotify
-// reader, and waits for them.
+// Close releases every held key, stops the inotify reader and waits for
+// it. A second Close returns nil.
 func (l *locker) Close() error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return errClosed()
+		return nil
 	}
 	l.closed = true
 	holds := l.held
 	l.held = nil
-	if l.hbStop != nil {
-		close(l.hbStop)
-	}
 	notify := l.notify
 	l.notify = nil
 	// Waiters try again at once and learn that the Locker is closed.
@@ -282,46 +328,4 @@ func (l *locker) Close() error {
 	}
 	l.wg.Wait()
 	return nil
-}
-
-// heartbeatLoop reports grants whose lock file was removed or replaced:
-// the flock is on an inode no one else will open, so it excludes no one.
-func (l *locker) heartbeatLoop(stop <-chan struct{}) {
-	defer l.wg.Done()
-	t := time.NewTicker(l.heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			l.checkHeld()
-		}
-	}
-}
-
-func (l *locker) checkHeld() {
-	l.mu.Lock()
-	holds := make([]*hold, 0, len(l.held))
-	for _, h := range l.held {
-		holds = append(holds, h)
-	}
-	l.mu.Unlock()
-	for _, h := range holds {
-		if !replaced(h) {
-			continue
-		}
-		l.mu.Lock()
-		if l.held[h.key] != h { // released or closed meanwhile
-			l.mu.Unlock()
-			continue
-		}
-		delete(l.held, h.key)
-		h.close()
-		l.wakeLocked(h.name)
-		l.mu.Unlock()
-		if h.onLost != nil {
-			h.onLost(lostError(l.dir))
-		}
-	}
 }

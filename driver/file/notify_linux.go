@@ -9,13 +9,21 @@ import (
 
 // notifyMask: a holder's release closes its O_RDWR fd (IN_CLOSE_WRITE), and
 // so does the death of its process; a removed or renamed lock file frees
-// the key too. Attempts open read-only, so they raise none of these.
-const notifyMask = syscall.IN_CLOSE_WRITE | syscall.IN_DELETE | syscall.IN_MOVED_FROM |
-	syscall.IN_MOVED_TO | syscall.IN_ONLYDIR
+// the key too, and loses the grant of its holder here, as does a renamed
+// directory (IN_MOVE_SELF). Attempts open read-only, so they raise none of
+// these.
+const (
+	notifyMask = syscall.IN_CLOSE_WRITE | syscall.IN_DELETE | syscall.IN_MOVED_FROM |
+		syscall.IN_MOVED_TO | syscall.IN_MOVE_SELF | syscall.IN_ONLYDIR
+	unlinked = syscall.IN_DELETE | syscall.IN_MOVED_FROM | syscall.IN_MOVED_TO
+	checkAll = syscall.IN_Q_OVERFLOW | syscall.IN_IGNORED | syscall.IN_MOVE_SELF
+)
 
-// startNotifyLocked starts the Locker's inotify reader. On failure (for
+// startNotifyLocked starts the Locker's inotify reader, which wakes waiters
+// and reports held keys whose lock file went (OnLost). On failure (for
 // example fs.inotify.max_user_instances reached) waiters get only this
-// Locker's wake-ups and rely on package mutex's polling.
+// Locker's wake-ups and rely on package mutex's polling, and losses are
+// found by Renew.
 func (l *locker) startNotifyLocked() {
 	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
 	if err != nil {
@@ -54,27 +62,46 @@ func (l *locker) readNotify(f *os.File) {
 	}
 }
 
-// dispatch wakes the watchers of each event's file name; a queue overflow
-// or a lost watch wakes all.
+// dispatch wakes the watchers of each event's file name and checks the
+// grant on a file that was removed or renamed; a queue overflow, a lost
+// watch or a renamed directory wakes all and checks every grant.
 func (l *locker) dispatch(b []byte) {
+	var check []*hold
+	all := false
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	for len(b) >= syscall.SizeofInotifyEvent {
 		mask := binary.NativeEndian.Uint32(b[4:8])
 		nameLen := int(binary.NativeEndian.Uint32(b[12:16]))
 		end := syscall.SizeofInotifyEvent + nameLen
 		if end > len(b) {
-			return
+			break
 		}
 		name := b[syscall.SizeofInotifyEvent:end]
 		for len(name) > 0 && name[len(name)-1] == 0 {
 			name = name[:len(name)-1]
 		}
 		b = b[end:]
-		if mask&(syscall.IN_Q_OVERFLOW|syscall.IN_IGNORED) != 0 {
+		switch {
+		case mask&checkAll != 0:
 			l.wakeAllLocked()
-			continue
+			all = true
+		case mask&unlinked != 0:
+			l.wakeLocked(string(name))
+			for _, h := range l.held { // rare: only tampering unlinks a lock file
+				if h.name == string(name) {
+					check = append(check, h)
+				}
+			}
+		default:
+			l.wakeLocked(string(name))
 		}
-		l.wakeLocked(string(name))
 	}
+	if all {
+		check = check[:0]
+		for _, h := range l.held {
+			check = append(check, h)
+		}
+	}
+	l.mu.Unlock()
+	l.checkLost(check)
 }

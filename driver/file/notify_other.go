@@ -2,6 +2,6 @@
 
 package file
 
-// startNotifyLocked: no cross-process wake-ups outside Linux; waiters get
-// this Locker's own releases and package mutex's polling.
+// startNotifyLocked: no inotify outside Linux; waiters get this Locker's
+// own releases and package mutex's polling, and Renew finds losses.
 func (l *locker) startNotifyLocked() {}

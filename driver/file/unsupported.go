@@ -4,7 +4,6 @@ package file
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -14,4 +13,4 @@ func checkDir(dir string) error {
 	return fmt.Errorf("file: flock is not available on this system: %w", driver.ErrUnimplemented)
 }
 
-func newLocker(dir string, heartbeat time.Duration) driver.Locker { panic("unreachable") }
+func newLocker(dir string, notify bool) driver.Locker { panic("unreachable") }
