@@ -45,7 +45,7 @@ func TestNoKeyInFileDriverErrorsLogsSpans(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer tp.Shutdown(context.Background())
-	c := mutex.NewClient(file.FromDir(dir, file.WithHeartbeat(50*time.Millisecond)), mutex.WithMiddleware(
+	c := mutex.NewClient(file.FromDir(dir), mutex.WithHeartbeat(50*time.Millisecond), mutex.WithMiddleware(
 		middleware.Tracing(middleware.WithTracerProvider(tp)), middleware.Logging(logger, middleware.WithLevel(slog.LevelDebug))))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
