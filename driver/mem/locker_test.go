@@ -3,14 +3,12 @@ package mem_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/mem"
-	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // fakeClock is a clock a test moves by hand.
@@ -70,6 +68,30 @@ func TestClockExpiresGrants(t *testing.T) {
 	}
 }
 
+// TestRetryRefreshesGrant: an Acquire retried by the owner that holds the
+// key returns its grant with a validity counted from the retry, so the
+// grant must last that long: it is extended to the retry's TTL.
+func TestRetryRefreshesGrant(t *testing.T) {
+	ctx := context.Background()
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	table := mem.NewTable(mem.WithClock(clock.Now))
+	a, _ := mem.FromTable(table).Connect(ctx)
+	b, _ := mem.FromTable(table).Connect(ctx)
+	req := driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: 10 * time.Second}
+	if _, err := a.Acquire(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(9 * time.Second)
+	g, err := a.Acquire(ctx, req) // the retry of an attempt whose reply was lost
+	if err != nil || g.Token != 1 || g.Validity != 10*time.Second {
+		t.Fatalf("retried Acquire = %+v, %v; want token 1, validity 10s", g, err)
+	}
+	clock.Advance(9 * time.Second)
+	if _, err := b.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Second}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("Acquire within the retried grant's validity: %v; want ErrLocked", err)
+	}
+}
+
 // TestWatchWakesOnRelease: a watcher hears of releases, drops and expiries
 // made through the table.
 func TestWatchWakesOnRelease(t *testing.T) {
@@ -100,6 +122,37 @@ func TestWatchWakesOnRelease(t *testing.T) {
 	}
 }
 
+// TestWatchRegistrationsApart: two registrations of one channel are two:
+// stopping one leaves the other.
+func TestWatchRegistrationsApart(t *testing.T) {
+	ctx := context.Background()
+	l, _ := mem.FromTable(mem.NewTable()).Connect(ctx)
+	wake := make(chan struct{}, 1)
+	stop1, err := l.Watch("k", wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2, err := l.Watch("k", wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop2()
+	stop1()
+	stop1()
+	owner := driver.NewOwner()
+	if _, err := l.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: owner, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx, "k", owner); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	default:
+		t.Fatal("no wake-up for the registration still in place")
+	}
+}
+
 // TestCloseReleases: closing a Locker frees its grants, and later calls
 // say it is closed.
 func TestCloseReleases(t *testing.T) {
@@ -119,20 +172,4 @@ func TestCloseReleases(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-}
-
-// ExampleTable_Drop shows how an application tests its own handling of a
-// lost lock, without waiting for anything to expire.
-func ExampleTable_Drop() {
-	table := mem.NewTable()
-	client := mutex.NewClient(mem.FromTable(table))
-	defer client.Close()
-
-	err := client.NewMutex("job").Do(context.Background(), func(ctx context.Context) error {
-		table.Drop("job") // the fault under test
-		<-ctx.Done()      // the job sees its context end
-		return nil
-	})
-	fmt.Println("lost:", errors.Is(err, mutex.ErrLockLost))
-	// Output: lost: true
 }

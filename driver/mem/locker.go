@@ -1,0 +1,184 @@
+package mem
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// locker is one client's view of a table. Its state is guarded by the
+// table's mutex.
+type locker struct {
+	t      *Table
+	held   map[string]driver.Owner // what Close releases
+	closed bool
+}
+
+var _ driver.Locker = (*locker)(nil)
+
+var (
+	errClosed  = fmt.Errorf("mem: %w", driver.ErrClosed)
+	errLocked  = fmt.Errorf("mem: %w", driver.ErrLocked)
+	errNotHeld = fmt.Errorf("mem: %w", driver.ErrNotHeld)
+)
+
+// Acquire grants key for req.TTL unless another owner holds an unexpired
+// grant. A retry by the owner that holds it extends the grant to req.TTL
+// from now, so the validity it returns, counted from the retry, holds.
+func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	if err := ctx.Err(); err != nil {
+		return driver.Grant{}, err
+	}
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.closed {
+		return driver.Grant{}, errClosed
+	}
+	expires := t.now().Add(req.TTL)
+	if g := t.liveLocked(req.Key); g != nil {
+		if g.owner != req.Owner {
+			return driver.Grant{}, errLocked
+		}
+		g.expires = expires // a retry of the attempt that made it
+		return driver.Grant{Token: g.token, Validity: req.TTL}, nil
+	}
+	t.removeLocked(req.Key) // an expired grant
+	t.tokens[req.Key]++
+	t.grants[req.Key] = &grant{
+		owner:   req.Owner,
+		holder:  req.Holder,
+		by:      l,
+		expires: expires,
+		token:   t.tokens[req.Key],
+		onLost:  req.OnLost,
+	}
+	l.held[req.Key] = req.Owner
+	return driver.Grant{Token: t.tokens[req.Key], Validity: req.TTL}, nil
+}
+
+// Release removes owner's grant on key. A grant that had expired is removed
+// too, and reported with ErrNotHeld: another owner may have taken the key
+// meanwhile.
+func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) error {
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.closed {
+		return errClosed
+	}
+	g := t.grants[key]
+	if g == nil || g.owner != owner {
+		return errNotHeld
+	}
+	t.removeLocked(key)
+	if !t.now().Before(g.expires) {
+		return fmt.Errorf("mem: grant expired: %w", driver.ErrNotHeld)
+	}
+	return nil
+}
+
+// Renew extends each unexpired grant of the batch by its TTL: the table
+// answers at once, so the validity is the whole TTL.
+func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
+	if err := ctx.Err(); err != nil {
+		for i := range batch {
+			batch[i].Err = err
+		}
+		return
+	}
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range batch {
+		r := &batch[i]
+		r.Validity, r.Err = 0, nil
+		switch g := t.liveLocked(r.Key); {
+		case l.closed:
+			r.Err = errClosed
+		case g == nil || g.owner != r.Owner:
+			r.Err = errNotHeld
+		default:
+			g.expires = t.now().Add(r.TTL)
+			r.Validity = r.TTL
+		}
+	}
+}
+
+// Watch wakes wake when the grant on key is removed: by Release, Close,
+// Table.Drop or Table.Expire. A grant that runs out its TTL wakes no one:
+// waiters' polling finds it free.
+func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.closed {
+		return nil, errClosed
+	}
+	w := &watcher{wake: wake}
+	if t.watchers[key] == nil {
+		t.watchers[key] = make(map[*watcher]struct{})
+	}
+	t.watchers[key][w] = struct{}{}
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		delete(t.watchers[key], w)
+		if len(t.watchers[key]) == 0 {
+			delete(t.watchers, key)
+		}
+	}, nil
+}
+
+// Inspect reports the unexpired grant on key and who asked for it.
+func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return driver.Holder{}, false, err
+	}
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.closed {
+		return driver.Holder{}, false, errClosed
+	}
+	g := t.liveLocked(key)
+	if g == nil {
+		return driver.Holder{}, false, nil
+	}
+	h := g.holder
+	h.Token = g.token
+	return h, true, nil
+}
+
+// Ping reports only ErrClosed: a table is always reachable.
+func (l *locker) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.closed {
+		return errClosed
+	}
+	return nil
+}
+
+// Close removes every grant this Locker holds, waking their watchers. A
+// second Close returns nil.
+func (l *locker) Close() error {
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	for key, owner := range l.held {
+		if g := t.grants[key]; g != nil && g.owner == owner {
+			t.removeLocked(key)
+		}
+	}
+	return nil
+}
