@@ -193,10 +193,10 @@ func (l *Lease) unlockLostError() error {
 // lose ends a held lease as lost and frees its key in the client. It is
 // safe to call more than once and in any state.
 func (l *Lease) lose(cause error) {
+	l.c.forget(l) // first: whoever Done wakes may take the key again at once
 	if err := opError("lease", l.key, cause, ErrLockLost); l.end(err) {
 		l.c.observeEnd(l, err)
 	}
-	l.c.forget(l)
 }
 
 // end moves a held lease to lost with err and reports whether it was held.

@@ -19,6 +19,7 @@ import (
 // verification waits for its ctx, as on a server that went silent.
 type sessionLocker struct {
 	driver.Locker
+	table    *mem.Table
 	mu       sync.Mutex
 	dead     map[string]bool
 	hang     atomic.Bool
@@ -30,6 +31,11 @@ func (l *sessionLocker) Acquire(ctx context.Context, req driver.AcquireRequest) 
 	req.TTL = time.Hour
 	g, err := l.Locker.Acquire(ctx, req)
 	g.Validity = 0
+	if err == nil {
+		l.mu.Lock()
+		delete(l.dead, req.Key)
+		l.mu.Unlock()
+	}
 	return g, err
 }
 
@@ -54,16 +60,19 @@ func (l *sessionLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 	}
 }
 
+// kill ends the session of key's grant: the key is free on the backend,
+// and the next verification finds it gone.
 func (l *sessionLocker) kill(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.dead[key] = true
+	l.table.Drop(key)
 }
 
 func sessionClient(t *testing.T, heartbeat time.Duration) (*mutex.Client, *sessionLocker) {
 	t.Helper()
-	sl := &sessionLocker{dead: make(map[string]bool)}
-	c := mutex.NewClient(mem.FromTable(mem.NewTable()), mutex.WithHeartbeat(heartbeat), mutex.WithMiddleware(mutex.Middleware{
+	sl := &sessionLocker{dead: make(map[string]bool), table: mem.NewTable()}
+	c := mutex.NewClient(mem.FromTable(sl.table), mutex.WithHeartbeat(heartbeat), mutex.WithMiddleware(mutex.Middleware{
 		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { sl.Locker = next; return sl },
 	}))
 	t.Cleanup(func() { c.Close() })
@@ -165,5 +174,20 @@ func TestHeartbeatBounds(t *testing.T) {
 			t.Errorf("WithHeartbeat(%v): Ping = %v; want ErrInvalid", d, err)
 		}
 		c.Close()
+	}
+}
+
+// TestRelockAfterLoss: once Done reports a loss, the client has let go of
+// the key: a TryLock right away does not find it held by the lost lease.
+func TestRelockAfterLoss(t *testing.T) {
+	c, sl := sessionClient(t, 10*time.Millisecond)
+	ctx := context.Background()
+	for i := range 50 {
+		l, err := c.NewMutex("k").TryLock(ctx)
+		if err != nil {
+			t.Fatalf("round %d: TryLock right after the loss: %v", i, err)
+		}
+		sl.kill("k")
+		<-l.Done() // closed by the renewer's goroutine
 	}
 }
