@@ -26,11 +26,10 @@
 // The cases, in the order they run, by the names Capabilities.Lacks takes:
 //
 //   - Exclusion: goroutines on three clients take one key in turn; never two holders, no lost update.
-//   - TryLockHeld: TryLock of a key another client or Mutex holds fails with ErrLocked.
+//   - TryLockHeld: TryLock of a key another client holds fails with ErrLocked.
 //   - LockWaitsForRelease: Lock waits for the holder's Unlock, then takes the key.
 //   - LockCancel: a waiting Lock ended by cancel returns context.Canceled and leaves nothing held.
 //   - LockDeadline: the same, ended by a deadline: context.DeadlineExceeded.
-//   - InClientExclusion: two Mutex values of one client exclude each other.
 //   - DoubleUnlock: a second Unlock returns ErrNotHeld, not ErrLockLost.
 //   - LossReported: a grant Vanish removed is reported lost (Done, Err, Do's context) within LossWithin.
 //   - StaleUnlock: the Unlock of a vanished lease does not free the key's next holder.
@@ -40,7 +39,6 @@
 //   - KeysIndependent: holding one key does not hold another.
 //   - ThousandKeys: one client holds 1,000 keys and another is refused each.
 //   - OddKeys: unicode, spaces, "../", NUL bytes and 1 KiB keys are stored safely and kept apart.
-//   - BadInput: empty and oversized keys, bad TTLs and hold times fail with ErrInvalid and lose nothing held.
 //   - Do: Do holds the key while fn runs and unlocks after an error, a panic or a cancelled context.
 //   - MinHold: WithMinHold keeps the key held after Unlock until the hold has passed.
 //   - Inspect: Inspect tells a free key from a held one, and what it says of the holder is true.

@@ -7,11 +7,9 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mutexkit/mutexkit/conformance"
 	"github.com/mutexkit/mutexkit/driver"
-	"github.com/mutexkit/mutexkit/driver/mem"
 )
 
 // The suite must have teeth: run on a deliberately broken driver, it must
@@ -89,43 +87,30 @@ func TestBrokenDriver(t *testing.T) {
 	if fault == "" {
 		t.Skip("run by TestSuiteFailsBrokenDrivers in a child process")
 	}
-	conformance.Run(t, func(context.Context, *testing.T) (conformance.Harness, error) {
-		return brokenHarness{table: mem.NewTable(), fault: fault}, nil
+	conformance.Run(t, func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
+		h, err := conformance.MemHarness(ctx, t)
+		return brokenHarness{Harness: h, fault: fault}, err
 	})
 }
 
+// brokenHarness is MemHarness whose connectors make broken Lockers.
 type brokenHarness struct {
-	table *mem.Table
+	conformance.Harness
 	fault string
 }
 
-func (h brokenHarness) NewConnector(context.Context) (driver.Connector, error) {
-	return brokenConnector{Connector: mem.FromTable(h.table), h: h}, nil
-}
-
-func (h brokenHarness) Vanish(_ context.Context, key string) error {
-	h.table.Expire(key)
-	return nil
-}
-
-func (h brokenHarness) Abandon(ctx context.Context, key string) error {
-	l, err := mem.FromTable(h.table).Connect(ctx)
-	if err != nil {
-		return err
-	}
-	_, err = l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: time.Second})
-	return err
+func (h brokenHarness) NewConnector(ctx context.Context) (driver.Connector, error) {
+	c, err := h.Harness.NewConnector(ctx)
+	return brokenConnector{Connector: c, h: h}, err
 }
 
 func (h brokenHarness) Capabilities() conformance.Capabilities {
-	c := conformance.Capabilities{Fencing: true, TTL: true, LossWithin: 5 * time.Second, FreeWithin: 10 * time.Second}
+	c := h.Harness.Capabilities()
 	if h.fault == "unknownLacks" { // the package doc's old example, and a typo
 		c.Lacks = map[string]string{"Vanish": "cannot be faulted", "LossRepoted": "typo"}
 	}
 	return c
 }
-
-func (brokenHarness) Close() error { return nil }
 
 type brokenConnector struct {
 	driver.Connector
@@ -159,8 +144,7 @@ func (l brokenLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (d
 
 func (l brokenLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	if l.h.fault == "unlockFreesAny" {
-		l.h.table.Expire(key)
-		return nil
+		return l.h.Vanish(ctx, key) // whoever holds it
 	}
 	return l.Locker.Release(ctx, key, owner)
 }
