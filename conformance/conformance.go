@@ -34,7 +34,7 @@
 //   - LossReported: a grant Vanish removed is reported lost (Done, Err, Do's context) within LossWithin.
 //   - StaleUnlock: the Unlock of a vanished lease does not free the key's next holder.
 //   - AbandonedLockFrees: a key Abandon left held is free again within FreeWithin.
-//   - RenewalKeepsLease: a lease held for three TTLs stays held (TTL backends only).
+//   - RenewalKeepsLease: a lease held for three TTLs stays held, renewed, or verified if a session grant.
 //   - FencingTokens: tokens strictly increase across clients; without Fencing, WithFencing fails with errors.ErrUnsupported.
 //   - KeysIndependent: holding one key does not hold another.
 //   - ThousandKeys: one client holds 1,000 keys and another is refused each.
@@ -46,8 +46,10 @@
 //   - NoGoroutineAfterClose: no goroutine outlives Client.Close.
 //   - Driver/ReleaseNeedsOwner: Release by a stranger returns driver.ErrNotHeld and frees nothing.
 //   - Driver/RetrySameOwner: an Acquire retried with its owner finds its own grant.
-//   - Driver/RenewNeedsOwner: Renew by a stranger returns driver.ErrNotHeld (TTL backends only).
+//   - Driver/RenewNeedsOwner: Renew (extending a grant, or verifying a session grant) by a stranger, or of a key never held, returns driver.ErrNotHeld; by the owner it succeeds.
+//   - Driver/RenewFindsLoss: after Vanish, Renew returns driver.ErrNotHeld within LossWithin, without OnLost.
 //   - Driver/CloseReleases: Locker.Close frees every key the Locker holds at once, not at their TTL.
+//   - Driver/AfterClose: a second Close returns nil; every other call after Close returns driver.ErrClosed.
 //   - Driver/Watch: Watch returns driver.ErrUnimplemented, or wakes on another client's release and not after stop.
 package conformance
 
@@ -213,8 +215,4 @@ func (f *fixture) waitDone(l *mutex.Lease, d time.Duration, what string) {
 	case <-f.ctx.Done():
 		f.Fatalf("%s: %v", what, f.ctx.Err())
 	}
-}
-
-func needTTL(c Capabilities) (bool, string) {
-	return c.TTL, "the driver's grants do not expire (session backend)"
 }

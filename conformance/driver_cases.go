@@ -9,7 +9,11 @@ import (
 )
 
 // The Driver/... cases check single driver calls: what package mutex
-// cannot see for itself, such as a release by a stranger.
+// cannot see for itself, such as a release by a stranger. They call a
+// Locker only as package mutex would (driver.go, "What package mutex
+// guarantees a driver"): keys of 1 to mutex.MaxKeyLen bytes, fresh
+// non-zero owners, TTLs within [mutex.MinTTL, mutex.MaxTTL] (0 in Renew
+// for a session grant), buffered Watch channels.
 
 // locker connects a new Locker of the backend, closed when the case ends.
 func (f *fixture) locker() driver.Locker {
@@ -31,6 +35,9 @@ func (f *fixture) acquire(l driver.Locker, key string, owner driver.Owner) drive
 	g, err := l.Acquire(f.ctx, driver.AcquireRequest{Key: key, Owner: owner, TTL: suiteTTL})
 	if err != nil {
 		f.Fatalf("Acquire(%q): %v", key, err)
+	}
+	if (g.Validity > 0) != f.caps.TTL {
+		f.Fatalf("Acquire(%q): Validity %v, but the harness declares TTL %v: a session grant has Validity 0, an expiring one more", key, g.Validity, f.caps.TTL)
 	}
 	return g
 }
@@ -98,29 +105,67 @@ func testDriverRetrySameOwner(f *fixture) {
 	}
 }
 
-// testDriverRenewNeedsOwner: only the owner can extend.
+// renewTTL is the TTL of a Renew element for g, as package mutex sends it:
+// an expiring grant is extended, a session grant (Validity 0) verified.
+func renewTTL(g driver.Grant) time.Duration {
+	if g.Validity == 0 {
+		return 0
+	}
+	return suiteTTL
+}
+
+// testDriverRenewNeedsOwner: only the owner can extend or verify a grant.
 func testDriverRenewNeedsOwner(f *fixture) {
 	a, b := f.locker(), f.locker()
 	owner := driver.NewOwner()
-	f.acquire(a, "renew-owner", owner)
+	ttl := renewTTL(f.acquire(a, "renew-owner", owner))
 	batch := []driver.Renewal{
-		{Key: "renew-owner", Owner: driver.NewOwner(), TTL: suiteTTL},
-		{Key: "renew-owner", Owner: owner, TTL: suiteTTL},
-		{Key: "renew-never-held", Owner: owner, TTL: suiteTTL},
+		{Key: "renew-owner", Owner: driver.NewOwner(), TTL: ttl},
+		{Key: "renew-owner", Owner: driver.NewOwner(), TTL: ttl},
+		{Key: "renew-owner", Owner: owner, TTL: ttl},
+		{Key: "renew-never-held", Owner: owner, TTL: ttl},
 	}
 	b.Renew(f.ctx, batch[:1])
 	a.Renew(f.ctx, batch[1:])
 	if !errors.Is(batch[0].Err, driver.ErrNotHeld) {
-		f.Errorf("Renew by a stranger: %v; want driver.ErrNotHeld", batch[0].Err)
+		f.Errorf("Renew (TTL %v) by a stranger on another Locker: %v; want driver.ErrNotHeld", ttl, batch[0].Err)
 	}
-	if batch[1].Err != nil || batch[1].Validity <= 0 {
-		f.Errorf("Renew by the owner: validity %v, %v", batch[1].Validity, batch[1].Err)
+	if !errors.Is(batch[1].Err, driver.ErrNotHeld) {
+		f.Errorf("Renew (TTL %v) by a stranger on the holding Locker: %v; want driver.ErrNotHeld", ttl, batch[1].Err)
 	}
-	if !errors.Is(batch[2].Err, driver.ErrNotHeld) {
-		f.Errorf("Renew of a key never held: %v; want driver.ErrNotHeld", batch[2].Err)
+	if batch[2].Err != nil || (ttl > 0 && batch[2].Validity <= 0) {
+		f.Errorf("Renew (TTL %v) by the owner: validity %v, %v", ttl, batch[2].Validity, batch[2].Err)
+	}
+	if !errors.Is(batch[3].Err, driver.ErrNotHeld) {
+		f.Errorf("Renew (TTL %v) of a key never held: %v; want driver.ErrNotHeld", ttl, batch[3].Err)
 	}
 	if err := a.Release(f.ctx, "renew-owner", owner); err != nil {
 		f.Fatalf("Release: %v", err)
+	}
+}
+
+// testDriverRenewFindsLoss: once Vanish has taken a grant, Renew says so
+// (driver.ErrNotHeld) within LossWithin, without OnLost, which is only an
+// early report: Renew is how package mutex finds every loss, a dead session
+// included.
+func testDriverRenewFindsLoss(f *fixture) {
+	a := f.locker()
+	owner := driver.NewOwner()
+	ttl := renewTTL(f.acquire(a, "renew-loss", owner))
+	if err := f.h.Vanish(f.ctx, "renew-loss"); err != nil {
+		f.Fatalf("Vanish: %v", err)
+	}
+	deadline := time.Now().Add(f.caps.LossWithin)
+	for {
+		batch := []driver.Renewal{{Key: "renew-loss", Owner: owner, TTL: ttl}}
+		a.Renew(f.ctx, batch)
+		if errors.Is(batch[0].Err, driver.ErrNotHeld) {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.Fatalf("Renew (TTL %v) of a grant Vanish took: %v, still %v later; want driver.ErrNotHeld", ttl, batch[0].Err, f.caps.LossWithin)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -133,9 +178,9 @@ const closeTTL = time.Minute
 const closeFreeWithin = 10 * time.Second
 
 // testDriverCloseReleases: Locker.Close gives up every key the Locker
-// holds, at once, and later calls return ErrClosed. Package mutex's
-// Client.Close releases its leases before it closes the Locker, so only a
-// direct call shows a Close that keeps keys until their TTL.
+// holds, at once. Package mutex's Client.Close releases its leases before
+// it closes the Locker, so only a direct call shows a Close that keeps
+// keys until their TTL.
 func testDriverCloseReleases(f *fixture) {
 	a, b := f.locker(), f.locker()
 	keys := []string{"close-1", "close-2", "close-3"}
@@ -154,9 +199,42 @@ func testDriverCloseReleases(f *fixture) {
 			f.Fatalf("after its Locker's Close (its TTL is %v): %v; Close must release what the Locker holds", closeTTL, err)
 		}
 	}
-	if _, err := a.Acquire(f.ctx, driver.AcquireRequest{Key: "close-after", Owner: driver.NewOwner(), TTL: suiteTTL}); !errors.Is(err, driver.ErrClosed) {
-		f.Errorf("Acquire on a closed Locker: %v; want driver.ErrClosed", err)
+}
+
+// testDriverAfterClose: a second Close returns nil, and every call on a
+// closed Locker returns driver.ErrClosed (Renew in each element), so that
+// a call racing a shutdown reads as one. Watch and Inspect may instead
+// still say driver.ErrUnimplemented.
+func testDriverAfterClose(f *fixture) {
+	a := f.locker()
+	owner := driver.NewOwner()
+	ttl := renewTTL(f.acquire(a, "after-close", owner))
+	if err := a.Close(); err != nil {
+		f.Fatalf("Close: %v", err)
 	}
+	if err := a.Close(); err != nil {
+		f.Errorf("second Close: %v; want nil", err)
+	}
+	closed := func(call string, err error, orUnimplemented bool) {
+		f.Helper()
+		if !errors.Is(err, driver.ErrClosed) && !(orUnimplemented && errors.Is(err, driver.ErrUnimplemented)) {
+			f.Errorf("%s on a closed Locker: %v; want driver.ErrClosed", call, err)
+		}
+	}
+	_, err := a.Acquire(f.ctx, driver.AcquireRequest{Key: "after-close-2", Owner: driver.NewOwner(), TTL: suiteTTL})
+	closed("Acquire", err, false)
+	closed("Release", a.Release(f.ctx, "after-close", owner), false)
+	batch := []driver.Renewal{{Key: "after-close", Owner: owner, TTL: ttl}}
+	a.Renew(f.ctx, batch)
+	closed(fmt.Sprintf("Renew (TTL %v)", ttl), batch[0].Err, false)
+	stop, err := a.Watch("after-close", make(chan struct{}, 1))
+	if err == nil {
+		stop()
+	}
+	closed("Watch", err, true)
+	_, _, err = a.Inspect(f.ctx, "after-close")
+	closed("Inspect", err, true)
+	closed("Ping", a.Ping(f.ctx), false)
 }
 
 // wakeWithin bounds how soon a watcher hears of a release.

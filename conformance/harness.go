@@ -47,8 +47,9 @@ type Capabilities struct {
 	// WithFencing must fail with an error matching errors.ErrUnsupported.
 	Fencing bool
 
-	// TTL: grants expire unless renewed (Redis, mem). When false, grants
-	// last until release or session end (PostgreSQL, file).
+	// TTL: grants expire unless renewed (Redis, mem), and have a Validity.
+	// When false, grants last until release or session end (PostgreSQL,
+	// file): their Validity is 0, and Renew with TTL 0 verifies them.
 	TTL bool
 
 	// LossWithin bounds how soon after Vanish the holder reports the loss.

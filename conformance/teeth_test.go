@@ -23,8 +23,10 @@ const brokenEnv = "MUTEXKIT_CONFORMANCE_BROKEN_DRIVER"
 var brokenDrivers = map[string][]string{
 	"grantsEveryAcquire": {"Exclusion", "TryLockHeld", "StaleUnlock"},
 	"unlockFreesAny":     {"Driver/ReleaseNeedsOwner"},
-	"neverReportsLoss":   {"LossReported"},
+	"neverReportsLoss":   {"LossReported", "Driver/RenewNeedsOwner", "Driver/RenewFindsLoss"},
 	"closeKeepsKeys":     {"Driver/CloseReleases"},
+	"secondCloseFails":   {"Driver/AfterClose"},
+	"pingsAfterClose":    {"Driver/AfterClose"},
 	"watchNeverWakes":    {"Driver/Watch"},
 	"watchIgnoresStop":   {"Driver/Watch"},
 	// Not a driver's fault but its harness's: the run fails before any
@@ -45,6 +47,8 @@ var mustSay = map[string][]string{
 // where the rest of the suite would only cost time.
 var onlyCases = map[string]string{
 	"closeKeepsKeys":   "^Driver$/^CloseReleases$",
+	"secondCloseFails": "^Driver$/^AfterClose$",
+	"pingsAfterClose":  "^Driver$/^AfterClose$",
 	"watchNeverWakes":  "^Driver$/^Watch$",
 	"watchIgnoresStop": "^Driver$/^Watch$",
 }
@@ -172,9 +176,21 @@ func (l brokenLocker) Watch(key string, wake chan<- struct{}) (func(), error) {
 	return l.Locker.Watch(key, wake)
 }
 
+func (l brokenLocker) Ping(ctx context.Context) error {
+	if l.h.fault == "pingsAfterClose" {
+		return nil
+	}
+	return l.Locker.Ping(ctx)
+}
+
 func (l brokenLocker) Close() error {
-	if l.h.fault == "closeKeepsKeys" {
+	switch l.h.fault {
+	case "closeKeepsKeys":
 		return nil // keys stay held until their TTL
+	case "secondCloseFails":
+		if err := l.Locker.Ping(context.Background()); errors.Is(err, driver.ErrClosed) {
+			return err
+		}
 	}
 	return l.Locker.Close()
 }
