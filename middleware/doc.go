@@ -33,16 +33,13 @@
 //
 // # Cost
 //
-// Each middleware's cost on an uncontended TryLock+Unlock on the mem driver
-// (1.03 µs, 3 allocs/op with none; fastest of 8 runs, one core of a shared
-// 2-core VM, `go test -bench . -benchmem ./middleware`): with no-op
-// providers Tracing and Metrics add nothing (they recognise the no-op
-// providers and step aside), Retry about 0.08 µs and Logging with its level
-// disabled about 0.3 µs. A middleware that observes (Logging, and Tracing
-// and Metrics when they record) costs one allocation of 16 bytes per
-// lease: the Lock's context, kept for the lease's observers. Recording to
-// the SDK: Metrics about 1.9 µs and that allocation, Tracing about 14 µs
-// and 32 allocations (three spans), Logging at an enabled level about
-// 11 µs. With the global TracerProvider never set, Tracing costs about
-// 1.5 µs and 13 allocations: set a provider, even a no-op one.
+// With no-op providers Tracing and Metrics recognise them and step aside,
+// costing nothing; Retry, and Logging at a disabled level, cost a fraction
+// of a microsecond. A middleware that observes (Logging, and Tracing and
+// Metrics when they record) costs one small allocation per lease: the
+// Lock's context, kept for the lease's observers. Recording costs more,
+// Tracing the most (three spans a TryLock+Unlock), yet little next to a
+// network round trip. With the global TracerProvider never set, Tracing
+// costs more than with a no-op one: set a provider, even a no-op one.
+// docs/BENCHMARKS.md has the figures.
 package middleware

@@ -63,12 +63,9 @@
 //
 // # Performance
 //
-// Over the bare driver calls, the portable layer adds about 0.5 µs and 2
-// allocations to an uncontended TryLock+Unlock: on the mem driver,
-// BenchmarkTryLockUnlock 953 ns, 432 B, 3 allocs/op against
-// BenchmarkDriverFloor (one Acquire and one Release) 428 ns, 128 B, 1
-// alloc/op; with 1,000 other leases held and renewed, 1.09 µs, 3 allocs/op.
-// (Fastest of 8 runs of 200,000 iterations on one core of a shared 2-core
-// VM, `go test -bench . -benchmem ./mutex`; medians swing by 20-40% there.)
-// Peers and server backends are compared in docs/BENCHMARKS.md.
+// The portable layer adds a fraction of a microsecond and two small
+// allocations to the driver's own calls for an uncontended TryLock+Unlock,
+// far less than one round trip to a server, and hardly more with a
+// thousand other leases held and renewed. docs/BENCHMARKS.md has the
+// figures, and compares the server backends with other libraries.
 package mutex
