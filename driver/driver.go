@@ -52,16 +52,17 @@ type Driver interface {
 	OpenConnector(dsn string) (Connector, error)
 }
 
-// Connector is a configured backend, not yet connected. Drivers export
-// constructors of Connectors that wrap a client the application already has
-// (a *sql.DB, a redigo pool); mutex.OpenConnector takes them.
+// Connector is a configured backend, not yet connected. Every driver
+// exports NewConnector(dsn, ...) and a From... constructor that wraps a
+// client the application already has (a *sql.DB, a redigo pool);
+// mutex.NewClient takes the Connector they return.
 type Connector interface {
 	// Connect returns a Locker. Package mutex calls it once per Client, on
 	// the first operation that needs the backend; if it fails, the
 	// operation returns the error and a later operation calls it again.
 	Connect(ctx context.Context) (Locker, error)
 
-	// DriverName is the name the driver registers under, for errors and
+	// DriverName names the driver ("postgres", "redis"), for errors and
 	// telemetry.
 	DriverName() string
 }
@@ -72,9 +73,11 @@ type Connector interface {
 //
 // Errors: a method returns an error matching one of this package's
 // sentinel errors (ErrLocked, ErrNotHeld, ErrUnimplemented, ErrUnavailable,
-// ErrInvalid, ErrClosed) wherever one applies, wrapped with %w so the
-// backend's own error stays reachable. When ctx ends during a call the
-// error must match ctx.Err().
+// ErrDenied, ErrInvalid, ErrClosed) wherever one applies, wrapped with %w so
+// the backend's own error stays reachable. When ctx ends during a call the
+// error must match ctx.Err(). No error text may contain a password or a
+// key (keys may carry customer data; mutex.Error.Key has the key), nor
+// anything derived from a key that shows it, such as a file name.
 type Locker interface {
 	// Acquire makes one attempt to take req.Key for req.Owner.
 	//

@@ -1,6 +1,6 @@
 // Package mutex is mutexkit's portable distributed lock, shaped like
-// database/sql: backends register drivers, an application opens a Client by
-// driver name and DSN, and takes locks by key.
+// database/sql: drivers register the URL schemes they serve, an application
+// opens a Client with a DSN, and takes locks by key.
 //
 //	import (
 //		"github.com/mutexkit/mutexkit/mutex"
@@ -32,11 +32,14 @@
 //   - Loss detection: a lease is lost when a renewal finds the key gone, when
 //     renewals keep failing until its validity (measured on the local
 //     monotonic clock from before the acquire was sent, less a margin of a
-//     tenth of it, at most one second) runs out, when its session dies
-//     (PostgreSQL, file). Then Done closes, Err matches ErrLockLost, the
-//     context of Do is cancelled with that cause, and Unlock reports it.
+//     tenth of it, at most one second) runs out, or, on session backends
+//     (PostgreSQL, file), when the client's verification of its session
+//     leases, every heartbeat (WithHeartbeat), finds the session dead, or
+//     cannot verify it for two heartbeats and a half. Then Done closes, Err
+//     matches ErrLockLost, the context of Do is cancelled with that cause,
+//     and Unlock reports it.
 //   - Waiting out outages: Lock waits out a backend that is unreachable
-//     (driver.ErrUnavailable), the first connection included, and when its
+//     (ErrUnavailable), the first connection included, and when its
 //     context ends the error keeps the last attempt's outcome: ErrLocked if
 //     the key was held, the driver's error if the backend was unreachable.
 //     A refusal (ErrDenied: credentials, an unknown database) ends it at once.
@@ -57,7 +60,7 @@
 // clocks drift less than the driver allows for and this process is never
 // paused (GC, SIGSTOP, a VM migration) for longer than the margin. On a
 // session backend the server frees the key the moment the session dies, so a
-// loss is seen after the fact, within the driver's heartbeat. In both cases a
+// loss is seen after the fact, at the client's next heartbeat. In both cases a
 // holder can go on working for a moment without the lock; fencing tokens
 // (Lease.Token, WithFencing) let the guarded resource refuse it.
 //
