@@ -56,7 +56,7 @@ func (f *floor) lockUnlock(b *testing.B) {
 
 // ourMutex is a Mutex of a connected client of this driver.
 func ourMutex(b *testing.B, dsn string, fencing bool) *mutex.Mutex {
-	conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()), postgres.WithFencing(fencing))
+	conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,6 +64,9 @@ func ourMutex(b *testing.B, dsn string, fencing bool) *mutex.Mutex {
 	b.Cleanup(func() { c.Close() })
 	if err := c.Ping(context.Background()); err != nil {
 		b.Fatal(err)
+	}
+	if fencing {
+		return c.NewMutex("k", mutex.WithFencing())
 	}
 	return c.NewMutex("k")
 }

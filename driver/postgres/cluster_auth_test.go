@@ -14,14 +14,15 @@ import (
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// pingErr opens a client on dsn and returns what Ping says (Connect runs
-// there: the first lock session is opened).
+// pingErr opens a client on dsn, a URL or a keyword string, and returns
+// what Ping says (Connect runs there: the first lock session is opened).
 func pingErr(t *testing.T, dsn string) error {
 	t.Helper()
-	c, err := mutex.Open(dsn)
+	conn, err := postgres.NewConnector(dsn)
 	if err != nil {
-		t.Fatalf("Open: %v", err)
+		t.Fatalf("NewConnector: %v", err)
 	}
+	c := mutex.NewClient(conn)
 	defer c.Close()
 	return c.Ping(t.Context())
 }
@@ -136,9 +137,9 @@ func TestClusterStandbyRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	dc := mutex.NewClient(postgres.NewDBConnector(db))
+	dc := mutex.NewClient(postgres.FromDB(db))
 	defer dc.Close()
-	check("NewDBConnector Ping", dc.Ping(t.Context()))
+	check("FromDB Ping", dc.Ping(t.Context()))
 
 	admin := primary.AdminDB()
 	defer admin.Close()
@@ -153,7 +154,7 @@ func TestClusterStandbyRefused(t *testing.T) {
 // scram reports as a failed password, 28P01), an unknown database
 // (3D000), a database the role may not connect to (42501), a fencing table
 // the role may not create (42501, at the first fenced TryLock), and a
-// wrong password through NewDBConnector.
+// wrong password through FromDB.
 func TestClusterRefusedClient(t *testing.T) {
 	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{Password: true})
 	admin := pg.AdminDB()
@@ -196,8 +197,8 @@ func TestClusterRefusedClient(t *testing.T) {
 		t.Logf("%s: %v", c.name, err)
 	}
 
-	nc := openClient(t, dsn("mk_nocreate", pw, "postgres"), t.Name(), postgres.WithFencing(true))
-	_, err := nc.NewMutex("k").TryLock(t.Context())
+	nc := openClient(t, dsn("mk_nocreate", pw, "postgres"), t.Name())
+	_, err := nc.NewMutex("k", mutex.WithFencing()).TryLock(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("fenced TryLock without CREATE on the schema: %v; want the server's permission denied", err)
 	}
@@ -210,9 +211,9 @@ func TestClusterRefusedClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	dc := mutex.NewClient(postgres.NewDBConnector(db))
+	dc := mutex.NewClient(postgres.FromDB(db))
 	defer dc.Close()
 	err = dc.Ping(t.Context())
-	checkKind(t, "NewDBConnector with a wrong password", err, driver.ErrDenied)
+	checkKind(t, "FromDB with a wrong password", err, driver.ErrDenied)
 	noSecret(err)
 }

@@ -74,7 +74,7 @@ func checkTxPooling(t *testing.T, what string, err error) {
 // mode session-level locks cannot work, and the driver refuses it as soon
 // as one session's statements reach two backends: at Connect when the
 // proxy switches at once (round robin over warm server connections), or
-// on the next statement or heartbeat when it switches later (another
+// on the next statement or verification when it switches later (another
 // client's transaction took the backend the lock was on), reporting the
 // lease lost. Skipped when pgbouncer is not installed.
 func TestClusterPgBouncer(t *testing.T) {
@@ -89,7 +89,7 @@ func TestClusterPgBouncer(t *testing.T) {
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{RoundRobin: true})
 		warmPool(t, b, "sesspool", 3)
 		ns := uniqueNamespace(t)
-		c := openClient(t, b.DSN("sesspool", ""), ns, postgres.WithHeartbeat(50*time.Millisecond))
+		c := openClient(t, b.DSN("sesspool", ""), ns)
 		lease, err := c.NewMutex("k").TryLock(t.Context())
 		if err != nil {
 			t.Fatalf("TryLock through pgbouncer in session mode: %v", err)
@@ -130,7 +130,7 @@ func TestClusterPgBouncer(t *testing.T) {
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{})
 		warmPool(t, b, "txpool", 3)
 		ns := uniqueNamespace(t)
-		c := openClient(t, b.DSN("txpool", ""), ns, postgres.WithHeartbeat(50*time.Millisecond))
+		c := openClient(t, b.DSN("txpool", ""), ns)
 		lease, err := c.NewMutex("k").TryLock(t.Context())
 		if err != nil {
 			t.Fatalf("TryLock: %v", err)

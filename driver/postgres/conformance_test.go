@@ -15,43 +15,58 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
 	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// harnessHeartbeat is the heartbeat of the suite's clients: a killed
-// session is reported lost within about two.
+// harnessHeartbeat is the heartbeat of the suite's clients
+// (mutex.WithHeartbeat): a killed session is reported lost within about
+// two.
 const harnessHeartbeat = 250 * time.Millisecond
 
+// TestConformance runs the suite twice: as it is, where only the fencing
+// case asks for tokens (mutex.WithFencing), and with every acquisition
+// fenced, so that each case also runs the fenced statement and reads the
+// fencing table.
 func TestConformance(t *testing.T) {
 	dsn := testserver.PostgresDSN(t)
-	for _, fencing := range []bool{false, true} {
-		t.Run(fmt.Sprintf("fencing=%v", fencing), func(t *testing.T) {
-			conformance.Run(t, func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
-				return newHarness(t, dsn, fencing, postgres.WithHeartbeat(harnessHeartbeat)), nil
-			})
-		})
+	maker := func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
+		return newHarness(t, dsn), nil
 	}
+	hb := mutex.WithHeartbeat(harnessHeartbeat)
+	t.Run("fencing=asked", func(t *testing.T) { conformance.Run(t, maker, hb) })
+	t.Run("fencing=always", func(t *testing.T) {
+		conformance.Run(t, maker, hb, mutex.WithMiddleware(mutex.Middleware{
+			Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return fenceAll{next} },
+		}))
+	})
+}
+
+// fenceAll asks for a fencing token on every acquisition.
+type fenceAll struct{ driver.Locker }
+
+func (f fenceAll) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	req.Fencing = true
+	return f.Locker.Acquire(ctx, req)
 }
 
 // harness: every connector is a new client of one database, with a
 // namespace of the test's own so that runs do not collide.
 type harness struct {
-	dsn     string
-	ns      string
-	fencing bool
-	opts    []postgres.Option
-	admin   *sql.DB
+	dsn   string
+	ns    string
+	admin *sql.DB
 
 	mu      sync.Mutex
 	pending []*time.Timer
 	conns   []*sql.Conn
 }
 
-func newHarness(t testing.TB, dsn string, fencing bool, opts ...postgres.Option) *harness {
+func newHarness(t testing.TB, dsn string) *harness {
 	admin, err := sql.Open("postgres", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{dsn: dsn, ns: uniqueNamespace(t), fencing: fencing, opts: opts, admin: admin}
+	return &harness{dsn: dsn, ns: uniqueNamespace(t), admin: admin}
 }
 
 func uniqueNamespace(t testing.TB) string {
@@ -61,7 +76,7 @@ func uniqueNamespace(t testing.TB) string {
 }
 
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
-	return postgres.NewConnector(h.dsn, append([]postgres.Option{postgres.WithNamespace(h.ns), postgres.WithFencing(h.fencing)}, h.opts...)...)
+	return postgres.NewConnector(h.dsn, postgres.WithNamespace(h.ns))
 }
 
 // Vanish kills the session that holds key, found in pg_locks.
@@ -100,7 +115,7 @@ func (h *harness) Abandon(ctx context.Context, key string) error {
 
 func (h *harness) Capabilities() conformance.Capabilities {
 	return conformance.Capabilities{
-		Fencing:    h.fencing,
+		Fencing:    true,
 		TTL:        false,
 		LossWithin: 20 * harnessHeartbeat, // about two heartbeats, with room for a busy machine
 		FreeWithin: 30 * time.Second,      // Abandon's holder dies 2s after Abandon

@@ -13,10 +13,10 @@ import (
 )
 
 // Every wait on a lock session has a deadline: the reply deadline, the
-// statement timeout (which bounds each statement on the server) plus half
-// a heartbeat for the network. A server that stops answering while its
-// TCP is still acknowledged (a stopped backend, a partition behind a proxy
-// or a NAT) would otherwise hold the caller, and the heartbeat that is
+// statement timeout (which bounds each statement on the server) plus
+// replyMargin for the network. A server that stops answering while its TCP
+// is still acknowledged (a stopped backend, a partition behind a proxy or
+// a NAT) would otherwise hold the caller, and the verification that is
 // meant to notice it, for ever. A session that misses the deadline is
 // given up: its leases are reported lost, and closing its connection
 // frees its locks on the server.
@@ -25,8 +25,12 @@ import (
 // half way leaves the session in doubt, and the session carries other
 // leases.
 
+// replyMargin is the time a reply may take on the network, beyond the
+// statement timeout.
+const replyMargin = 500 * time.Millisecond
+
 // replyTimeout is the reply deadline of one exchange on a lock session.
-func (c *config) replyTimeout() time.Duration { return c.stmtTimeout + c.heartbeat/2 }
+func (c *config) replyTimeout() time.Duration { return c.stmtTimeout + replyMargin }
 
 // exchange runs f, one statement (or prepare) on the session, and returns
 // its error, or one matching errNoReply once the reply deadline passes,
@@ -34,7 +38,7 @@ func (c *config) replyTimeout() time.Duration { return c.stmtTimeout + c.heartbe
 // session alone.
 //
 // When this driver dialed the socket, its read and write deadline ends the
-// wait in f itself. An application's connection (NewDBConnector) is out of
+// wait in f itself. An application's connection (FromDB) is out of
 // reach: f then runs in a goroutine of its own, which is left to finish
 // when the connection finally breaks; the caller must not read what f
 // writes unless exchange returned nil.
@@ -66,7 +70,7 @@ func (s *session) exchange(f func() error) error {
 
 // noReply gives the session up for a missed reply deadline.
 func (s *session) noReply(d time.Duration) error {
-	err := fmt.Errorf("postgres: lock session: waited %v (the statement timeout plus half a heartbeat): %w", d, errNoReply)
+	err := fmt.Errorf("postgres: lock session: waited %v (the statement timeout plus %v): %w", d, replyMargin, errNoReply)
 	s.l.kill(s, err)
 	return err
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
@@ -23,67 +22,55 @@ func init() {
 // Driver is the PostgreSQL driver. Its zero value is ready to use.
 type Driver struct{}
 
-// OpenConnector parses dsn with the driver's own parameters (see the package
-// documentation) and returns a Connector. It does no I/O.
+// OpenConnector calls NewConnector: it parses dsn and does no I/O.
 func (Driver) OpenConnector(dsn string) (driver.Connector, error) { return NewConnector(dsn) }
 
 // NewConnector returns a Connector that opens its own connections to the
 // database dsn names: a libpq URL (postgres://user:pass@host:5432/db?...)
-// or keyword string (host=... dbname=...). The DSN must name a database.
-// Parameters starting with mutexkit_ configure this driver and are removed
-// before lib/pq sees the DSN; opts override them. It does no I/O. Errors
-// match driver.ErrInvalid and never contain the password.
+// or keyword string (host=... dbname=...), both read by lib/pq
+// (pq.NewConfig, which also reads the PG* environment variables). The DSN
+// must name a database. Parameters starting with mutexkit_ configure this
+// driver and never reach the server; opts override them. It does no I/O.
+// Errors match driver.ErrInvalid and never contain the password.
 func NewConnector(dsn string, opts ...Option) (driver.Connector, error) {
 	cfg := defaultConfig()
 	info, err := parseDSN(dsn, &cfg)
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range opts {
-		if o != nil {
-			o(&cfg)
-		}
-	}
+	cfg.apply(opts)
 	if cfg.err != nil {
 		return nil, cfg.err
 	}
 	return &connector{cfg: cfg, dsn: info}, nil
 }
 
-// NewDBConnector returns a Connector whose lock sessions come from the
-// application's own pool. Each session is a *sql.Conn taken from db for
-// as long as the client lives, and discarded (closed, never handed back)
-// when done, since it may hold locks and carries this driver's settings;
-// a client holds at most MaxSessions of them. db should use lib/pq: with
-// another driver, whose errors this driver cannot classify, any failed
-// statement ends its session (and reports its leases lost). The TCP
-// keepalive of db's own connections is db's business; this driver still
-// sets the server side of it (see WithKeepalive).
+// FromDB returns a Connector whose lock sessions come from the
+// application's own pool (an *sqlx.DB's is its DB field). Each session is
+// a *sql.Conn taken from db for as long as the client lives, and discarded
+// (closed, never handed back) when done, since it may hold locks and
+// carries this driver's settings; a client holds at most MaxSessions of
+// them. db should use lib/pq: with another driver, whose errors this
+// driver cannot classify, any failed statement ends its session (and
+// loses its leases). The TCP keepalive of db's own connections is db's
+// business; this driver still sets the server side of it (see
+// WithKeepalive). A bad option is reported by Connect.
 //
 // Wake-ups on release need a LISTEN connection, which database/sql cannot
 // provide: pass WithListenDSN, or waiters poll.
-func NewDBConnector(db *sql.DB, opts ...Option) driver.Connector {
+func FromDB(db *sql.DB, opts ...Option) driver.Connector {
 	cfg := defaultConfig()
-	for _, o := range opts {
-		if o != nil {
-			o(&cfg)
-		}
-	}
+	cfg.apply(opts)
 	c := &connector{cfg: cfg, db: db}
 	if cfg.listenDSN != "" {
-		lcfg := cfg
+		lcfg := cfg // the listen DSN's own mutexkit_ parameters do not apply
 		info, err := parseDSN(cfg.listenDSN, &lcfg)
-		if err != nil {
+		if err != nil && c.cfg.err == nil {
 			c.cfg.err = fmt.Errorf("WithListenDSN: %w", err)
 		}
 		c.dsn = info
 	}
 	return c
-}
-
-// NewSqlxConnector is NewDBConnector for a *sqlx.DB.
-func NewSqlxConnector(db *sqlx.DB, opts ...Option) driver.Connector {
-	return NewDBConnector(db.DB, opts...)
 }
 
 type connector struct {
@@ -109,7 +96,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		l = newLocker(c.cfg, c.db, false, nil, c.dsn)
 	} else {
 		d := newDialer(&c.cfg)
-		pcfg := c.dsn.pqConfig
+		pcfg := c.dsn.pq
 		if pcfg.ConnectTimeout == 0 {
 			// Bounds the dial and the handshake: a server that accepts and
 			// then says nothing must not hold a new session for ever.

@@ -1,95 +1,83 @@
 package postgres
 
 import (
-	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
+	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
 
-// paramPrefix marks this driver's own DSN parameters; they are removed
-// before the DSN reaches lib/pq.
+// paramPrefix marks this driver's own DSN parameters. lib/pq collects
+// parameters it does not know in Config.Runtime, to send to the server;
+// this driver's are taken out there.
 const paramPrefix = "mutexkit_"
 
-// dsnInfo is a parsed DSN: what lib/pq gets, and what is secret in it.
+// dsnInfo is a parsed DSN.
 type dsnInfo struct {
-	pq       string // keyword form, without this driver's parameters
-	password string // to redact from errors
-	pqConfig pq.Config
+	pq       pq.Config // lib/pq's settings, without this driver's parameters
+	password string    // to redact from errors
 }
 
-// parseDSN splits dsn into lib/pq's part and this driver's parameters,
-// applied to cfg. Errors match driver.ErrInvalid and never quote the DSN.
+// parseDSN reads dsn, a libpq URL or keyword string, with pq.NewConfig, and
+// applies this driver's parameters to cfg. Errors match driver.ErrInvalid
+// and never quote the DSN.
 func parseDSN(dsn string, cfg *config) (dsnInfo, error) {
 	var info dsnInfo
-	var params []kv
-	switch {
-	case strings.TrimSpace(dsn) == "":
+	if strings.TrimSpace(dsn) == "" {
 		return info, invalidDSN("it is empty; want postgres://user@host:5432/dbname or \"host=... dbname=...\"")
-	case strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://"):
-		u, err := url.Parse(dsn)
-		if err != nil {
-			// url.Parse errors quote the whole URL, password and all.
-			return info, invalidDSN("it is a malformed URL")
-		}
-		if u.User != nil {
-			info.password, _ = u.User.Password()
-		}
-		q, err := url.ParseQuery(u.RawQuery)
-		if err != nil {
-			return info, invalidDSN("its query string is malformed")
-		}
-		if pw := q.Get("password"); pw != "" {
-			info.password = pw
-		}
-		for k, vs := range q {
-			if strings.HasPrefix(k, paramPrefix) {
-				for _, v := range vs {
-					params = append(params, kv{k, v})
-				}
-				delete(q, k)
-			}
-		}
-		pairs, err := urlKeywords(u, q)
-		if err != nil {
-			return info, err
-		}
-		info.pq = formatKeywords(pairs)
-	default:
-		pairs, err := parseKeywords(dsn)
-		if err != nil {
-			return info, invalidDSN(err.Error())
-		}
-		var rest []kv
-		for _, p := range pairs {
-			switch {
-			case strings.HasPrefix(p.k, paramPrefix):
-				params = append(params, p)
-			case p.k == "password":
-				info.password = p.v
-				rest = append(rest, p)
-			default:
-				rest = append(rest, p)
-			}
-		}
-		info.pq = formatKeywords(rest)
 	}
-	for _, p := range params {
-		if err := applyParam(cfg, p.k, p.v); err != nil {
+	isURL := strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+	in := dsn
+	if isURL {
+		var err error
+		if in, err = queryOnlyURL(dsn); err != nil {
 			return info, err
 		}
 	}
-	pc, err := pq.NewConfig(info.pq)
+	if !utf8.ValidString(in) {
+		// lib/pq reads it as runes: a byte that is not UTF-8 would become
+		// U+FFFD, in the password too.
+		return info, invalidDSN("it is not valid UTF-8 (in the URL, once unescaped)")
+	}
+	pc, err := pq.NewConfig(in)
 	if err != nil {
-		return info, invalidDSN(redact(err.Error(), info.password))
+		return info, pqConfigError(err)
+	}
+	info.password = pc.Password
+	if !isURL && swallowsKey(pc, dsn) {
+		// "dbname= password=x": libpq and lib/pq skip the space and take
+		// "password=x" as the database name, which a server error would
+		// then quote.
+		return info, invalidDSN("a key has no value before the next key (write key='' for an empty value)")
+	}
+	var ours []string
+	for k := range pc.Runtime {
+		switch {
+		case k == "":
+			return info, invalidDSN("a value has no key")
+		case strings.HasPrefix(k, paramPrefix):
+			ours = append(ours, k)
+		}
+	}
+	sort.Strings(ours) // the same error for the same DSN
+	for _, k := range ours {
+		v := pc.Runtime[k]
+		delete(pc.Runtime, k)
+		if err := applyParam(cfg, k, v); err != nil {
+			return info, err
+		}
 	}
 	if pc.Database == "" {
 		// libpq would fall back to the user's name: advisory locks are per
@@ -97,30 +85,46 @@ func parseDSN(dsn string, cfg *config) (dsnInfo, error) {
 		// silently lock in different databases.
 		return info, invalidDSN("it names no database; add /dbname to the URL or dbname=... (advisory locks are per database)")
 	}
-	info.pqConfig = pc
+	info.pq = pc
 	return info, nil
 }
 
-// urlKeywords turns a postgres:// URL, whose query is q, into libpq
-// keyword pairs, as libpq reads a URI: user and password from the user
-// info, host and port from the authority (hosts separated by commas, each
-// with its port), dbname from the path, then every query parameter, which
-// overrides them. net/url has split the URL as RFC 3986 says: the
-// authority ends at the first "/", "?" or "#", and its user info at the
-// last "@" in it. A parameter name that is not a keyword is refused: it
-// would be spliced into the keyword string, where "host='x' port" names
-// two keywords.
-func urlKeywords(u *url.URL, q url.Values) ([]kv, error) {
-	var pairs []kv
-	add := func(k, v string) {
-		if v != "" { // as lib/pq did: an empty value is no value
-			pairs = append(pairs, kv{k, v})
+// queryOnlyURL moves every part of a postgres:// URL into its query, where
+// lib/pq reads it right, as libpq reads a URI: user and password from the
+// user info, host and port from the authority (hosts separated by commas,
+// each with its port), dbname from the path, each unless the query sets it.
+// lib/pq's own reading of the other parts is wrong three ways: it lets the
+// authority win over the query (it sorts "host='a'" against "host='b'"),
+// keeps the brackets of "[::1]", and splits "h1:5433,h2:5434" at the last
+// colon. net/url splits the URL as RFC 3986 says: the authority ends at the
+// first "/", "?" or "#", and its user info at the last "@" in it. A
+// parameter name that is not a keyword is refused: lib/pq splices names
+// into a keyword string unquoted, where "host='x' port" names two
+// keywords.
+func queryOnlyURL(dsn string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		// url.Parse errors quote the whole URL, password and all.
+		return "", invalidDSN("it is a malformed URL")
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return "", invalidDSN("its query string is malformed")
+	}
+	for k := range q {
+		if !isKeyword(k) {
+			return "", invalidDSN("a query parameter has a name that is not a libpq keyword (letters, digits and _)")
+		}
+	}
+	def := func(k, v string) {
+		if q.Get(k) == "" && v != "" { // as lib/pq reads a query: an empty value is no value
+			q.Set(k, v)
 		}
 	}
 	if u.User != nil {
 		pw, _ := u.User.Password()
-		add("user", u.User.Username())
-		add("password", pw)
+		def("user", u.User.Username())
+		def("password", pw)
 	}
 	if u.Host != "" {
 		var hosts, ports []string
@@ -133,29 +137,25 @@ func urlKeywords(u *url.URL, q url.Values) ([]kv, error) {
 			}
 			hosts, ports = append(hosts, host), append(ports, port)
 		}
-		add("host", strings.Join(hosts, ","))
+		def("host", strings.Join(hosts, ","))
 		if strings.Join(ports, "") != "" {
 			for i, p := range ports {
 				if p == "" {
-					ports[i] = "5432" // libpq's default, as lib/pq fills in
+					ports[i] = "5432" // libpq's default
 				}
 			}
-			add("port", strings.Join(ports, ","))
+			def("port", strings.Join(ports, ","))
 		}
 	}
-	add("dbname", strings.TrimPrefix(u.Path, "/"))
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if !isKeyword(k) {
-			return nil, invalidDSN("a query parameter has a name that is not a libpq keyword (letters, digits and _)")
+	def("dbname", strings.TrimPrefix(u.Path, "/"))
+	for k, vs := range q {
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return "", invalidDSN("the value of " + k + " is not valid UTF-8 once unescaped")
+			}
 		}
-		add(k, q.Get(k))
 	}
-	return pairs, nil
+	return "postgres://?" + q.Encode(), nil
 }
 
 // isKeyword reports whether k can be a libpq keyword: letters, digits and
@@ -170,6 +170,55 @@ func isKeyword(k string) bool {
 		}
 	}
 	return true
+}
+
+// swallowsKey reports whether a value of pc begins with "key=" that follows
+// an "=" and white space in the keyword DSN it was read from: "dbname=
+// password=x", where the first key was meant to be empty.
+func swallowsKey(pc pq.Config, dsn string) bool {
+	for _, s := range settings(pc) {
+		k, _, ok := strings.Cut(s.v, "=")
+		if !ok || !isKeyword(k) {
+			continue
+		}
+		for i := 0; ; {
+			j := strings.Index(dsn[i:], k+"=")
+			if j < 0 {
+				break
+			}
+			at := i + j
+			before := strings.TrimRightFunc(dsn[:at], unicode.IsSpace)
+			if len(before) < at && strings.HasSuffix(before, "=") {
+				return true
+			}
+			i = at + 1
+		}
+	}
+	return false
+}
+
+// wrongValue matches lib/pq's complaint about one setting's value, which
+// names the setting (a keyword or an environment variable) and then quotes
+// the value.
+var wrongValue = regexp.MustCompile(`^pq: wrong value for ("[a-z_]+"|\$[A-Z_]+): `)
+
+// pqConfigError turns pq.NewConfig's error into one that cannot quote the
+// password. lib/pq quotes keys and values (`missing "=" after "x"`,
+// `parsing "x"`), and after a misplaced quote those may be pieces of the
+// password; what is kept is the setting's name, or a message that quotes
+// nothing.
+func pqConfigError(err error) error {
+	msg := err.Error()
+	if m := wrongValue.FindStringSubmatch(msg); m != nil {
+		return invalidDSN("lib/pq refuses the value of " + m[1])
+	}
+	for _, safe := range []string{"pq: could not match ", "pq: environment variable "} {
+		if strings.HasPrefix(msg, safe) && !strings.ContainsAny(msg, `"'`) {
+			return invalidDSN(strings.TrimPrefix(msg, "pq: "))
+		}
+	}
+	return invalidDSN("lib/pq cannot read it (a key without \"=\", an unterminated quote, a backslash at the end?); " +
+		"its message is withheld, as it may quote the password")
 }
 
 func invalidDSN(why string) error {
@@ -188,7 +237,7 @@ func applyParam(cfg *config, k, v string) error {
 	switch k {
 	case "mutexkit_namespace":
 		cfg.namespace = v
-	case "mutexkit_heartbeat", "mutexkit_statement_timeout":
+	case "mutexkit_statement_timeout":
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			if n, err2 := strconv.ParseFloat(v, 64); err2 == nil {
@@ -196,19 +245,9 @@ func applyParam(cfg *config, k, v string) error {
 			}
 		}
 		if err != nil {
-			return invalidDSN(fmt.Sprintf("%s=%q: want a duration such as 1s or 500ms", k, v))
+			return invalidDSN(fmt.Sprintf("%s=%q: want a duration such as 5s or 500ms", k, v))
 		}
-		if k == "mutexkit_heartbeat" {
-			WithHeartbeat(d)(cfg)
-		} else {
-			WithStatementTimeout(d)(cfg)
-		}
-	case "mutexkit_fencing":
-		on, err := strconv.ParseBool(strings.NewReplacer("on", "true", "off", "false", "yes", "true", "no", "false").Replace(strings.ToLower(v)))
-		if err != nil {
-			return invalidDSN(fmt.Sprintf("%s=%q: want on or off", k, v))
-		}
-		cfg.fencing = on
+		WithStatementTimeout(d)(cfg)
 	case "mutexkit_keepalive_idle":
 		d, err := seconds()
 		if err != nil {
@@ -234,8 +273,8 @@ func applyParam(cfg *config, k, v string) error {
 		}
 		WithMaxKeys(n)(cfg)
 	default:
-		return invalidDSN(fmt.Sprintf("unknown parameter %q (known: mutexkit_namespace, mutexkit_heartbeat, mutexkit_fencing, "+
-			"mutexkit_statement_timeout, mutexkit_keepalive_idle, mutexkit_keepalive_interval, mutexkit_keepalive_count, mutexkit_max_keys)", k))
+		return invalidDSN(fmt.Sprintf("unknown parameter %q (known: mutexkit_namespace, mutexkit_statement_timeout, "+
+			"mutexkit_keepalive_idle, mutexkit_keepalive_interval, mutexkit_keepalive_count, mutexkit_max_keys)", k))
 	}
 	if cfg.err != nil {
 		err := cfg.err
@@ -247,94 +286,92 @@ func applyParam(cfg *config, k, v string) error {
 
 type kv struct{ k, v string }
 
-// parseKeywords reads a libpq keyword/value connection string: key = value
-// pairs separated by spaces, values single-quoted (with \' and \\) or bare
-// (with backslash escapes). Errors name no value.
-func parseKeywords(s string) ([]kv, error) {
+// settings lists pc's settings as libpq keywords and values: each field
+// lib/pq reads from a connection string (its "postgres" struct tag), with
+// several hosts, ports and addresses joined as lib/pq splits them, then the
+// run-time parameters. Empty values are left out (lib/pq refuses some),
+// but for the password: an empty one given in the DSN still overrides
+// $PGPASSWORD. The service is left out too: its settings are in pc.
+func settings(pc pq.Config) []kv {
 	var out []kv
-	r := s // bytes: every delimiter is ASCII, and other bytes pass through as they are, valid UTF-8 or not
-	i := 0
-	skip := func() {
-		for i < len(r) && isSpace(rune(r[i])) {
-			i++
+	v := reflect.ValueOf(pc)
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		k := f.Tag.Get("postgres")
+		if k == "" || k == "-" || k == "service" || !f.IsExported() {
+			continue
+		}
+		s, ok := settingString(v.Field(i))
+		if !ok {
+			continue // TestSettingsWritesEveryField keeps this from happening
+		}
+		switch k {
+		case "host":
+			for _, m := range pc.Multi {
+				s += "," + m.Host
+			}
+		case "port":
+			for _, m := range pc.Multi {
+				s += "," + strconv.FormatUint(uint64(m.Port), 10)
+			}
+		case "hostaddr":
+			for _, m := range pc.Multi {
+				if s == "" {
+					break // lib/pq takes more addresses only after a first
+				}
+				s += ","
+				if m.Hostaddr.IsValid() {
+					s += m.Hostaddr.String()
+				}
+			}
+		}
+		if s != "" || k == "password" {
+			out = append(out, kv{k, s})
 		}
 	}
-	for {
-		skip()
-		if i == len(r) {
-			return out, nil
-		}
-		start := i
-		for i < len(r) && r[i] != '=' && !isSpace(rune(r[i])) {
-			i++
-		}
-		key := string(r[start:i])
-		skip()
-		if i == len(r) || r[i] != '=' {
-			// Keys are named by position only: after a misquoted value, a
-			// "key" may be a piece of the password.
-			return nil, fmt.Errorf("missing \"=\" after key number %d", len(out)+1)
-		}
-		i++
-		afterEq := i
-		skip()
-		spaced := i > afterEq
-		quoted := i < len(r) && r[i] == '\''
-		var val strings.Builder
-		if quoted {
-			i++
-			closed := false
-			for i < len(r) {
-				c := r[i]
-				i++
-				if c == '\\' && i < len(r) {
-					val.WriteByte(r[i])
-					i++
-					continue
-				}
-				if c == '\'' {
-					closed = true
-					break
-				}
-				val.WriteByte(c)
-			}
-			if !closed {
-				return nil, fmt.Errorf("unterminated quoted value of key number %d", len(out)+1)
-			}
-		} else {
-			for i < len(r) && !isSpace(rune(r[i])) {
-				c := r[i]
-				i++
-				if c == '\\' && i < len(r) {
-					c = r[i]
-					i++
-				}
-				val.WriteByte(c)
-			}
-		}
-		if key == "" {
-			return nil, errors.New("empty key")
-		}
-		if spaced && !quoted && strings.Contains(val.String(), "=") {
-			// "dbname= password=x": libpq skips the space and takes
-			// "password=x" as the database name, which a server error would
-			// then quote.
-			return nil, fmt.Errorf("key number %d has no value before the next key (write key='' for an empty one)", len(out)+1)
-		}
-		out = append(out, kv{key, val.String()})
+	keys := make([]string, 0, len(pc.Runtime))
+	for k := range pc.Runtime {
+		keys = append(keys, k)
 	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out = append(out, kv{k, pc.Runtime[k]})
+	}
+	return out
 }
 
-func isSpace(r rune) bool {
-	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\f' || r == '\v'
+// settingString writes one field of a pq.Config as lib/pq reads it.
+func settingString(v reflect.Value) (string, bool) {
+	switch x := v.Interface().(type) {
+	case netip.Addr:
+		if !x.IsValid() {
+			return "", true
+		}
+		return x.String(), true
+	case time.Duration: // connect_timeout, in whole seconds
+		if x <= 0 {
+			return "", true
+		}
+		return strconv.FormatInt(int64((x+time.Second-1)/time.Second), 10), true
+	case bool:
+		return strconv.FormatBool(x), true
+	}
+	switch v.Kind() {
+	case reflect.String:
+		return v.String(), true
+	case reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return strconv.FormatUint(v.Uint(), 10), true
+	}
+	return "", false
 }
 
-// formatKeywords writes pairs back as a connection string, every value
-// quoted.
-func formatKeywords(pairs []kv) string {
+// connString writes pc as a keyword connection string, every value quoted:
+// lib/pq opens a LISTEN connection only from a string.
+func connString(pc pq.Config) string {
 	var b strings.Builder
 	esc := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
-	for i, p := range pairs {
+	for i, p := range settings(pc) {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
@@ -344,38 +381,4 @@ func formatKeywords(pairs []kv) string {
 		b.WriteByte('\'')
 	}
 	return b.String()
-}
-
-// redact removes secret from msg.
-func redact(msg, secret string) string {
-	if secret == "" {
-		return msg
-	}
-	msg = strings.ReplaceAll(msg, secret, "xxxxx")
-	if esc := url.QueryEscape(secret); esc != secret {
-		msg = strings.ReplaceAll(msg, esc, "xxxxx")
-	}
-	if esc := url.PathEscape(secret); esc != secret {
-		msg = strings.ReplaceAll(msg, esc, "xxxxx")
-	}
-	return msg
-}
-
-// redactedError shows a message with the password removed and still
-// unwraps to the cause, for errors.Is.
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
-
-// redactErr returns err with secret removed from its text.
-func redactErr(err error, secret string) error {
-	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) &&
-		!strings.Contains(err.Error(), url.QueryEscape(secret)) && !strings.Contains(err.Error(), url.PathEscape(secret)) {
-		return err
-	}
-	return &redactedError{msg: redact(err.Error(), secret), err: err}
 }

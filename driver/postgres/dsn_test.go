@@ -2,8 +2,12 @@ package postgres
 
 import (
 	"errors"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -30,6 +34,7 @@ func TestURLAuthority(t *testing.T) {
 		{"postgresql://u%40corp:p%2Fw%3F@[::1]:5434/test", "::1", 5434, "u@corp", "p/w?", "test", ""},
 		{"postgres://u:pw@[::1]/test", "::1", 5432, "u", "pw", "test", ""},
 		{"postgres://u@db.example:5433/ignored?host=other.example&port=5435&dbname=test", "other.example", 5435, "u", "", "test", ""},
+		{"postgres://u:pw@zzz.example:6000/zzz?host=aaa.example&port=5433&dbname=aaa&user=v&password=qq", "aaa.example", 5433, "v", "qq", "aaa", ""},
 		{"postgres:///test?host=/var/run/postgresql", "/var/run/postgresql", 5432, "", "", "test", ""},
 		{"postgres://u:it's%20a%5C%27pw@db.example/test", "db.example", 5432, "u", `it's a\'pw`, "test", ""},
 	} {
@@ -39,7 +44,7 @@ func TestURLAuthority(t *testing.T) {
 			t.Errorf("parseDSN(%q): %v", c.dsn, err)
 			continue
 		}
-		pc := info.pqConfig
+		pc := info.pq
 		if c.user == "" {
 			c.user = pc.User // lib/pq's default, the OS user's name
 		}
@@ -70,7 +75,7 @@ func TestURLAuthority(t *testing.T) {
 			t.Errorf("parseDSN(%q): %v", c.dsn, err)
 			continue
 		}
-		pc := info.pqConfig
+		pc := info.pq
 		hosts, ports := []string{pc.Host}, []uint16{pc.Port}
 		for _, m := range pc.Multi {
 			hosts, ports = append(hosts, m.Host), append(ports, m.Port)
@@ -89,6 +94,98 @@ func TestURLAuthority(t *testing.T) {
 		_, err := parseDSN(dsn, &cfg)
 		if !errors.Is(err, driver.ErrInvalid) {
 			t.Errorf("parseDSN(%q): %v; want ErrInvalid (a parameter name that is no keyword)", dsn, err)
+		}
+	}
+}
+
+// A keyword DSN is read by lib/pq, with two checks of this driver's: a key
+// left empty before the next one is refused, as libpq would take the next
+// pair, password and all, for its value; and lib/pq's complaints, which
+// quote keys and values, reach the caller without them.
+func TestKeywordDSN(t *testing.T) {
+	const pw = "s3cr3t-Pw"
+	for _, c := range []struct{ dsn, want string }{
+		{"host=h dbname= password=" + pw, "no value before the next key"},
+		{"host=h dbname=\t\n password=" + pw, "no value before the next key"},
+		{"host=h application_name= password=" + pw + " dbname=d", "no value before the next key"},
+		{"host=h dbname=d password=" + pw + " x", "cannot read it"},
+		{"host=h dbname=d " + pw, "cannot read it"},
+		{"host=h dbname='d password=" + pw, "cannot read it"},
+		{"host=h dbname=d sslmode=" + pw, `value of "sslmode"`},
+		{"host=h dbname=d =" + pw, "no key"},
+	} {
+		cfg := defaultConfig()
+		_, err := parseDSN(c.dsn, &cfg)
+		if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), pw) {
+			t.Errorf("parseDSN(%q): %v; want ErrInvalid mentioning %q, without the password", c.dsn, err, c.want)
+		}
+	}
+	for _, c := range []struct{ dsn, db, password, app string }{
+		{"host=h dbname='' password=" + pw, "", pw, ""}, // then refused: no database
+		{"host=h dbname=a=b password='x= y=z'", "a=b", "x= y=z", ""},
+		{"host=h dbname=d application_name='a= dbname=e' password=" + pw, "d", pw, "a= dbname=e"},
+		{"dbname = d host = h password = '" + pw + "'", "d", pw, ""},
+	} {
+		cfg := defaultConfig()
+		info, err := parseDSN(c.dsn, &cfg)
+		if c.db == "" {
+			if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "no database") {
+				t.Errorf("parseDSN(%q): %v; want no database", c.dsn, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("parseDSN(%q): %v", c.dsn, err)
+			continue
+		}
+		if pc := info.pq; pc.Database != c.db || pc.Password != c.password || pc.ApplicationName != c.app || info.password != c.password {
+			t.Errorf("parseDSN(%q): dbname %q password %q application_name %q; want %q %q %q", c.dsn, pc.Database, pc.Password, pc.ApplicationName, c.db, c.password, c.app)
+		}
+	}
+
+	// This driver's parameters are taken out; the server's are kept.
+	cfg := defaultConfig()
+	info, err := parseDSN("host=h dbname=d mutexkit_namespace='a b' mutexkit_max_keys=7 search_path=s", &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.namespace != "a b" || cfg.maxKeys != 7 || len(info.pq.Runtime) != 1 || info.pq.Runtime["search_path"] != "s" {
+		t.Errorf("namespace %q, max keys %d, run-time parameters %q; want \"a b\", 7, search_path only", cfg.namespace, cfg.maxKeys, info.pq.Runtime)
+	}
+}
+
+// The LISTEN connection's string says everything the sessions' config
+// does: every setting lib/pq reads from a connection string has a type
+// settings can write, and a config with many set reads back the same.
+func TestSettingsWritesEveryField(t *testing.T) {
+	typ := reflect.TypeFor[pq.Config]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if k := f.Tag.Get("postgres"); k == "" || k == "-" || !f.IsExported() {
+			continue
+		}
+		if _, ok := settingString(reflect.New(f.Type).Elem()); !ok {
+			t.Errorf("pq.Config.%s (%s) has a type settings cannot write", f.Name, f.Type)
+		}
+	}
+	for _, dsn := range []string{
+		"host=h1,h2 port=5433,5434 dbname=d user=u password='p w' sslmode=disable connect_timeout=7 application_name=a " +
+			"sslsni=0 binary_parameters=yes target_session_attrs=read-write search_path=s options='-c x=y' " +
+			"hostaddr=127.0.0.1,127.0.0.2 load_balance_hosts=random krbsrvname=k",
+		"postgres://u:p%27w@h1,h2:5433/d?sslmode=require&application_name=x%20y&connect_timeout=3",
+		"host=/var/run/postgresql dbname=d",
+	} {
+		cfg := defaultConfig()
+		info, err := parseDSN(dsn, &cfg)
+		if err != nil {
+			t.Fatalf("parseDSN(%q): %v", dsn, err)
+		}
+		back, err := pq.NewConfig(connString(info.pq))
+		if err != nil {
+			t.Fatalf("pq.NewConfig(connString(%q)): %v", dsn, err)
+		}
+		if got, want := settings(back), settings(info.pq); !slices.Equal(got, want) {
+			t.Errorf("%q: settings %q, read back as %q", dsn, want, got)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/lib/pq"
@@ -38,10 +39,11 @@ func (e kindError) Error() string   { return e.err.Error() }
 func (e kindError) Unwrap() []error { return []error{e.err, e.kind} }
 
 var (
-	errStandby    error = kindError{ErrStandby, driver.ErrInvalid}
-	errTxPooling  error = kindError{ErrTransactionPooling, driver.ErrInvalid}
-	errClosedLock       = fmt.Errorf("postgres: locker: %w", driver.ErrClosed)
-	errNoReply          = errors.New("no reply from the server in time")
+	errStandby     error = kindError{ErrStandby, driver.ErrInvalid}
+	errTxPooling   error = kindError{ErrTransactionPooling, driver.ErrInvalid}
+	errClosedLock        = fmt.Errorf("postgres: locker: %w", driver.ErrClosed)
+	errNoReply           = errors.New("no reply from the server in time")
+	errBackendGone       = errors.New("its backend is no longer in pg_stat_activity")
 )
 
 // sessionSurvives reports whether a statement's error leaves the session
@@ -51,6 +53,14 @@ var (
 func sessionSurvives(err error) bool {
 	var pe *pq.Error
 	return errors.As(err, &pe) && !pe.Fatal() && pe.Severity != "PANIC"
+}
+
+// connGone reports an error that shows a session's connection closed, or
+// its backend gone: neither a reply of the server's (sessionSurvives), nor
+// a missed reply deadline (the backend may live on, locks and all), nor a
+// proxy's switch of backends.
+func connGone(err error) bool {
+	return !sessionSurvives(err) && !errors.Is(err, errNoReply) && !isTxPooling(err) && !errors.Is(err, driver.ErrClosed)
 }
 
 // denied reports the server's refusal of this client, which no retry
@@ -99,6 +109,42 @@ func txPoolingErr(err error) error {
 	var pe *pq.Error
 	if errors.As(err, &pe) && pe.Code == "26000" {
 		return fmt.Errorf("postgres: %s, though this session prepared it: %w", pe.Message, errTxPooling)
+	}
+	return err
+}
+
+// redact removes secret from msg, as written and in its URL escapes.
+func redact(msg, secret string) string {
+	if secret == "" {
+		return msg
+	}
+	msg = strings.ReplaceAll(msg, secret, "xxxxx")
+	if esc := url.QueryEscape(secret); esc != secret {
+		msg = strings.ReplaceAll(msg, esc, "xxxxx")
+	}
+	if esc := url.PathEscape(secret); esc != secret {
+		msg = strings.ReplaceAll(msg, esc, "xxxxx")
+	}
+	return msg
+}
+
+// redactedError shows a message with the password removed and still
+// unwraps to the cause, for errors.Is.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redactErr returns err with secret removed from its text.
+func redactErr(err error, secret string) error {
+	if err == nil || secret == "" {
+		return err
+	}
+	if msg := redact(err.Error(), secret); msg != err.Error() {
+		return &redactedError{msg: msg, err: err}
 	}
 	return err
 }

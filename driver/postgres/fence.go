@@ -11,10 +11,12 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 )
 
-// FencingTable is the table fencing tokens live in, created on first use
-// (CREATE TABLE IF NOT EXISTS, in the first schema of the session's
-// search_path) when fencing is on. One row per key id: the last token, and
-// who took it, which Inspect reports.
+// FencingTable is the table fencing tokens live in, created by the first
+// fenced grant (a Mutex with mutex.WithFencing; CREATE TABLE IF NOT
+// EXISTS, in the first schema of the session's search_path). One row per
+// key id: the last token, and who took it, which Inspect reports. Tokens
+// strictly increase per key across its fenced grants; an unfenced grant
+// has none and leaves the row alone.
 const FencingTable = "mutexkit_fencing"
 
 const sqlFenceTable = `CREATE TABLE IF NOT EXISTS ` + FencingTable + ` (

@@ -3,8 +3,12 @@ package postgres
 import (
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -29,10 +33,10 @@ func leaks(msg, password, rest string) bool {
 func FuzzParseDSNURL(f *testing.F) {
 	for _, s := range [][3]string{
 		{"postgres", "s3cr3t-P4ss", "127.0.0.1:5432/app?sslmode=disable"},
-		{"u", "p@ss/wo?rd", "h/db?mutexkit_namespace=x&mutexkit_fencing=on"},
+		{"u", "p@ss/wo?rd", "h/db?mutexkit_namespace=x&mutexkit_max_keys=9"},
 		{"u", "secret%zz", "h/db"},
 		{"u", "secretsecret", "h:99999/db"},
-		{"u", "secretsecret", "h/db?mutexkit_heartbeat=secretsecret"},
+		{"u", "secretsecret", "h/db?mutexkit_statement_timeout=secretsecret"},
 		{"u", "secretsecret", "h/db?sslmode=bogus"},
 		{"u", "secretsecret", "h"},
 		{"u", "secretsecret", "[::1/db"},
@@ -65,12 +69,13 @@ func FuzzParseDSNURL(f *testing.F) {
 		if password != "" && info.password != password && !strings.Contains(rest, "password=") && !(inQuery && strings.Contains(rest, "#")) {
 			t.Fatalf("password %q parsed as %q", password, info.password)
 		}
-		if info.pqConfig.Database == "" {
+		if info.pq.Database == "" {
 			t.Fatal("accepted a DSN with no database")
 		}
-		if strings.Contains(info.pq, paramPrefix) && !strings.Contains(user+password, paramPrefix) &&
-			!strings.Contains(rest, paramPrefix) {
-			t.Fatalf("this driver's parameters reach lib/pq: %q", info.pq)
+		for k := range info.pq.Runtime {
+			if strings.HasPrefix(k, paramPrefix) {
+				t.Fatalf("this driver's parameter %q reaches the server", k)
+			}
 		}
 	})
 }
@@ -82,7 +87,9 @@ func FuzzParseDSNURL(f *testing.F) {
 func FuzzParseDSNKeywords(f *testing.F) {
 	for _, s := range [][2]string{
 		{"host=127.0.0.1 dbname=app", "s3cr3t-P4ss"},
-		{"host=h dbname=db mutexkit_heartbeat=1s", `it's\a secret`},
+		{"host=h dbname=db mutexkit_statement_timeout=1s", `it's\a secret`},
+		{"host=h dbname= x=y", "secretsecret"},
+		{"host=h dbname=db secretsecret", "secretsecret"},
 		{"host=h", "secretsecret"},
 		{"host=h dbname=db port=notaport", "secretsecret"},
 		{"host=h dbname='unterminated", "secretsecret"},
@@ -116,24 +123,30 @@ func FuzzParseDSNKeywords(f *testing.F) {
 	})
 }
 
-// FuzzKeywordsRoundTrip: formatKeywords then parseKeywords gives back the
-// pairs, whatever the values hold.
-func FuzzKeywordsRoundTrip(f *testing.F) {
-	f.Add("host", "h", "password", `a 'quoted' \ value`)
-	f.Add("dbname", "", "x", "\t\n")
-	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
-		for _, k := range []string{k1, k2} {
-			if k == "" || strings.ContainsFunc(k, func(r rune) bool { return r == '=' || r == '\'' || r == '\\' || isSpace(r) }) {
-				return
-			}
+// FuzzConnString: the string the LISTEN connection is opened with
+// (connString) gives lib/pq back every setting it was written from,
+// whatever the values hold.
+func FuzzConnString(f *testing.F) {
+	f.Add("app", `a 'quoted' \ value`, "search_path", "x y")
+	f.Add("", "\t\n", "work_mem", "")
+	f.Add("db=x", "pass word='", "k", `\`)
+	f.Fuzz(func(t *testing.T, db, password, param, value string) {
+		param = "x_" + param // not one of lib/pq's keywords
+		if !isKeyword(param) || !utf8.ValidString(db) || !utf8.ValidString(password) || !utf8.ValidString(value) {
+			return // lib/pq reads the string as runes
 		}
-		in := []kv{{k1, v1}, {k2, v2}}
-		out, err := parseKeywords(formatKeywords(in))
+		pc, err := pq.NewConfig("dbname=x")
 		if err != nil {
-			t.Fatalf("parseKeywords(formatKeywords(%q)): %v", in, err)
+			t.Fatal(err)
 		}
-		if len(out) != 2 || out[0] != in[0] || out[1] != in[1] {
-			t.Fatalf("round trip of %q gave %q", in, out)
+		pc.Database, pc.Password = db, password
+		pc.Runtime = map[string]string{param: value}
+		back, err := pq.NewConfig(connString(pc))
+		if err != nil {
+			t.Fatalf("pq.NewConfig(connString(...)): %v", err)
+		}
+		if got, want := settings(back), settings(pc); !slices.Equal(got, want) {
+			t.Fatalf("settings written %q, read back %q", want, got)
 		}
 	})
 }

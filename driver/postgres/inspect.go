@@ -55,7 +55,9 @@ func parseAppName(name string) (pid int, host string) {
 	return pid, host
 }
 
-const sqlInspect = `SELECT l.pid, COALESCE(a.application_name, '') FROM pg_locks l
+// sqlInspect also tells whether the fencing table is there (in the
+// session's search_path, where the fenced statement writes it).
+const sqlInspect = `SELECT l.pid, COALESCE(a.application_name, ''), to_regclass('` + FencingTable + `') IS NOT NULL FROM pg_locks l
 	LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 	WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.mode = 'ExclusiveLock'
 	AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -67,31 +69,26 @@ const sqlInspectFenced = `SELECT token, COALESCE(holder_host, ''), COALESCE(hold
 // Inspect reads pg_locks: whether key is held (by any session, our
 // clients' or SQL's), and by whom as far as can be told: the process id
 // and host from the holding session's application_name when it is one of
-// ours, and with fencing on the token and time of the grant from the
-// fencing table (when its row was written by the holding backend).
+// ours, and, once a fenced grant has made the fencing table, the token and
+// time of the grant (when the holding backend wrote its row).
 func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Holder{}, false, err
 	}
-	if key == "" {
-		return driver.Holder{}, false, fmt.Errorf("postgres: empty key: %w", driver.ErrInvalid)
-	}
 	id := KeyID(l.cfg.namespace, key)
 	classid, objid := LockTag(id)
-	s, err := l.session(ctx)
-	if err != nil {
-		return driver.Holder{}, false, err
-	}
-	defer s.give()
 	var h driver.Holder
-	var backend int
-	var app string
-	err = s.queryRow(sqlInspect, []any{int64(classid), int64(objid)}, &backend, &app)
-	if errors.Is(err, sql.ErrNoRows) {
-		return driver.Holder{}, false, nil
-	}
-	if err == nil && l.cfg.fencing {
-		if err = l.ensureFenceTable(s); err == nil {
+	var held bool
+	err := l.onSession(ctx, func(s *session) error {
+		h, held = driver.Holder{}, false
+		var backend int
+		var app string
+		var fenced bool
+		err := s.queryRow(sqlInspect, []any{int64(classid), int64(objid)}, &backend, &app, &fenced)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err == nil && fenced {
 			var tok sql.NullInt64
 			var since sql.NullTime
 			var host string
@@ -104,18 +101,26 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 				err = nil
 			}
 		}
-	}
+		if err != nil {
+			if !sessionSurvives(err) {
+				l.kill(s, err)
+			}
+			return err
+		}
+		held = true
+		if pid, host := parseAppName(app); pid != 0 {
+			h.PID = pid
+			if host != "" {
+				h.Host = host
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		if !sessionSurvives(err) {
-			l.kill(s, err)
+		if !errors.Is(err, ctx.Err()) && !errors.Is(err, driver.ErrClosed) && !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, driver.ErrInvalid) {
+			err = fmt.Errorf("%w: %w", err, failureKind(err))
 		}
-		return driver.Holder{}, false, fmt.Errorf("postgres: inspect: %w: %w", err, failureKind(err))
+		return driver.Holder{}, false, redactErr(fmt.Errorf("postgres: inspect: %w", err), l.dsn.password)
 	}
-	if pid, host := parseAppName(app); pid != 0 {
-		h.PID = pid
-		if host != "" {
-			h.Host = host
-		}
-	}
-	return h, true, nil
+	return h, held, nil
 }

@@ -83,14 +83,11 @@ func newListener(l *locker) *listener {
 // interest tag is taken in the background, and wake then receives a value
 // so the waiter tries again (a release before the tag was in place is seen
 // by that attempt). Releases by this client wake its own waiters directly.
-// Clients made by NewDBConnector without WithListenDSN have no LISTEN
-// connection and return driver.ErrUnimplemented: package mutex then polls.
+// Clients made by FromDB without WithListenDSN have no LISTEN connection
+// and return driver.ErrUnimplemented: package mutex then polls.
 func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
-	if wake == nil {
-		return nil, fmt.Errorf("postgres: nil wake channel: %w", driver.ErrInvalid)
-	}
 	if l.listener == nil {
-		return nil, fmt.Errorf("postgres: no LISTEN connection (NewDBConnector without WithListenDSN): %w", driver.ErrUnimplemented)
+		return nil, fmt.Errorf("postgres: no LISTEN connection (FromDB without WithListenDSN): %w", driver.ErrUnimplemented)
 	}
 	return l.listener.watch(KeyID(l.cfg.namespace, key), wake)
 }
@@ -306,15 +303,16 @@ func (ls *listener) run() {
 	}
 }
 
-// dsn is the client's DSN with its application_name, and a connect
-// timeout unless the DSN has one, so that close never waits long on a
-// connection attempt.
+// dsn is the connection string of the LISTEN connection: the client's
+// settings, with its application_name, and a connect timeout unless the
+// DSN has one, so that close never waits long on a connection attempt.
 func (ls *listener) dsn() string {
-	d := ls.l.dsn.pq + " application_name='" + ls.l.appName + "'"
-	if ls.l.dsn.pqConfig.ConnectTimeout == 0 {
-		d += " connect_timeout='10'"
+	pc := ls.l.dsn.pq
+	pc.ApplicationName = ls.l.appName
+	if pc.ConnectTimeout == 0 {
+		pc.ConnectTimeout = 10 * time.Second
 	}
-	return d
+	return connString(pc)
 }
 
 func (ls *listener) close() {

@@ -27,7 +27,7 @@ type locker struct {
 	host     string
 	procPID  int
 	fenceMu  sync.Mutex
-	fenceOK  bool // the fencing table exists
+	fenceOK  bool // the fencing table exists: made or seen by this locker
 	dialMu   sync.Mutex
 	closing  chan struct{}
 	listener *listener // nil when wake-ups cannot be had
@@ -42,7 +42,7 @@ type locker struct {
 	maxKeys   int
 	lockTable int64 // entries in the server's lock table; 0: unknown yet
 
-	wg sync.WaitGroup // heartbeats and the listener
+	wg sync.WaitGroup // the listener, verifications, background releases
 }
 
 // hold is one key taken, or being taken, by this locker.
@@ -74,7 +74,7 @@ func newLocker(cfg config, db *sql.DB, ownDB bool, d *dialer, dsn dsnInfo) *lock
 		held:    make(map[string]*hold),
 	}
 	l.appName = appName(newClientID(), l.procPID, host)
-	if dsn.pq != "" {
+	if dsn.pq.Database != "" { // parsed: the DSN's or WithListenDSN's
 		l.listener = newListener(l)
 	}
 	return l
@@ -116,99 +116,13 @@ func (l *locker) start(ctx context.Context) error {
 	return nil
 }
 
-func (l *locker) addSessionLocked(s *session) {
-	l.sessions = append(l.sessions, s)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	l.wg.Add(1)
-	go s.heartbeat()
-}
-
-// session returns a live session with its statement slot taken: a free
-// one, a new one while there are fewer than MaxSessions, or else the next
-// in turn once it is free. Waiting honours ctx: nothing is at stake yet.
-func (l *locker) session(ctx context.Context) (*session, error) {
-	for {
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			return nil, errClosedLock
-		}
-		n := len(l.sessions)
-		for i := range n {
-			s := l.sessions[(l.rr+i)%n]
-			if s.tryTake() {
-				l.rr++
-				l.mu.Unlock()
-				return s, nil
-			}
-		}
-		if n+l.creating < MaxSessions {
-			l.creating++
-			l.mu.Unlock()
-			s, err := l.openSession(ctx)
-			l.mu.Lock()
-			l.creating--
-			if err != nil {
-				l.mu.Unlock()
-				return nil, err
-			}
-			if l.closed {
-				l.mu.Unlock()
-				s.discard()
-				return nil, errClosedLock
-			}
-			s.tryTake() // new: free
-			l.addSessionLocked(s)
-			l.mu.Unlock()
-			return s, nil
-		}
-		changed := l.changed
-		var s *session
-		if n > 0 {
-			s = l.sessions[l.rr%n]
-			l.rr++
-		}
-		l.mu.Unlock()
-		var sem chan struct{}
-		var stop chan struct{}
-		if s != nil {
-			sem, stop = s.sem, s.stop
-		}
-		select {
-		case sem <- struct{}{}: // nil when there is no session: never ready
-			l.mu.Lock()
-			dead := s.dead
-			l.mu.Unlock()
-			if !dead {
-				return s, nil
-			}
-			s.give()
-		case <-stop:
-		case <-changed:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-l.closing:
-			return nil, errClosedLock
-		}
-	}
-}
-
-// Acquire makes one pg_try_advisory_lock attempt on a lock session (with
-// the fencing token in the same statement when fencing is on). A key this
-// locker holds, or is acquiring, is never asked for again: PostgreSQL would
-// grant it again to the same session and stack it.
+// Acquire makes one pg_try_advisory_lock attempt on a lock session, with
+// the fencing token in the same statement when req.Fencing is set. A key
+// this locker holds, or is acquiring, is never asked for again: PostgreSQL
+// would grant it again to the same session and stack it.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Grant{}, err
-	}
-	switch {
-	case req.Key == "":
-		return driver.Grant{}, fmt.Errorf("postgres: empty key: %w", driver.ErrInvalid)
-	case req.Owner.IsZero():
-		return driver.Grant{}, fmt.Errorf("postgres: zero owner: %w", driver.ErrInvalid)
-	case req.Fencing && !l.cfg.fencing:
-		return driver.Grant{}, fmt.Errorf("postgres: fencing tokens are off for this client (WithFencing, mutexkit_fencing=on): %w", driver.ErrUnimplemented)
 	}
 	id := KeyID(l.cfg.namespace, req.Key)
 	h := &hold{key: req.Key, id: id, owner: req.Owner, onLost: req.OnLost}
@@ -233,13 +147,15 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	l.held[req.Key] = h
 	l.mu.Unlock()
 
-	s, err := l.session(ctx)
-	if err != nil {
-		l.forget(h)
-		return driver.Grant{}, err
-	}
-	ok, token, err := l.tryLock(s, h, req.Holder)
-	s.give()
+	var s *session
+	var ok bool
+	var token uint64
+	err := l.onSession(ctx, func(on *session) error {
+		var err error
+		s = on
+		ok, token, err = l.tryLock(s, h, req)
+		return err
+	})
 	if err != nil {
 		l.forget(h)
 		return driver.Grant{}, err
@@ -266,13 +182,13 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 // tryLock runs the lock statement on s, whose slot the caller holds. On an
 // error the session is either left exactly as it was (nothing held for h)
 // or killed.
-func (l *locker) tryLock(s *session, h *hold, who driver.Holder) (ok bool, token uint64, err error) {
+func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok bool, token uint64, err error) {
 	var pid int
-	if l.cfg.fencing {
+	if req.Fencing {
 		var tok sql.NullInt64
 		err = l.ensureFenceTable(s)
 		if err == nil {
-			err = s.fenced(h.id, who, &ok, &pid, &tok)
+			err = s.fenced(h.id, req.Holder, &ok, &pid, &tok)
 		}
 		if err == nil {
 			token = uint64(tok.Int64)
@@ -427,106 +343,46 @@ func (l *locker) release(h *hold) error {
 	return nil
 }
 
-// kill gives up a session: every key on it is reported lost (OnLost), and
-// its connection is discarded, which frees whatever it still holds on the
-// server.
-func (l *locker) kill(s *session, cause error) {
-	l.mu.Lock()
-	if s.dead {
-		l.mu.Unlock()
-		return
-	}
-	s.dead = true
-	for i, x := range l.sessions {
-		if x == s {
-			l.sessions = append(l.sessions[:i], l.sessions[i+1:]...)
-			break
-		}
-	}
-	close(l.changed)
-	l.changed = make(chan struct{})
-	lost := make([]*hold, 0, len(s.keys))
-	for k, h := range s.keys {
-		if l.held[k] == h {
-			delete(l.held, k)
-		}
-		lost = append(lost, h)
-	}
-	s.keys = nil
-	close(s.stop)
-	l.mu.Unlock()
-
-	if s.netConn != nil {
-		s.netConn.Close() // ends a statement in flight at once
-	}
-	// Close discards the sessions it finds (and marks them dead first, so
-	// they never get here); this one is not among them.
-	go s.discard() // may wait for a statement in flight
-	what := "ended, so the server freed the lock and may have granted it to another holder already"
-	switch {
-	case errors.Is(cause, errNoReply):
-		what = "was given up, since the server stopped answering; the server frees the lock when it sees the connection closed, and may have freed it and granted it to another holder already"
-	case isTxPooling(cause):
-		// The proxy keeps the backend, and the lock on it, for its other
-		// clients: nothing here can release it.
-		what = "was given up: its statements reached other backends, so the lock may stay held by the proxy's server connection (until the proxy closes it) or be freed and granted to another holder"
-	}
-	for _, h := range lost {
-		l.wake(h.id)
-		if h.onLost != nil {
-			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock %s: %w: %w", s.pid, what, cause, driver.ErrNotHeld))
-		}
-	}
-}
-
-// Renew: grants last as long as their session (Validity 0), so package
-// mutex never renews them.
-func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
-	for i := range batch {
-		batch[i].Err = fmt.Errorf("postgres: session locks do not expire and need no renewal: %w", driver.ErrUnimplemented)
-	}
-}
-
 // Ping checks on a lock session that the server answers, is the same
 // backend, and is not a standby.
 func (l *locker) Ping(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s, err := l.session(ctx)
-	if err != nil {
-		return err
-	}
 	var recovery bool
-	err = s.beat()
-	if err == nil {
-		err = s.queryRow(`SELECT pg_is_in_recovery()`, nil, &recovery)
-	}
-	s.give()
+	err := l.onSession(ctx, func(s *session) error {
+		err := s.beat()
+		if err == nil {
+			err = s.queryRow(`SELECT pg_is_in_recovery()`, nil, &recovery)
+		}
+		if err != nil && (!sessionSurvives(err) || isTxPooling(err)) {
+			l.kill(s, err)
+		}
+		return err
+	})
 	switch {
-	case err != nil && (!sessionSurvives(err) || errors.Is(err, ErrTransactionPooling)):
-		l.kill(s, err)
 	case err == nil && recovery:
 		err = errStandby
+	case err == nil, errors.Is(err, ctx.Err()), errors.Is(err, driver.ErrClosed):
+		return err
+	case !errors.Is(err, driver.ErrInvalid) && !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, driver.ErrDenied):
+		err = fmt.Errorf("%w: %w", err, failureKind(err))
 	}
-	if err != nil {
-		return redactErr(fmt.Errorf("postgres: ping: %w", err), l.dsn.password)
-	}
-	return nil
+	return redactErr(fmt.Errorf("postgres: ping: %w", err), l.dsn.password)
 }
 
-// Close stops the heartbeats and the listener and closes every session,
-// which frees the locks still on them. Leases still held are not reported
-// lost: their client is closing them. It returns within about twice the
-// reply deadline (or the LISTEN connection's connect timeout): a session
-// whose statement is still in flight when that has passed (an
-// application's connection to a silent server) is closed in the
-// background once the statement ends.
+// Close stops the listener and closes every session, which frees the locks
+// still on them. Leases still held are not reported lost: their client is
+// closing them. A statement in flight on a connection this driver dialed
+// is ended by closing its socket. Close returns within the reply deadline:
+// what is still in flight then (a statement on an application's
+// connection to a silent server, a LISTEN connection being opened) ends in
+// the background, and the session is closed once its statement ends.
 func (l *locker) Close() error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return errClosedLock
+		return nil
 	}
 	l.closed = true
 	close(l.closing)
@@ -543,13 +399,21 @@ func (l *locker) Close() error {
 	if l.listener != nil {
 		l.listener.close()
 	}
-	l.wg.Wait() // heartbeats, the listener, background releases: each bounded
-	var discards sync.WaitGroup
 	for _, s := range sessions {
-		discards.Go(s.discard) // waits for a statement in flight
+		switch {
+		case s.tryTake():
+			s.give()
+		case s.netConn != nil:
+			s.netConn.Close() // the server sees the session end, and frees its locks
+		}
 	}
 	done := make(chan struct{})
 	go func() {
+		l.wg.Wait() // the listener, verifications, background releases: each bounded
+		var discards sync.WaitGroup
+		for _, s := range sessions {
+			discards.Go(s.discard) // waits for a statement in flight
+		}
 		discards.Wait()
 		close(done)
 	}()

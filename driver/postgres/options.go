@@ -9,10 +9,6 @@ import (
 
 // Defaults of the options below.
 const (
-	// DefaultHeartbeat is how often each lock session is checked: a killed
-	// session is reported lost within about two intervals.
-	DefaultHeartbeat = time.Second
-
 	// DefaultStatementTimeout bounds every statement on a lock session on
 	// the server (statement_timeout and lock_timeout), since no caller's
 	// context is ever allowed to cancel one.
@@ -38,29 +34,35 @@ const (
 )
 
 // Option configures a Connector. Options given to NewConnector override the
-// same settings in its DSN.
+// same settings in its DSN. A bad option is recorded, and reported by
+// NewConnector, or by Connect for FromDB.
 type Option func(*config)
 
 type config struct {
 	namespace   string
-	heartbeat   time.Duration
-	fencing     bool
 	stmtTimeout time.Duration
 	keepIdle    time.Duration
 	keepIntvl   time.Duration
 	keepCount   int
 	maxKeys     int // 0: DefaultMaxKeys or half the server's lock table
 	listenDSN   string
-	err         error // a bad option, reported by Connect
+	err         error // the first bad option
 }
 
 func defaultConfig() config {
 	return config{
-		heartbeat:   DefaultHeartbeat,
 		stmtTimeout: DefaultStatementTimeout,
 		keepIdle:    DefaultKeepaliveIdle,
 		keepIntvl:   DefaultKeepaliveInterval,
 		keepCount:   DefaultKeepaliveCount,
+	}
+}
+
+func (c *config) apply(opts []Option) {
+	for _, o := range opts {
+		if o != nil {
+			o(c)
+		}
 	}
 }
 
@@ -74,32 +76,11 @@ func (c *config) fail(format string, args ...any) {
 // applications sharing a database keep apart. Default "".
 func WithNamespace(ns string) Option { return func(c *config) { c.namespace = ns } }
 
-// WithHeartbeat sets how often each lock session is checked (default
-// DefaultHeartbeat). A session killed on the server is reported lost, for
-// every lease on it, within about two intervals.
-func WithHeartbeat(d time.Duration) Option {
-	return func(c *config) {
-		if d < 10*time.Millisecond || d > time.Minute {
-			c.fail("heartbeat %v outside [10ms, 1m]", d)
-			return
-		}
-		c.heartbeat = d
-	}
-}
-
-// WithFencing turns fencing tokens on or off (default off). When on, every
-// grant carries a token from the table FencingTable, created on first use,
-// at the cost of a durable write per acquisition. When off, an acquisition
-// that requires a token (mutex.WithFencing) fails with an error matching
-// errors.ErrUnsupported.
-func WithFencing(on bool) Option { return func(c *config) { c.fencing = on } }
-
 // WithStatementTimeout sets the server-side bound of every statement on a
 // lock session (statement_timeout and lock_timeout; default
-// DefaultStatementTimeout). Plus half a heartbeat, it is also the client's
-// reply deadline: a session whose server sends no reply within it is given
-// up, and every lease on it reported lost, within the statement timeout
-// plus two heartbeats of the server's last reply.
+// DefaultStatementTimeout). Plus half a second for the network, it is also
+// the client's reply deadline: a session whose server sends no reply within
+// it is given up, and every lease on it is lost.
 func WithStatementTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d < 100*time.Millisecond || d > time.Hour {
@@ -144,7 +125,7 @@ func WithMaxKeys(n int) Option {
 	}
 }
 
-// WithListenDSN gives connectors made by NewDBConnector a DSN for their
+// WithListenDSN gives connectors made by FromDB a DSN for their
 // LISTEN connection, which wakes waiters as soon as a key is released.
 // Without it, such clients find releases by polling. Connectors made from
 // a DSN listen on that DSN.

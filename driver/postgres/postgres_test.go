@@ -4,13 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jmoiron/sqlx"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
@@ -18,13 +17,17 @@ import (
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
+// clientHeartbeat is how often the tests' clients verify their leases
+// (mutex.WithHeartbeat): a dead session is found within about two.
+const clientHeartbeat = 100 * time.Millisecond
+
 func openClient(t *testing.T, dsn, ns string, opts ...postgres.Option) *mutex.Client {
 	t.Helper()
 	conn, err := postgres.NewConnector(dsn, append([]postgres.Option{postgres.WithNamespace(ns)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := mutex.NewClient(conn)
+	c := mutex.NewClient(conn, mutex.WithHeartbeat(clientHeartbeat))
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -117,8 +120,8 @@ func TestSQLInterop(t *testing.T) {
 	conn.QueryRowContext(t.Context(), `SELECT pg_advisory_unlock($1)`, id).Scan(&ok)
 }
 
-// The transaction-scoped helpers, in *sql.Tx and *sqlx.Tx, exclude Mutex
-// holders and end with the transaction; shared locks admit each other.
+// The transaction-scoped helpers exclude Mutex holders and end with the
+// transaction; shared locks admit each other.
 func TestTxHelpers(t *testing.T) {
 	dsn, db := openDB(t)
 	ns := t.Name()
@@ -150,12 +153,11 @@ func TestTxHelpers(t *testing.T) {
 		t.Fatalf("Lock after the transaction committed: %v", err)
 	}
 
-	x := sqlx.NewDb(db, "postgres")
 	held, err := c.NewMutex("job").TryLock(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	xtx, err := x.BeginTxx(ctx, nil)
+	xtx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +171,9 @@ func TestTxHelpers(t *testing.T) {
 	held.Unlock(ctx)
 
 	// Readers share; a writer waits for them all.
-	var txs []*sqlx.Tx
+	var txs []*sql.Tx
 	for range 2 {
-		rtx, err := x.BeginTxx(ctx, nil)
+		rtx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,33 +196,121 @@ func TestTxHelpers(t *testing.T) {
 }
 
 // Fencing tokens keep increasing across clients and across a client's
-// restart (a new connector: nothing in memory carries over).
+// restart (a new connector: nothing in memory carries over). Fencing is
+// the Mutex's choice (mutex.WithFencing): a Mutex without it gets no
+// token, and the next fenced grant still gets a greater one.
 func TestFencingAcrossRestarts(t *testing.T) {
 	dsn, _ := openDB(t)
 	ns := t.Name() + time.Now().String()
 	var last uint64
-	for range 3 {
-		conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(ns), postgres.WithFencing(true))
+	for i := range 4 {
+		conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(ns))
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := mutex.NewClient(conn)
-		l, err := c.NewMutex("k", mutex.WithFencing()).TryLock(t.Context())
+		fenced := i != 2
+		var opts []mutex.MutexOption
+		if fenced {
+			opts = append(opts, mutex.WithFencing())
+		}
+		l, err := c.NewMutex("k", opts...).TryLock(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Token() <= last {
+		switch {
+		case !fenced && l.Token() != 0:
+			t.Fatalf("token %d without WithFencing; want 0", l.Token())
+		case fenced && l.Token() <= last:
 			t.Fatalf("token %d after %d", l.Token(), last)
+		case fenced:
+			last = l.Token()
 		}
-		last = l.Token()
 		l.Unlock(t.Context())
 		c.Close()
 	}
-	// With fencing off, requiring a token fails clearly.
-	c := openClient(t, dsn, ns)
-	_, err := c.NewMutex("k", mutex.WithFencing()).TryLock(t.Context())
-	if !errors.Is(err, errors.ErrUnsupported) {
-		t.Fatalf("WithFencing on a client without fencing: %v; want errors.ErrUnsupported", err)
+}
+
+// One fencing switch (issue 13, item 4): mutex.WithFencing on a client
+// with no option of its own gets tokens, and the fencing table is made on
+// the first fenced grant, not before: a client that never fences never
+// writes to the database. Run in a schema of its own (search_path in the
+// DSN), where the table is made.
+func TestFencingTableOnFirstUse(t *testing.T) {
+	dsn, db := openDB(t)
+	schema := fmt.Sprintf("mk_fence_%d", time.Now().UnixNano())
+	if _, err := db.Exec(`CREATE SCHEMA ` + schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Exec(`DROP SCHEMA ` + schema + ` CASCADE`) })
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Skip("needs a URL DSN")
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	c := openClient(t, u.String(), t.Name())
+	table := func() bool {
+		var exists bool
+		if err := db.QueryRow(`SELECT to_regclass($1) IS NOT NULL`, schema+"."+postgres.FencingTable).Scan(&exists); err != nil {
+			t.Fatal(err)
+		}
+		return exists
+	}
+
+	l, err := c.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Token() != 0 || table() {
+		t.Fatalf("an unfenced grant: token %d, fencing table made: %v; want 0, false", l.Token(), table())
+	}
+	l.Unlock(t.Context())
+
+	for want := uint64(1); want <= 2; want++ {
+		l, err = c.NewMutex("k", mutex.WithFencing()).TryLock(t.Context())
+		if err != nil {
+			t.Fatalf("fenced TryLock: %v", err)
+		}
+		if l.Token() != want || !table() {
+			t.Fatalf("fenced grant: token %d, fencing table made: %v; want %d, true", l.Token(), table(), want)
+		}
+		h, held, err := c.Inspect(t.Context(), "k")
+		if err != nil || !held || h.Token != want {
+			t.Fatalf("Inspect: %+v, %v, %v; want token %d", h, held, err, want)
+		}
+		l.Unlock(t.Context())
+	}
+}
+
+// A second Close of a Locker returns nil; calls after Close return
+// ErrClosed.
+func TestLockerCloseTwice(t *testing.T) {
+	dsn, _ := openDB(t)
+	conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(t.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := driver.NewOwner()
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: owner}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %v; want nil", err)
+	}
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: owner}); !errors.Is(err, driver.ErrClosed) {
+		t.Fatalf("Acquire after Close: %v; want ErrClosed", err)
+	}
+	if err := l.Release(t.Context(), "k", owner); !errors.Is(err, driver.ErrClosed) {
+		t.Fatalf("Release after Close: %v; want ErrClosed", err)
 	}
 }
 
@@ -270,7 +360,8 @@ func TestWatchWakesOnRelease(t *testing.T) {
 }
 
 // DSNs: both forms, this driver's parameters, and errors that name the
-// problem and never the password.
+// problem and never the password. mutex.Open takes URLs; keyword strings
+// go through NewConnector.
 func TestDSNErrors(t *testing.T) {
 	const pw = "s3cret-Pa55"
 	for _, c := range []struct{ dsn, want string }{
@@ -278,27 +369,39 @@ func TestDSNErrors(t *testing.T) {
 		{"postgres://u:" + pw + "@host:5432/db?mutexkit_bogus=1", "mutexkit_bogus"},
 		{"postgres://u:" + pw + "@host:5432", "no database"},
 		{"host=h user=u password=" + pw, "no database"},
-		{"host=h password='" + pw, "unterminated"},
-		{"postgres://u:" + pw + "@host:5432/db?mutexkit_heartbeat=never", "mutexkit_heartbeat"},
+		{"host=h password='" + pw, "cannot read it"},
+		{"host=h dbname=d " + pw + "x", "cannot read it"},
+		{"host=h dbname=d port=" + pw, `value of "port"`},
+		{"host=h dbname= password=" + pw, "no value before the next key"},
+		{"postgres://u:" + pw + "@host:5432/db?mutexkit_statement_timeout=never", "mutexkit_statement_timeout"},
+		{"postgres://u:" + pw + "@host:5432/db?mutexkit_heartbeat=1s", "unknown parameter"},
 		{"postgres://u:" + pw + "@ho st:%zz/db", "malformed"},
-		{"host=h dbname=d password=" + pw + " mutexkit_fencing=maybe", "mutexkit_fencing"},
+		{"host=h dbname=d password=" + pw + " mutexkit_fencing=on", "unknown parameter"},
+		{"host=h dbname=d password=" + pw + " mutexkit_max_keys=lots", "mutexkit_max_keys"},
 	} {
-		_, err := mutex.Open(c.dsn)
+		_, err := postgres.NewConnector(c.dsn)
 		if !errors.Is(err, mutex.ErrInvalid) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("Open(%q) = %v; want ErrInvalid mentioning %q", c.dsn, err, c.want)
+			t.Errorf("NewConnector(%q) = %v; want ErrInvalid mentioning %q", c.dsn, err, c.want)
 		}
 		if err != nil && strings.Contains(err.Error(), pw) {
-			t.Errorf("Open error quotes the password: %v", err)
+			t.Errorf("NewConnector error quotes the password: %v", err)
 		}
 	}
+	if _, err := mutex.Open("postgres://u:" + pw + "@host:5432/db?mutexkit_bogus=1"); !errors.Is(err, mutex.ErrInvalid) ||
+		!strings.Contains(err.Error(), "mutexkit_bogus") || strings.Contains(err.Error(), pw) {
+		t.Errorf("Open: %v; want the driver's ErrInvalid, without the password", err)
+	}
 	for _, dsn := range []string{
-		"postgres://u:p@localhost/db?sslmode=disable&mutexkit_namespace=billing&mutexkit_heartbeat=2s&mutexkit_fencing=on" +
+		"postgres://u:p@localhost/db?sslmode=disable&mutexkit_namespace=billing" +
 			"&mutexkit_keepalive_idle=10&mutexkit_keepalive_interval=2&mutexkit_keepalive_count=5&mutexkit_max_keys=100&mutexkit_statement_timeout=3s",
-		"host=localhost dbname=db sslmode=disable mutexkit_namespace='a b' mutexkit_fencing=off",
+		"host=localhost dbname=db sslmode=disable mutexkit_namespace='a b' mutexkit_statement_timeout=2.5",
 	} {
-		if _, err := mutex.Open(dsn); err != nil {
-			t.Errorf("Open(%q): %v", dsn, err)
+		if _, err := postgres.NewConnector(dsn); err != nil {
+			t.Errorf("NewConnector(%q): %v", dsn, err)
 		}
+	}
+	if _, err := mutex.Open("postgres://u:p@localhost/db?sslmode=disable&mutexkit_namespace=billing"); err != nil {
+		t.Errorf("Open: %v", err)
 	}
 }
 
@@ -421,23 +524,24 @@ func hostOf(t *testing.T, dsn string) string {
 	return host
 }
 
-// Inspect names the holding process, and Ping is clean.
+// Inspect names the holding process and the token of a fenced grant, and
+// Ping is clean.
 func TestInspectAndPing(t *testing.T) {
 	dsn, _ := openDB(t)
 	ns := t.Name()
-	a := openClient(t, dsn, ns, postgres.WithFencing(true))
+	a := openClient(t, dsn, ns)
 	b := openClient(t, dsn, ns)
 	if err := a.Ping(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	l, err := a.NewMutex("k").Lock(t.Context())
+	l, err := a.NewMutex("k", mutex.WithFencing()).Lock(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Unlock(context.Background())
 	h, held, err := b.Inspect(t.Context(), "k")
-	if err != nil || !held || h.PID == 0 {
-		t.Fatalf("Inspect: %+v, %v, %v", h, held, err)
+	if err != nil || !held || h.PID == 0 || h.Token != l.Token() {
+		t.Fatalf("Inspect: %+v, %v, %v; want held, a pid and token %d", h, held, err, l.Token())
 	}
 }
 
@@ -449,11 +553,12 @@ func TestKeywordDSNConnects(t *testing.T) {
 	if !ok {
 		port = "5432"
 	}
-	kw := "host=" + host + " port=" + port + " user=postgres dbname=postgres sslmode=disable mutexkit_namespace='a b\\'c' mutexkit_heartbeat=200ms"
-	c, err := mutex.Open(kw)
+	kw := "host=" + host + " port=" + port + " user=postgres dbname=postgres sslmode=disable mutexkit_namespace='a b\\'c' mutexkit_statement_timeout=2s"
+	conn, err := postgres.NewConnector(kw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := mutex.NewClient(conn)
 	defer c.Close()
 	l, err := c.NewMutex("k").TryLock(t.Context())
 	if err != nil {

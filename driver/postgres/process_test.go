@@ -38,7 +38,7 @@ func TestHelperProcess(t *testing.T) {
 
 func runHelper(role string) error {
 	ctx := context.Background()
-	conn, err := postgres.NewConnector(os.Getenv("MUTEXKIT_PG_DSN"), postgres.WithNamespace(os.Getenv("MUTEXKIT_PG_NS")), postgres.WithFencing(true))
+	conn, err := postgres.NewConnector(os.Getenv("MUTEXKIT_PG_DSN"), postgres.WithNamespace(os.Getenv("MUTEXKIT_PG_NS")))
 	if err != nil {
 		return err
 	}
@@ -169,15 +169,15 @@ func TestCrashedProcessFreesKey(t *testing.T) {
 	cmd, _, stdout := helper(t, "hold", "MUTEXKIT_PG_DSN="+dsn, "MUTEXKIT_PG_NS="+ns)
 	line := readLine(t, stdout, "ready")
 	childToken, _ := strconv.ParseUint(strings.TrimPrefix(line, "ready "), 10, 64)
-	c := openClient(t, dsn, ns, postgres.WithFencing(true))
-	if _, err := c.NewMutex("shared").TryLock(t.Context()); err == nil {
+	c := openClient(t, dsn, ns)
+	if _, err := c.NewMutex("shared", mutex.WithFencing()).TryLock(t.Context()); err == nil {
 		t.Fatal("TryLock succeeded while the child holds the key")
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	l, err := c.NewMutex("shared").Lock(ctx)
+	l, err := c.NewMutex("shared", mutex.WithFencing()).Lock(ctx)
 	if err != nil {
 		t.Fatalf("Lock after the holder was killed: %v", err)
 	}

@@ -27,9 +27,10 @@ import (
 type session struct {
 	l       *locker
 	conn    *sql.Conn
-	netConn net.Conn // the socket, when this driver dialed it; else nil
-	pid     int      // backend pid
-	mark    string   // this session's value of mutexkit.session
+	netConn net.Conn     // the socket, when this driver dialed it; else nil
+	pid     int          // backend pid
+	started sql.NullTime // the backend's start, to tell it from a later one with its pid
+	mark    string       // this session's value of mutexkit.session
 
 	sem  chan struct{} // held while a statement runs
 	stop chan struct{} // closed when the session is killed
@@ -37,11 +38,12 @@ type session struct {
 	lockStmt, unlockStmt, beatStmt *sql.Stmt
 	fenceStmt                      *sql.Stmt // prepared on first use; guarded by sem
 
-	lastOK atomic.Int64 // l.now() after the last successful statement
+	lastOK atomic.Int64 // l.now() as the last successful prepared statement was sent
 
 	// Guarded by l.mu.
-	dead bool
-	keys map[string]*hold
+	dead  bool
+	cause error // why it was given up; nil: by Close
+	keys  map[string]*hold
 }
 
 // The statements of a lock session. Each returns pg_backend_pid() so a
@@ -55,7 +57,8 @@ const (
 	sqlUnlock = `SELECT pg_advisory_unlock($1), pg_backend_pid(),
 		CASE WHEN pg_try_advisory_xact_lock($3, $4) THEN NULL ELSE pg_notify('` + notifyChannel + `', $2) END`
 	sqlBeat  = `SELECT pg_backend_pid(), current_setting('mutexkit.session', true)`
-	sqlProbe = `SELECT pg_backend_pid(), pg_is_in_recovery(), current_setting('server_version_num')::int,
+	sqlProbe = `SELECT pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
+		pg_is_in_recovery(), current_setting('server_version_num')::int,
 		current_setting('max_locks_per_transaction')::bigint *
 		(current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)`
 )
@@ -110,10 +113,11 @@ func (s *session) init() error {
 	var recovery bool
 	var version int
 	var lockTable int64
-	if err := s.queryRow(sqlProbe, nil, &pid, &recovery, &version, &lockTable); err != nil {
+	var started sql.NullTime
+	if err := s.queryRow(sqlProbe, nil, &pid, &started, &recovery, &version, &lockTable); err != nil {
 		return fmt.Errorf("postgres: probe the server: %w", err)
 	}
-	s.pid = pid
+	s.pid, s.started = pid, started
 	if recovery {
 		return errStandby
 	}
@@ -172,13 +176,15 @@ func (s *session) init() error {
 
 // scan runs a prepared statement on the session, within the reply
 // deadline. The caller holds sem; it reads dest only when scan returns
-// nil.
+// nil. Every prepared statement returns the backend's pid, which the
+// caller checks (checkPID) or gives the session up.
 func (s *session) scan(stmt *sql.Stmt, args []any, dest ...any) error {
+	sent := s.l.now()
 	err := txPoolingErr(s.exchange(func() error {
 		return stmt.QueryRowContext(background, args...).Scan(dest...)
 	}))
 	if err == nil {
-		s.lastOK.Store(s.l.now())
+		s.lastOK.Store(sent)
 	}
 	return err
 }
@@ -250,41 +256,160 @@ func (s *session) discard() {
 	s.conn.Raw(func(any) error { return driver.ErrBadConn })
 }
 
-// heartbeat checks the session every interval, so a session killed on the
-// server (pg_terminate_backend, a restart, an idle killer) is reported lost
-// within about two intervals, without waiting for the next command. A
-// server that stops answering is given up when the check (or any other
-// statement) misses the reply deadline: within the statement timeout plus
-// two intervals of its last reply.
-func (s *session) heartbeat() {
-	l := s.l
-	defer l.wg.Done()
-	iv := l.cfg.heartbeat
-	t := time.NewTicker(iv)
-	defer t.Stop()
+// The pool: a locker's sessions, shared by its held keys.
+
+// addSessionLocked adds s to the pool. Callers hold l.mu.
+func (l *locker) addSessionLocked(s *session) {
+	l.sessions = append(l.sessions, s)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// session returns a live session with its statement slot taken: a free
+// one, a new one while there are fewer than MaxSessions, or else the next
+// in turn once it is free. Waiting honours ctx: nothing is at stake yet.
+func (l *locker) session(ctx context.Context) (*session, error) {
 	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return nil, errClosedLock
+		}
+		n := len(l.sessions)
+		for i := range n {
+			s := l.sessions[(l.rr+i)%n]
+			if s.tryTake() {
+				l.rr++
+				l.mu.Unlock()
+				return s, nil
+			}
+		}
+		if n+l.creating < MaxSessions {
+			l.creating++
+			l.mu.Unlock()
+			s, err := l.openSession(ctx)
+			l.mu.Lock()
+			l.creating--
+			if err != nil {
+				l.mu.Unlock()
+				return nil, err
+			}
+			if l.closed {
+				l.mu.Unlock()
+				s.discard()
+				return nil, errClosedLock
+			}
+			s.tryTake() // new: free
+			l.addSessionLocked(s)
+			l.mu.Unlock()
+			return s, nil
+		}
+		changed := l.changed
+		var s *session
+		if n > 0 {
+			s = l.sessions[l.rr%n]
+			l.rr++
+		}
+		l.mu.Unlock()
+		var sem chan struct{}
+		var stop chan struct{}
+		if s != nil {
+			sem, stop = s.sem, s.stop
+		}
 		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		if l.now()-s.lastOK.Load() < int64(iv/2) {
-			continue // a statement just proved the session alive
-		}
-		if !s.tryTake() {
-			continue // busy: the statement in flight has its own deadline
-		}
-		select {
-		case <-s.stop: // given up while we took the slot
+		case sem <- struct{}{}: // nil when there is no session: never ready
+			l.mu.Lock()
+			dead := s.dead
+			l.mu.Unlock()
+			if !dead {
+				return s, nil
+			}
 			s.give()
-			return
-		default:
+		case <-stop:
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.closing:
+			return nil, errClosedLock
 		}
-		err := s.beat()
+	}
+}
+
+// onSession runs f on a session whose slot it holds, then frees the slot.
+// When f finds the session dead (its connection closed or its backend
+// ended while it sat idle: a server restart, an idle killer) and gives it
+// up, f runs once more on a fresh one, as database/sql retries a
+// connection that went bad in the pool: nothing f asked for was done on
+// the dead one. Waiting for a session honours ctx; f is never cancelled.
+func (l *locker) onSession(ctx context.Context, f func(s *session) error) error {
+	for try := 0; ; try++ {
+		s, err := l.session(ctx)
+		if err != nil {
+			return err
+		}
+		err = f(s)
 		s.give()
-		if err != nil && (!sessionSurvives(err) || isTxPooling(err)) {
-			l.kill(s, err)
-			return
+		if err == nil || try > 0 || !connGone(err) || !l.isDead(s) {
+			return err
+		}
+	}
+}
+
+// isDead reports whether s was given up.
+func (l *locker) isDead(s *session) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return s.dead
+}
+
+// kill gives up a session: every key on it is reported lost (OnLost), and
+// its connection is discarded, which frees whatever it still holds on the
+// server.
+func (l *locker) kill(s *session, cause error) {
+	l.mu.Lock()
+	if s.dead {
+		l.mu.Unlock()
+		return
+	}
+	s.dead, s.cause = true, cause
+	for i, x := range l.sessions {
+		if x == s {
+			l.sessions = append(l.sessions[:i], l.sessions[i+1:]...)
+			break
+		}
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+	lost := make([]*hold, 0, len(s.keys))
+	for k, h := range s.keys {
+		if l.held[k] == h {
+			delete(l.held, k)
+		}
+		lost = append(lost, h)
+	}
+	s.keys = nil
+	close(s.stop)
+	l.mu.Unlock()
+
+	if s.netConn != nil {
+		s.netConn.Close() // ends a statement in flight at once
+	}
+	// Close discards the sessions it finds (and marks them dead first, so
+	// they never get here); this one is not among them.
+	go s.discard() // may wait for a statement in flight
+	what := "ended, so the server freed the lock and may have granted it to another holder already"
+	switch {
+	case errors.Is(cause, errNoReply):
+		what = "was given up, since the server stopped answering; the server frees the lock when it sees the connection closed, and may have freed it and granted it to another holder already"
+	case isTxPooling(cause):
+		// The proxy keeps the backend, and the lock on it, for its other
+		// clients: nothing here can release it.
+		what = "was given up: its statements reached other backends, so the lock may stay held by the proxy's server connection (until the proxy closes it) or be freed and granted to another holder"
+	}
+	for _, h := range lost {
+		l.wake(h.id)
+		if h.onLost != nil {
+			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock %s: %w: %w", s.pid, what, cause, mdriver.ErrNotHeld))
 		}
 	}
 }

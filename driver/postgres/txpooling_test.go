@@ -14,7 +14,7 @@ import (
 // Simulated without a proxy by deallocating the session's statements.
 func TestMissingPreparedStatementIsTxPooling(t *testing.T) {
 	dsn, _ := adminDB(t)
-	c, l := testClient(t, dsn, namespace(t), WithHeartbeat(50*time.Millisecond))
+	c, l := testClient(t, dsn, namespace(t))
 	lease, err := c.NewMutex("k").TryLock(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +24,6 @@ func TestMissingPreparedStatementIsTxPooling(t *testing.T) {
 	l.mu.Unlock()
 	s.sem <- struct{}{}
 	_, err = s.conn.ExecContext(background, `DEALLOCATE ALL`)
-	s.lastOK.Store(0) // let the next heartbeat run
 	s.give()
 	if err != nil {
 		t.Fatal(err)
