@@ -1,6 +1,6 @@
 // Package postgres is a lock driver on PostgreSQL session-level advisory
-// locks, through github.com/lib/pq (and github.com/jmoiron/sqlx for
-// applications that use it). It registers as "postgres".
+// locks, through github.com/lib/pq. It registers for the URL schemes
+// "postgres" and "postgresql".
 //
 //	import _ "github.com/mutexkit/mutexkit/driver/postgres"
 //
@@ -12,25 +12,30 @@
 //		return runReport(ctx)
 //	})
 //
-// or, with the application's own pool:
+// or, with the application's own pool (an *sqlx.DB's is its DB field):
 //
-//	client := mutex.NewClient(postgres.NewDBConnector(db, postgres.WithListenDSN(dsn)))
+//	client := mutex.NewClient(postgres.FromDB(db, postgres.WithListenDSN(dsn)))
+//
+// or from a keyword DSN, which mutex.Open does not take:
+//
+//	conn, err := postgres.NewConnector("host=db dbname=app user=app mutexkit_namespace=billing")
+//	client := mutex.NewClient(conn)
 //
 // docs/POSTGRES.md has the whole story; in short:
 //
 // # DSN and options
 //
-// A libpq URL or keyword string that names a database. Parameters starting
-// with mutexkit_ are this driver's and are removed before lib/pq sees the
-// DSN: mutexkit_namespace, mutexkit_heartbeat (1s), mutexkit_fencing
-// (off), mutexkit_statement_timeout (5s), mutexkit_keepalive_idle,
-// _interval (seconds, 5 and 5) and _count (3), mutexkit_max_keys (4096 or
-// half the server's lock table). The Option functions set the same, and
-// override the DSN. Errors never contain the password. A server that
-// refuses the client (a wrong password, an unknown role or database, a
-// missing privilege) gives an error matching driver.ErrDenied, which
-// nothing retries; one that cannot be reached or does not answer,
-// driver.ErrUnavailable.
+// A libpq URL or keyword string that names a database, read by lib/pq
+// (pq.NewConfig, which also reads the PG* environment variables).
+// Parameters starting with mutexkit_ are this driver's and never reach the
+// server: mutexkit_namespace, mutexkit_statement_timeout (5s),
+// mutexkit_keepalive_idle, _interval (seconds, 5 and 5) and _count (3),
+// mutexkit_max_keys (4096 or half the server's lock table). The Option
+// functions set the same, and override the DSN. Errors never contain the
+// password. A server that refuses the client (a wrong password, an unknown
+// role or database, a missing privilege) gives an error matching
+// driver.ErrDenied, which nothing retries; one that cannot be reached or
+// does not answer, driver.ErrUnavailable.
 //
 // # Keys
 //
@@ -47,27 +52,30 @@
 // for twice on one session (PostgreSQL would grant it again and stack it);
 // pg_advisory_unlock returning false is an error matching
 // driver.ErrNotHeld. Sessions are never handed back to a pool: they are
-// discarded. No caller's context ever cancels a statement on a session (lib/pq
-// would close the connection, dropping every lock on it): statements are
-// bounded on the server by statement_timeout and lock_timeout instead, and
-// every wait for a reply by the reply deadline (the statement timeout plus
-// half a heartbeat). Unlock returns when its context ends, and its release
-// then goes on in the background.
+// discarded. No caller's context ever cancels a statement on a session
+// (lib/pq would close the connection, dropping every lock on it):
+// statements are bounded on the server by statement_timeout and
+// lock_timeout instead, and every wait for a reply by the reply deadline
+// (the statement timeout plus half a second). Unlock returns when its
+// context ends, and its release then goes on in the background. A session
+// found dead while idle is replaced, and the call runs on a new one.
 //
 // # Loss
 //
-// Grants do not expire. A heartbeat on each session (WithHeartbeat)
-// notices a session that died (pg_terminate_backend, a server restart, an
-// idle killer) and reports every lease on it lost within about two
-// intervals. A server that stops answering (a stopped backend, a partition
-// behind a proxy that still acknowledges) misses the reply deadline, and
-// every lease on it is reported lost within the statement timeout plus two
-// heartbeat intervals. The server frees the locks the moment the session
-// ends, so another holder may already have the key when the loss is
-// reported: guard the resource with fencing tokens (WithFencing; table
-// FencingTable).
-// TCP keepalives on both ends of each session (WithKeepalive) bound how
-// long a client cut off by the network keeps its locks (about 20 s).
+// Grants do not expire. Package mutex verifies them every heartbeat
+// (mutex.WithHeartbeat, 1 s by default) through Renew, one statement per
+// session: a session that died (pg_terminate_backend, a server restart, an
+// idle killer) loses its leases at the next heartbeat, and one that stops
+// answering (a stopped backend, a partition behind a proxy that still
+// acknowledges) within about two heartbeats and a half of its last
+// answer. A session busy with a statement that waits on the server is
+// vouched for by another session (its backend in pg_stat_activity). The
+// server frees the locks the moment the session ends, so another holder
+// may already have the key when the loss is reported: guard the resource
+// with fencing tokens (mutex.WithFencing; the table FencingTable is made
+// on the first fenced grant). TCP keepalives on both ends of each session
+// (WithKeepalive) bound how long a client cut off by the network keeps its
+// locks (about 20 s).
 //
 // # Refused setups
 //
@@ -75,6 +83,6 @@
 // pgbouncer in transaction mode (ErrTransactionPooling, detected when a
 // session's statements reach different backends) are refused. Behind
 // such a proxy use LockTx, which holds a transaction-scoped lock in the
-// caller's *sql.Tx or *sqlx.Tx, or connect directly or through session
+// caller's *sql.Tx (or *sqlx.Tx), or connect directly or through session
 // pooling.
 package postgres
