@@ -46,7 +46,7 @@ func TestDenied(t *testing.T) {
 			addrs := c.addrs()[:n]
 			dsn := "redis://" + tc.userinfo + strings.Join(addrs, ",") + tc.db + "?prefix=" + c.prefix
 			t.Run(tc.name+"/"+string(rune('0'+n)), func(t *testing.T) {
-				conn, err := redlock.OpenConnector(dsn)
+				conn, err := redlock.NewConnector(dsn)
 				l := connect(t, conn, err)
 				if tc.inspect {
 					_, _, err = l.Inspect(t.Context(), "k")

@@ -56,6 +56,8 @@ type config struct {
 	pipeConns      int                     // pipelined connections per node; 0: the pool, one call per connection
 	wrapConn       func(net.Conn) net.Conn // tests: wraps each pipelined connection's socket
 	pipeAlways     bool                    // tests: a call alone takes the pipe too
+
+	err error // the first bad Option (or FromPools argument), matching driver.ErrInvalid
 }
 
 func defaultConfig() config {
@@ -70,15 +72,10 @@ func defaultConfig() config {
 	}
 }
 
-// dsnError is a malformed DSN. Its text never quotes the DSN, which may
-// carry a password.
-type dsnError struct{ msg string }
-
-func (e *dsnError) Error() string        { return "redlock: DSN: " + e.msg }
-func (e *dsnError) Is(target error) bool { return target == driver.ErrInvalid }
-
+// dsnErrorf reports a malformed DSN, matching driver.ErrInvalid. Its
+// text never quotes the DSN, which may carry a password.
 func dsnErrorf(format string, args ...any) error {
-	return &dsnError{msg: fmt.Sprintf(format, args...)}
+	return fmt.Errorf("redlock: DSN: %s: %w", fmt.Sprintf(format, args...), driver.ErrInvalid)
 }
 
 // parseDSN reads redis[s]://[user:pass@]host:port[,host:port...][/db][?options].
@@ -149,7 +146,7 @@ func (cfg *config) parseAddress(authority, tail string) error {
 		cfg.addrs = append(cfg.addrs, addr)
 	}
 	if err := checkNodeCount(len(cfg.addrs)); err != nil {
-		return err
+		return dsnErrorf("%v", err)
 	}
 	if hasDB && dbPart != "" {
 		db, err := strconv.Atoi(dbPart)
@@ -189,9 +186,9 @@ func parseHost(h string) (string, error) {
 func checkNodeCount(n int) error {
 	switch {
 	case n == 0:
-		return dsnErrorf("no host")
+		return errors.New("no host")
 	case n == 2:
-		return dsnErrorf("2 nodes: give 1 (single instance) or 3 or more independent nodes (Redlock); with 2 the quorum is both, so one failure stops locking")
+		return errors.New("2 nodes: give 1 (single instance) or 3 or more independent nodes (Redlock); with 2 the quorum is both, so one failure stops locking")
 	}
 	return nil
 }
@@ -234,9 +231,7 @@ func (cfg *config) parseOptions(query string) error {
 		case "pool_idle_timeout":
 			cfg.idleTimeout, err = positiveDuration(v)
 		case "prefix":
-			if v == "" || strings.ContainsAny(v, "{}") {
-				err = errors.New("want a non-empty prefix without { or }")
-			}
+			err = checkPrefix(v)
 			cfg.prefix = v
 		case "tls_ca":
 			cfg.tlsCAFile = v
@@ -276,6 +271,14 @@ func nonNegativeInt(v string) (int, error) {
 // drift is the clock drift allowed for a grant of ttl.
 func (cfg *config) drift(ttl time.Duration) time.Duration {
 	return time.Duration(float64(ttl)*cfg.driftFactor) + cfg.driftFixed
+}
+
+// validity returns ttl as the server keeps it (whole milliseconds: never
+// longer than asked) and the validity of a grant of it: that less the
+// drift.
+func (cfg *config) validity(ttl time.Duration) (server, validity time.Duration) {
+	server = ttl.Truncate(time.Millisecond)
+	return server, server - cfg.drift(server)
 }
 
 // ttlTimeout bounds one node's answer to an acquire or renewal of ttl.

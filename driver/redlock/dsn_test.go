@@ -86,12 +86,49 @@ func TestDSNInvalid(t *testing.T) {
 }
 
 func TestTwoNodesRefused(t *testing.T) {
-	_, err := redlock.OpenConnector("redis://a:1,b:2")
+	_, err := redlock.NewConnector("redis://a:1,b:2")
 	if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "3 or more") {
 		t.Fatalf("two nodes: %v; want ErrInvalid explaining 1 or 3+", err)
 	}
-	if _, err := redlock.NewConnector(nil); !errors.Is(err, driver.ErrInvalid) {
-		t.Fatalf("NewConnector(nil): %v; want ErrInvalid", err)
+}
+
+// TestConstructorErrors: a bad Option fails NewConnector; FromPools keeps
+// its errors (pool count, a nil pool, a bad Option) for Connect. Each
+// matches driver.ErrInvalid, and the first one is reported.
+func TestConstructorErrors(t *testing.T) {
+	if _, err := redlock.NewConnector("redis://a:1", redlock.WithPrefix("a{b}"), redlock.WithNodeTimeout(-1)); !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "hash tag") {
+		t.Errorf("NewConnector with bad Options: %v; want ErrInvalid naming the first", err)
+	}
+	pool := &redis.Pool{Dial: func() (redis.Conn, error) { return nil, errors.New("never dialled") }}
+	for _, tc := range []struct {
+		name  string
+		pools []*redis.Pool
+		opts  []redlock.Option
+		says  string
+	}{
+		{"none", nil, nil, "0 pools"},
+		{"two", []*redis.Pool{pool, pool}, nil, "2 pools"},
+		{"nil pool", []*redis.Pool{pool, nil, pool}, nil, "pool 1 is nil"},
+		{"bad option", []*redis.Pool{pool}, []redlock.Option{redlock.WithPipeline(-1), redlock.WithPrefix("")}, "pipeline connections"},
+	} {
+		conn := redlock.FromPools(tc.pools, tc.opts...)
+		if conn.DriverName() != "redis" {
+			t.Errorf("DriverName %q; want redis", conn.DriverName())
+		}
+		l, err := conn.Connect(t.Context())
+		if l != nil || !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("FromPools (%s): Connect: %v, %v; want ErrInvalid saying %q", tc.name, l, err, tc.says)
+		}
+	}
+	l, err := redlock.FromPools([]*redis.Pool{pool}).Connect(t.Context())
+	if err != nil {
+		t.Fatalf("FromPools with one pool: Connect: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("a second Close: %v; want nil", err)
 	}
 }
 

@@ -6,22 +6,18 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 )
 
+// The one door from package redlock_test to the driver's internals.
+
 // WithConnWrapper wraps the socket of every pipelined connection, so
 // tests can count writes.
 func WithConnWrapper(wrap func(net.Conn) net.Conn) Option {
-	return func(c *config) error {
-		c.wrapConn = wrap
-		return nil
-	}
+	return func(c *config) { c.wrapConn = wrap }
 }
 
 // WithPipeAlways sends every call through the pipe, a call alone too
 // (which otherwise takes a pooled connection).
 func WithPipeAlways() Option {
-	return func(c *config) error {
-		c.pipeAlways = true
-		return nil
-	}
+	return func(c *config) { c.pipeAlways = true }
 }
 
 // Settle waits for the late answers of l's calls that returned at quorum

@@ -1,5 +1,12 @@
 package redlock
 
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
 // Redlock calls return as soon as their outcome is known: an acquire once
 // a quorum granted, a release once a quorum released or so many nodes no
 // longer had the key that it was not held. The slowest nodes, a minority,
@@ -112,4 +119,44 @@ func (l *locker) background(fn func()) {
 		defer l.bg.Done()
 		fn()
 	}()
+}
+
+// tally is one call's replies over the nodes, for the release and extend
+// scripts: done where the script acted (1), notHeld where the owner no
+// longer held the key (0), and the nodes' errors.
+type tally struct {
+	done, notHeld int
+	errs          []error
+}
+
+func (t *tally) add(n *node, r result) {
+	switch {
+	case r.Err != nil:
+		t.errs = append(t.errs, r.Err)
+	case r.Reply == int64(1):
+		t.done++
+	case r.Reply == int64(0):
+		t.notHeld++
+	default:
+		t.errs = append(t.errs, fmt.Errorf("redis %s: unexpected reply %v", n.name, r.Reply))
+	}
+}
+
+// everywhere runs calls on every node at once, pipelined (one round trip
+// per node), waits for every node, each bounded by timeout, and tallies
+// each call's replies over the nodes.
+func (l *locker) everywhere(ctx context.Context, timeout time.Duration, calls []call) []tally {
+	perNode := make([][]result, len(l.nodes))
+	var wg sync.WaitGroup
+	for i, n := range l.nodes {
+		wg.Go(func() { perNode[i] = n.pipeline(ctx, timeout, calls) })
+	}
+	wg.Wait()
+	tallies := make([]tally, len(calls))
+	for i := range tallies {
+		for j, n := range l.nodes {
+			tallies[i].add(n, perNode[j][i])
+		}
+	}
+	return tallies
 }

@@ -48,7 +48,7 @@ func (c *cluster) dsn(opts ...string) string {
 // connector opens a connector to the cluster.
 func (c *cluster) connector(opts ...string) driver.Connector {
 	c.t.Helper()
-	conn, err := redlock.OpenConnector(c.dsn(opts...))
+	conn, err := redlock.NewConnector(c.dsn(opts...))
 	if err != nil {
 		c.t.Fatalf("OpenConnector: %v", err)
 	}
@@ -116,6 +116,22 @@ func (c *cluster) delete(key string, servers ...int) error {
 	return nil
 }
 
+// heldEverywhere waits until every server holds key: an acquire returns
+// once a quorum granted, and the other nodes' grants follow, so a fault
+// injected right after it could meet a grant on a bare quorum.
+func (c *cluster) heldEverywhere(t *testing.T, key string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := range c.servers {
+		for c.owner(i, key) == "" {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d does not hold %q 10s after the acquire", i, key)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
 func (c *cluster) all() []int {
 	idx := make([]int, len(c.servers))
 	for i := range idx {
@@ -132,7 +148,7 @@ type harness struct {
 }
 
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
-	return redlock.OpenConnector(h.dsn())
+	return redlock.NewConnector(h.dsn())
 }
 
 // Vanish deletes the lock behind its holder's back on every node, as a
@@ -144,7 +160,7 @@ func (h *harness) Vanish(_ context.Context, key string) error {
 // Abandon takes key with a one-second TTL through a Locker of its own that
 // never renews and is not closed until the harness is.
 func (h *harness) Abandon(ctx context.Context, key string) error {
-	c, err := redlock.OpenConnector(h.dsn())
+	c, err := redlock.NewConnector(h.dsn())
 	if err != nil {
 		return err
 	}

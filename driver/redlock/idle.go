@@ -24,9 +24,10 @@ import (
 //   - Any call that fails because the server had closed its connection
 //     (EOF, a reset: peerClosed) runs once more on a fresh connection,
 //     within the call's bound. This covers the application's pools
-//     (NewConnector), which the driver does not configure, a close that
+//     (FromPools), which the driver does not configure, a close that
 //     raced the check, and a pipelined connection that broke under a
-//     call. Every call the driver makes may be repeated: an acquire
+//     call. Both transports do it (transport.go), for a lone command and
+//     for a batch. Every call the driver makes may be repeated: an acquire
 //     recognises its owner's grant, a release or renewal compares the
 //     record, an inspection reads.
 
@@ -61,14 +62,14 @@ func testOnBorrow(c redis.Conn, lastUsed time.Time) error {
 	return nil
 }
 
-// fresh dials a connection for a call's second try, bounded by timeout: a
-// pool might hand out another connection that died the same way. The
+// fresh dials a connection for a call's second try, bounded by deadline:
+// the pool might hand out another connection that died the same way. An
 // application's pool without a dial function gives one of its own.
-func (n *node) fresh(ctx context.Context, timeout time.Duration) (redis.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (p *pooled) fresh(ctx context.Context, deadline time.Time) (redis.Conn, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	if n.dial == nil {
-		return n.pool.GetContext(ctx)
+	if p.dial == nil {
+		return p.pool.GetContext(ctx)
 	}
-	return n.dial(ctx)
+	return p.dial(ctx)
 }

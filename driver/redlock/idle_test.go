@@ -102,10 +102,10 @@ func TestIdleConnectionsClosedByServer(t *testing.T) {
 		name string
 		conn func(c *cluster) (driver.Connector, error)
 	}{
-		{"dsn", func(c *cluster) (driver.Connector, error) { return redlock.OpenConnector(c.dsn()) }},
-		{"dsn pipeline=0", func(c *cluster) (driver.Connector, error) { return redlock.OpenConnector(c.dsn("pipeline=0")) }},
+		{"dsn", func(c *cluster) (driver.Connector, error) { return redlock.NewConnector(c.dsn()) }},
+		{"dsn pipeline=0", func(c *cluster) (driver.Connector, error) { return redlock.NewConnector(c.dsn("pipeline=0")) }},
 		{"dsn pipe always", func(c *cluster) (driver.Connector, error) {
-			return redlock.OpenConnector(c.dsn(), redlock.WithPipeAlways())
+			return redlock.NewConnector(c.dsn(), redlock.WithPipeAlways())
 		}},
 		{"application pool", func(c *cluster) (driver.Connector, error) {
 			addr := c.servers[0].Addr()
@@ -113,7 +113,7 @@ func TestIdleConnectionsClosedByServer(t *testing.T) {
 				return redis.DialContext(ctx, "tcp", addr)
 			}}
 			c.t.Cleanup(func() { pool.Close() })
-			return redlock.NewConnector([]*redis.Pool{pool}, redlock.WithPrefix(c.prefix))
+			return redlock.FromPools([]*redis.Pool{pool}, redlock.WithPrefix(c.prefix)), nil
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,7 +136,7 @@ func TestIdleConnectionsCutByProxy(t *testing.T) {
 	}
 	defer p.Close()
 	dsn := "redis://" + p.Addr() + "?prefix=" + c.prefix
-	conn, err := redlock.OpenConnector(dsn)
+	conn, err := redlock.NewConnector(dsn)
 	l := connect(t, conn, err)
 	wake := make(chan struct{}, 1)
 	stop, err := l.Watch("w", wake)

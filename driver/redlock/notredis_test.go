@@ -53,7 +53,7 @@ func TestNotRedis(t *testing.T) {
 		{"tls", "rediss://:" + secret + "@" + httpServer(t) + "?tls_skip_verify=true"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := redlock.OpenConnector(tc.dsn)
+			conn, err := redlock.NewConnector(tc.dsn)
 			l := connect(t, conn, err)
 			_, err = l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Minute})
 			notRedis(t, "Acquire", err)

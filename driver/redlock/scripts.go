@@ -1,24 +1,70 @@
 package redlock
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
+	"errors"
+	"strings"
+
+	"github.com/gomodule/redigo/redis"
 )
 
 // script is a Lua script sent by EVALSHA, and by EVAL when the server
 // answers NOSCRIPT (its cache was flushed or it restarted), which loads it
-// again. redis.Script does the same one call at a time; pipelined renewals
-// need the pieces.
+// again: what redis.Script's Do does. The driver does not send through
+// redis.Script because its methods write to a redis.Conn, while the
+// pipelined transport takes a command and its arguments; and because it
+// builds the argument list, boxing the hash, on every call, where a call
+// here boxes its hash once and builds its arguments once for both tries
+// and for a batch. redis.Script gives the hash.
 type script struct {
-	src, hash string
-	hashArg   any // hash, boxed once rather than on every call
-	nkeys     int
+	src     string
+	hashArg any // the SHA1 of src, boxed once rather than on every call
+	nkeys   int
 }
 
 func newScript(nkeys int, src string) *script {
-	sum := sha1.Sum([]byte(src))
-	hash := hex.EncodeToString(sum[:])
-	return &script{src: src, hash: hash, hashArg: hash, nkeys: nkeys}
+	return &script{src: src, hashArg: redis.NewScript(nkeys, src).Hash(), nkeys: nkeys}
+}
+
+// call is one script invocation, or one plain command when s is nil. A
+// script's args start with its hash and its key count.
+type call struct {
+	s    *script
+	cmd  string // the plain command's name
+	args []any
+}
+
+// newCall returns a call of s with room for n keys and arguments.
+func newCall(s *script, n int) call {
+	args := make([]any, 2, 2+n)
+	args[0], args[1] = s.hashArg, s.nkeys
+	return call{s: s, args: args}
+}
+
+// name is the command c sends first.
+func (c call) name() string {
+	if c.s != nil {
+		return "EVALSHA"
+	}
+	return c.cmd
+}
+
+// evalArgs returns the EVAL form of c's arguments.
+func (c call) evalArgs() []any {
+	args := make([]any, len(c.args))
+	copy(args, c.args)
+	args[0] = c.s.src
+	return args
+}
+
+// noScript reports whether err says the server lacks c's script.
+func (c call) noScript(err error) bool { return c.s != nil && isNoScript(err) }
+
+func isNoScript(err error) bool {
+	if err == nil {
+		return false // before errors.As, whose target would escape
+	}
+	var e redis.Error
+	return errors.As(err, &e) && strings.HasPrefix(string(e), "NOSCRIPT")
 }
 
 // The scripts compare and act in one step, so that only the owner can

@@ -98,6 +98,7 @@ func TestWaitingLockDoesNotSpin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.heldEverywhere(t, "k") // a late grant would come back after the delete
 	if err := c.delete("k", 2); err != nil { // as if node 2 had restarted empty
 		t.Fatal(err)
 	}

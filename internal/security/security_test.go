@@ -231,7 +231,7 @@ func nonOwner(t *testing.T, conn driver.Connector, ttl time.Duration, renews boo
 func TestNonOwnerCannotReleaseOrExtend(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
 		s := testserver.StartRedis(t, 1)
-		conn, err := redlock.OpenConnector("redis://" + s[0].Addr() + "?prefix=sec" + driver.NewOwner().String()[:8])
+		conn, err := redlock.NewConnector("redis://" + s[0].Addr() + "?prefix=sec" + driver.NewOwner().String()[:8])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +239,7 @@ func TestNonOwnerCannotReleaseOrExtend(t *testing.T) {
 	})
 	t.Run("redlock", func(t *testing.T) {
 		s := testserver.StartRedis(t, 3)
-		conn, err := redlock.OpenConnector("redis://" + s[0].Addr() + "," + s[1].Addr() + "," + s[2].Addr() + "?prefix=sec" + driver.NewOwner().String()[:8])
+		conn, err := redlock.NewConnector("redis://" + s[0].Addr() + "," + s[1].Addr() + "," + s[2].Addr() + "?prefix=sec" + driver.NewOwner().String()[:8])
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,10 +2,8 @@ package redlock_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"runtime"
 	"sync"
@@ -29,6 +27,9 @@ func (c writeCounter) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// The pipe itself is tested in internal/pipeline; these tests are of the
+// driver over its transports.
+
 // pipeLocker connects a Locker whose every call, a lone one too, goes
 // through the pipe, and whose writes are counted.
 func (c *cluster) pipeLocker(t *testing.T, writes *atomic.Int64, opts ...string) driver.Locker {
@@ -36,166 +37,16 @@ func (c *cluster) pipeLocker(t *testing.T, writes *atomic.Int64, opts ...string)
 	if writes == nil {
 		writes = new(atomic.Int64)
 	}
-	conn, err := redlock.OpenConnector(c.dsn(opts...), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
+	conn, err := redlock.NewConnector(c.dsn(opts...), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
 		return writeCounter{nc, writes}
 	}))
 	l := connect(t, conn, err)
 	return l
 }
 
-// TestPipelineSharesFlushes: the commands of 64 goroutines go in far fewer
-// writes than there are commands.
-func TestPipelineSharesFlushes(t *testing.T) {
-	c := startCluster(t, 1)
-	var writes atomic.Int64
-	l := c.pipeLocker(t, &writes, "pipeline=1", "timeout=5s") // a slow CI machine must not fail it
-	warm := driver.NewOwner()                                 // dial, and load both scripts
-	if _, err := acquire(t, l, "warm", warm); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Release(t.Context(), "warm", warm); err != nil {
-		t.Fatal(err)
-	}
-	writes.Store(0)
-	const goroutines, rounds = 64, 20
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for g := range goroutines {
-		wg.Go(func() {
-			<-start
-			for r := range rounds {
-				key, owner := fmt.Sprintf("share/%d/%d", g, r), driver.NewOwner()
-				if _, err := acquire(t, l, key, owner); err != nil {
-					t.Error(err)
-					return
-				}
-				if err := l.Release(t.Context(), key, owner); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	cmds, w := int64(goroutines*rounds*2), writes.Load()
-	t.Logf("%d commands in %d writes (%.1f a write)", cmds, w, float64(cmds)/float64(w))
-	if w == 0 || w > cmds/2 {
-		t.Errorf("%d writes for %d commands from %d goroutines: want them shared (at most half as many writes)", w, cmds, goroutines)
-	}
-}
-
-// TestPipelineUncontendedOneWrite: a lone call costs one write on the
-// pipe (by default it takes a pooled connection instead: see
-// TestLoneCallPooled).
-func TestPipelineUncontendedOneWrite(t *testing.T) {
-	c := startCluster(t, 1)
-	var writes atomic.Int64
-	l := c.pipeLocker(t, &writes)
-	owner := driver.NewOwner()
-	if _, err := acquire(t, l, "one", owner); err != nil { // dial
-		t.Fatal(err)
-	}
-	if err := l.Release(t.Context(), "one", owner); err != nil {
-		t.Fatal(err)
-	}
-	writes.Store(0)
-	if _, err := acquire(t, l, "one", owner); err != nil {
-		t.Fatal(err)
-	}
-	if got := writes.Load(); got != 1 {
-		t.Errorf("%d writes for one acquire; want 1", got)
-	}
-}
-
-// TestPipelineAbandonedCall: a call whose ctx ends while the server has
-// not answered leaves the stream in step: the call queued behind it gets
-// its own reply, and so do the calls after.
-func TestPipelineAbandonedCall(t *testing.T) {
-	c := newCluster(t, startRedisArgs(t, 1, "--enable-debug-command", "local"))
-	l := c.pipeLocker(t, nil, "pipeline=1", "timeout=5s")
-	req := func(key string) driver.AcquireRequest {
-		return driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: 10 * time.Second, Holder: driver.Holder{Host: key}}
-	}
-	if _, err := l.Acquire(t.Context(), req("warm")); err != nil {
-		t.Fatal(err)
-	}
-	go c.do(0, "DEBUG", "SLEEP", "0.6") // the server answers no one for 600ms
-	time.Sleep(50 * time.Millisecond)
-
-	errA := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
-		defer cancel()
-		_, err := l.Acquire(ctx, req("abandoned"))
-		errA <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // A is written; B goes behind it
-	errB := make(chan error, 1)
-	go func() {
-		_, err := l.Acquire(t.Context(), req("behind"))
-		errB <- err
-	}()
-	select {
-	case err := <-errA:
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("abandoned call: %v; want its ctx's DeadlineExceeded", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("the call whose ctx ended did not return")
-	}
-	if err := <-errB; err != nil {
-		t.Fatalf("call queued behind an abandoned one: %v", err)
-	}
-	for _, key := range []string{"warm", "behind", "warm", "behind"} {
-		h, held, err := l.Inspect(t.Context(), key)
-		if err != nil || !held || h.Host != key {
-			t.Fatalf("Inspect(%s) after an abandoned call: %+v, %v, %v; want held by host %s", key, h, held, err, key)
-		}
-	}
-}
-
-// TestPipelineRandomCancels: goroutines whose calls end at random points
-// (before writing, in flight) never get another call's reply.
-func TestPipelineRandomCancels(t *testing.T) {
-	c := startCluster(t, 1)
-	l := c.pipeLocker(t, nil, "pipeline=1")
-	var wg sync.WaitGroup
-	var cancelled atomic.Int64
-	for g := range 32 {
-		wg.Go(func() {
-			key, owner := fmt.Sprintf("rand/%d", g), driver.NewOwner()
-			for range 40 {
-				ctx, cancel := context.WithTimeout(t.Context(), rand.N(400*time.Microsecond))
-				_, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: owner, TTL: 10 * time.Second, Holder: driver.Holder{Host: key}})
-				cancel()
-				switch {
-				case err == nil:
-				case errors.Is(err, context.DeadlineExceeded):
-					cancelled.Add(1)
-				default:
-					t.Errorf("Acquire(%s): %v", key, err)
-					return
-				}
-				h, held, err := l.Inspect(t.Context(), key)
-				if err != nil || (held && h.Host != key) {
-					t.Errorf("Inspect(%s): %+v, %v: the stream is out of step", key, h, err)
-					return
-				}
-				if err := l.Release(t.Context(), key, owner); err != nil && !errors.Is(err, driver.ErrNotHeld) {
-					t.Errorf("Release(%s): %v", key, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	t.Logf("%d of %d acquires cut short by their ctx", cancelled.Load(), 32*40)
-}
-
-// TestPipelineNodeKilled: calls in flight when their node is killed fail
-// at once with driver.ErrUnavailable, and the next call after a restart
-// dials again and succeeds.
+// TestPipelineNodeKilled: calls in flight on the pipe when their node is
+// killed fail at once with driver.ErrUnavailable, and the next call after
+// a restart dials again and succeeds.
 func TestPipelineNodeKilled(t *testing.T) {
 	c := newCluster(t, startRedisArgs(t, 1, "--enable-debug-command", "local"))
 	l := c.pipeLocker(t, nil, "pipeline=1", "timeout=20s")
@@ -287,7 +138,7 @@ func TestPipelineCloseInFlight(t *testing.T) {
 func TestLoneCallPooled(t *testing.T) {
 	c := startCluster(t, 1)
 	var writes atomic.Int64
-	conn, err := redlock.OpenConnector(c.dsn(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
+	conn, err := redlock.NewConnector(c.dsn(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
 		return writeCounter{nc, &writes}
 	}))
 	l := connect(t, conn, err)
@@ -341,7 +192,7 @@ func (c preSetGet) Write(b []byte) (int, error) {
 func TestAcquireWithoutSetGet(t *testing.T) {
 	c := startCluster(t, 1)
 	var writes atomic.Int64
-	conn, err := redlock.OpenConnector(c.dsn(), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
+	conn, err := redlock.NewConnector(c.dsn(), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
 		return preSetGet{writeCounter{nc, &writes}}
 	}))
 	l := connect(t, conn, err)

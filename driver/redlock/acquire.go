@@ -1,0 +1,258 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// acquisition is one acquire attempt under way.
+type acquisition struct {
+	key      string
+	owner    driver.Owner
+	cmds     attempt
+	grant    heldKey       // what the Locker keeps if the attempt wins
+	start    time.Time     // before the first send: validity counts from here
+	validity time.Duration // the grant's, from start
+	timeout  time.Duration // each node's answer
+}
+
+// Acquire asks every node at once for the key (node.acquire) and holds it
+// if a quorum granted it within its validity. A failed attempt releases
+// the key wherever it may have been taken.
+func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	start := time.Now()
+	if l.closed.Load() {
+		return driver.Grant{}, errClosed
+	}
+	ttl, validity := l.cfg.validity(req.TTL)
+	switch {
+	case validity <= 0:
+		return driver.Grant{}, errNoValidity(req.TTL)
+	case req.Fencing && !l.single():
+		return driver.Grant{}, fmt.Errorf("redlock: fencing tokens over %d independent nodes: no counter they keep gives a total order (see docs/REDIS.md); use one node: %w", len(l.nodes), driver.ErrUnimplemented)
+	}
+	lock, fence := lockKeys(l.cfg.prefix, req.Key)
+	q := acquisition{
+		key:      req.Key,
+		owner:    req.Owner,
+		grant:    heldKey{owner: req.Owner, ttl: ttl, lock: lock, rec: record(req.Owner, l.attempts.Add(1), req.Holder)},
+		start:    start,
+		validity: validity,
+		timeout:  l.cfg.ttlTimeout(ttl),
+	}
+	q.cmds.set = setCall(q.grant.lock, q.grant.rec, l.ttlArg(ttl.Milliseconds()))
+	if req.Fencing { // the counter only when a token is asked for: it costs Redis an INCR and a key
+		q.cmds.fence = fence
+	}
+	if l.single() {
+		return l.acquireOne(ctx, &q)
+	}
+	return l.acquireQuorum(ctx, &q)
+}
+
+// acquireOne is Acquire on one node, the hot path: one round trip, no
+// goroutine.
+func (l *locker) acquireOne(ctx context.Context, q *acquisition) (driver.Grant, error) {
+	token, _, err := l.nodes[0].acquire(ctx, q.timeout, q.cmds)
+	switch {
+	case err != nil:
+		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
+	case token < 0:
+		return driver.Grant{}, errHeld(1, 1)
+	case token > 0:
+		q.grant.rec = withToken(q.grant.rec.(string), token) // as the script stored it
+	}
+	if elapsed := time.Since(q.start); elapsed >= q.validity {
+		l.releaseOn(ctx, q.timeout, []int{0}, q.grant, releaseScript) // a whole grant: waiters may take it
+		return driver.Grant{}, errTooSlow(elapsed, q.validity)
+	}
+	l.track(q.key, q.grant)
+	return driver.Grant{Token: uint64(token), Validity: q.validity}, nil
+}
+
+// acquireQuorum is Acquire on N nodes (Redlock): it returns once a quorum
+// granted, leaving the other answers to the background (gather.go), or,
+// failing, once every node answered and those it reached were released.
+func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Grant, error) {
+	type answer struct {
+		token  int64
+		holder []byte // the other owner, when token < 0
+		err    error
+	}
+	cmds, timeout := q.cmds, q.timeout
+	var granted int
+	g := gather(l, nil, func(_ int, n *node) answer {
+		token, holder, err := n.acquire(ctx, timeout, cmds)
+		return answer{token, holder, err}
+	}, func(_ int, r answer) bool {
+		if r.err == nil && r.token >= 0 {
+			granted++
+		}
+		return granted >= l.quorum
+	})
+	elapsed := time.Since(q.start)
+	won := granted >= l.quorum && elapsed < q.validity
+	if !won {
+		g.wait() // failed: every node's answer, so that all are released before a retry
+	}
+	granted = 0
+	var held int
+	var holders [][]byte // the other owners, one per node where one held the key
+	var reached []int    // nodes that granted or may have: released if the attempt fails
+	var errs []error
+	for i, r := range g.out {
+		if !g.answered[i] {
+			continue
+		}
+		switch {
+		case r.err != nil:
+			reached = append(reached, i)
+			errs = append(errs, r.err)
+		case r.token < 0:
+			held++
+			holders = append(holders, r.holder)
+		default:
+			granted++
+			reached = append(reached, i)
+			if r.token != 0 {
+				// A record of this owner's from a fenced grant on one node
+				// (not a config Redlock takes): the nodes' records may
+				// differ, so compare the owner alone.
+				q.grant.rec = q.owner.String()
+			}
+		}
+	}
+	if won {
+		q.grant.settled = g.finish(l, nil) // a release waits for them (release)
+		if q.grant.settled != nil {
+			q.grant.late = make([]bool, len(l.nodes))
+			for i, in := range g.answered {
+				q.grant.late[i] = !in
+			}
+		}
+		l.track(q.key, q.grant)
+		return driver.Grant{Validity: q.validity}, nil
+	}
+	if granted >= l.quorum { // a whole grant, too late: waiters may take it
+		l.releaseOn(ctx, timeout, reached, q.grant, releaseScript)
+		return driver.Grant{}, errTooSlow(elapsed, q.validity)
+	}
+	// Withdrawing wakes no waiter when one owner holds the key on a quorum
+	// (or may, with the nodes that failed): only its release frees the
+	// key. Otherwise the key is split between attempts, and each one's
+	// withdrawal lets the others try again at once.
+	withdraw := releaseScript
+	if oneHolds(holders, len(errs), l.quorum) {
+		withdraw = withdrawScript
+	}
+	l.releaseOn(ctx, timeout, reached, q.grant, withdraw)
+	if len(errs) > len(l.nodes)-l.quorum { // no quorum is possible without them
+		return driver.Grant{}, l.quorumError("acquire", errs)
+	}
+	return driver.Grant{}, errHeld(held, len(l.nodes))
+}
+
+// oneHolds reports whether one owner of holders (one entry per node that
+// another owner held) holds a quorum, counting the unknown nodes as its.
+func oneHolds(holders [][]byte, unknown, quorum int) bool {
+	if unknown >= quorum {
+		return true // nobody can win: waking them is no use
+	}
+	for i, h := range holders {
+		n := unknown
+		for _, o := range holders[i:] {
+			if string(o) == string(h) {
+				n++
+			}
+		}
+		if n >= quorum {
+			return true
+		}
+	}
+	return false
+}
+
+// attempt is one acquire's commands: the plain SET, and the counter's key
+// when the grant is fenced.
+type attempt struct {
+	set   call   // SET lock record NX PX ttl GET
+	fence string // "" unfenced
+}
+
+// setCall returns the plain acquire, SET NX PX with GET: the server
+// answers nil when it set the key, else the value there.
+func setCall(lock, rec, ttlMs any) call {
+	return call{cmd: "SET", args: []any{lock, rec, "NX", "PX", ttlMs, "GET"}}
+}
+
+// acquire asks n for a grant of a and returns its token (0 unfenced), or
+// -1 when another owner holds the key, with that owner when the reply
+// says (the fenced script does not: nil).
+//
+// An unfenced grant is the one SET where the server takes NX with GET
+// (Redis 7.0 on): nil means granted, another owner's record held. The
+// caller's own record, left by an earlier attempt of the same owner, goes
+// on to the acquire script, which writes it again with this attempt's
+// record and TTL. A fenced grant, and any grant from a server that
+// refuses NX with GET, is the script alone. (The script costs Redis three
+// to four times a SET.)
+func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (token int64, holder []byte, err error) {
+	lock, rec, ttl := a.set.args[0], a.set.args[1], a.set.args[4]
+	if a.fence == "" && !n.noSetGet.Load() {
+		reply, err := n.do(ctx, timeout, a.set)
+		switch cur, isValue := reply.([]byte); {
+		case err == nil && reply == nil:
+			return 0, nil, nil
+		case err == nil && !isValue:
+			return 0, nil, fmt.Errorf("redis %s: unexpected reply %T to SET", n.name, reply)
+		case err == nil && !sameOwner(cur, rec.(string)):
+			return -1, ownerOf(cur), nil
+		case err == nil: // our own grant: the script refreshes it
+		case refusesSetGet(err):
+			n.noSetGet.Store(true)
+		default:
+			return 0, nil, err
+		}
+	}
+	var c call
+	if a.fence != "" {
+		c = newCall(fencedAcquireScript, 4)
+		c.args = append(c.args, lock, a.fence, rec, ttl)
+	} else {
+		c = newCall(acquireScript, 3)
+		c.args = append(c.args, lock, rec, ttl)
+	}
+	reply, err := n.do(ctx, timeout, c)
+	if err != nil {
+		return 0, nil, err
+	}
+	switch v := reply.(type) {
+	case int64:
+		return v, nil, nil
+	case []byte: // another owner's record
+		return -1, ownerOf(v), nil
+	}
+	return 0, nil, fmt.Errorf("redis %s: unexpected reply %T to acquire", n.name, reply)
+}
+
+// ownerOf returns the owner of a holder record: its first 32 bytes.
+func ownerOf(rec []byte) []byte { return rec[:min(len(rec), ownerLen)] }
+
+// sameOwner reports whether a lock's value is a record of rec's owner.
+func sameOwner(cur []byte, rec string) bool {
+	return len(cur) >= ownerLen && len(rec) >= ownerLen && string(cur[:ownerLen]) == rec[:ownerLen]
+}
+
+// refusesSetGet reports a server's refusal of SET with both NX and GET
+// (before Redis 7.0: a syntax error).
+func refusesSetGet(err error) bool {
+	var e redis.Error
+	return errors.As(err, &e) && strings.Contains(strings.ToLower(string(e)), "syntax error")
+}

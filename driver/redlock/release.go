@@ -1,0 +1,121 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Release deletes the key wherever owner holds it. It succeeds when a
+// quorum released it, and returns driver.ErrNotHeld when too many nodes
+// no longer had it for the lease to have been held.
+func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) error {
+	if l.closed.Load() {
+		return errClosed
+	}
+	// Each node's answer is bounded as for the acquire when this Locker
+	// made the grant.
+	h, mine := l.args(key, owner)
+	timeout := l.cfg.opTimeout()
+	if mine {
+		timeout = l.cfg.ttlTimeout(h.ttl)
+	}
+	err := l.release(ctx, h, timeout)
+	if err == nil || errors.Is(err, driver.ErrNotHeld) {
+		l.untrack(key, owner)
+	}
+	return err
+}
+
+func (l *locker) release(ctx context.Context, h heldKey, timeout time.Duration) error {
+	c := releaseCall(h, releaseScript)
+	if l.single() {
+		reply, err := l.nodes[0].do(ctx, timeout, c)
+		switch {
+		case err != nil:
+			return fmt.Errorf("redlock: release: %w", err)
+		case reply == int64(1):
+			return nil
+		}
+		return fmt.Errorf("redlock: %w", driver.ErrNotHeld)
+	}
+	// The calls outlive ctx: once the outcome is known (or ctx ends) the
+	// late nodes are still asked, in the background, each bounded by its
+	// timeout.
+	callCtx := context.WithoutCancel(ctx)
+	var released, notHeld int
+	g := gather(l, ctx.Done(), func(i int, n *node) result {
+		if h.late != nil && h.late[i] {
+			<-h.settled // the node's acquire answer first (gather.go)
+		}
+		reply, err := n.do(callCtx, timeout, c)
+		return result{Reply: reply, Err: err}
+	}, func(_ int, r result) bool {
+		switch {
+		case r.Err == nil && r.Reply == int64(1):
+			released++
+		case r.Err == nil && r.Reply == int64(0):
+			notHeld++
+		}
+		return released >= l.quorum || notHeld > len(l.nodes)-l.quorum
+	})
+	g.finish(l, nil)
+	var t tally
+	for i, r := range g.out {
+		if g.answered[i] {
+			t.add(l.nodes[i], r)
+		}
+	}
+	switch {
+	case t.done >= l.quorum:
+		return nil
+	case t.notHeld > len(l.nodes)-l.quorum:
+		return fmt.Errorf("redlock: released on %d of %d nodes, gone from %d: %w", t.done, len(l.nodes), t.notHeld, driver.ErrNotHeld)
+	case g.late > 0: // ctx ended first
+		return fmt.Errorf("redlock: release: %w (it goes on in the background)", ctx.Err())
+	}
+	return l.quorumError("release", t.errs)
+}
+
+// releaseCall is the call of s (releaseScript, or withdrawScript, which
+// wakes no waiter) that releases h.
+func releaseCall(h heldKey, s *script) call {
+	c := newCall(s, 2)
+	c.args = append(c.args, h.lock, h.rec)
+	return c
+}
+
+// releaseOn releases h on the given nodes with s, for an attempt that
+// failed. It runs even when ctx has ended: the attempt may have taken the
+// key.
+func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []int, h heldKey, s *script) {
+	if len(nodes) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	c := releaseCall(h, s)
+	var wg sync.WaitGroup
+	for _, i := range nodes {
+		wg.Go(func() { l.nodes[i].do(ctx, timeout, c) })
+	}
+	wg.Wait()
+}
+
+// releaseAll releases many keys with one pipelined round trip per node
+// (Close).
+func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey) error {
+	calls := make([]call, 0, len(held))
+	for _, h := range held {
+		calls = append(calls, releaseCall(h, releaseScript))
+	}
+	for _, t := range l.everywhere(ctx, l.cfg.opTimeout(), calls) {
+		if t.done < l.quorum && t.notHeld <= len(l.nodes)-l.quorum && len(t.errs) > 0 {
+			return l.quorumError("release", t.errs) // one says it: the nodes are the same for every key
+		}
+	}
+	return nil
+}
