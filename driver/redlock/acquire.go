@@ -153,10 +153,15 @@ func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Gran
 		withdraw = withdrawScript
 	}
 	l.releaseOn(ctx, timeout, reached, q.grant, withdraw)
-	if len(errs) > len(l.nodes)-l.quorum { // no quorum is possible without them
-		return driver.Grant{}, l.quorumError("acquire", errs)
+	if held > len(l.nodes)-l.quorum { // no quorum is left for this owner, whatever the failed nodes said
+		return driver.Grant{}, errHeld(held, len(l.nodes))
 	}
-	return driver.Grant{}, errHeld(held, len(l.nodes))
+	// The nodes that failed decided: had they granted, the attempt would
+	// have won. The key is not known to be held, and the error says the
+	// nodes are unreachable (Lock waits it out; TryLock says so).
+	e := l.quorumError("acquire", errs)
+	e.held = held
+	return driver.Grant{}, e
 }
 
 // oneHolds reports whether one owner of holders (one entry per node that

@@ -362,3 +362,39 @@ func TestLockWaitsForQuorum(t *testing.T) {
 		t.Fatalf("Lock after the nodes came back: %v", err)
 	}
 }
+
+// TestHeldMinorityAndNodesDown: an attempt that failed because nodes
+// failed, with the key held elsewhere on too few nodes to refuse it, is
+// driver.ErrUnavailable (Lock waits it out, TryLock says the nodes are
+// unreachable), not ErrLocked; held on so many nodes that no quorum is
+// left, it is ErrLocked whatever the others said.
+func TestHeldMinorityAndNodesDown(t *testing.T) {
+	c := startCluster(t, 5)
+	l := c.locker("timeout=1s")
+	c.plant(t, "one", driver.NewOwner(), 0)
+	c.plant(t, "two", driver.NewOwner(), 0, 1)
+	c.plant(t, "three", driver.NewOwner(), 0, 1, 2)
+	c.servers[3].Kill()
+	c.servers[4].Kill()
+	for _, tc := range []struct {
+		key  string
+		held int
+	}{{"one", 1}, {"two", 2}} {
+		_, err := acquire(t, l, tc.key, driver.NewOwner())
+		switch {
+		case errors.Is(err, driver.ErrLocked):
+			t.Errorf("held on %d of 5, 2 nodes down: %v; want not ErrLocked: the nodes down decided", tc.held, err)
+		case !errors.Is(err, driver.ErrUnavailable):
+			t.Errorf("held on %d of 5, 2 nodes down: %v; want driver.ErrUnavailable", tc.held, err)
+		case !strings.Contains(err.Error(), c.servers[3].Addr()) || !strings.Contains(err.Error(), fmt.Sprintf("held elsewhere on %d", tc.held)):
+			t.Errorf("held on %d of 5, 2 nodes down: %v; want the nodes down named and the holders counted", tc.held, err)
+		}
+	}
+	if _, err := acquire(t, l, "three", driver.NewOwner()); !errors.Is(err, driver.ErrLocked) {
+		t.Errorf("held on 3 of 5, 2 nodes down: %v; want ErrLocked", err)
+	}
+	_, err := c.client().NewMutex("one").TryLock(t.Context())
+	if errors.Is(err, mutex.ErrLocked) || !errors.Is(err, mutex.ErrUnavailable) {
+		t.Errorf("TryLock held on 1 of 5, 2 nodes down: %v; want mutex.ErrUnavailable", err)
+	}
+}

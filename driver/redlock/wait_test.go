@@ -98,7 +98,8 @@ func TestWaitingLockDoesNotSpin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.heldEverywhere(t, "k") // a late grant would come back after the delete
+	// A late grant would come back after the delete.
+	c.heldEverywhere(t, "k")
 	if err := c.delete("k", 2); err != nil { // as if node 2 had restarted empty
 		t.Fatal(err)
 	}
