@@ -115,7 +115,8 @@ type Locker interface {
 	// the session it granted the key on is alive and still holds it (for
 	// example one query per session), and sets Err to ErrNotHeld if not.
 	// It needs no goroutine of its own for this. A lease whose
-	// verifications keep failing is reported lost after two heartbeats.
+	// verifications keep failing is reported lost after two heartbeats and
+	// a half.
 	Renew(ctx context.Context, batch []Renewal)
 
 	// Watch registers wake to receive a value, sent without blocking,

@@ -30,6 +30,7 @@ func NewClient(c driver.Connector, opts ...Option) *Client {
 		heartbeat: cfg.heartbeat,
 		cfgErr:    cfg.err,
 	}
+	cl.closeCtx, cl.cancelClose = context.WithCancel(context.Background())
 	for _, m := range cfg.middleware {
 		if m.Wrap != nil {
 			cl.wraps = append(cl.wraps, m.Wrap)
@@ -58,11 +59,13 @@ type Client struct {
 	connMu sync.Mutex
 	locker driver.Locker // set once connected; read under mu
 
-	mu      sync.Mutex
-	closed  bool
-	closing chan struct{}     // closed by Close, to wake waiters
-	keys    map[string]*Lease // keys this client holds or is acquiring
-	cleanup sync.WaitGroup    // releases running in the background
+	mu          sync.Mutex
+	closed      bool
+	closing     chan struct{}   // closed by Close, to wake waiters
+	closeCtx    context.Context // cancelled by Close, to end a Connect in flight
+	cancelClose context.CancelFunc
+	keys        map[string]*Lease // keys this client holds or is acquiring
+	cleanup     sync.WaitGroup    // releases running in the background
 
 	renew renewer
 }
@@ -90,8 +93,15 @@ func (c *Client) conn(ctx context.Context) (driver.Locker, error) {
 	if l != nil {
 		return l, nil
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.closeCtx, cancel) // Close waits for a Connect in flight: end it
+	defer stop()
 	l, err := c.connector.Connect(ctx)
 	if err != nil {
+		if c.closeCtx.Err() != nil {
+			return nil, errClientClosed
+		}
 		return nil, err
 	}
 	info := Info{Driver: c.driver}
@@ -177,6 +187,7 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	close(c.closing)
+	c.cancelClose()
 	held := make([]*Lease, 0, len(c.keys))
 	for _, l := range c.keys {
 		held = append(held, l)
@@ -190,10 +201,11 @@ func (c *Client) Close() error {
 	defer cancel()
 	var errs []error
 	for _, l := range held {
-		if !l.acquiredYet() {
-			continue // its Lock is still running and will see ErrClosed
-		}
 		ended := opError("close", l.key, errClientClosed)
+		if !l.acquiredYet() {
+			l.end(ended) // its Lock is still running: start refuses the lease, and it gives up
+			continue
+		}
 		wasHeld := l.end(ended)
 		if wasHeld {
 			c.observeEnd(l, ended)

@@ -190,18 +190,51 @@ func (l *Lease) unlockLostError() error {
 	return opError("unlock", l.key, l.err.Err, append(slices.Clone(l.err.kinds), ErrNotHeld)...)
 }
 
-// lose ends a held lease as lost and frees its key in the client. It is
-// safe to call more than once and in any state.
+// lose ends a held lease as lost. It is safe to call more than once and in
+// any state. A lease still being acquired is marked lost, so that start
+// refuses it (its Lock, which holds the key's place in the client, then
+// gives up); a lease being released after Unlock is left as it is.
+//
+// When the loss is not the backend's own word that the key is gone (a
+// validity that ran out, a session that could not be verified), the grant
+// may still be there: it is released in the background, with the lease's
+// owner, so that nothing stays held with nobody to free it.
 func (l *Lease) lose(cause error) {
-	l.c.forget(l) // first: whoever Done wakes may take the key again at once
-	if err := opError("lease", l.key, cause, ErrLockLost); l.end(err) {
-		l.c.observeEnd(l, err)
+	err := opError("lease", l.key, cause, ErrLockLost)
+	l.mu.Lock()
+	switch l.state {
+	case stateAcquiring:
+		l.state, l.err = stateLost, err
+		l.mu.Unlock()
+		return
+	case stateHeld:
+	default:
+		l.mu.Unlock()
+		return
+	}
+	l.state, l.err = stateLost, err
+	onEnd := l.onEnd
+	l.mu.Unlock()
+
+	c := l.c
+	c.forget(l) // before Done closes: whoever Done wakes may take the key again at once
+	l.mu.Lock()
+	l.closeDone()
+	l.mu.Unlock()
+	if onEnd != nil {
+		onEnd(err)
+	}
+	c.observeEnd(l, err)
+	if !errors.Is(cause, ErrNotHeld) {
+		if locker := c.lockerNow(); locker != nil {
+			c.releaseInBackground(locker, l.key, l.owner)
+		}
 	}
 }
 
-// end moves a held lease to lost with err and reports whether it was held.
-// A lease still being acquired is marked lost too, so start refuses it.
-// Leases being released after Unlock are left as they are.
+// end moves a held lease to ended by Close, with err, and reports whether
+// it was held. A lease still being acquired is marked so too, so that start
+// refuses it. Leases being released after Unlock are left as they are.
 func (l *Lease) end(err *Error) bool {
 	l.mu.Lock()
 	if l.state == stateAcquiring {

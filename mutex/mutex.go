@@ -196,7 +196,7 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 			if w == nil {
 				w = newWaiter()
 			}
-			if locker != nil && w.stopWatch == nil {
+			if locker != nil && !w.watchTried {
 				// Subscribe, then try again at once: a release between the
 				// first attempt and the subscription is not missed, and an
 				// uncontended Lock never pays for a subscription.

@@ -49,6 +49,14 @@ func (l *countingLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 	l.Locker.Renew(ctx, batch)
 }
 
+// Release fails too while renewals fail: the backend is out of reach.
+func (l *countingLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
+	if l.rc.fail.Load() {
+		return fmt.Errorf("injected: %w", driver.ErrUnavailable)
+	}
+	return l.Locker.Release(ctx, key, owner)
+}
+
 // TestRenewalIsBatched: 10,000 held leases are renewed in a few calls per
 // interval, by one goroutine, not one per lease.
 func TestRenewalIsBatched(t *testing.T) {

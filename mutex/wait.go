@@ -30,6 +30,7 @@ const (
 // timer with capped, jittered exponential backoff.
 type waiter struct {
 	wake       chan struct{}
+	watchTried bool // Watch was called, whatever it returned
 	stopWatch  func()
 	timer      *time.Timer
 	maxBackoff time.Duration
@@ -51,9 +52,10 @@ func newWaiter() *waiter {
 // watch subscribes to key's releases, once. Lock calls it before its next
 // attempt, so a release between an attempt and the wait is not missed.
 func (w *waiter) watch(l driver.Locker, key string) {
-	if w.stopWatch != nil {
+	if w.watchTried {
 		return
 	}
+	w.watchTried = true // a driver that cannot watch is polled, never asked again
 	if stop, err := l.Watch(key, w.wake); err == nil {
 		w.stopWatch = stop
 		w.maxBackoff = maxBackoffWatching

@@ -1,0 +1,175 @@
+package mutex_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/mem"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+// noWatch is a driver that cannot signal releases (Watch is
+// ErrUnimplemented, as the contract allows), counting attempts.
+type noWatch struct {
+	driver.Locker
+	attempts *atomic.Int32
+}
+
+func (l noWatch) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	l.attempts.Add(1)
+	return l.Locker.Acquire(ctx, req)
+}
+
+func (l noWatch) Watch(string, chan<- struct{}) (func(), error) {
+	return nil, driver.ErrUnimplemented
+}
+
+// TestNoWatchPolls: a driver that cannot watch is polled with backoff, not
+// asked again at once after every attempt.
+func TestNoWatchPolls(t *testing.T) {
+	ctx := context.Background()
+	table := mem.NewTable()
+	holder := mutex.NewClient(mem.FromTable(table))
+	defer holder.Close()
+	held, err := holder.NewMutex("k").TryLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock(ctx)
+	var attempts atomic.Int32
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return noWatch{next, &attempts} },
+	}))
+	defer c.Close()
+	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	_, err = c.NewMutex("k").Lock(wctx)
+	// Backoff from 2 ms doubling to 250 ms: about 10 attempts in 500 ms.
+	if n := attempts.Load(); n > 40 {
+		t.Fatalf("%d attempts in 500 ms against a driver that cannot watch; want backoff (at most 40)", n)
+	}
+	if !errors.Is(err, mutex.ErrLocked) {
+		t.Fatalf("Lock = %v; want ErrLocked at the deadline", err)
+	}
+}
+
+// TestCloseEndsLeasesBeingGranted: a lease whose grant arrives while Close
+// runs is never returned held after Close: it is ended, or not returned.
+func TestCloseEndsLeasesBeingGranted(t *testing.T) {
+	granted := 0
+	for round := range 3000 {
+		c := mutex.NewClient(mem.FromTable(mem.NewTable()))
+		c.Ping(context.Background())
+		var wg sync.WaitGroup
+		leases := make(chan *mutex.Lease, 8)
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if l, err := c.NewMutex(fmt.Sprint("k", i)).TryLock(context.Background()); err == nil {
+					leases <- l
+				}
+			}()
+		}
+		time.Sleep(time.Duration(round%50) * time.Microsecond)
+		c.Close()
+		wg.Wait()
+		close(leases)
+		for l := range leases {
+			granted++
+			select {
+			case <-l.Done():
+			default:
+				t.Fatalf("round %d: a lease TryLock returned is still held after Close returned (Err %v)", round, l.Err())
+			}
+		}
+	}
+	t.Logf("%d leases granted around Close, every one ended", granted)
+}
+
+// unverifiable turns mem's grants into session grants whose verification
+// never succeeds, as with a server that stopped answering.
+type unverifiable struct{ driver.Locker }
+
+func (l unverifiable) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	req.TTL = time.Hour
+	g, err := l.Locker.Acquire(ctx, req)
+	g.Validity = 0
+	return g, err
+}
+
+func (l unverifiable) Renew(_ context.Context, b []driver.Renewal) {
+	for i := range b {
+		b[i].Err = driver.ErrUnavailable
+	}
+}
+
+// TestUnverifiedLossReleases: a lease given up because it could not be
+// verified may still be held on the backend: it is released there, so
+// nothing stays held with nobody left to free it.
+func TestUnverifiedLossReleases(t *testing.T) {
+	ctx := context.Background()
+	table := mem.NewTable()
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithHeartbeat(20*time.Millisecond), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return unverifiable{next} },
+	}))
+	defer c.Close()
+	l, err := c.NewMutex("k").Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-l.Done()
+	if !errors.Is(l.Err(), mutex.ErrLockLost) {
+		t.Fatalf("Err = %v; want ErrLockLost", l.Err())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, held := table.Holder("k"); !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backend still holds the key of a lease given up as unverifiable")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// slowConnector connects only when its ctx ends.
+type slowConnector struct{ started chan struct{} }
+
+func (c slowConnector) Connect(ctx context.Context) (driver.Locker, error) {
+	close(c.started)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (slowConnector) DriverName() string { return "slow" }
+
+// TestCloseEndsConnect: Close does not wait behind a Connect whose caller
+// gave it no deadline.
+func TestCloseEndsConnect(t *testing.T) {
+	sc := slowConnector{make(chan struct{})}
+	c := mutex.NewClient(sc)
+	locked := make(chan error, 1)
+	go func() {
+		_, err := c.NewMutex("k").Lock(context.Background())
+		locked <- err
+	}()
+	<-sc.started
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close blocked behind a Connect in flight")
+	}
+	if err := <-locked; !errors.Is(err, mutex.ErrClosed) {
+		t.Fatalf("Lock during Close = %v; want ErrClosed", err)
+	}
+}
