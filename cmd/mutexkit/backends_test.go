@@ -48,7 +48,6 @@ func postgresServer(t *testing.T) server {
 	}
 	q := u.Query()
 	q.Set("mutexkit_namespace", ns)
-	q.Set("mutexkit_heartbeat", "250ms")
 	u.RawQuery = q.Encode()
 	return server{
 		name: "postgres",

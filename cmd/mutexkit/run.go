@@ -57,7 +57,7 @@ Flags:
 type runConfig struct {
 	key, dsn           string
 	wait, ttl, minHold time.Duration
-	grace              time.Duration
+	grace, heartbeat   time.Duration
 	skipCode, lostCode int
 	program            []string
 }
@@ -72,6 +72,7 @@ func parseRun(args []string, stdout, stderr io.Writer) (c runConfig, code int, d
 	fs.DurationVar(&c.ttl, "ttl", 0, fmt.Sprintf("lease length on backends whose locks expire (default %v); renewed while the program runs", mutex.DefaultTTL))
 	fs.DurationVar(&c.minHold, "min-hold", 0, fmt.Sprintf("keep the lock at least this long from acquisition (at most %v), even if the program ends sooner, so pods whose schedule fires a little later skip; mutexkit keeps running until then", fmtDuration(mutex.MaxMinHold)))
 	fs.DurationVar(&c.grace, "grace", 5*time.Second, "after SIGTERM to a program whose lock was lost, wait this long before SIGKILL; where locks expire, the TTL must be at least 3 times --grace and at least --grace plus 2s")
+	fs.DurationVar(&c.heartbeat, "heartbeat", mutex.DefaultHeartbeat, fmt.Sprintf("on backends whose locks last as long as a session (PostgreSQL, file), how often the session is verified: a loss is seen within about this long (%v to %v)", mutex.MinHeartbeat, mutex.MaxHeartbeat))
 	fs.IntVar(&c.skipCode, "skip-code", exitSkipped, "exit code when the lock is held elsewhere")
 	fs.IntVar(&c.lostCode, "lost-code", exitLost, "exit code when the lock was lost while the program ran")
 	if code, done := parseFlags(fs, runUsage, args, stdout, stderr); done {
@@ -86,6 +87,8 @@ func parseRun(args []string, stdout, stderr io.Writer) (c runConfig, code int, d
 		err = errors.New("no program to run: put it after --, as in mutexkit run --key K -- program args")
 	case c.wait < 0 || c.minHold < 0 || c.grace < 0:
 		err = errors.New("--wait, --min-hold and --grace cannot be negative")
+	case c.heartbeat < mutex.MinHeartbeat || c.heartbeat > mutex.MaxHeartbeat:
+		err = fmt.Errorf("--heartbeat %v is outside [%v, %v]", c.heartbeat, mutex.MinHeartbeat, mutex.MaxHeartbeat)
 	case c.minHold > mutex.MaxMinHold:
 		err = fmt.Errorf("--min-hold %v is longer than %v, the most the library holds a lock for a job that has ended", fmtDuration(c.minHold), fmtDuration(mutex.MaxMinHold))
 	}
@@ -125,7 +128,7 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if be.fallback {
 		fmt.Fprintf(stderr, "mutexkit: no DSN (--dsn or MUTEXKIT_DSN): using the file driver in %s; the lock is host-local and does not coordinate other machines\n", file.DefaultDir())
 	}
-	client, err := mutex.Open(be.dsn)
+	client, err := mutex.Open(be.dsn, mutex.WithHeartbeat(cfg.heartbeat))
 	if err != nil {
 		return fail(stderr, exitUsage, err)
 	}
@@ -231,7 +234,7 @@ func runUnderLease(lease *mutex.Lease, cfg runConfig, sigs <-chan os.Signal, std
 		exited <- cmd.Wait()
 	}()
 	if err := <-started; err != nil {
-		lease.Unlock(context.Background())
+		unlock(lease)
 		fmt.Fprintf(stderr, "mutexkit: start %s: %v\n", cfg.program[0], err)
 		return 127
 	}
@@ -275,7 +278,7 @@ loop:
 	}
 	code := exitCode(cmd, waitErr)
 	if lost != nil {
-		lease.Unlock(context.Background())
+		unlock(lease)
 		return cfg.lostCode
 	}
 
@@ -288,9 +291,7 @@ loop:
 		case <-sigs:
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := lease.Unlock(ctx); errors.Is(err, mutex.ErrLockLost) {
+	if err := unlock(lease); errors.Is(err, mutex.ErrLockLost) {
 		fmt.Fprintf(stderr, "mutexkit: lock %q was lost before the program ended: %v\n", cfg.key, oneLine(err))
 		return cfg.lostCode
 	} else if err != nil {
@@ -337,4 +338,13 @@ func isTerminal(r io.Reader) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// unlock releases the lease within a bounded time: the command must end
+// even if the backend stopped answering (it then frees the lock at TTL or
+// session end).
+func unlock(lease *mutex.Lease) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return lease.Unlock(ctx)
 }
