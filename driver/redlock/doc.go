@@ -1,6 +1,7 @@
-// Package redlock is the Redis driver of mutexkit, registered as "redlock",
-// through github.com/gomodule/redigo: a lock on one Redis server, or the
-// Redlock algorithm over three or more independent servers.
+// Package redlock is the Redis driver of mutexkit, through
+// github.com/gomodule/redigo: a lock on one Redis server, or the Redlock
+// algorithm over three or more independent servers. It registers the URL
+// schemes redis and rediss (TLS); its driver name is "redis".
 //
 //	import (
 //		"github.com/mutexkit/mutexkit/mutex"
@@ -16,8 +17,11 @@
 // drift_factor, drift_fixed, pipeline, pool_max_idle, pool_max_active,
 // pool_idle_timeout, prefix, and for rediss:// tls_ca, tls_server_name and
 // tls_skip_verify. Two hosts are refused: give one, or three and more.
-// An application that has redigo pools already passes them to
-// NewConnector and the result to mutex.OpenConnector.
+// NewConnector parses a DSN with Options beside it (a *tls.Config); an
+// application that has redigo pools already passes them to FromPools, and
+// either Connector to mutex.NewClient:
+//
+//	client := mutex.NewClient(redlock.FromPools([]*redis.Pool{pool}))
 //
 // Acquiring sends one SET NX PX (with GET, Redis 7.0 on; a script on older
 // servers) to every node at once; the lock is held when a quorum (N/2+1)
@@ -25,19 +29,22 @@
 // before the first send) has not run out. The lock's value is its holder
 // record: the owner (128 random bits), then token, since, pid, attempt
 // number and host. A failed attempt releases wherever it may have taken
-// the key. Release and
-// renewal compare the record and act in one script; renewals of many
-// leases go to each node in one pipelined round trip. A successful acquire
-// and a release return once a quorum has answered; the other nodes'
-// answers are awaited in the background, so a slow or paused minority
-// does not slow them. Releases are
-// published, and waiters subscribed to them wake at once.
+// the key. An attempt fails with driver.ErrLocked when the key is held
+// elsewhere on so many nodes that no quorum is left; when nodes failed
+// and fewer hold it, the nodes' errors (driver.ErrUnavailable) say why.
+// Release and renewal compare the record and act in one script; renewals
+// of many leases go to each node in one pipelined round trip. A
+// successful acquire and a release return once a quorum has answered; the
+// other nodes' answers are awaited in the background, so a slow or paused
+// minority does not slow them. Releases are published, and waiters
+// subscribed to them wake at once.
 //
 // Calls from concurrent goroutines share round trips: each node has a
 // pipelined connection (DSN option pipeline, WithPipeline) on which the
 // commands queued at one time are written with one flush and their
 // replies read in order by one goroutine; a call alone on its node takes
-// a pooled connection instead. NewConnector's pools are not pipelined.
+// a pooled connection instead. The pools given to FromPools are not
+// pipelined.
 //
 // On one node a grant asked for with mutex.WithFencing carries a fencing
 // token from a per-key counter bumped in the acquire script; other grants
