@@ -347,7 +347,7 @@ var scenarios = []scenario{
 			ws[i].Hold = 100 * time.Millisecond // long enough to be caught holding
 		}
 		return Scenario{
-			Backend: "PostgreSQL, fencing, heartbeat 200 ms", Model: LossAfterTheFact,
+			Backend: "PostgreSQL, fencing, heartbeat 1 s", Model: LossAfterTheFact,
 			Promise: "The server frees a killed session's locks at once; the holder sees the loss at its next heartbeat " +
 				"(after the fact). Fencing tokens strictly increase; the resource refuses the old holder's writes.",
 			Workers: ws,
@@ -380,7 +380,7 @@ var scenarios = []scenario{
 		p := proxies(t, []string{target})[0]
 		dsn, _ := pgDSN(t, p.Addr())
 		return Scenario{
-			Backend: "PostgreSQL behind a proxy, fencing, heartbeat 200 ms", Model: LossAfterTheFact,
+			Backend: "PostgreSQL behind a proxy, fencing, heartbeat 1 s", Model: LossAfterTheFact,
 			Promise: "Cut off, a holder sees the loss once its heartbeat fails; the server frees its locks when it " +
 				"gives up on the connection (keepalive; the proxy does it 1 s into the partition).",
 			Workers: workers(3, 2, dsn, 0, true),
@@ -448,9 +448,7 @@ func pgDSN(t *testing.T, hostPort string) (dsn, ns string) {
 	}
 	ns = prefix()
 	q := u.Query()
-	q.Set("mutexkit_namespace", ns)
-	q.Set("mutexkit_fencing", "on")
-	q.Set("mutexkit_heartbeat", "200ms")
+	q.Set("mutexkit_namespace", ns) // fencing is the workers' (mutex.WithFencing), the heartbeat mutex's default
 	u.RawQuery = q.Encode()
 	return u.String(), ns
 }
