@@ -44,8 +44,8 @@ const (
 func keyFor(b testing.TB) string { return "bench/" + b.Name() }
 
 // openOurs opens a mutexkit client on backend: redlock over 1 or 5
-// nodes, postgres (fencing as given), or mem.
-func openOurs(b testing.TB, backend string, fencing bool, opts ...mutex.Option) *mutex.Client {
+// nodes, postgres, or mem. Fencing is the Mutex's (mutex.WithFencing).
+func openOurs(b testing.TB, backend string, opts ...mutex.Option) *mutex.Client {
 	b.Helper()
 	var (
 		c   *mutex.Client
@@ -57,7 +57,7 @@ func openOurs(b testing.TB, backend string, fencing bool, opts ...mutex.Option) 
 	case redis5:
 		c, err = mutex.Open("redis://"+strings.Join(redisAddrs(b, nodesOf5), ","), opts...)
 	case pg:
-		cn, cerr := postgres.NewConnector(postgresDSN(b), postgres.WithNamespace(b.Name()), postgres.WithFencing(fencing))
+		cn, cerr := postgres.NewConnector(postgresDSN(b), postgres.WithNamespace(b.Name()))
 		if cerr != nil {
 			b.Fatal(cerr)
 		}

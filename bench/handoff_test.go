@@ -60,7 +60,7 @@ type lockFunc func(ctx context.Context) (unlock func(context.Context) error, err
 func handoffOurs(b *testing.B, backend string) {
 	locks := make([]lockFunc, contenders)
 	for i := range locks {
-		m := openOurs(b, backend, false).NewMutex(keyFor(b))
+		m := openOurs(b, backend).NewMutex(keyFor(b))
 		locks[i] = func(ctx context.Context) (func(context.Context) error, error) {
 			lease, err := m.Lock(ctx)
 			if err != nil {

@@ -47,7 +47,7 @@ func BenchmarkMiddleware(b *testing.B) {
 }
 
 func middlewareStack(b *testing.B, backend string, m ...mutex.Middleware) {
-	c := openOurs(b, backend, false, mutex.WithMiddleware(m...))
+	c := openOurs(b, backend, mutex.WithMiddleware(m...))
 	uncontendedOurs(b, c)
 }
 

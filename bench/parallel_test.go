@@ -24,20 +24,20 @@ const workers = 64
 // throughput of one client under load. One op is one TryLock+Unlock.
 func BenchmarkParallel(b *testing.B) {
 	b.Run("backend="+redis1, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, redis1, false)) })
+		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, redis1)) })
 		b.Run("impl=redsync", func(b *testing.B) { parallelRedsync(b, redisAddrs(b, 1)) })
 		b.Run("impl=redislock", parallelRedislock)
 		b.Run("impl=floor", parallelRedisFloor)
 	})
 	b.Run("backend="+redis5, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, redis5, false)) })
+		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, redis5)) })
 		b.Run("impl=redsync", func(b *testing.B) { parallelRedsync(b, redisAddrs(b, nodesOf5)) })
 	})
 	b.Run("backend="+pg, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, pg, false)) })
+		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, pg)) })
 	})
 	b.Run("backend="+memory, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, memory, false)) })
+		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, memory)) })
 	})
 }
 

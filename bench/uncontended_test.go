@@ -18,28 +18,28 @@ import (
 // wants, and what it allocates.
 func BenchmarkUncontended(b *testing.B) {
 	b.Run("backend="+redis1, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, redis1, false)) })
+		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, redis1)) })
 		b.Run("impl=redsync", func(b *testing.B) { uncontendedRedsync(b, redisAddrs(b, 1)) })
 		b.Run("impl=redislock", uncontendedRedislock)
 		b.Run("impl=floor", uncontendedRedisFloor)
 	})
 	b.Run("backend="+redis5, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, redis5, false)) })
+		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, redis5)) })
 		b.Run("impl=redsync", func(b *testing.B) { uncontendedRedsync(b, redisAddrs(b, nodesOf5)) })
 	})
 	b.Run("backend="+pg, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, pg, false)) })
-		b.Run("impl=ours-fencing", func(b *testing.B) { uncontendedOurs(b, openOurs(b, pg, true)) })
+		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, pg)) })
+		b.Run("impl=ours-fencing", func(b *testing.B) { uncontendedOurs(b, openOurs(b, pg), mutex.WithFencing()) })
 		b.Run("impl=floor", uncontendedPostgresFloor)
 	})
 	b.Run("backend="+memory, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, memory, false)) })
+		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, memory)) })
 	})
 }
 
-func uncontendedOurs(b *testing.B, c *mutex.Client) {
+func uncontendedOurs(b *testing.B, c *mutex.Client, opts ...mutex.MutexOption) {
 	ctx := context.Background()
-	m := c.NewMutex(keyFor(b))
+	m := c.NewMutex(keyFor(b), opts...)
 	lease, err := m.TryLock(ctx) // warm up: connections, sessions, scripts
 	if err != nil {
 		b.Fatal(err)
