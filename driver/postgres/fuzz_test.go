@@ -3,12 +3,8 @@ package postgres
 import (
 	"errors"
 	"net/url"
-	"slices"
 	"strings"
 	"testing"
-	"unicode/utf8"
-
-	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -119,34 +115,6 @@ func FuzzParseDSNKeywords(f *testing.F) {
 			if !last && !strings.Contains(rest, "password") && info.password != password {
 				t.Fatalf("password %q, written first, parsed as %q", password, info.password)
 			}
-		}
-	})
-}
-
-// FuzzConnString: the string the LISTEN connection is opened with
-// (connString) gives lib/pq back every setting it was written from,
-// whatever the values hold.
-func FuzzConnString(f *testing.F) {
-	f.Add("app", `a 'quoted' \ value`, "search_path", "x y")
-	f.Add("", "\t\n", "work_mem", "")
-	f.Add("db=x", "pass word='", "k", `\`)
-	f.Fuzz(func(t *testing.T, db, password, param, value string) {
-		param = "x_" + param // not one of lib/pq's keywords
-		if !isKeyword(param) || !utf8.ValidString(db) || !utf8.ValidString(password) || !utf8.ValidString(value) {
-			return // lib/pq reads the string as runes
-		}
-		pc, err := pq.NewConfig("dbname=x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc.Database, pc.Password = db, password
-		pc.Runtime = map[string]string{param: value}
-		back, err := pq.NewConfig(connString(pc))
-		if err != nil {
-			t.Fatalf("pq.NewConfig(connString(...)): %v", err)
-		}
-		if got, want := settings(back), settings(pc); !slices.Equal(got, want) {
-			t.Fatalf("settings written %q, read back %q", want, got)
 		}
 	})
 }
