@@ -72,7 +72,11 @@ func (r *renewer) add(l *Lease) {
 	if r.stopped {
 		return // Close ends the lease
 	}
-	r.schedule(l, l.acquired, l.validity)
+	start := l.acquired // an expiring grant's validity counts from before the attempt
+	if l.validity == 0 {
+		start = time.Now() // a session grant was verified by being granted, however long that took
+	}
+	r.schedule(l, start, l.validity)
 	r.push(l)
 }
 

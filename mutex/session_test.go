@@ -191,3 +191,39 @@ func TestRelockAfterLoss(t *testing.T) {
 		<-l.Done() // closed by the renewer's goroutine
 	}
 }
+
+// slowGrant makes every session grant take a while to arrive, as a first
+// connection over TLS or a wait for a free session does.
+type slowGrant struct {
+	*sessionLocker
+	delay time.Duration
+}
+
+func (l slowGrant) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	time.Sleep(l.delay)
+	return l.sessionLocker.Acquire(ctx, req)
+}
+
+// TestSlowSessionGrantKept: a session grant that took longer than the
+// loss window to arrive is not lost on arrival: its verification window
+// starts when it is granted.
+func TestSlowSessionGrantKept(t *testing.T) {
+	const hb = 10 * time.Millisecond
+	sl := &sessionLocker{dead: make(map[string]bool), table: mem.NewTable()}
+	c := mutex.NewClient(mem.FromTable(sl.table), mutex.WithHeartbeat(hb), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
+			sl.Locker = next
+			return slowGrant{sl, 10 * hb}
+		},
+	}))
+	defer c.Close()
+	l, err := c.NewMutex("k").TryLock(context.Background())
+	if err != nil {
+		t.Fatalf("TryLock: %v", err)
+	}
+	time.Sleep(hb / 2)
+	if err := l.Err(); err != nil {
+		t.Fatalf("a slow session grant was lost on arrival: %v", err)
+	}
+	l.Unlock(context.Background())
+}
