@@ -38,13 +38,13 @@ bench:
 	scripts/services
 	cd bench && $(GO) run -mod=mod ./cmd/runbench -rounds $(BENCH_ROUNDS) -out ../docs/BENCHMARKS.md
 
-# The reliability suite (internal/chaos): every fault scenario for CHAOS_DURATION each, and
+# The reliability suite (internal/testing/chaos): every fault scenario for CHAOS_DURATION each, and
 # docs/RELIABILITY.md from its figures. make test runs a short subset (3 s per scenario).
 CHAOS_DURATION ?= 20s
 chaos:
 	scripts/services
 	MUTEXKIT_REQUIRE_SERVICES=1 CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REPORT=$(CURDIR)/docs/RELIABILITY.md \
-		$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./internal/chaos
+		$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./internal/testing/chaos
 
 fmt:
 	$(GOFMT) -w .

@@ -19,7 +19,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/mutexkit/mutexkit/driver/postgres"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 )
 
 // The cron cases against the server backends: one run of three, all three

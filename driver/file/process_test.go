@@ -21,7 +21,7 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/file"
-	"github.com/mutexkit/mutexkit/internal/childproc"
+	"github.com/mutexkit/mutexkit/internal/testing/childproc"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 

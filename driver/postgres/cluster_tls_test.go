@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 )
 
 // TLS against a server with a certificate generated for the test:

@@ -11,7 +11,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver/postgres"
-	"github.com/mutexkit/mutexkit/internal/childproc"
+	"github.com/mutexkit/mutexkit/internal/testing/childproc"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
-	"github.com/mutexkit/mutexkit/internal/chaos"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/chaos"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 

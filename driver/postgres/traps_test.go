@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 

@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/mutexkit/mutexkit/conformance"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/middleware"
 	"github.com/mutexkit/mutexkit/mutex"
 )

@@ -12,7 +12,7 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/redlock"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 )
 
 // cluster is a set of Redis servers and a key prefix private to one test,

@@ -12,7 +12,7 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/redlock"
-	"github.com/mutexkit/mutexkit/internal/chaos"
+	"github.com/mutexkit/mutexkit/internal/testing/chaos"
 )
 
 // idleCut waits until server i has closed every connection but those

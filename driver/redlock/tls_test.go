@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/mutexkit/mutexkit/driver/redlock/internal/pipeline"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 )
 
 // writeCounter counts the writes on a socket: one per flush of a batch

@@ -18,7 +18,7 @@ import (
 	"github.com/mutexkit/mutexkit/driver/file"
 	"github.com/mutexkit/mutexkit/driver/postgres"
 	"github.com/mutexkit/mutexkit/driver/redlock"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/middleware"
 	"github.com/mutexkit/mutexkit/mutex"
 )

@@ -15,7 +15,7 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
-	"github.com/mutexkit/mutexkit/internal/testserver"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 )
 
 func TestMain(m *testing.M) {

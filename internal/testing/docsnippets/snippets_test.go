@@ -72,7 +72,7 @@ func newHarness(context.Context, *testing.T) (conformance.Harness, error) { retu
 var goBlock = regexp.MustCompile("(?s)```go\n(.*?)```")
 
 func TestSnippetsCompile(t *testing.T) {
-	root := filepath.Join("..", "..")
+	root := filepath.Join("..", "..", "..")
 	var files []string
 	for _, p := range pages {
 		m, err := filepath.Glob(filepath.Join(root, p))
