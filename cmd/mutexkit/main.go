@@ -8,7 +8,7 @@
 //	mutexkit version
 //
 // The lock's backend follows from the DSN (--dsn or MUTEXKIT_DSN):
-// postgres://, redis:// or rediss://, file:// or a directory. With no DSN it
+// postgres://, redis:// or rediss://, or file://. With no DSN it
 // uses the file driver in its default directory, which coordinates the
 // processes of one host only, and says so.
 //
@@ -150,8 +150,8 @@ Run "mutexkit run --help" or "mutexkit status --help" for their flags.
 The backend follows from the DSN (--dsn, or MUTEXKIT_DSN):
   postgres://user:pass@host:5432/db       PostgreSQL advisory locks
   redis://host:6379 or rediss://...       Redis (several hosts, comma-separated: Redlock)
-  file:///var/lock/mutexkit or a path     flock(2) on files: this host only
-  (none)                                  the file driver in its default directory: this host only
+  file:///var/lock/mutexkit               flock(2) on files: this host only
+  (none)                                  file: the file driver in $TMPDIR/mutexkit-locks: this host only
 `
 
 const driversUsage = `Usage: mutexkit drivers
