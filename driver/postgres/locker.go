@@ -36,6 +36,7 @@ type locker struct {
 	closed    bool
 	sessions  []*session
 	creating  int           // sessions being opened
+	spare     bool          // one of them by openSpare
 	changed   chan struct{} // closed and replaced when sessions change
 	rr        int
 	held      map[string]*hold // key -> grant, or attempt in flight

@@ -104,11 +104,22 @@ const sqlVouch = `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 A
 const maxVouchAfter = time.Second
 
 // verify checks that s is alive and still the backend it was: on s itself
-// once its slot is free (which also finds a statement sent since start,
-// when it is busy with a stream of them), else, if it stays busy for half
-// the time ctx leaves (a statement that waits on the server), from another
-// session.
+// when its slot is free, else at once from another session that is idle,
+// else, once s stays busy for half the time ctx leaves (a statement that
+// waits on the server), from another session that is free by then; s's
+// slot, if it frees first, checks s itself (which also finds a statement
+// sent since start, when it is busy with a stream of them). A busy s with
+// no idle session beside it has one opened for it at once (openSpare).
 func (l *locker) verify(ctx context.Context, s *session, start int64) error {
+	if s.tryTake() {
+		defer s.give()
+		return l.beatOn(ctx, s, start)
+	}
+	if o, _ := l.idleOther(s); o != nil {
+		defer o.give()
+		return l.vouchOn(ctx, s, o, start)
+	}
+	l.openSpare()
 	after := maxVouchAfter
 	if dl, ok := ctx.Deadline(); ok {
 		after = min(after, time.Until(dl)/2)
@@ -128,6 +139,62 @@ func (l *locker) verify(ctx context.Context, s *session, start int64) error {
 	}
 }
 
+// idleOther takes the slot of a live session of the pool other than s that
+// is idle, if there is one, and returns it, with the channel closed when
+// the pool next changes.
+func (l *locker) idleOther(s *session) (*session, chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, o := range l.sessions {
+		if o != s && o.tryTake() {
+			return o, l.changed
+		}
+	}
+	return nil, l.changed
+}
+
+// openSpare opens a session for the pool in the background, unless one is
+// being opened already or the pool is full: a busy session needs another
+// to vouch for it. The open has its own deadline (the reply deadline), not
+// a Renew's, and its session joins the pool even if that Renew gave up: a
+// connect slower than a heartbeat, cancelled by each Renew's context and
+// begun again by the next, would never finish.
+func (l *locker) openSpare() {
+	l.mu.Lock()
+	if l.closed || l.spare || len(l.sessions)+l.creating >= MaxSessions {
+		l.mu.Unlock()
+		return
+	}
+	l.spare = true
+	l.creating++
+	l.wg.Add(1) // under mu, before Close can wait
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.replyTimeout())
+		defer cancel()
+		go func() {
+			select {
+			case <-l.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		s, err := l.openSession(ctx)
+		l.mu.Lock()
+		l.spare = false
+		l.creating--
+		if err == nil && !l.closed {
+			l.addSessionLocked(s)
+			s = nil
+		}
+		l.mu.Unlock()
+		if err == nil && s != nil { // closed meanwhile
+			s.discard()
+		}
+	}()
+}
+
 // beatOn checks s on s, whose slot the caller holds.
 func (l *locker) beatOn(ctx context.Context, s *session, start int64) error {
 	switch {
@@ -140,6 +207,8 @@ func (l *locker) beatOn(ctx context.Context, s *session, start int64) error {
 	}
 	err := s.beat()
 	switch {
+	case err == nil && l.isDead(s): // given up while the beat was in flight: OnLost has told
+		return l.ended(s)
 	case err == nil:
 		return nil
 	case errors.Is(err, errNoReply): // given up: lost, through OnLost
@@ -152,36 +221,79 @@ func (l *locker) beatOn(ctx context.Context, s *session, start int64) error {
 }
 
 // vouch checks s, busy with a statement, from another session: its backend
-// is there, so its locks are. The other session is one that is free, or a
-// new one, or the next in turn; if that is s, s is checked itself.
+// is there, so its locks are. The other session is one that is free, or,
+// while one is being opened for it, the first to be free; or, when the pool
+// is full, the next in turn; if that is s, s is checked itself.
 func (l *locker) vouch(ctx context.Context, s *session, start int64) error {
-	if !s.started.Valid {
+	for try := 0; ; try++ {
+		o, changed := l.idleOther(s)
+		if o == nil {
+			l.openSpare()
+			l.mu.Lock()
+			opening := l.spare
+			l.mu.Unlock()
+			if !opening { // the pool is full, or closed
+				return l.vouchNext(ctx, s, start)
+			}
+			select {
+			case <-changed:
+				continue
+			case s.sem <- struct{}{}:
+				defer s.give()
+				return l.beatOn(ctx, s, start)
+			case <-s.stop:
+				return l.ended(s)
+			case <-ctx.Done():
+				return fmt.Errorf("postgres: verify the lock session: %w", ctx.Err())
+			}
+		}
+		err := l.vouchOn(ctx, s, o, start)
+		o.give()
+		// o died while idle: once more, on another.
+		if err == nil || try > 0 || !connGone(err) || !l.isDead(o) || l.isDead(s) {
+			return err
+		}
+	}
+}
+
+// vouchNext vouches for s from the pool's next session in turn.
+func (l *locker) vouchNext(ctx context.Context, s *session, start int64) error {
+	err := l.onSession(ctx, func(o *session) error {
+		if o == s {
+			return l.beatOn(ctx, s, start)
+		}
+		return l.vouchOn(ctx, s, o, start)
+	})
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) { // waiting for a session
+		return fmt.Errorf("postgres: verify the lock session: %w", err)
+	}
+	return err
+}
+
+// vouchOn checks s, busy with a statement, from o, whose slot the caller
+// holds.
+func (l *locker) vouchOn(ctx context.Context, s, o *session, start int64) error {
+	switch {
+	case l.isDead(s):
+		return l.ended(s)
+	case !s.started.Valid:
 		return fmt.Errorf("postgres: verify the lock session: busy, and its backend's start is unknown: %w", driver.ErrUnavailable)
 	}
 	var alive bool
-	err := l.onSession(ctx, func(o *session) error {
-		switch {
-		case o == s:
-			return l.beatOn(ctx, s, start)
-		case l.isDead(s):
-			return l.ended(s)
-		}
-		alive = false
-		err := o.queryRow(sqlVouch, []any{s.pid, s.started.Time}, &alive)
-		if err != nil && (!sessionSurvives(err) || isTxPooling(err)) {
-			l.kill(o, err)
-		}
-		if err == nil && !alive {
-			l.kill(s, errBackendGone)
-			return l.ended(s)
-		}
-		return err
-	})
+	err := o.queryRow(sqlVouch, []any{s.pid, s.started.Time}, &alive)
 	switch {
-	case err == nil, errors.Is(err, driver.ErrNotHeld), errors.Is(err, driver.ErrUnavailable):
+	case l.isDead(s): // given up while the query was in flight: OnLost has told
+		return l.ended(s)
+	case err == nil && alive:
+		return nil
+	case err == nil:
+		l.kill(s, errBackendGone)
+		return l.ended(s)
+	case !sessionSurvives(err) || isTxPooling(err):
+		l.kill(o, err)
+	}
+	if errors.Is(err, driver.ErrUnavailable) {
 		return err
-	case errors.Is(err, ctx.Err()):
-		return fmt.Errorf("postgres: verify the lock session: %w", err)
 	}
 	return fmt.Errorf("postgres: verify the lock session: %w: %w", err, failureKind(err))
 }

@@ -2,7 +2,12 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"io"
+	"net"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,5 +159,116 @@ func TestIdleDeadSessionReplaced(t *testing.T) {
 				t.Fatalf("%s after the idle session's backend was killed: %v", op, err)
 			}
 		})
+	}
+}
+
+// slowConnectProxy forwards connections to target, each once delay has
+// passed after it was accepted (a slow connect: TLS, SCRAM, a WAN), and
+// returns its address.
+func slowConnectProxy(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			track(c)
+			go func() {
+				time.Sleep(delay)
+				up, err := net.DialTimeout("tcp", target, 5*time.Second)
+				if err != nil {
+					c.Close()
+					return
+				}
+				track(up)
+				go func() { io.Copy(up, c); up.Close() }()
+				io.Copy(c, up)
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A session busy with a statement (one that waits on the server) is
+// vouched for by another, also when opening that one takes longer than a
+// Renew may: it is opened under a deadline of its own and joins the pool,
+// so a later Renew vouches at once. Before, each Renew's open was
+// cancelled with it and begun again by the next, and the lease was lost
+// though its session was alive.
+func TestVouchWithSlowConnect(t *testing.T) {
+	dsn, _ := adminDB(t)
+	u, err := url.Parse(dsn)
+	if err != nil || u.Host == "" {
+		t.Skip("the test server's DSN is not a URL")
+	}
+	const heartbeat = 100 * time.Millisecond
+	u.Host = slowConnectProxy(t, u.Host, 3*heartbeat)
+	// An application's pool (FromDB): waiting for its connection honours
+	// the context it is asked with (this driver's own dials finish their
+	// startup regardless).
+	db, err := sql.Open("postgres", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	dl, err := FromDB(db, WithNamespace(namespace(t))).Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dl.Close() })
+	l := dl.(*locker)
+	o := driver.NewOwner()
+	lost := make(chan error, 1)
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: o, OnLost: func(err error) { lost <- err }}); err != nil {
+		t.Fatal(err)
+	}
+	s := sessionOf(l, "k")
+	s.sem <- struct{}{} // busy
+	defer s.give()
+
+	// Renew as package mutex calls it every heartbeat, given at most two
+	// heartbeats and a half.
+	deadline := time.Now().Add(10 * time.Second)
+	var last error
+	for ok := 0; ok < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Renew of a busy session's lease never succeeded: %v", last)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*heartbeat/2)
+		batch := []driver.Renewal{{Key: "k", Owner: o}}
+		l.Renew(ctx, batch)
+		cancel()
+		if last = batch[0].Err; last == nil {
+			ok++
+		} else if errors.Is(last, driver.ErrNotHeld) {
+			t.Fatalf("Renew of a busy, live session's lease: %v", last)
+		}
+		time.Sleep(heartbeat)
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("OnLost: %v", err)
+	default:
 	}
 }
