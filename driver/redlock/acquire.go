@@ -81,11 +81,6 @@ func (l *locker) acquireOne(ctx context.Context, q *acquisition) (driver.Grant, 
 // granted, leaving the other answers to the background (gather.go), or,
 // failing, once every node answered and those it reached were released.
 func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Grant, error) {
-	type answer struct {
-		token  int64
-		holder []byte // the other owner, when token < 0
-		err    error
-	}
 	cmds, timeout := q.cmds, q.timeout
 	var granted int
 	g := gather(l, nil, func(_ int, n *node) answer {
@@ -101,6 +96,16 @@ func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Gran
 	won := granted >= l.quorum && elapsed < q.validity
 	if !won {
 		g.wait() // failed: every node's answer, so that all are released before a retry
+		if granted < l.quorum && l.exorcise(ctx, q, g.out, granted) {
+			granted = 0
+			for _, r := range g.out {
+				if r.err == nil && r.token >= 0 {
+					granted++
+				}
+			}
+			elapsed = time.Since(q.start)
+			won = granted >= l.quorum && elapsed < q.validity
+		}
 	}
 	granted = 0
 	var held int
@@ -162,6 +167,13 @@ func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Gran
 	e := l.quorumError("acquire", errs)
 	e.held = held
 	return driver.Grant{}, e
+}
+
+// answer is one node's answer to an acquire.
+type answer struct {
+	token  int64
+	holder []byte // the other owner, when token < 0
+	err    error
 }
 
 // oneHolds reports whether one owner of holders (one entry per node that

@@ -1,7 +1,9 @@
 package redlock_test
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -291,5 +293,60 @@ func TestFencing(t *testing.T) {
 		if err := l.Release(t.Context(), "f", owner); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// gatedPools returns a pool per server that dials every connection anew
+// (none is kept idle); a dial to a server in gated waits until gate is
+// closed, as a connection slow to come up would.
+func (c *cluster) gatedPools(t *testing.T, gate <-chan struct{}, gated ...int) []*redis.Pool {
+	var pools []*redis.Pool
+	for i, s := range c.servers {
+		addr := s.Addr()
+		slow := slices.Contains(gated, i)
+		p := &redis.Pool{DialContext: func(ctx context.Context) (redis.Conn, error) {
+			if slow {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			return redis.DialContext(ctx, "tcp", addr)
+		}}
+		t.Cleanup(func() { p.Close() })
+		pools = append(pools, p)
+	}
+	return pools
+}
+
+// TestAcquireAfterReleaseAtQuorum: a grant whose SETs to slow nodes land
+// after its release returned at quorum leaves ghosts there until its
+// background release deletes them. An attempt of the same Locker that
+// fails on them, but would have won without them, deletes them and wins,
+// even when they are on more than N-quorum nodes (as the ghosts of two
+// released grants can be); another owner's key is never taken for one.
+func TestAcquireAfterReleaseAtQuorum(t *testing.T) {
+	c := startCluster(t, 5)
+	gate := make(chan struct{})
+	l := connect(t, redlock.FromPools(c.gatedPools(t, gate, 3, 4), redlock.WithPrefix(c.prefix), redlock.WithNodeTimeout(5*time.Second)), nil)
+	released := driver.NewOwner()
+	if _, err := acquire(t, l, "k", released); err != nil { // at quorum: nodes 3 and 4 are still dialling
+		close(gate)
+		t.Fatal(err)
+	}
+	err := l.Release(t.Context(), "k", released) // at quorum: 3 and 4 are yet to answer
+	close(gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redlock.Settle(l)
+	c.plant(t, "k", released, 0, 1, 2) // its ghosts, as late SETs of released grants leave them
+	if _, err := acquire(t, l, "k", driver.NewOwner()); err != nil {
+		t.Fatalf("Acquire meeting the ghosts of a grant this Locker released: %v; want it granted", err)
+	}
+	c.plant(t, "other", driver.NewOwner(), 0, 1, 2)
+	if _, err := acquire(t, l, "other", driver.NewOwner()); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("Acquire of a key another owner holds on 3 of 5: %v; want ErrLocked", err)
 	}
 }

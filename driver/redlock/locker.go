@@ -18,7 +18,8 @@ type locker struct {
 
 	closed atomic.Bool
 	mu     sync.Mutex
-	held   map[string]heldKey // keys granted and not yet released, for Close
+	held   map[string]heldKey        // keys granted and not yet released, for Close
+	ghosts map[ghost]<-chan struct{} // owners released before every node answered (ghosts.go)
 
 	watch watcher
 	bg    sync.WaitGroup // late answers awaited after a call returned (gather.go)
@@ -79,7 +80,7 @@ func (l *locker) args(key string, owner driver.Owner) (h heldKey, ok bool) {
 const closeTimeout = 5 * time.Second
 
 func newLocker(cfg *config, nodes []*node) *locker {
-	l := &locker{cfg: cfg, nodes: nodes, quorum: len(nodes)/2 + 1, held: make(map[string]heldKey)}
+	l := &locker{cfg: cfg, nodes: nodes, quorum: len(nodes)/2 + 1, held: make(map[string]heldKey), ghosts: make(map[ghost]<-chan struct{})}
 	l.watch.init(l)
 	return l
 }

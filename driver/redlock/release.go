@@ -24,14 +24,14 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	if mine {
 		timeout = l.cfg.ttlTimeout(h.ttl)
 	}
-	err := l.release(ctx, h, timeout)
+	err := l.release(ctx, key, h, timeout)
 	if err == nil || errors.Is(err, driver.ErrNotHeld) {
 		l.untrack(key, owner)
 	}
 	return err
 }
 
-func (l *locker) release(ctx context.Context, h heldKey, timeout time.Duration) error {
+func (l *locker) release(ctx context.Context, key string, h heldKey, timeout time.Duration) error {
 	c := releaseCall(h, releaseScript)
 	if l.single() {
 		reply, err := l.nodes[0].do(ctx, timeout, c)
@@ -63,7 +63,9 @@ func (l *locker) release(ctx context.Context, h heldKey, timeout time.Duration) 
 		}
 		return released >= l.quorum || notHeld > len(l.nodes)-l.quorum
 	})
-	g.finish(l, nil)
+	if settled := g.finish(l, nil); settled != nil {
+		l.haunt(key, h.owner, settled)
+	}
 	var t tally
 	for i, r := range g.out {
 		if g.answered[i] {
