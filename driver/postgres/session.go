@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"database/sql/driver"
+	sqldriver "database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	mdriver "github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver"
 )
 
 // session is one server connection that holds locks: a *sql.Conn that is
@@ -122,7 +122,7 @@ func (s *session) init() error {
 		return errStandby
 	}
 	if version < 120000 {
-		return fmt.Errorf("postgres: server version %d is older than 12: %w", version, mdriver.ErrUnimplemented)
+		return fmt.Errorf("postgres: server version %d is older than 12: %w", version, driver.ErrUnimplemented)
 	}
 	var b [8]byte
 	rand.Read(b[:])
@@ -250,10 +250,10 @@ func (s *session) give() { <-s.sem }
 
 // discard closes the session's connection without returning it to the
 // pool: database/sql discards a connection when Raw's function returns
-// driver.ErrBadConn. A statement still in flight delays it; closing the
+// sqldriver.ErrBadConn. A statement still in flight delays it; closing the
 // socket first (when this driver dialed it) ends that statement.
 func (s *session) discard() {
-	s.conn.Raw(func(any) error { return driver.ErrBadConn })
+	s.conn.Raw(func(any) error { return sqldriver.ErrBadConn })
 }
 
 // The pool: a locker's sessions, shared by its held keys.
@@ -409,7 +409,7 @@ func (l *locker) kill(s *session, cause error) {
 	for _, h := range lost {
 		l.wake(h.id)
 		if h.onLost != nil {
-			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock %s: %w: %w", s.pid, what, cause, mdriver.ErrNotHeld))
+			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock %s: %w: %w", s.pid, what, cause, driver.ErrNotHeld))
 		}
 	}
 }
