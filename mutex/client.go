@@ -25,7 +25,6 @@ func NewClient(c driver.Connector, opts ...Option) *Client {
 		connector: c,
 		driver:    c.DriverName(),
 		holder:    driver.Holder{Host: host, PID: os.Getpid()},
-		closing:   make(chan struct{}),
 		keys:      make(map[string]*Lease),
 		heartbeat: cfg.heartbeat,
 		cfgErr:    cfg.err,
@@ -61,8 +60,7 @@ type Client struct {
 
 	mu          sync.Mutex
 	closed      bool
-	closing     chan struct{}   // closed by Close, to wake waiters
-	closeCtx    context.Context // cancelled by Close, to end a Connect in flight
+	closeCtx    context.Context // cancelled by Close: wakes waiters, ends a Connect in flight
 	cancelClose context.CancelFunc
 	keys        map[string]*Lease // keys this client holds or is acquiring
 	cleanup     sync.WaitGroup    // releases running in the background
@@ -186,7 +184,6 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
-	close(c.closing)
 	c.cancelClose()
 	held := make([]*Lease, 0, len(c.keys))
 	for _, l := range c.keys {
@@ -294,7 +291,7 @@ func (c *Client) reserve(ctx context.Context, l *Lease, wait bool) error {
 		case <-freed:
 		case <-ctx.Done():
 			return waitEnded(ctxErr(ctx), errLocalHeld)
-		case <-c.closing:
+		case <-c.closeCtx.Done():
 			return errClientClosed
 		}
 	}

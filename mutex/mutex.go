@@ -203,7 +203,7 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 				w.watch(locker, m.key)
 				continue
 			}
-			if err := w.wait(ctx, c.closing, attempts); err != nil {
+			if err := w.wait(ctx, c.closeCtx.Done(), attempts); err != nil {
 				return c.giveUp(l, locker, maybeGranted, attempts, waitEnded(err, last))
 			}
 		default:
