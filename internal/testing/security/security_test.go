@@ -68,7 +68,13 @@ func observed(t *testing.T, dsn string, ops func(ctx context.Context, c *mutex.C
 	if logs.Len() == 0 {
 		t.Error("no log record written: the check saw nothing")
 	}
-	spans := rec.Ended()
+	checkSpans(t, rec.Ended(), "the password", leaked)
+}
+
+// checkSpans fails t if any span's name, status, attribute or event
+// carries what leaks says, or if there is no span to check.
+func checkSpans(t *testing.T, spans []sdktrace.ReadOnlySpan, what string, leaks func(string) bool) {
+	t.Helper()
 	if len(spans) == 0 {
 		t.Error("no span recorded: the check saw nothing")
 	}
@@ -83,8 +89,8 @@ func observed(t *testing.T, dsn string, ops func(ctx context.Context, c *mutex.C
 				texts = append(texts, a.Value.String())
 			}
 		}
-		if leaked(strings.Join(texts, "\n")) {
-			t.Errorf("span %q carries the password: %q", s.Name(), texts)
+		if leaks(strings.Join(texts, "\n")) {
+			t.Errorf("span %q carries %s: %q", s.Name(), what, texts)
 		}
 	}
 }
