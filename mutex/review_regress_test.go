@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,44 +13,15 @@ import (
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// noWatch is a driver that cannot signal releases (Watch is
-// ErrUnimplemented, as the contract allows), counting attempts.
-type noWatch struct {
-	driver.Locker
-	attempts *atomic.Int32
-}
-
-func (l noWatch) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
-	l.attempts.Add(1)
-	return l.Locker.Acquire(ctx, req)
-}
-
-func (l noWatch) Watch(string, chan<- struct{}) (func(), error) {
-	return nil, driver.ErrUnimplemented
-}
-
-// TestNoWatchPolls: a driver that cannot watch is polled with backoff, not
+// TestNoWatchPolls: a driver that cannot signal releases (Watch is
+// ErrUnimplemented, as the contract allows) is polled with backoff, not
 // asked again at once after every attempt.
 func TestNoWatchPolls(t *testing.T) {
-	ctx := context.Background()
-	table := mem.NewTable()
-	holder := mutex.NewClient(mem.FromTable(table))
-	defer holder.Close()
-	held, err := holder.NewMutex("k").TryLock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Unlock(ctx)
-	var attempts atomic.Int32
-	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
-		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return noWatch{next, &attempts} },
-	}))
-	defer c.Close()
-	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	_, err = c.NewMutex("k").Lock(wctx)
+	n, err := attemptsWhileHeld(t, 500*time.Millisecond, func(string, chan<- struct{}) (func(), error) {
+		return nil, driver.ErrUnimplemented
+	})
 	// Backoff from 2 ms doubling to 250 ms: about 10 attempts in 500 ms.
-	if n := attempts.Load(); n > 40 {
+	if n > 40 {
 		t.Fatalf("%d attempts in 500 ms against a driver that cannot watch; want backoff (at most 40)", n)
 	}
 	if !errors.Is(err, mutex.ErrLocked) {

@@ -146,6 +146,22 @@ func TestDeniedIsNotWaitedOut(t *testing.T) {
 // driver that signals all the time, or waiters woken by each other's
 // failed attempts) cannot turn a wait into a loop of attempts.
 func TestWakeStormKeepsBackoff(t *testing.T) {
+	n, err := attemptsWhileHeld(t, 500*time.Millisecond, wakeAlways)
+	// Gates of 2, 4, then 8 ms: about 65 attempts in 500 ms. Without
+	// them, one per wake-up: hundreds of thousands.
+	if n > 100 {
+		t.Fatalf("%d attempts in 500 ms of fruitless wake-ups; want the backoff kept (at most 100)", n)
+	}
+	if !errors.Is(err, mutex.ErrLocked) {
+		t.Fatalf("Lock = %v; want ErrLocked at the deadline", err)
+	}
+}
+
+// attemptsWhileHeld runs a Lock for d on a key another client holds,
+// through a driver whose Watch is watch, and returns the acquire attempts
+// it made and its error.
+func attemptsWhileHeld(t *testing.T, d time.Duration, watch func(string, chan<- struct{}) (func(), error)) (int32, error) {
+	t.Helper()
 	ctx := context.Background()
 	table := mem.NewTable()
 	holder := mutex.NewClient(mem.FromTable(table))
@@ -158,34 +174,31 @@ func TestWakeStormKeepsBackoff(t *testing.T) {
 
 	var attempts atomic.Int32
 	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
-		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return stormy{next, &attempts} },
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return watching{next, &attempts, watch} },
 	}))
 	defer c.Close()
-	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	_, err = c.NewMutex("k").Lock(wctx)
-	// Gates of 2, 4, then 8 ms: about 65 attempts in 500 ms. Without
-	// them, one per wake-up: hundreds of thousands.
-	if n := attempts.Load(); n > 100 {
-		t.Fatalf("%d attempts in 500 ms of fruitless wake-ups; want the backoff kept (at most 100)", n)
-	}
-	if !errors.Is(err, mutex.ErrLocked) {
-		t.Fatalf("Lock = %v; want ErrLocked at the deadline", err)
-	}
+	return attempts.Load(), err
 }
 
-// stormy counts attempts and wakes its watchers all the time.
-type stormy struct {
+// watching counts attempts, and watches as its watch func says.
+type watching struct {
 	driver.Locker
 	attempts *atomic.Int32
+	watch    func(string, chan<- struct{}) (func(), error)
 }
 
-func (l stormy) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+func (l watching) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	l.attempts.Add(1)
 	return l.Locker.Acquire(ctx, req)
 }
 
-func (l stormy) Watch(key string, wake chan<- struct{}) (func(), error) {
+func (l watching) Watch(key string, wake chan<- struct{}) (func(), error) { return l.watch(key, wake) }
+
+// wakeAlways wakes its watcher all the time, until stopped.
+func wakeAlways(_ string, wake chan<- struct{}) (func(), error) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
