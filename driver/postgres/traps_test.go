@@ -153,25 +153,34 @@ func TestNoRegrantToSameSession(t *testing.T) {
 	}
 }
 
-// Trap: pg_advisory_unlock returning false is an error, never ignored.
-func TestUnlockFalseIsNotHeld(t *testing.T) {
-	dsn, _ := adminDB(t)
+// holdOnSession takes "k" on a new client and borrows the lock session that
+// holds it (its slot taken, so the test may run statements on it behind
+// the driver's back; give it back with s.give()).
+func holdOnSession(t *testing.T, dsn string) (*mutex.Client, *locker, *mutex.Lease, *session) {
+	t.Helper()
 	c, l := testClient(t, dsn, namespace(t))
 	lease, err := c.NewMutex("k").TryLock(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Behind the driver's back, the session gives the lock up.
 	l.mu.Lock()
 	s := l.held["k"].s
 	l.mu.Unlock()
 	s.sem <- struct{}{}
+	return c, l, lease, s
+}
+
+// Trap: pg_advisory_unlock returning false is an error, never ignored.
+func TestUnlockFalseIsNotHeld(t *testing.T) {
+	dsn, _ := adminDB(t)
+	_, l, lease, s := holdOnSession(t, dsn)
+	// Behind the driver's back, the session gives the lock up.
 	var ok bool
 	if err := s.conn.QueryRowContext(background, `SELECT pg_advisory_unlock($1)`, KeyID(l.cfg.namespace, "k")).Scan(&ok); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
 	s.give()
-	err = lease.Unlock(t.Context())
+	err := lease.Unlock(t.Context())
 	if !errors.Is(err, mutex.ErrNotHeld) || !errors.Is(err, mutex.ErrLockLost) {
 		t.Fatalf("Unlock after the session lost the lock: %v; want ErrNotHeld and ErrLockLost", err)
 	}
@@ -428,15 +437,7 @@ func TestCancelledUnlockReleases(t *testing.T) {
 // the leases on it are reported lost.
 func TestTransactionPoolingRefused(t *testing.T) {
 	dsn, _ := adminDB(t)
-	c, l := testClient(t, dsn, namespace(t))
-	lease, err := c.NewMutex("k").TryLock(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.mu.Lock()
-	s := l.held["k"].s
-	l.mu.Unlock()
-	s.sem <- struct{}{}
+	_, _, lease, s := holdOnSession(t, dsn)
 	s.pid++ // as if the proxy had switched backends
 	s.give()
 	select {

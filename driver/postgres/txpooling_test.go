@@ -14,16 +14,8 @@ import (
 // Simulated without a proxy by deallocating the session's statements.
 func TestMissingPreparedStatementIsTxPooling(t *testing.T) {
 	dsn, _ := adminDB(t)
-	c, l := testClient(t, dsn, namespace(t))
-	lease, err := c.NewMutex("k").TryLock(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.mu.Lock()
-	s := l.held["k"].s
-	l.mu.Unlock()
-	s.sem <- struct{}{}
-	_, err = s.conn.ExecContext(background, `DEALLOCATE ALL`)
+	_, _, lease, s := holdOnSession(t, dsn)
+	_, err := s.conn.ExecContext(background, `DEALLOCATE ALL`)
 	s.give()
 	if err != nil {
 		t.Fatal(err)
