@@ -64,8 +64,12 @@ func TestCloseEndsLeasesBeingGranted(t *testing.T) {
 }
 
 // unverifiable turns mem's grants into session grants whose verification
-// never succeeds, as with a server that stopped answering.
-type unverifiable struct{ driver.Locker }
+// never succeeds, as with a server that stopped answering, and says when a
+// release went through.
+type unverifiable struct {
+	driver.Locker
+	released chan struct{}
+}
 
 func (l unverifiable) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	req.TTL = time.Hour
@@ -80,14 +84,23 @@ func (l unverifiable) Renew(_ context.Context, b []driver.Renewal) {
 	}
 }
 
+func (l unverifiable) Release(ctx context.Context, key string, owner driver.Owner) error {
+	err := l.Locker.Release(ctx, key, owner)
+	if err == nil {
+		close(l.released)
+	}
+	return err
+}
+
 // TestUnverifiedLossReleases: a lease given up because it could not be
 // verified may still be held on the backend: it is released there, so
 // nothing stays held with nobody left to free it.
 func TestUnverifiedLossReleases(t *testing.T) {
 	ctx := context.Background()
 	table := mem.NewTable()
+	released := make(chan struct{})
 	c := mutex.NewClient(mem.FromTable(table), mutex.WithHeartbeat(20*time.Millisecond), mutex.WithMiddleware(mutex.Middleware{
-		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return unverifiable{next} },
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return unverifiable{next, released} },
 	}))
 	defer c.Close()
 	l, err := c.NewMutex("k").Lock(ctx)
@@ -98,15 +111,13 @@ func TestUnverifiedLossReleases(t *testing.T) {
 	if !errors.Is(l.Err(), mutex.ErrLockLost) {
 		t.Fatalf("Err = %v; want ErrLockLost", l.Err())
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, held := table.Holder("k"); !held {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the backend still holds the key of a lease given up as unverifiable")
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lease given up as unverifiable was not released on the backend")
+	}
+	if _, held := table.Holder("k"); held {
+		t.Fatal("the backend still holds the key of a lease given up as unverifiable")
 	}
 }
 
