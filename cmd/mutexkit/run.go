@@ -146,9 +146,7 @@ func runCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if !lease.Expires().IsZero() {
 		if err := checkGrace(cfg); err != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			lease.Unlock(ctx)
+			unlock(lease)
 			return usageFail(stderr, "run", err)
 		}
 	}
@@ -178,7 +176,11 @@ func acquire(client *mutex.Client, cfg runConfig, sigs <-chan os.Signal, stderr 
 
 	var err error
 	if cfg.wait == 0 {
-		lease, err = m.TryLock(ctx)
+		// The drivers bound each call; this bounds the whole attempt (a
+		// first connect, a retry) should one of them not.
+		tctx, tcancel := context.WithTimeout(ctx, tryLockTimeout)
+		lease, err = m.TryLock(tctx)
+		tcancel()
 	} else {
 		wctx, wcancel := context.WithTimeout(ctx, cfg.wait)
 		lease, err = m.Lock(wctx)
@@ -339,6 +341,10 @@ func isTerminal(r io.Reader) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
+
+// tryLockTimeout bounds run's one attempt when --wait is 0; running out is
+// an outage (exit 69), never a skip.
+const tryLockTimeout = 30 * time.Second
 
 // unlock releases the lease within a bounded time: the command must end
 // even if the backend stopped answering (it then frees the lock at TTL or
