@@ -227,7 +227,7 @@ func testDriverAfterClose(f *fixture) {
 	batch := []driver.Renewal{{Key: "after-close", Owner: owner, TTL: ttl}}
 	a.Renew(f.ctx, batch)
 	closed(fmt.Sprintf("Renew (TTL %v)", ttl), batch[0].Err, false)
-	stop, err := a.Watch("after-close", make(chan struct{}, 1))
+	stop, err := a.Watch("after-close", driver.NewOwner(), make(chan struct{}, 1))
 	if err == nil {
 		stop()
 	}
@@ -249,7 +249,7 @@ const wakeWithin = 10 * time.Second
 func testDriverWatch(f *fixture) {
 	holder, watcher := f.locker(), f.locker()
 	wake1, wake2 := make(chan struct{}, 1), make(chan struct{}, 1)
-	stop1, err := watcher.Watch("watch", wake1)
+	stop1, err := watcher.Watch("watch", driver.NewOwner(), wake1)
 	if errors.Is(err, driver.ErrUnimplemented) {
 		f.Skipf("Watch: %v; waiters poll", err)
 	}
@@ -257,7 +257,7 @@ func testDriverWatch(f *fixture) {
 		f.Fatalf("Watch: %v", err)
 	}
 	f.Cleanup(stop1)
-	stop2, err := watcher.Watch("watch", wake2)
+	stop2, err := watcher.Watch("watch", driver.NewOwner(), wake2)
 	if err != nil {
 		f.Fatalf("second Watch of the key: %v", err)
 	}

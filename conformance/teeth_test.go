@@ -163,17 +163,17 @@ func (l brokenLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 	l.Locker.Renew(ctx, batch)
 }
 
-func (l brokenLocker) Watch(key string, wake chan<- struct{}) (func(), error) {
+func (l brokenLocker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
 	switch l.h.fault {
 	case "watchNeverWakes":
 		return func() {}, nil
 	case "watchIgnoresStop":
-		if _, err := l.Locker.Watch(key, wake); err != nil {
+		if _, err := l.Locker.Watch(key, owner, wake); err != nil {
 			return nil, err
 		}
 		return func() {}, nil
 	}
-	return l.Locker.Watch(key, wake)
+	return l.Locker.Watch(key, owner, wake)
 }
 
 func (l brokenLocker) Ping(ctx context.Context) error {

@@ -98,6 +98,10 @@ type Locker interface {
 	// owner does not hold key (never held, expired, taken over, already
 	// released); it must never release a key held by another owner.
 	// Repeating a Release is safe: the second returns ErrNotHeld.
+	//
+	// A driver with a wait queue also takes owner out of key's queue (a
+	// Lock that gave up calls Release), and if the key was kept for owner
+	// (see AcquireRequest.Wait) passes it on to the next waiter.
 	Release(ctx context.Context, key string, owner Owner) error
 
 	// Renew extends or verifies each lease in batch, in as few round trips
@@ -119,14 +123,16 @@ type Locker interface {
 	// a half.
 	Renew(ctx context.Context, batch []Renewal)
 
-	// Watch registers wake to receive a value, sent without blocking,
-	// whenever key may have become free (a release seen by the backend).
-	// Package mutex calls Watch before an attempt, so a release between
-	// the attempt and the wait is not missed, and calls stop when it no
-	// longer waits. Wake-ups are hints: spurious ones are allowed and
-	// mutex still polls with backoff, so a backend that cannot signal
-	// returns ErrUnimplemented.
-	Watch(key string, wake chan<- struct{}) (stop func(), err error)
+	// Watch registers wake to receive a value, sent without blocking, when
+	// owner's next attempt on key may succeed: with a wait queue, when the
+	// key is released and owner is at the head of the queue, so that one release wakes one waiter; without one,
+	// whenever key may have become free. Package mutex calls Watch after a
+	// waiting attempt found the key held and then tries again before it
+	// waits, so a release in between is not missed; it calls stop when it
+	// no longer waits. Wake-ups are hints: spurious ones are allowed and
+	// mutex still polls with backoff (at least every QueueHold/3), so a
+	// backend that cannot signal returns ErrUnimplemented.
+	Watch(key string, owner Owner, wake chan<- struct{}) (stop func(), err error)
 
 	// Inspect reports whether key is held and, as far as the backend keeps
 	// it, by whom, without taking it. A backend that cannot tell returns
@@ -143,6 +149,13 @@ type Locker interface {
 	Close() error
 }
 
+// QueueHold is how long a driver with a wait queue keeps a waiter's place
+// (and a key kept for it) after the waiter's last attempt. Package mutex,
+// while it waits, makes an attempt at least every QueueHold/3, so a live
+// waiter never loses its place and a dead one stalls those behind it for
+// QueueHold at most.
+const QueueHold = 3 * time.Second
+
 // AcquireRequest is one acquire attempt.
 type AcquireRequest struct {
 	Key   string
@@ -155,6 +168,20 @@ type AcquireRequest struct {
 	// Fencing requires a fencing token: a driver that cannot issue one
 	// returns ErrUnimplemented.
 	Fencing bool
+
+	// Wait is set when the caller waits for the key if it is held (Lock;
+	// TryLock leaves it false). A driver with a wait queue then serves
+	// waiters in turn: an attempt with Wait that finds the key held (or
+	// kept for another waiter) puts Owner at the tail of key's queue, or
+	// keeps its place there, and returns ErrLocked; when the key is
+	// released, the backend keeps it for the waiter at the head, for that
+	// waiter alone (an attempt by anyone else, with Wait or not, gets
+	// ErrLocked), and wakes it through Watch. A waiter keeps its place for
+	// QueueHold after its last attempt; then it is passed over (its
+	// process died), and so is a key kept for it. A grant or a Release
+	// takes the owner out of the queue. The queue only orders who is
+	// granted the key next: it never changes who holds it.
+	Wait bool
 
 	// Holder describes who asks, for backends that store it so Inspect can
 	// tell (its Token is ignored).

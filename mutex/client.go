@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,7 +63,8 @@ type Client struct {
 	closed      bool
 	closeCtx    context.Context // cancelled by Close: wakes waiters, ends a Connect in flight
 	cancelClose context.CancelFunc
-	keys        map[string]*Lease // keys this client holds or is acquiring
+	keys        map[string]*Lease   // keys this client holds or is acquiring
+	queued      map[string][]*Lease // Mutex values waiting for a key in keys, in order
 	cleanup     sync.WaitGroup    // releases running in the background
 
 	renew renewer
@@ -264,37 +266,51 @@ func (c *Client) lockerNow() driver.Locker {
 }
 
 // reserve claims key for l inside this client, waiting (when wait is set)
-// for another Mutex of this client to let go of it.
+// for another Mutex of this client to let go of it. Waiters inside a
+// client take the key in the order they asked for it: forget hands it to
+// the first, so a release wakes one goroutine, not all of them.
 func (c *Client) reserve(ctx context.Context, l *Lease, wait bool) error {
-	for {
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			return errClientClosed
-		}
-		cur := c.keys[l.key]
-		if cur == nil {
-			c.keys[l.key] = l
-			c.mu.Unlock()
-			return nil
-		}
-		if !wait {
-			c.mu.Unlock()
-			return errLocalHeld
-		}
-		if cur.freed == nil {
-			cur.freed = make(chan struct{})
-		}
-		freed := cur.freed
+	c.mu.Lock()
+	if c.closed {
 		c.mu.Unlock()
-		select {
-		case <-freed:
-		case <-ctx.Done():
-			return waitEnded(ctxErr(ctx), errLocalHeld)
-		case <-c.closeCtx.Done():
-			return errClientClosed
-		}
+		return errClientClosed
 	}
+	if c.keys[l.key] == nil {
+		c.keys[l.key] = l
+		c.mu.Unlock()
+		return nil
+	}
+	if !wait {
+		c.mu.Unlock()
+		return errLocalHeld
+	}
+	if c.queued == nil {
+		c.queued = make(map[string][]*Lease)
+	}
+	l.turn = make(chan struct{})
+	c.queued[l.key] = append(c.queued[l.key], l)
+	c.mu.Unlock()
+	var err error
+	select {
+	case <-l.turn:
+		return nil
+	case <-ctx.Done():
+		err = waitEnded(ctxErr(ctx), errLocalHeld)
+	case <-c.closeCtx.Done():
+		err = errClientClosed
+	}
+	c.mu.Lock()
+	if c.keys[l.key] == l { // handed the key as the wait ended: pass it on
+		c.mu.Unlock()
+		c.forget(l)
+		return err
+	}
+	c.queued[l.key] = slices.DeleteFunc(c.queued[l.key], func(q *Lease) bool { return q == l })
+	if len(c.queued[l.key]) == 0 {
+		delete(c.queued, l.key)
+	}
+	c.mu.Unlock()
+	return err
 }
 
 // forget drops l from the client: the key is free for its other Mutex
@@ -304,10 +320,16 @@ func (c *Client) forget(l *Lease) {
 	c.mu.Lock()
 	if c.keys[l.key] == l {
 		delete(c.keys, l.key)
-	}
-	if l.freed != nil {
-		close(l.freed)
-		l.freed = nil
+		if q := c.queued[l.key]; len(q) > 0 && !c.closed { // closing: waiters see closeCtx
+			next := q[0]
+			if len(q) == 1 {
+				delete(c.queued, l.key)
+			} else {
+				c.queued[l.key] = q[1:]
+			}
+			c.keys[l.key] = next
+			close(next.turn)
+		}
 	}
 	c.mu.Unlock()
 }

@@ -90,9 +90,9 @@ func (l *checkedLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 	l.Locker.Renew(ctx, batch)
 }
 
-func (l *checkedLocker) Watch(key string, wake chan<- struct{}) (func(), error) {
+func (l *checkedLocker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
 	l.p.check(keyOK(key) && wake != nil && cap(wake) > 0, "Watch of a key of %d bytes, channel nil %v or unbuffered", len(key), wake == nil)
-	return l.Locker.Watch(key, wake)
+	return l.Locker.Watch(key, owner, wake)
 }
 
 func (l *checkedLocker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
@@ -122,9 +122,9 @@ func (l callCounter) Release(ctx context.Context, key string, owner driver.Owner
 	return l.Locker.Release(ctx, key, owner)
 }
 
-func (l callCounter) Watch(key string, wake chan<- struct{}) (func(), error) {
+func (l callCounter) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
 	l.calls.Add(1)
-	return l.Locker.Watch(key, wake)
+	return l.Locker.Watch(key, owner, wake)
 }
 
 // TestBadInput: malformed keys, TTLs and hold times fail with ErrInvalid

@@ -32,7 +32,7 @@ type Lease struct {
 	// Do's Unlock are observed with it, so they join the Lock's trace.
 	obs *detachedCtx
 
-	freed chan struct{} // guarded by c.mu: closed when the client forgets the lease
+	turn chan struct{} // guarded by c.mu: closed when the client hands a waiting lease its key
 
 	mu     sync.Mutex
 	state  leaseState

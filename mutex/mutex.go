@@ -151,13 +151,14 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 		w            *waiter // made once the key is found held or the backend out of reach
 		last         error   // the last attempt's error, kept when the wait ends
 		maybeGranted bool    // an attempt failed in a way that may have left a grant
+		queued       bool    // a waiting attempt found the key held: the driver may have queued the owner
 	)
 	defer func() {
 		if w != nil {
 			w.stop()
 		}
 	}()
-	req := driver.AcquireRequest{Key: m.key, Owner: l.owner, TTL: m.cfg.ttl, Fencing: m.cfg.fencing, Holder: c.holder, OnLost: l.driverLost}
+	req := driver.AcquireRequest{Key: m.key, Owner: l.owner, TTL: m.cfg.ttl, Fencing: m.cfg.fencing, Holder: c.holder, OnLost: l.driverLost, Wait: wait}
 	for attempts := 1; ; attempts++ {
 		var (
 			g   driver.Grant
@@ -193,6 +194,7 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 			// was lost is found by the next attempt as its own.
 			last = err
 			maybeGranted = maybeGranted || (locker != nil && errors.Is(err, ErrUnavailable))
+			queued = queued || errors.Is(err, ErrLocked)
 			if w == nil {
 				w = newWaiter()
 			}
@@ -200,14 +202,15 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 				// Subscribe, then try again at once: a release between the
 				// first attempt and the subscription is not missed, and an
 				// uncontended Lock never pays for a subscription.
-				w.watch(locker, m.key)
+				w.watch(locker, m.key, l.owner)
 				continue
 			}
 			if err := w.wait(ctx, c.closeCtx.Done(), attempts); err != nil {
-				return c.giveUp(l, locker, maybeGranted, attempts, waitEnded(err, last))
+				// Release also takes the owner out of the key's queue.
+				return c.giveUp(l, locker, maybeGranted || queued, attempts, waitEnded(err, last))
 			}
 		default:
-			release := maybeGranted || (locker != nil && mayHaveGranted(err))
+			release := maybeGranted || queued || (locker != nil && mayHaveGranted(err))
 			if last != nil && ctx.Err() != nil { // the wait ended during an attempt
 				err = waitEnded(ctxErr(ctx), last)
 			}

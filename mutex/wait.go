@@ -15,7 +15,7 @@ import (
 const (
 	minBackoff         = 2 * time.Millisecond
 	maxBackoff         = 250 * time.Millisecond
-	maxBackoffWatching = time.Second
+	maxBackoffWatching = driver.QueueHold / 3 // a live waiter keeps its place in a queue
 
 	// maxWakeGate caps how long a waiter whose wake-ups keep failing lets
 	// the next one wait (see waiter.wait): a storm of wake-ups then costs
@@ -51,12 +51,12 @@ func newWaiter() *waiter {
 
 // watch subscribes to key's releases, once. Lock calls it before its next
 // attempt, so a release between an attempt and the wait is not missed.
-func (w *waiter) watch(l driver.Locker, key string) {
+func (w *waiter) watch(l driver.Locker, key string, owner driver.Owner) {
 	if w.watchTried {
 		return
 	}
 	w.watchTried = true // a driver that cannot watch is polled, never asked again
-	if stop, err := l.Watch(key, w.wake); err == nil {
+	if stop, err := l.Watch(key, owner, w.wake); err == nil {
 		w.stopWatch = stop
 		w.maxBackoff = maxBackoffWatching
 	}

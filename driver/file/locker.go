@@ -225,7 +225,7 @@ func (l *locker) checkLost(holds []*hold) {
 // On Linux this uses one inotify instance per Locker; where inotify is
 // unavailable only releases by this Locker wake it, and package mutex's
 // polling covers the rest.
-func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
+func (l *locker) Watch(key string, _ driver.Owner, wake chan<- struct{}) (func(), error) {
 	name := FileName(key)
 	w := &watcher{ch: wake}
 	l.mu.Lock()

@@ -338,12 +338,12 @@ func TestWatchWakesOnReleaseByOtherLocker(t *testing.T) {
 	acquire(t, holder, "mark", o)
 
 	wake, mark := make(chan struct{}, 1), make(chan struct{}, 1)
-	stop, err := waiter.Watch("k", wake)
+	stop, err := waiter.Watch("k", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
-	stopMark, err := waiter.Watch("mark", mark)
+	stopMark, err := waiter.Watch("mark", driver.NewOwner(), mark)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,13 +399,13 @@ func TestWatchWakesOnOwnRelease(t *testing.T) {
 	o := driver.NewOwner()
 	acquire(t, l, "k", o)
 	wake := make(chan struct{}) // unbuffered: the send must not block
-	stop, err := l.Watch("k", wake)
+	stop, err := l.Watch("k", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
 	buffered := make(chan struct{}, 1)
-	stop2, err := l.Watch("k", buffered)
+	stop2, err := l.Watch("k", driver.NewOwner(), buffered)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +433,7 @@ func TestCloseReleasesAndStops(t *testing.T) {
 		acquire(t, l, key, driver.NewOwner())
 	}
 	wake := make(chan struct{}, 1)
-	if _, err := l.Watch("a", wake); err != nil {
+	if _, err := l.Watch("a", driver.NewOwner(), wake); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Close(); err != nil {
@@ -461,7 +461,7 @@ func TestCloseReleasesAndStops(t *testing.T) {
 			_, err := l.Acquire(ctx, driver.AcquireRequest{Key: "a", Owner: driver.NewOwner()})
 			return err
 		}(),
-		func() error { _, err := l.Watch("a", wake); return err }(),
+		func() error { _, err := l.Watch("a", driver.NewOwner(), wake); return err }(),
 	} {
 		if !errors.Is(err, driver.ErrClosed) {
 			t.Errorf("after Close: %v, want ErrClosed", err)

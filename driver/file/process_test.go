@@ -200,7 +200,7 @@ func TestCrashRelease(t *testing.T) {
 	dir := t.TempDir()
 	l := connect(t, dir)
 	wake := make(chan struct{}, 1)
-	stop, err := l.Watch("crash", wake)
+	stop, err := l.Watch("crash", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}

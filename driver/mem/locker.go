@@ -109,7 +109,7 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 // Watch wakes wake when the grant on key is removed: by Release, Close,
 // Table.Drop or Table.Expire. A grant that runs out its TTL wakes no one:
 // waiters' polling finds it free.
-func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
+func (l *locker) Watch(key string, _ driver.Owner, wake chan<- struct{}) (func(), error) {
 	t := l.t
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -99,7 +99,7 @@ func TestWatchWakesOnRelease(t *testing.T) {
 	table := mem.NewTable()
 	l, _ := mem.FromTable(table).Connect(ctx)
 	wake := make(chan struct{}, 1)
-	stop, err := l.Watch("k", wake)
+	stop, err := l.Watch("k", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,11 +128,11 @@ func TestWatchRegistrationsApart(t *testing.T) {
 	ctx := context.Background()
 	l, _ := mem.FromTable(mem.NewTable()).Connect(ctx)
 	wake := make(chan struct{}, 1)
-	stop1, err := l.Watch("k", wake)
+	stop1, err := l.Watch("k", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop2, err := l.Watch("k", wake)
+	stop2, err := l.Watch("k", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,7 +85,7 @@ func newListener(l *locker) *listener {
 // by that attempt). Releases by this client wake its own waiters directly.
 // Clients made by FromDB without WithListenDSN have no LISTEN connection
 // and return driver.ErrUnimplemented: package mutex then polls.
-func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
+func (l *locker) Watch(key string, _ driver.Owner, wake chan<- struct{}) (func(), error) {
 	if l.listener == nil {
 		return nil, fmt.Errorf("postgres: no LISTEN connection (FromDB without WithListenDSN): %w", driver.ErrUnimplemented)
 	}

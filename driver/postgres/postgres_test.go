@@ -340,7 +340,7 @@ func TestWatchWakesOnRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	wake := make(chan struct{}, 1)
-	stop, err := b.Watch("k", wake)
+	stop, err := b.Watch("k", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -266,7 +266,7 @@ func TestWatchAfterRestart(t *testing.T) {
 	c := startCluster(t, 1)
 	holder, waiter := c.locker(), c.locker()
 	wake := make(chan struct{}, 1)
-	stop, err := waiter.Watch("w", wake)
+	stop, err := waiter.Watch("w", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		if _, err := acquire(t, l, fmt.Sprint(i), driver.NewOwner()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Watch(fmt.Sprint(i), make(chan struct{}, 1)); err != nil {
+		if _, err := l.Watch(fmt.Sprint(i), driver.NewOwner(), make(chan struct{}, 1)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -139,7 +139,7 @@ func TestIdleConnectionsCutByProxy(t *testing.T) {
 	conn, err := redlock.NewConnector(dsn)
 	l := connect(t, conn, err)
 	wake := make(chan struct{}, 1)
-	stop, err := l.Watch("w", wake)
+	stop, err := l.Watch("w", driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}

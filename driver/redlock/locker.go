@@ -105,7 +105,7 @@ func (l *locker) untrack(key string, owner driver.Owner) {
 }
 
 // Watch wakes wake when a release of key is published on any node.
-func (l *locker) Watch(key string, wake chan<- struct{}) (func(), error) {
+func (l *locker) Watch(key string, _ driver.Owner, wake chan<- struct{}) (func(), error) {
 	if l.closed.Load() {
 		return nil, errClosed
 	}

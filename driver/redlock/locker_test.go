@@ -45,7 +45,7 @@ func TestWatchWakes(t *testing.T) {
 				t.Fatal(err)
 			}
 			wake := make(chan struct{}, 1)
-			stop, err := waiter.Watch("w", wake)
+			stop, err := waiter.Watch("w", driver.NewOwner(), wake)
 			if err != nil {
 				t.Fatal(err)
 			}

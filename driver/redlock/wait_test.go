@@ -18,7 +18,7 @@ import (
 // node confirmed the subscription, with wake drained.
 func (c *cluster) watched(t *testing.T, l driver.Locker, key string, wake chan struct{}) {
 	t.Helper()
-	stop, err := l.Watch(key, wake)
+	stop, err := l.Watch(key, driver.NewOwner(), wake)
 	if err != nil {
 		t.Fatal(err)
 	}
