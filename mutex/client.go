@@ -65,7 +65,7 @@ type Client struct {
 	cancelClose context.CancelFunc
 	keys        map[string]*Lease   // keys this client holds or is acquiring
 	queued      map[string][]*Lease // Mutex values waiting for a key in keys, in order
-	cleanup     sync.WaitGroup    // releases running in the background
+	cleanup     sync.WaitGroup      // releases running in the background
 
 	renew renewer
 }

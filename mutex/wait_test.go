@@ -195,7 +195,9 @@ func (l watching) Acquire(ctx context.Context, req driver.AcquireRequest) (drive
 	return l.Locker.Acquire(ctx, req)
 }
 
-func (l watching) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) { return l.watch(key, wake) }
+func (l watching) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
+	return l.watch(key, wake)
+}
 
 // wakeAlways wakes its watcher all the time, until stopped.
 func wakeAlways(_ string, wake chan<- struct{}) (func(), error) {
