@@ -22,9 +22,14 @@
 //
 // # What this package does once, for every driver
 //
-//   - Waiting: Lock waits until it holds the key or its context ends. It
-//     wakes when the driver signals a release and otherwise polls with capped,
-//     jittered backoff. A grant that races the end of the context is
+//   - Waiting: Lock waits until it holds the key or its context ends. Its
+//     attempts ask the driver for a place in the key's wait queue, where the
+//     driver keeps one: a release then wakes the waiter at the head alone,
+//     and waiters are served in the order they came (each driver's page says
+//     what order it gives). Lock wakes when the driver signals its turn and
+//     otherwise polls with capped, jittered backoff (at most a second
+//     between attempts, which also keeps its place). A Lock that gives up
+//     leaves the queue; a grant that races the end of the context is
 //     released, and so is one an attempt may have made before failing.
 //   - Renewal: leases on backends whose grants expire (Redis, mem) are
 //     renewed about every third of their TTL, in batches, by one goroutine per
@@ -44,7 +49,9 @@
 //     the key was held, the driver's error if the backend was unreachable.
 //     A refusal (ErrDenied: credentials, an unknown database) ends it at once.
 //   - Exclusion inside a client: two Mutex values of one client with one key
-//     exclude each other here, without leaning on the backend's re-entrancy.
+//     exclude each other here, without leaning on the backend's re-entrancy;
+//     those waiting take the key in the order they asked, and only one at a
+//     time asks the backend.
 //
 // # Shutdown
 //
