@@ -20,12 +20,15 @@ var _ driver.Locker = (*locker)(nil)
 var (
 	errClosed  = fmt.Errorf("mem: %w", driver.ErrClosed)
 	errLocked  = fmt.Errorf("mem: %w", driver.ErrLocked)
+	errKept    = fmt.Errorf("mem: kept for the next waiter: %w", driver.ErrLocked)
 	errNotHeld = fmt.Errorf("mem: %w", driver.ErrNotHeld)
 )
 
 // Acquire grants key for req.TTL unless another owner holds an unexpired
-// grant. A retry by the owner that holds it extends the grant to req.TTL
-// from now, so the validity it returns, counted from the retry, holds.
+// grant, or the key is kept for the head of its wait queue. A retry by the
+// owner that holds it extends the grant to req.TTL from now, so the
+// validity it returns, counted from the retry, holds. A refused attempt
+// with req.Wait queues its owner, or keeps its place.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Grant{}, err
@@ -39,12 +42,28 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	expires := t.now().Add(req.TTL)
 	if g := t.liveLocked(req.Key); g != nil {
 		if g.owner != req.Owner {
+			if req.Wait {
+				t.waitLocked(req.Key, req.Owner, l)
+			}
 			return driver.Grant{}, errLocked
 		}
 		g.expires = expires // a retry of the attempt that made it
 		return driver.Grant{Token: g.token, Validity: req.TTL}, nil
 	}
-	t.removeLocked(req.Key) // an expired grant
+	ranOut := t.removeLocked(req.Key) != nil // an expired grant
+	head, passedOver := t.headLocked(req.Key)
+	if head != nil && head.owner != req.Owner {
+		if req.Wait {
+			t.waitLocked(req.Key, req.Owner, l)
+		}
+		if ranOut || passedOver { // no release told the head
+			t.handOnLocked(req.Key)
+		}
+		return driver.Grant{}, errKept
+	}
+	if head != nil {
+		t.leaveLocked(req.Key, req.Owner)
+	}
 	t.tokens[req.Key]++
 	t.grants[req.Key] = &grant{
 		owner:   req.Owner,
@@ -58,9 +77,10 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	return driver.Grant{Token: t.tokens[req.Key], Validity: req.TTL}, nil
 }
 
-// Release removes owner's grant on key. A grant that had expired is removed
-// too, and reported with ErrNotHeld: another owner may have taken the key
-// meanwhile.
+// Release removes owner's grant on key and hands the key on. A grant that
+// had expired is removed too, and reported with ErrNotHeld: another owner
+// may have taken the key meanwhile. An owner that only waits for key
+// leaves its queue (ErrNotHeld), passing the key on if it was kept for it.
 func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	t := l.t
 	t.mu.Lock()
@@ -70,9 +90,13 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	}
 	g := t.grants[key]
 	if g == nil || g.owner != owner {
+		if t.leaveLocked(key, owner) {
+			t.handOnLocked(key)
+		}
 		return errNotHeld
 	}
 	t.removeLocked(key)
+	t.handOnLocked(key)
 	if !t.now().Before(g.expires) {
 		return fmt.Errorf("mem: grant expired: %w", driver.ErrNotHeld)
 	}
@@ -106,17 +130,19 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 	}
 }
 
-// Watch wakes wake when the grant on key is removed: by Release, Close,
-// Table.Drop or Table.Expire. A grant that runs out its TTL wakes no one:
-// waiters' polling finds it free.
-func (l *locker) Watch(key string, _ driver.Owner, wake chan<- struct{}) (func(), error) {
+// Watch wakes wake when key is handed on to owner: when its grant is
+// removed (Release, Close, Table.Drop, Table.Expire) or the waiter it was
+// kept for leaves, and owner heads its queue, or nobody queues. A grant or
+// a place that runs out wakes no one until the next attempt on the key
+// finds it: waiters' polling does.
+func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
 	t := l.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if l.closed {
 		return nil, errClosed
 	}
-	w := &watcher{wake: wake}
+	w := &watcher{owner: owner, wake: wake}
 	if t.watchers[key] == nil {
 		t.watchers[key] = make(map[*watcher]struct{})
 	}
@@ -165,8 +191,8 @@ func (l *locker) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close removes every grant this Locker holds, waking their watchers. A
-// second Close returns nil.
+// Close removes every grant this Locker holds and its waiters' places,
+// handing the keys on. A second Close returns nil.
 func (l *locker) Close() error {
 	t := l.t
 	t.mu.Lock()
@@ -178,7 +204,9 @@ func (l *locker) Close() error {
 	for key, owner := range l.held {
 		if g := t.grants[key]; g != nil && g.owner == owner {
 			t.removeLocked(key)
+			t.handOnLocked(key)
 		}
 	}
+	t.leaveAllLocked(l)
 	return nil
 }

@@ -46,6 +46,7 @@ func NewTable(opts ...TableOption) *Table {
 		now:      time.Now,
 		grants:   make(map[string]*grant),
 		tokens:   make(map[string]uint64),
+		queues:   make(map[string][]*waiting),
 		watchers: make(map[string]map[*watcher]struct{}),
 	}
 	for _, o := range opts {
@@ -62,6 +63,7 @@ type Table struct {
 	mu       sync.Mutex // guards the table and the state of its Lockers
 	grants   map[string]*grant
 	tokens   map[string]uint64 // last token per key; kept after release
+	queues   map[string][]*waiting
 	watchers map[string]map[*watcher]struct{}
 }
 
@@ -76,7 +78,10 @@ type grant struct {
 }
 
 // watcher is one Watch registration.
-type watcher struct{ wake chan<- struct{} }
+type watcher struct {
+	owner driver.Owner
+	wake  chan<- struct{}
+}
 
 // Drop removes the grant on key, as a fault would, and tells its holder at
 // once through AcquireRequest.OnLost (the lease's Done closes). It reports
@@ -84,6 +89,7 @@ type watcher struct{ wake chan<- struct{} }
 func (t *Table) Drop(key string) bool {
 	t.mu.Lock()
 	g := t.removeLocked(key)
+	t.handOnLocked(key)
 	t.mu.Unlock()
 	if g != nil && g.onLost != nil {
 		g.onLost(fmt.Errorf("mem: grant dropped from the table: %w", driver.ErrNotHeld))
@@ -98,7 +104,22 @@ func (t *Table) Drop(key string) bool {
 func (t *Table) Expire(key string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.removeLocked(key) != nil
+	g := t.removeLocked(key)
+	t.handOnLocked(key)
+	return g != nil
+}
+
+// RestartEmpty forgets every grant and every wait queue without telling
+// anyone, as a Redis node restarted without persistence would: holders
+// learn of their loss at their next renewal, and waiters find the keys free
+// at their next attempt. Fencing tokens are kept, so they still increase.
+func (t *Table) RestartEmpty() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for key := range t.grants {
+		t.removeLocked(key)
+	}
+	clear(t.queues)
 }
 
 // Holder reports the fencing token of the grant on key, and whether there
@@ -121,8 +142,8 @@ func (t *Table) liveLocked(key string) *grant {
 	return g
 }
 
-// removeLocked deletes the grant on key, expired or not, and wakes its
-// watchers. Callers hold mu.
+// removeLocked deletes the grant on key, expired or not. Callers hold mu,
+// and then hand the key on (handOnLocked) unless it is known who takes it.
 func (t *Table) removeLocked(key string) *grant {
 	g := t.grants[key]
 	if g == nil {
@@ -130,11 +151,5 @@ func (t *Table) removeLocked(key string) *grant {
 	}
 	delete(t.grants, key)
 	delete(g.by.held, key)
-	for w := range t.watchers[key] {
-		select {
-		case w.wake <- struct{}{}:
-		default:
-		}
-	}
 	return g
 }
