@@ -35,6 +35,18 @@ func keyFree(err error) error {
 	return err
 }
 
+// queueDesc stands for a key's queue directory, or an entry in it, in errors.
+const queueDesc = "<a key's wait queue>"
+
+// queueFree is keyFree for an os call on a key's queue directory or an entry
+// in it: the error names dir, the lock directory, and queueDesc.
+func queueFree(dir string, err error) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		return &fs.PathError{Op: pe.Op, Path: filepath.Join(dir, queueDesc), Err: pe.Err}
+	}
+	return err
+}
+
 func lostError(dir string) error {
 	return fmt.Errorf("file: a lock file in %s was removed or replaced, so the lock no longer excludes anyone: %w", dir, driver.ErrNotHeld)
 }

@@ -15,20 +15,30 @@ import (
 )
 
 // locker is one client's Locker: the keys it holds, each with its open lock
-// file, and the wake channels of its waiters.
+// file, its owners' places in wait queues, and the wake channels of its
+// waiters.
 type locker struct {
 	dir string
 
 	mu          sync.Mutex
 	closed      bool
 	held        map[string]*hold                 // key -> grant
+	queued      map[driver.Owner]*entry          // waiting owners' places (queue.go)
+	byWD        map[int]*entry                   // inotify watch -> entry
+	sweeping    bool                             // the sweeper runs (while queued is not empty)
+	done        chan struct{}                    // closed by Close: stops the sweeper
 	watchers    map[string]map[*watcher]struct{} // file name -> registrations
 	notify      io.Closer                        // inotify file; nil if not started or unavailable
-	notifyTried bool                             // set at the first grant or Watch; at once with inotify off
-	wg          sync.WaitGroup                   // the inotify reader
+	notifyFD    int                              // its descriptor
+	dirWD       int                              // its watch on dir
+	notifyTried bool                             // set at the first grant, queued attempt or Watch; at once with inotify off
+	wg          sync.WaitGroup                   // the inotify reader and the sweeper
 }
 
-type watcher struct{ ch chan<- struct{} }
+type watcher struct {
+	ch    chan<- struct{}
+	owner driver.Owner
+}
 
 func (w *watcher) send() {
 	select {
@@ -42,21 +52,42 @@ func newLocker(dir string, notify bool) *locker {
 	return &locker{
 		dir:         dir,
 		held:        make(map[string]*hold),
+		queued:      make(map[driver.Owner]*entry),
+		byWD:        make(map[int]*entry),
+		done:        make(chan struct{}),
+		notifyFD:    -1,
+		dirWD:       -1,
 		watchers:    make(map[string]map[*watcher]struct{}),
 		notifyTried: !notify,
 	}
 }
 
 // Acquire makes one non-blocking flock attempt; a blocking flock could not
-// be cancelled.
+// be cancelled. A key with waiters in its queue is kept for the live one at
+// the head: anyone else gets ErrLocked without trying the flock, and with
+// req.Wait takes a place at the tail (or keeps its own).
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Grant{}, err
 	}
+	name := FileName(req.Key)
+	qdir := queueDir(l.dir, name)
 	if g, err, done := l.heldBy(req); done {
+		if err == errHeldHere {
+			err = l.queueUp(req, name, qdir, false, err)
+		}
 		return g, err
 	}
-	name := FileName(req.Key)
+	// Checked before the flock, so that only the head (or, with nobody
+	// waiting, anyone) ever takes it: a flock taken only to look at the
+	// queue could make the head's attempt fail.
+	head, selfHead, err := queueHead(qdir, req.Owner)
+	if err != nil {
+		return driver.Grant{}, fmt.Errorf("file: read a wait queue in %s: %w", l.dir, queueFree(l.dir, err))
+	}
+	if head != "" && !selfHead {
+		return driver.Grant{}, l.queueUp(req, name, qdir, false, errKept)
+	}
 	var h *hold
 	for attempt := 0; ; attempt++ {
 		var err error
@@ -67,10 +98,10 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		if errors.Is(err, driver.ErrLocked) {
 			// A concurrent attempt of the same owner may hold it: that
 			// grant is this attempt's own.
-			if g, err2, done := l.heldBy(req); done {
+			if g, err2, done := l.heldBy(req); done && err2 != errHeldHere {
 				return g, err2
 			}
-			return driver.Grant{}, err
+			return driver.Grant{}, l.queueUp(req, name, qdir, true, err)
 		}
 		if !errors.Is(err, errReplaced) {
 			return driver.Grant{}, err
@@ -101,6 +132,9 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		stale.close()
 	}
 	l.held[req.Key] = h
+	if e := l.queued[req.Owner]; e != nil {
+		l.dropEntryLocked(e) // served
+	}
 	l.startNotifyOnceLocked() // reports a removed or replaced lock file at once
 	l.mu.Unlock()
 	if stale != nil && stale.onLost != nil {
@@ -129,18 +163,26 @@ func (l *locker) heldBy(req driver.AcquireRequest) (driver.Grant, error, bool) {
 }
 
 // Release closes the key's lock file, which releases the flock, and wakes
-// this Locker's waiters; other processes' waiters see the close through
-// inotify. It returns an error matching driver.ErrNotHeld if the lock file
-// was removed or replaced meanwhile. ctx is not consulted: releasing cannot
-// block, and giving up a release would leave the key held.
+// the live waiter at the head of the key's queue (through its entry), or,
+// if nobody queues, this Locker's watchers; other processes' watchers see
+// the close through inotify. It returns an error matching driver.ErrNotHeld
+// if the lock file was removed or replaced meanwhile. An owner that does
+// not hold key but waits in its queue leaves it (and passes the key on if
+// it was kept for it), and gets ErrNotHeld. ctx is not consulted: releasing
+// cannot block, and giving up a release would leave the key held.
 func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return errClosed()
 	}
 	h := l.held[key]
 	if h == nil || h.owner != owner {
+		e := l.queued[owner]
+		l.mu.Unlock()
+		if e != nil && e.key == key {
+			l.leaveQueue(e)
+		}
 		return errNotHeld
 	}
 	// A release can come before a Renew finds a removed or replaced lock
@@ -151,6 +193,8 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	delete(l.held, key)
 	h.close()
 	l.wakeLocked(h.name)
+	l.mu.Unlock()
+	l.passOn(queueDir(l.dir, h.name))
 	if lost {
 		return lostError(l.dir)
 	}
@@ -221,13 +265,16 @@ func (l *locker) checkLost(holds []*hold) {
 	}
 }
 
-// Watch wakes wake when key's holder, in any process, releases it (or dies).
-// On Linux this uses one inotify instance per Locker; where inotify is
-// unavailable only releases by this Locker wake it, and package mutex's
+// Watch wakes wake when owner's next attempt on key may succeed. While
+// owner waits in key's queue, that is when a release finds it at the head
+// (one release wakes one waiter), or when the holder dies while owner is at
+// the head; otherwise, when key's holder, in any process, releases it (or
+// dies). On Linux this uses one inotify instance per Locker; where inotify
+// is unavailable only this Locker's releases wake it, and package mutex's
 // polling covers the rest.
-func (l *locker) Watch(key string, _ driver.Owner, wake chan<- struct{}) (func(), error) {
+func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
 	name := FileName(key)
-	w := &watcher{ch: wake}
+	w := &watcher{ch: wake, owner: owner}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -266,9 +313,24 @@ func (l *locker) startNotifyOnceLocked() {
 	}
 }
 
+// wakeLocked wakes the watchers of lock file name on its release: all but
+// owners queued behind others, whom the release wakes in turn through
+// their entries.
 func (l *locker) wakeLocked(name string) {
 	for w := range l.watchers[name] {
-		w.send()
+		if e := l.queued[w.owner]; e == nil || e.lockName != name || e.head {
+			w.send()
+		}
+	}
+}
+
+// wakeOwnerLocked wakes owner's watchers of lock file name: its entry was
+// woken.
+func (l *locker) wakeOwnerLocked(name string, owner driver.Owner) {
+	for w := range l.watchers[name] {
+		if w.owner == owner {
+			w.send()
+		}
 	}
 }
 
@@ -313,6 +375,12 @@ func (l *locker) Close() error {
 	l.closed = true
 	holds := l.held
 	l.held = nil
+	var queues []string
+	for _, e := range l.queued {
+		l.dropEntryLocked(e)
+		queues = append(queues, e.qdir)
+	}
+	close(l.done)
 	notify := l.notify
 	l.notify = nil
 	// Waiters try again at once and learn that the Locker is closed.
@@ -322,6 +390,10 @@ func (l *locker) Close() error {
 
 	for _, h := range holds {
 		h.close()
+		queues = append(queues, queueDir(l.dir, h.name))
+	}
+	for _, qdir := range queues {
+		l.passOn(qdir) // best effort: waiters poll too
 	}
 	if notify != nil {
 		notify.Close() // ends the reader's blocked Read

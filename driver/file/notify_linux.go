@@ -29,16 +29,39 @@ func (l *locker) startNotifyLocked() {
 	if err != nil {
 		return
 	}
-	if _, err := syscall.InotifyAddWatch(fd, l.dir, notifyMask); err != nil {
+	wd, err := syscall.InotifyAddWatch(fd, l.dir, notifyMask)
+	if err != nil {
 		syscall.Close(fd)
 		return
 	}
 	// A non-blocking fd goes to the runtime poller, so Close from another
 	// goroutine ends a blocked Read.
 	f := os.NewFile(uintptr(fd), "inotify")
-	l.notify = f
+	l.notify, l.notifyFD, l.dirWD = f, fd, wd
 	l.wg.Add(1)
 	go l.readNotify(f)
+}
+
+// watchEntryLocked watches a queue entry of this Locker for the
+// IN_CLOSE_WRITE by which a release wakes it, and returns the watch, or -1
+// without inotify. Only this Locker watches the entry, so a release wakes
+// one process. Callers hold mu.
+func (l *locker) watchEntryLocked(path string) int {
+	if l.notify == nil {
+		return -1
+	}
+	wd, err := syscall.InotifyAddWatch(l.notifyFD, path, syscall.IN_CLOSE_WRITE)
+	if err != nil { // fs.inotify.max_user_watches: woken by polling
+		return -1
+	}
+	return wd
+}
+
+// unwatchEntryLocked removes an entry's watch. Callers hold mu.
+func (l *locker) unwatchEntryLocked(wd int) {
+	if l.notify != nil {
+		syscall.InotifyRmWatch(l.notifyFD, uint32(wd))
+	}
 }
 
 func (l *locker) readNotify(f *os.File) {
@@ -64,12 +87,14 @@ func (l *locker) readNotify(f *os.File) {
 
 // dispatch wakes the watchers of each event's file name and checks the
 // grant on a file that was removed or renamed; a queue overflow, a lost
-// watch or a renamed directory wakes all and checks every grant.
+// watch or a renamed directory wakes all and checks every grant. An event
+// on a queue entry wakes its owner's watchers.
 func (l *locker) dispatch(b []byte) {
 	var check []*hold
 	all := false
 	l.mu.Lock()
 	for len(b) >= syscall.SizeofInotifyEvent {
+		wd := int(int32(binary.NativeEndian.Uint32(b[0:4])))
 		mask := binary.NativeEndian.Uint32(b[4:8])
 		nameLen := int(binary.NativeEndian.Uint32(b[12:16]))
 		end := syscall.SizeofInotifyEvent + nameLen
@@ -81,7 +106,16 @@ func (l *locker) dispatch(b []byte) {
 			name = name[:len(name)-1]
 		}
 		b = b[end:]
+		if wd != l.dirWD && mask&syscall.IN_Q_OVERFLOW == 0 {
+			// A queue entry's watch (or the IN_IGNORED of one removed).
+			if e := l.byWD[wd]; e != nil && mask&syscall.IN_CLOSE_WRITE != 0 {
+				l.wakeOwnerLocked(e.lockName, e.owner)
+			}
+			continue
+		}
 		switch {
+		case mask&syscall.IN_ISDIR != 0 && mask&unlinked != 0:
+			// A queue directory removed: no lock file went.
 		case mask&checkAll != 0:
 			l.wakeAllLocked()
 			all = true

@@ -1,0 +1,219 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package file
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// The wait queue of a key is a directory beside its lock file, named like
+// it with ".queue" for ".lock". It holds one entry file per waiting owner,
+// "<stamp>-<owner>.w": the stamp is the host's monotonic clock at the
+// owner's first waiting attempt, zero-padded so that names sort in arrival
+// order. The waiter's Locker keeps its entry open with an exclusive flock
+// for as long as it waits, so anyone can tell a live waiter from a dead one
+// with a non-blocking flock of its own, at once: the kernel drops the flock
+// of a killed process. An entry is also passed over once its mtime, which
+// each attempt of its owner touches, is older than driver.QueueHold (a
+// process that lives but stopped asking). A release wakes the live head by
+// opening its entry for writing, which is an IN_CLOSE_WRITE that only the
+// head's Locker watches.
+const (
+	queueSuffix = ".queue"
+	entrySuffix = ".w"
+	tempSuffix  = ".t" // an entry being made: not yet flocked, so not yet in the queue
+	stampDigits = 20
+	entryLen    = stampDigits + 1 + 32 + len(entrySuffix)
+)
+
+// errKept: the key is free, but kept for the waiter at the head of its queue.
+var errKept = fmt.Errorf("file: kept for a waiting owner: %w", driver.ErrLocked)
+
+// queueDir returns the path of the queue directory for the lock file name.
+func queueDir(dir, lockName string) string {
+	return filepath.Join(dir, strings.TrimSuffix(lockName, ".lock")+queueSuffix)
+}
+
+func entryName(stamp uint64, owner driver.Owner) string {
+	return fmt.Sprintf("%0*d-%s%s", stampDigits, stamp, owner, entrySuffix)
+}
+
+// entryOwner reports whether name is an entry's name, and whose.
+func entryOwner(name string) (driver.Owner, bool) {
+	var o driver.Owner
+	if len(name) != entryLen || !strings.HasSuffix(name, entrySuffix) || name[stampDigits] != '-' {
+		return o, false
+	}
+	if _, err := fmt.Sscanf(name[stampDigits+1:stampDigits+33], "%x", &o); err != nil {
+		return o, false
+	}
+	return o, true
+}
+
+// entry is a place in a key's queue held by an owner of this Locker.
+type entry struct {
+	key, lockName string
+	qdir, path    string
+	owner         driver.Owner
+	f             *os.File  // read-only, flocked exclusively: the waiter is alive
+	wd            int       // inotify watch on the entry, or -1
+	last          time.Time // the owner's last attempt
+	// head is set when the owner's last attempt found itself at the head
+	// and the key held: a release of the lock file then wakes it too, so
+	// a holder that dies (and wakes no one) does not stall the head.
+	head bool
+}
+
+// stamp is the host's monotonic clock, shared by its processes and never
+// stepped, unlike the wall clock.
+func stamp() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return uint64(time.Now().UnixNano())
+	}
+	return uint64(ts.Nano())
+}
+
+// queueHead returns the name of the live entry at the head of qdir's
+// queue ("" if none), and whether it is self's. Dead and stale entries it
+// meets on the way are removed, and so is an empty queue directory. A
+// missing directory (nobody waits) costs one failed open.
+func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err error) {
+	d, err := os.OpenFile(qdir, os.O_RDONLY|syscall.O_DIRECTORY|openFlags, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return "", false, err
+	}
+	slices.Sort(names) // arrival order
+	now := time.Now()
+	left := len(names)
+	for _, name := range names {
+		o, isEntry := entryOwner(name)
+		if isEntry && o == self {
+			return name, true, nil
+		}
+		live, err := probe(filepath.Join(qdir, name), now, isEntry)
+		if err != nil {
+			return "", false, err
+		}
+		if live && isEntry {
+			return name, false, nil
+		}
+		if !live {
+			left--
+		}
+	}
+	if left == 0 {
+		os.Remove(qdir) // fails, harmlessly, if an entry came meanwhile
+	}
+	return "", false, nil
+}
+
+// probe reports whether the entry (or, isEntry false, the entry being
+// made) at path belongs to a live waiter, and removes it if not: unflocked
+// (its process died), or untouched for QueueHold. An entry being made is
+// unflocked for a moment, so only its age removes it.
+func probe(path string, now time.Time, isEntry bool) (live bool, err error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|openFlags, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // its owner left
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	stale := now.Sub(fi.ModTime()) > driver.QueueHold
+	err = flock(f, syscall.LOCK_SH|syscall.LOCK_NB)
+	switch {
+	case err == nil && (isEntry || stale), err != nil && isWouldBlock(err) && stale:
+		os.Remove(path)
+		return false, nil
+	case err == nil || isWouldBlock(err):
+		return true, nil
+	}
+	return false, err
+}
+
+func isWouldBlock(err error) bool {
+	return errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN)
+}
+
+// makeEntry puts owner into qdir's queue: it creates the entry under a
+// temporary name, flocks it and renames it into place, so that a prober
+// never sees an unflocked entry of a live waiter. The directory is made if
+// missing, again if it is removed as empty between the two steps.
+func makeEntry(qdir string, owner driver.Owner) (*os.File, string, error) {
+	path := filepath.Join(qdir, entryName(stamp(), owner))
+	tmp := strings.TrimSuffix(path, entrySuffix) + tempSuffix
+	for attempt := 0; ; attempt++ {
+		f, err := os.OpenFile(tmp, os.O_RDONLY|os.O_CREATE|os.O_EXCL|openFlags, 0o644)
+		if errors.Is(err, fs.ErrNotExist) && attempt < maxReplacedRetries {
+			if err := os.Mkdir(qdir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return nil, "", err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			os.Remove(tmp)
+			return nil, "", err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			f.Close()
+			os.Remove(tmp)
+			return nil, "", err
+		}
+		return f, path, nil
+	}
+}
+
+// touch records an attempt in the entry's mtime, and reports whether the
+// entry is still in the queue: a prober removes one it finds stale.
+func (e *entry) touch(now time.Time) (inQueue bool) {
+	fi, err := os.Lstat(e.path)
+	own, err2 := e.f.Stat()
+	if err != nil || err2 != nil || !os.SameFile(fi, own) {
+		return false
+	}
+	tv := syscall.NsecToTimeval(now.UnixNano())
+	if rc, err := e.f.SyscallConn(); err == nil {
+		// Best effort: a failure only ages the entry.
+		rc.Control(func(fd uintptr) { syscall.Futimes(int(fd), []syscall.Timeval{tv, tv}) })
+	}
+	return true
+}
+
+// wakeEntry wakes the owner of the entry at path: opening it for writing
+// and closing it is an IN_CLOSE_WRITE, seen by the inotify watch its
+// Locker keeps on it.
+func wakeEntry(path string) {
+	if f, err := os.OpenFile(path, os.O_WRONLY|openFlags, 0); err == nil {
+		f.Close()
+	}
+}

@@ -1,0 +1,148 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package file
+
+import (
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// queueUp ends an attempt that found the key held, or kept for another
+// waiter, and returns locked. With req.Wait the owner takes a place at the
+// tail of the key's queue, or keeps its place and records the attempt.
+// head says that the attempt found the owner at the head (the key is held,
+// not kept). A place that cannot be made (a full disk, a read-only queue)
+// leaves the owner unqueued: the attempt's outcome is still that the key
+// is held, the owner still polls, and the others keep their places.
+func (l *locker) queueUp(req driver.AcquireRequest, name, qdir string, head bool, locked error) error {
+	if !req.Wait {
+		return locked
+	}
+	now := time.Now()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errClosed()
+	}
+	if e := l.queued[req.Owner]; e != nil {
+		if e.key == req.Key && e.touch(now) {
+			e.last, e.head = now, head
+			l.mu.Unlock()
+			return locked
+		}
+		l.dropEntryLocked(e) // passed over (stale), or another key: a new place
+	}
+	l.mu.Unlock()
+
+	f, path, err := makeEntry(qdir, req.Owner)
+	if err != nil {
+		return locked
+	}
+	e := &entry{key: req.Key, lockName: name, qdir: qdir, path: path, owner: req.Owner, f: f, wd: -1, last: now, head: head}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.queued[req.Owner] != nil { // a concurrent attempt of the owner queued it
+		os.Remove(path)
+		f.Close()
+		if l.closed {
+			return errClosed()
+		}
+		return locked
+	}
+	l.queued[req.Owner] = e
+	l.startNotifyOnceLocked()
+	if e.wd = l.watchEntryLocked(path); e.wd >= 0 {
+		l.byWD[e.wd] = e
+	}
+	if !l.sweeping {
+		l.sweeping = true
+		l.wg.Add(1)
+		go l.sweep()
+	}
+	return locked
+}
+
+// dropEntryLocked takes e out of its queue: a grant, a Release, Close, or
+// QueueHold without an attempt. Callers hold mu.
+func (l *locker) dropEntryLocked(e *entry) {
+	delete(l.queued, e.owner)
+	if e.wd >= 0 {
+		delete(l.byWD, e.wd)
+		l.unwatchEntryLocked(e.wd)
+	}
+	os.Remove(e.path) // before the flock goes, so no prober takes it for dead
+	e.f.Close()
+	os.Remove(e.qdir) // the last one out removes the queue: fails if others wait
+}
+
+// leaveQueue takes e out of its queue for a Release by a waiter that gave
+// up, and passes the key on if it was kept for e.
+func (l *locker) leaveQueue(e *entry) {
+	_, wasHead, _ := queueHead(e.qdir, e.owner)
+	l.mu.Lock()
+	if l.queued[e.owner] == e {
+		l.dropEntryLocked(e)
+	}
+	l.mu.Unlock()
+	if wasHead {
+		l.passOn(e.qdir)
+	}
+}
+
+// passOn wakes the live waiter at the head of the queue qdir, after a
+// release or when the waiter the key was kept for left. Dead waiters ahead
+// of it are passed over (and removed) on the way.
+func (l *locker) passOn(qdir string) {
+	head, _, err := queueHead(qdir, driver.Owner{})
+	if err != nil || head == "" {
+		return
+	}
+	if o, ok := entryOwner(head); ok {
+		l.mu.Lock()
+		// Without an inotify watch on its entry, a waiter of this Locker
+		// is woken here; waiters of other Lockers without one poll.
+		if e := l.queued[o]; e != nil && e.wd < 0 {
+			l.wakeOwnerLocked(e.lockName, o)
+		}
+		l.mu.Unlock()
+	}
+	wakeEntry(filepath.Join(qdir, head))
+}
+
+// sweep drops the places of owners that made no attempt for QueueHold (a
+// Lock that gave up without Release), while any are queued, and passes
+// their keys on.
+func (l *locker) sweep() {
+	defer l.wg.Done()
+	t := time.NewTicker(driver.QueueHold / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
+		var queues []string
+		l.mu.Lock()
+		for _, e := range l.queued {
+			if time.Since(e.last) >= driver.QueueHold {
+				l.dropEntryLocked(e)
+				queues = append(queues, e.qdir)
+			}
+		}
+		idle := len(l.queued) == 0
+		if idle {
+			l.sweeping = false
+		}
+		l.mu.Unlock()
+		for _, qdir := range queues {
+			l.passOn(qdir)
+		}
+		if idle {
+			return
+		}
+	}
+}
