@@ -57,11 +57,7 @@ func openOurs(b testing.TB, backend string, opts ...mutex.Option) *mutex.Client 
 	case redis5:
 		c, err = mutex.Open("redis://"+strings.Join(redisAddrs(b, nodesOf5), ","), opts...)
 	case pg:
-		cn, cerr := postgres.NewConnector(postgresDSN(b), postgres.WithNamespace(b.Name()))
-		if cerr != nil {
-			b.Fatal(cerr)
-		}
-		c = mutex.NewClient(cn, opts...)
+		return openOursPostgres(b, postgresDSN(b), opts...)
 	case memory:
 		c, err = mutex.Open("mem://"+b.Name(), opts...)
 	default:
@@ -70,6 +66,22 @@ func openOurs(b testing.TB, backend string, opts ...mutex.Option) *mutex.Client 
 	if err != nil {
 		b.Fatal(err)
 	}
+	return pinged(b, c)
+}
+
+// openOursPostgres opens a mutexkit client on the PostgreSQL server at dsn.
+func openOursPostgres(b testing.TB, dsn string, opts ...mutex.Option) *mutex.Client {
+	b.Helper()
+	cn, err := postgres.NewConnector(dsn, postgres.WithNamespace(b.Name()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return pinged(b, mutex.NewClient(cn, opts...))
+}
+
+// pinged closes c when b ends, and checks that it reaches its backend.
+func pinged(b testing.TB, c *mutex.Client) *mutex.Client {
+	b.Helper()
 	b.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

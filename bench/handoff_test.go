@@ -12,55 +12,135 @@ import (
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
-	"github.com/gomodule/redigo/redis"
+
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// contenders is how many clients BenchmarkHandoff sets on one key.
-const contenders = 8
-
 // holdTime is how long each holder keeps the key: a short critical
-// section, long enough that the client that held it before has made its
-// first attempt and is waiting again by the time it is released. (Without
-// it, that first attempt races the release, and the two clients pass the
-// key back and forth by luck of timing, never through a wait.)
+// section, as in issue 14's measurements.
 const holdTime = time.Millisecond
 
-// BenchmarkHandoff is 8 clients (each with connections of its own, as 8
-// processes would have) waiting on one key. Each, once it holds the key,
-// keeps it for holdTime and releases it, and asks again only once another
-// client has taken it, so every grant is a handoff from one client to
-// another, to a client that was waiting. One op is one handoff. It reports
-// the median and 99th percentile time from the start of the release to
-// the next holder's Lock returning (p50-us, p99-us), and handoffs per
-// second.
+// waitersAxis is how many clients BenchmarkHandoff sets on one key: issue
+// 14's 8, 32 and 128, those up to most; under -short (make test's smoke
+// run) only the smallest.
+func waitersAxis(most int) []int {
+	if testing.Short() {
+		return []int{8}
+	}
+	var ns []int
+	for _, n := range []int{8, 32, 128} {
+		if n <= most {
+			ns = append(ns, n)
+		}
+	}
+	return ns
+}
+
+// postgresWaitersMax is the most clients the PostgreSQL handoff opens:
+// each holds two or more server connections (a lock session, the LISTEN
+// connection), and the server here allows 100 (max_connections), shared
+// with other tests.
+const postgresWaitersMax = 32
+
+// xactsFrom is the fewest handoffs for which PostgreSQL's transactions are
+// counted: each count waits pgStatIdleFlush for the server's statistics,
+// which the one-handoff runs (go test's first run of every benchmark, and
+// make test's smoke run) should not.
+const xactsFrom = 100
+
+// BenchmarkHandoff is N clients (waiters=N; each with connections of its
+// own, as N processes would have) on one key. Each, once it holds the key,
+// keeps it for holdTime, releases it and asks again at once, so N-1 are
+// always waiting. One op is one grant. It reports the median and 99th
+// percentile time from the start of a release to the next Lock returning
+// (p50-us, p99-us), handoffs per second, what the servers did per handoff
+// (cmds/handoff: the commands the clients sent, summed over the nodes;
+// xacts/handoff on PostgreSQL), and the longest wait in handoffs passed
+// over (passed-max): for each Lock, the grants to others between its call
+// and its return beyond the N-1 that arrival order allows, the most over
+// all Locks.
 func BenchmarkHandoff(b *testing.B) {
+	byWaiters := func(b *testing.B, most int, impls func(b *testing.B, n int)) {
+		for _, n := range waitersAxis(most) {
+			b.Run(fmt.Sprintf("waiters=%d", n), func(b *testing.B) { impls(b, n) })
+		}
+	}
 	b.Run("backend="+redis1, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, redis1) })
-		b.Run("impl=redsync-default", func(b *testing.B) {
-			handoffRedsync(b, redsyncExpiry)
+		byWaiters(b, 128, func(b *testing.B, n int) {
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, redis1, n) })
+			b.Run("impl=redsync-default", func(b *testing.B) { handoffRedsync(b, 1, n, redsyncExpiry) })
+			b.Run("impl=redsync-1to5ms", func(b *testing.B) { handoffRedsync(b, 1, n, redsyncShortRetry()...) })
 		})
-		b.Run("impl=redsync-1to5ms", func(b *testing.B) {
-			handoffRedsync(b, redsyncExpiry, redsync.WithTries(1<<30), redsync.WithRetryDelayFunc(func(int) time.Duration {
-				return time.Millisecond + rand.N(4*time.Millisecond) // jittered, so waiters do not retry in step
-			}))
+	})
+	b.Run("backend="+redis5, func(b *testing.B) {
+		byWaiters(b, 128, func(b *testing.B, n int) {
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, redis5, n) })
+			b.Run("impl=redsync-1to5ms", func(b *testing.B) { handoffRedsync(b, nodesOf5, n, redsyncShortRetry()...) })
 		})
 	})
 	b.Run("backend="+pg, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, pg) })
+		byWaiters(b, postgresWaitersMax, func(b *testing.B, n int) {
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, pg, n) })
+		})
 	})
 	b.Run("backend="+memory, func(b *testing.B) {
-		b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, memory) })
+		byWaiters(b, 128, func(b *testing.B, n int) {
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, memory, n) })
+		})
 	})
+}
+
+// redsyncShortRetry is redsync polling every 1-5 ms, jittered so that
+// waiters do not retry in step, with no limit on tries.
+func redsyncShortRetry() []redsync.Option {
+	return []redsync.Option{redsyncExpiry, redsync.WithTries(1 << 30), redsync.WithRetryDelayFunc(func(int) time.Duration {
+		return time.Millisecond + rand.N(4*time.Millisecond)
+	})}
 }
 
 // lockFunc waits until its client holds the key, and returns how to
 // release it.
 type lockFunc func(ctx context.Context) (unlock func(context.Context) error, err error)
 
-func handoffOurs(b *testing.B, backend string) {
-	locks := make([]lockFunc, contenders)
-	for i := range locks {
-		m := openOurs(b, backend).NewMutex(keyFor(b))
+// serverMeter measures what the servers did while the clients ran.
+type serverMeter struct {
+	start func() // after the warm-up
+	end   func() // at the last handoff, or nil
+	// report reports the figures per handoff, once every client stopped.
+	report func(handoffs int)
+}
+
+// redisMeter counts the commands the clients send the first nodes servers
+// (cmds/handoff), and those their scripts run (script-cmds/handoff).
+func redisMeter(b *testing.B, nodes int) *serverMeter {
+	m := monitorCommands(b, redisAddrs(b, nodes))
+	return &serverMeter{
+		start: func() { m.mark(b, meterStart) },
+		end:   func() { m.mark(b, meterEnd) },
+		report: func(handoffs int) {
+			sent, scripted := m.total(b)
+			b.ReportMetric(float64(sent)/float64(handoffs), "cmds/handoff")
+			b.ReportMetric(float64(scripted)/float64(handoffs), "script-cmds/handoff")
+		},
+	}
+}
+
+func handoffOurs(b *testing.B, backend string, n int) {
+	clients := make([]*mutex.Client, n)
+	var dsn string
+	if backend == pg {
+		dsn = benchDatabaseDSN(b)
+	}
+	for i := range clients {
+		if backend == pg {
+			clients[i] = openOursPostgres(b, dsn)
+		} else {
+			clients[i] = openOurs(b, backend)
+		}
+	}
+	locks := make([]lockFunc, n)
+	for i, c := range clients {
+		m := c.NewMutex(keyFor(b))
 		locks[i] = func(ctx context.Context) (func(context.Context) error, error) {
 			lease, err := m.Lock(ctx)
 			if err != nil {
@@ -69,27 +149,31 @@ func handoffOurs(b *testing.B, backend string) {
 			return lease.Unlock, nil
 		}
 	}
-	var count func() int64
-	if backend == redis1 { // what ours sends: scripts and subscriptions
-		count = commandCounter(b, "evalsha", "eval", "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ping")
+	var meter *serverMeter
+	switch {
+	case backend == redis1:
+		meter = redisMeter(b, 1)
+	case backend == redis5:
+		meter = redisMeter(b, nodesOf5)
+	case backend == pg && b.N >= xactsFrom:
+		xm := countXacts(b)
+		meter = &serverMeter{
+			start: func() { xm.start(b) },
+			report: func(handoffs int) {
+				for _, c := range clients { // a backend reports its last counts as it exits
+					c.Close()
+				}
+				b.ReportMetric(float64(xm.total(b))/float64(handoffs), "xacts/handoff")
+			},
+		}
 	}
-	runHandoff(b, count, locks)
+	runHandoff(b, meter, locks)
 }
 
-// commandCounter counts the named commands on the Redis server of redis1.
-func commandCounter(b *testing.B, names ...string) func() int64 {
-	admin, err := redis.Dial("tcp", redisAddrs(b, 1)[0])
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { admin.Close() })
-	return func() int64 { return commandCalls(b, admin, names...) }
-}
-
-func handoffRedsync(b *testing.B, opts ...redsync.Option) {
-	locks := make([]lockFunc, contenders)
+func handoffRedsync(b *testing.B, nodes, n int, opts ...redsync.Option) {
+	locks := make([]lockFunc, n)
 	for i := range locks {
-		m := newRedsync(b, redisAddrs(b, 1)).NewMutex(keyFor(b), opts...)
+		m := newRedsync(b, redisAddrs(b, nodes)).NewMutex(keyFor(b), opts...)
 		locks[i] = func(ctx context.Context) (func(context.Context) error, error) {
 			for {
 				err := m.LockContext(ctx)
@@ -111,14 +195,13 @@ func handoffRedsync(b *testing.B, opts ...redsync.Option) {
 			}
 		}
 	}
-	runHandoff(b, commandCounter(b, "set", "evalsha", "eval"), locks) // SET NX, and its scripts
+	runHandoff(b, redisMeter(b, nodes), locks)
 }
 
-// runHandoff runs the clients until b.N handoffs, checking on the way that
-// no two ever hold the key at once. Given a count of the commands the
-// clients send to the server, it also reports them per handoff
-// (cmds/handoff): what waiting costs, polling or not.
-func runHandoff(b *testing.B, count func() int64, locks []lockFunc) {
+// runHandoff runs the clients until b.N grants, checking on the way that
+// no two ever hold the key at once, and reports the figures (see
+// BenchmarkHandoff); meter, if not nil, measures the servers' work.
+func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 	// Warm up: each client takes the key once, so that connections,
 	// sessions and subscriptions exist before the clock starts.
 	for _, lock := range locks {
@@ -131,21 +214,23 @@ func runHandoff(b *testing.B, count func() int64, locks []lockFunc) {
 		}
 	}
 	pinPostgresIf(b)
-	var countBefore int64
-	if count != nil {
-		countBefore = count()
+	if meter != nil {
+		meter.start()
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var (
+		last        = int64(b.N)
+		fifo        = int64(len(locks) - 1) // grants arrival order lets pass before a new Lock
 		base        = time.Now()
 		held        atomic.Bool  // someone holds the key: a second holder is a bug
 		lastRelease atomic.Int64 // ns after base when the last release started; 0: none yet
 		grants      atomic.Int64
+		elapsed     time.Duration // base to the last grant
 
 		mu      sync.Mutex
-		taken   = make(chan struct{}) // closed and replaced at every grant
+		passed  int64 // the most grants a Lock saw beyond fifo
 		samples = make([]time.Duration, 0, b.N)
 		errs    []error
 	)
@@ -160,6 +245,7 @@ func runHandoff(b *testing.B, count func() int64, locks []lockFunc) {
 	for _, lock := range locks {
 		wg.Go(func() {
 			for ctx.Err() == nil {
+				seen := grants.Load()
 				unlock, err := lock(ctx)
 				if err != nil {
 					if ctx.Err() == nil {
@@ -172,15 +258,20 @@ func runHandoff(b *testing.B, count func() int64, locks []lockFunc) {
 					fail(errors.New("two clients hold the key at once"))
 				}
 				n := grants.Add(1)
-				mu.Lock()
-				if last := lastRelease.Load(); last != 0 && n <= int64(b.N) {
-					samples = append(samples, now-time.Duration(last))
+				if n <= last {
+					mu.Lock()
+					passed = max(passed, n-1-seen-fifo)
+					if l := lastRelease.Load(); l != 0 {
+						samples = append(samples, now-time.Duration(l))
+					}
+					mu.Unlock()
 				}
-				close(taken)
-				taken = make(chan struct{})
-				next := taken
-				mu.Unlock()
-
+				if n == last {
+					elapsed = now
+					if meter != nil && meter.end != nil {
+						meter.end()
+					}
+				}
 				time.Sleep(holdTime)
 				held.Store(false)
 				lastRelease.Store(int64(time.Since(base)))
@@ -188,26 +279,25 @@ func runHandoff(b *testing.B, count func() int64, locks []lockFunc) {
 					fail(fmt.Errorf("unlock: %w", err))
 					return
 				}
-				if n >= int64(b.N) {
+				if n >= last {
 					cancel()
 					return
-				}
-				select { // let another client have it
-				case <-next:
-				case <-ctx.Done():
 				}
 			}
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(base)
 	b.StopTimer()
 	if err := errors.Join(errs...); err != nil {
 		b.Fatal(err)
 	}
+	if b.Failed() { // a meter's mark failed
+		b.FailNow()
+	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "handoffs/s")
-	if count != nil {
-		b.ReportMetric(float64(count()-countBefore)/float64(b.N), "cmds/handoff")
+	b.ReportMetric(float64(passed), "passed-max")
+	if meter != nil {
+		meter.report(b.N)
 	}
 	if len(samples) > 0 {
 		slices.Sort(samples)

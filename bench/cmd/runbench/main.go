@@ -32,6 +32,7 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "../docs/BENCHMARKS.md", "the page to write")
 	flag.StringVar(&cfg.raw, "raw", "results/raw.txt", "where to keep the raw results (benchstat's format)")
 	flag.StringVar(&cfg.filter, "bench", ".", "run only benchmarks matching this regexp (go test -bench syntax)")
+	flag.StringVar(&cfg.before, "before", "results/before-queue.txt", `figures from before a change (benchstat's format) that targets compare with; "" for none`)
 	flag.BoolVar(&cfg.render, "render", false, "run nothing: write the page again from the last run's results (after editing notes.md)")
 	flag.StringVar(&cfg.clientCPUs, "client-cpus", "auto", `CPUs of the benchmark process (taskset -c list), "" for no pinning; auto: 0`)
 	flag.StringVar(&cfg.serverCPUs, "server-cpus", "auto", `CPUs of the servers, "" for no pinning; auto: the others`)
@@ -46,18 +47,28 @@ type config struct {
 	rounds                 int
 	render                 bool
 	out, raw, filter       string
+	before                 string
 	clientCPUs, serverCPUs string
 }
 
-// benchtime is how long each benchmark runs per round: handoffs are slow
-// with redsync's defaults and need samples for a 99th percentile; many
-// keys is one measurement per run.
+// Handoffs per round: a fixed number, so that 128 waiters and redsync's
+// 50-250 ms polling take a sane time and every run has the samples of a
+// 99th percentile.
+const (
+	handoffsPerRound        = 2000
+	handoffsPerRoundPolling = 300 // redsync's defaults: about 45 handoffs/s at 8 waiters
+)
+
+// benchtime is how long each benchmark runs per round: handoffs a fixed
+// number of them; many keys is one measurement per run.
 func benchtime(name string) string {
 	switch {
 	case strings.HasPrefix(name, "BenchmarkManyKeys/"):
 		return "1x"
+	case strings.HasPrefix(name, "BenchmarkHandoff/") && strings.HasSuffix(name, "/impl=redsync-default"):
+		return fmt.Sprintf("%dx", handoffsPerRoundPolling)
 	case strings.HasPrefix(name, "BenchmarkHandoff/"):
-		return "2s"
+		return fmt.Sprintf("%dx", handoffsPerRound)
 	}
 	return "1s"
 }
@@ -86,8 +97,10 @@ func run(cfg config) error {
 	started := time.Now()
 	mach := describeMachine(cfg)
 
+	// Not -short: that runs the smallest of an axis only (the handoff's
+	// waiters).
 	logf("discovery: every benchmark once, one iteration")
-	first, err := runBench(cfg, bin, cfg.filter, "1x", true)
+	first, err := runBench(cfg, bin, cfg.filter, "1x")
 	if err != nil {
 		return err
 	}
@@ -95,7 +108,7 @@ func run(cfg config) error {
 	if len(names) == 0 {
 		return fmt.Errorf("no benchmark ran:\n%s", first.output)
 	}
-	all := &results{order: names, skipped: first.skipped, failed: first.failed}
+	all := &results{order: names, skipped: first.skipped, failed: first.failed, before: loadBefore(cfg.before)}
 	// Everything each run printed, for a failure the page only summarises.
 	outputs, err := os.Create(filepath.Join(filepath.Dir(cfg.raw), "output.txt"))
 	if err != nil {
@@ -109,7 +122,7 @@ func run(cfg config) error {
 		for i, name := range order {
 			logf("round %d/%d, %d/%d: %s", r, cfg.rounds, i+1, len(order), name)
 			mach.loads = append(mach.loads, load1())
-			res, err := runBench(cfg, bin, exactPattern(name), benchtime(name), false)
+			res, err := runBench(cfg, bin, exactPattern(name), benchtime(name))
 			if err != nil {
 				return err
 			}
@@ -159,13 +172,9 @@ func pinCPUs(cfg *config) {
 }
 
 // runBench runs the test binary once for the benchmarks pattern matches.
-// short is go test -short: the benchmarks' smoke-run sizes.
-func runBench(cfg config, bin, pattern, benchtime string, short bool) (*runResult, error) {
+func runBench(cfg config, bin, pattern, benchtime string) (*runResult, error) {
 	args := []string{bin, "-test.run", "^$", "-test.bench", pattern, "-test.benchtime", benchtime,
 		"-test.benchmem", "-test.count", "1", "-test.timeout", "10m"}
-	if short {
-		args = append(args, "-test.short")
-	}
 	if cfg.clientCPUs != "" {
 		args = append([]string{"taskset", "-c", cfg.clientCPUs}, args...)
 	}

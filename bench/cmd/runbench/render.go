@@ -61,17 +61,12 @@ func render(cfg config) error {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return fmt.Errorf("%s: %w", runPath(cfg), err)
 	}
-	raw, err := os.ReadFile(cfg.raw)
+	lines, err := readRaw(cfg.raw)
 	if err != nil {
 		return err
 	}
-	var lines []benchLine
-	for line := range strings.SplitSeq(string(raw), "\n") {
-		if l, ok := parseLine(line); ok {
-			lines = append(lines, l)
-		}
-	}
-	r := &results{order: s.Order, rounds: [][]benchLine{lines}, skipped: s.Skipped, failed: s.Failed, failedN: s.FailedN}
+	r := &results{order: s.Order, rounds: [][]benchLine{lines}, skipped: s.Skipped, failed: s.Failed, failedN: s.FailedN,
+		before: loadBefore(cfg.before)}
 	m := machine{
 		cpu: s.CPU, kernel: s.Kernel, goVersion: s.GoVersion, goarch: s.GoArch, nproc: s.NProc,
 		redis: s.Redis, postgres: s.Postgres, commit: s.Commit, dirty: s.Dirty,
@@ -81,4 +76,33 @@ func render(cfg config) error {
 	cfg.rounds = s.Rounds
 	page := report(cfg, m, r, benchstat(cfg.raw))
 	return os.WriteFile(cfg.out, []byte(page), 0o644)
+}
+
+// readRaw reads the benchmark lines of a raw results file.
+func readRaw(path string) ([]benchLine, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var lines []benchLine
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if l, ok := parseLine(line); ok {
+			lines = append(lines, l)
+		}
+	}
+	return lines, nil
+}
+
+// loadBefore reads the figures a change is compared with (-before), or
+// returns nil when there are none.
+func loadBefore(path string) *results {
+	if path == "" {
+		return nil
+	}
+	lines, err := readRaw(path)
+	if err != nil || len(lines) == 0 {
+		logf("no figures from before (%s): %v", path, err)
+		return nil
+	}
+	return &results{rounds: [][]benchLine{lines}}
 }

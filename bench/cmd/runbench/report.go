@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -143,7 +144,8 @@ func writeMachine(b *strings.Builder, cfg config, m machine) {
 	fmt.Fprintf(b, "Command: `make bench`, which runs `cd bench && go run ./cmd/runbench -rounds %d -out ../docs/BENCHMARKS.md`.\n\n", cfg.rounds)
 	b.WriteString("Every benchmark runs once per round, in a shuffled order, in a process of its own (fresh\n" +
 		"redis-server processes each time), for " + fmt.Sprint(cfg.rounds) + " rounds; every figure below is the median over the rounds. Uncontended,\n" +
-		"parallel and middleware benchmarks run for 1 s a round, handoffs for 2 s, many keys once. All libraries get\n" +
+		fmt.Sprintf("parallel and middleware benchmarks run for 1 s a round, handoffs %d grants (%d for redsync's defaults),\n", handoffsPerRound, handoffsPerRoundPolling) +
+		"many keys once. All libraries get\n" +
 		"the same lease length (15 s, ours' default) and redigo/go-redis pools of up to 64 connections per node\n" +
 		"(redigo keeps none idle by default, which would dial per call). Ratios: peer / ours for times (above 1: ours\n" +
 		"is faster), ours / floor, ours / peer for throughput.\n\n")
@@ -192,24 +194,59 @@ func writeParallel(b *strings.Builder, r *results) {
 
 func writeHandoff(b *strings.Builder, r *results) {
 	b.WriteString("## Contended handoff\n\n" +
-		"8 clients (each with connections of its own, like 8 processes) wait on one key; the holder releases at\n" +
-		"once and does not ask again until another client holds it. Latency: from the start of the release to the\n" +
-		"next holder's Lock returning. redsync-default is redsync's 50-250 ms retry delay; redsync-1to5ms gives\n" +
-		"it a jittered 1-5 ms delay and unlimited tries. Each holder keeps the key 1 ms, so handoffs/s is at most\n" +
-		"about 1,000. Commands per handoff are those all 8 clients sent the server, counted by it (INFO\n" +
-		"commandstats: ours' scripts and subscriptions, redsync's SET NX and scripts; not the commands scripts\n" +
-		"run), waiters' failed attempts included: what waiting costs the server.\n\n")
-	t := table{head: []string{"backend", "impl", "median", "p99", "handoffs/s", "commands/handoff", "median: impl / ours"}}
+		"N clients (waiters=N; each with connections of its own, like N pods) on one key: each holder keeps it\n" +
+		"1 ms, releases it and calls Lock again at once, so N-1 are always waiting (issue 14's setup). One op is one\n" +
+		fmt.Sprintf("grant; each run makes %d of them (redsync-default %d), after each client has taken the key once.\n", handoffsPerRound, handoffsPerRoundPolling) +
+		"Latency: from the start of a release to the next Lock returning. redsync-default is redsync's 50-250 ms\n" +
+		"retry delay; redsync-1to5ms gives it a jittered 1-5 ms delay and unlimited tries. Holding 1 ms caps\n" +
+		"handoffs/s near 1,000.\n\n" +
+		"Server work per handoff: everything the clients made the servers do from the end of the warm-up to the\n" +
+		"last grant, divided by the grants, waiters' attempts and wake-ups included. On Redis the **commands the clients\n" +
+		"sent** (SET, EVALSHA/EVAL, PUBLISH, (UN)SUBSCRIBE, PING and anything else), summed over the nodes, read\n" +
+		"from each server's MONITOR stream, which tells them from the **commands scripts ran** (shown apart;\n" +
+		"INFO commandstats counts both alike); on PostgreSQL the **transactions** of the benchmark's own database\n" +
+		"(" + "`mutexkit_bench`" + ": pg_stat_database xact_commit + xact_rollback, read after the idle clients have reported\n" +
+		"the warm-up, 10.5 s, and after they closed, which reports the rest; the count also takes in the N-1\n" +
+		"waiters giving up and the clients closing at the end). PostgreSQL runs 8 and 32 waiters only: each client\n" +
+		"holds two connections or more and the server allows 100.\n\n" +
+		"**Longest passed over**: for each Lock, the grants to other clients between its call and its return,\n" +
+		"less the N-1 that arrival order allows (every other client may be ahead of it once); the largest over the\n" +
+		"run's Locks, then the median of the rounds. 0 is first come, first served; a Lock that races the queue at\n" +
+		"the moment it asks can show 1 or 2. **before** is the same benchmark on the code before the wait queue\n" +
+		"(bench/results/before-queue.txt, median of its rounds).\n\n")
+	t := table{head: []string{"backend", "waiters", "impl", "median", "p99", "handoffs/s", "server work/handoff",
+		"scripts' commands/handoff", "longest passed over", "median: impl / ours", "before: median, work/handoff, passed over"}}
 	for _, n := range r.scenario("Handoff") {
 		kv := keyValues(n)
 		vs := ""
 		if kv["impl"] != "ours" {
-			vs = r.ratio(n, bname("Handoff", kv["backend"], "ours"), p50)
+			vs = r.ratio(n, hname(kv["backend"], atoi(kv["waiters"]), "ours"), p50)
 		}
-		t.add(backendLabel(kv["backend"]), kv["impl"], r.fig(n, p50, "%.0f µs", 1), r.fig(n, p99, "%.0f µs", 1),
-			r.fig(n, handoffs, "%.0f", 1), r.fig(n, "cmds/handoff", "%.1f", 1), vs)
+		unit, label := cmdsHandoff, " cmds"
+		if _, ok := r.median(n, xactsHandoff); ok {
+			unit, label = xactsHandoff, " xacts"
+		}
+		work := r.fig(n, unit, "%.1f"+label, 1)
+		before := "–"
+		if v, ok := r.before.medianOf(n, p50); ok {
+			before = fmt.Sprintf("%.0f µs", v)
+			if w, ok := r.before.medianOf(n, unit); ok {
+				before += fmt.Sprintf(", %.1f%s", w, label)
+			}
+			if pm, ok := r.before.medianOf(n, passedMax); ok {
+				before += fmt.Sprintf(", %.0f", pm)
+			}
+		}
+		t.add(backendLabel(kv["backend"]), kv["waiters"], kv["impl"], r.fig(n, p50, "%.0f µs", 1), r.fig(n, p99, "%.0f µs", 1),
+			r.fig(n, handoffs, "%.0f", 1), work, r.fig(n, "script-cmds/handoff", "%.1f", 1), r.fig(n, passedMax, "%.0f", 1), vs, before)
 	}
 	t.write(b)
+}
+
+// atoi is strconv.Atoi for names this program made: 0 if not a number.
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 func writeManyKeys(b *strings.Builder, r *results) {

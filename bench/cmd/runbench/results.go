@@ -132,6 +132,9 @@ type results struct {
 	skipped map[string]string
 	failed  map[string]string
 	failedN map[string]int // rounds in which each benchmark failed
+	// before are the figures of an earlier run the targets compare with
+	// (results/before-queue.txt: issue 14's "before"), or nil.
+	before *results
 }
 
 func (r *results) add(round int, res *runResult) {
