@@ -1,0 +1,146 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// sqlHolder finds the connection that holds a lock name and, where they
+// are kept, who took it: the fencing table's row when its last fenced
+// grant was made on that connection, and the connection's attributes
+// (performance_schema, when the server has it on) for its process id and
+// host.
+const (
+	sqlUsed    = `SELECT IS_USED_LOCK(?)`
+	sqlFenceOf = `SELECT token, holder_host, holder_pid, CAST(since AS CHAR) FROM ` + FencingTable + ` WHERE name = ? AND connection_id = ?`
+	sqlAttrs   = `SELECT ATTR_NAME, ATTR_VALUE FROM performance_schema.session_connect_attrs
+		WHERE PROCESSLIST_ID = ? AND ATTR_NAME IN ('_pid', 'mutexkit_host')`
+)
+
+// Inspect reports whether key is held and by whom, as far as the server
+// keeps it: a key of this client is described from what it recorded; a
+// key of another is described by the fencing table's row, if its holder's
+// connection made the last fenced grant of the key, and else by its
+// connection's attributes where performance_schema is on.
+func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return driver.Holder{}, false, err
+	}
+	name := l.name(key)
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return driver.Holder{}, false, errClosedLocker
+	}
+	if h := l.held[key]; h != nil && h.s != nil {
+		who := driver.Holder{Host: l.host, PID: l.procPID, Since: h.since, Token: h.token}
+		l.mu.Unlock()
+		return who, true, nil
+	}
+	l.mu.Unlock()
+
+	var who driver.Holder
+	var held bool
+	err := l.onSession(ctx, func(s *session) error {
+		var conn sql.NullInt64
+		err := s.queryRow(sqlUsed, []any{name}, &conn)
+		if err != nil || !conn.Valid {
+			return err
+		}
+		held = true
+		who, err = l.describe(s, name, conn.Int64)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ctx.Err()) || errors.Is(err, driver.ErrClosed) {
+			return driver.Holder{}, false, err
+		}
+		return driver.Holder{}, false, l.fail("inspect", err, name)
+	}
+	return who, held, nil
+}
+
+// describe reads what the server keeps of connection conn, the holder of
+// name. The caller holds s's slot.
+func (l *locker) describe(s *session, name string, conn int64) (driver.Holder, error) {
+	var who driver.Holder
+	var tok sql.NullInt64
+	var host sql.NullString
+	var pid sql.NullInt64
+	var since sql.NullString
+	err := s.queryRow(sqlFenceOf, []any{name, conn}, &tok, &host, &pid, &since)
+	switch {
+	case err == nil:
+		who = driver.Holder{Host: host.String, PID: int(pid.Int64), Token: uint64(tok.Int64)}
+		if t, err := time.Parse(sqlTime, since.String); err == nil {
+			who.Since = t // written in UTC
+		}
+		return who, nil
+	case errors.Is(err, sql.ErrNoRows), isNoTable(err):
+	default:
+		return who, err
+	}
+	err = s.exchange(l.cfg.replyTimeout(), func(ctx context.Context) error {
+		rows, err := s.conn.QueryContext(ctx, sqlAttrs, conn)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k, v string
+			if err := rows.Scan(&k, &v); err != nil {
+				return err
+			}
+			switch k {
+			case "_pid":
+				who.PID, _ = strconv.Atoi(v)
+			case "mutexkit_host":
+				who.Host = v
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil && sessionSurvives(err) {
+		err = nil // no performance_schema here: nothing more is known
+	}
+	return who, err
+}
+
+func isNoTable(err error) bool { return mysqlNumber(err) == 1146 } // ER_NO_SUCH_TABLE
+
+// Ping checks on a lock session that the server answers, is the same
+// connection, and is not read-only.
+func (l *locker) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := l.onSession(ctx, func(s *session) error {
+		var readOnly bool
+		var id int64
+		err := s.queryRow(`SELECT @@global.read_only, CONNECTION_ID()`, nil, &readOnly, &id)
+		switch {
+		case err != nil:
+			if !sessionSurvives(err) {
+				l.kill(s, err)
+			}
+			return err
+		case id != s.id:
+			err := s.switched(id)
+			l.kill(s, err)
+			return err
+		case readOnly:
+			return errReadOnly
+		}
+		return nil
+	})
+	switch {
+	case err == nil, errors.Is(err, ctx.Err()), errors.Is(err, driver.ErrClosed):
+		return err
+	}
+	return l.fail("ping", err, "")
+}
