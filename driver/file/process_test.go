@@ -107,6 +107,16 @@ func runHelper(role string) error {
 		fmt.Printf("ready %d\n", g.Token)
 		time.Sleep(time.Hour) // until killed
 		return nil
+	case "queue":
+		// One waiting attempt, then nothing: a place in the queue that only
+		// the process's death (or QueueHold) frees.
+		_, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), Wait: true})
+		if !errors.Is(err, driver.ErrLocked) {
+			return fmt.Errorf("waiting attempt: %v, want ErrLocked", err)
+		}
+		fmt.Println("queued")
+		time.Sleep(time.Hour) // until killed
+		return nil
 	case "abandon":
 		if _, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: driver.NewOwner()}); err != nil {
 			return err

@@ -3,6 +3,7 @@
 package file
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -56,10 +57,8 @@ func entryOwner(name string) (driver.Owner, bool) {
 	if len(name) != entryLen || !strings.HasSuffix(name, entrySuffix) || name[stampDigits] != '-' {
 		return o, false
 	}
-	if _, err := fmt.Sscanf(name[stampDigits+1:stampDigits+33], "%x", &o); err != nil {
-		return o, false
-	}
-	return o, true
+	n, err := hex.Decode(o[:], []byte(name[stampDigits+1:stampDigits+33]))
+	return o, err == nil && n == len(o)
 }
 
 // entry is a place in a key's queue held by an owner of this Locker.
