@@ -156,6 +156,31 @@ func safe(t *testing.T, f Figures) {
 	}
 }
 
+// The queue scenario's workers (2 clients each) and how many of them the
+// fault kills, one every 3 s from the first second.
+const (
+	queueWorkers = 6
+	queueKills   = 3
+)
+
+// servedWait bounds a Lock's wait in the queue scenario: a killed holder's
+// lease runs out (redlockTTL), then a dead head's place (QueueHold), then
+// eleven 5 ms sections; the rest is margin for a loaded machine.
+const servedWait = 15 * time.Second
+
+// served: safe, and every waiter kept being served: no Lock gave up (a
+// worker's Lock waits until 10 s after the run), none waited past
+// servedWait.
+func served(t *testing.T, f Figures) {
+	safe(t, f)
+	if f.FailedLocks > 0 {
+		t.Errorf("%d Lock calls failed (a waiter not served before its deadline): %v", f.FailedLocks, f.ErrSample)
+	}
+	if f.WaitMax > servedWait {
+		t.Errorf("a Lock waited %v, more than %v: a waiter was not served", f.WaitMax, servedWait)
+	}
+}
+
 // caught: a known-unsafe setup, where the checker must find overlaps.
 func caught(t *testing.T, f Figures) {
 	if f.Faults == 0 {
@@ -264,6 +289,37 @@ var scenarios = []scenario{
 					i := r.Inject("restart 1 of 5 nodes empty")
 					servers[rand.IntN(5)].Restart()
 					r.Heal(i)
+				}
+				return nil
+			},
+		}
+	}},
+	{name: "redlock/queue-restart-kill-head", short: true, check: served, build: func(t *testing.T) Scenario {
+		servers := testserver.StartRedis(t, 5)
+		ws := workers(queueWorkers, 2, redisDSN(addrsOf(servers)), redlockTTL, false)
+		for i := range ws {
+			ws[i].Keys = keys[:1] // one key: the other clients always queued on it
+		}
+		return Scenario{
+			Backend: "Redlock, 5 nodes, one key", Safe: true, Model: LossReportedFirst,
+			Promise: redlockPromise + " Waiters queued on the key keep being served when a node restarts empty (its " +
+				"queue lost) and when the head waiter's process dies (its place runs out after driver.QueueHold).",
+			Workers: ws,
+			Fault: func(ctx context.Context, r *Run) error {
+				kills := 0
+				for tick := 0; sleep(ctx, time.Second); tick++ {
+					i := r.Inject("restart 1 of 5 nodes empty, waiters queued")
+					servers[rand.IntN(5)].Restart()
+					r.Heal(i)
+					if tick%3 != 0 || kills == queueKills {
+						continue
+					}
+					if w, ok := r.HeadWaiter(keys[0]); ok {
+						i := r.Inject("kill -9 the head waiter's process")
+						r.KillWorker(w)
+						r.Heal(i)
+						kills++
+					}
 				}
 				return nil
 			},
@@ -506,7 +562,13 @@ func TestChaos(t *testing.T) {
 		})
 	}
 	if path := os.Getenv("CHAOS_REPORT"); path != "" {
-		if err := WriteReport(path, figs, d); err != nil {
+		var smoke []string
+		for _, sc := range scenarios {
+			if sc.short {
+				smoke = append(smoke, sc.name)
+			}
+		}
+		if err := WriteReport(path, figs, d, smoke); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("wrote %s", path)

@@ -90,3 +90,19 @@ func TestCheckUnknownUnlock(t *testing.T) {
 		}
 	}
 }
+
+func TestPassedOver(t *testing.T) {
+	waited := func(client string, call, start int64) Section {
+		return Section{Client: client, Key: "k", Call: call, Start: start, End: start + 1}
+	}
+	// Two clients in turn: each waits out the other's one grant.
+	fair := []Section{waited("a", 0, 1), waited("b", 0, 3), waited("a", 2, 5), waited("b", 4, 7)}
+	if got := passedOver(fair, 2); got != 0 {
+		t.Errorf("taking turns: passed over %d, want 0", got)
+	}
+	// b waits while a takes the key three times.
+	unfair := []Section{waited("b", 0, 10), waited("a", 1, 2), waited("a", 3, 4), waited("a", 5, 6)}
+	if got := passedOver(unfair, 2); got != 2 {
+		t.Errorf("b passed over by three of a's grants: %d, want 2 (one is allowed)", got)
+	}
+}

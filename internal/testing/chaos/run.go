@@ -1,8 +1,10 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -48,6 +50,7 @@ type Run struct {
 	all       []Section
 	failed    int
 	errSample []string
+	killed    map[int]bool // workers killed by the fault: their exit is no error
 }
 
 // Inject records a fault injected now and returns its index for Heal.
@@ -63,6 +66,14 @@ func (r *Run) Heal(i int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.faults[i].Healed = Now()
+}
+
+// KillWorker kills worker i (SIGKILL) and waits for it to exit.
+func (r *Run) KillWorker(i int) {
+	r.mu.Lock()
+	r.killed[i] = true
+	r.mu.Unlock()
+	r.workers[i].Kill()
 }
 
 // Controlled returns the controlled worker, if the scenario has one.
@@ -109,7 +120,11 @@ type Figures struct {
 	LossMedian, LossMax       time.Duration
 	Recovered                 int
 	RecoverMedian, RecoverMax time.Duration
-	ErrSample                 []string
+	// How long Lock calls waited (Call to Start of each section), and the
+	// longest wait in handoffs passed over (passedOver).
+	WaitMedian, WaitMax time.Duration
+	PassedMax           int
+	ErrSample           []string
 }
 
 // Execute runs sc for d and returns its figures. Workers stop starting
@@ -121,7 +136,7 @@ func Execute(t testing.TB, sc Scenario, d time.Duration) Figures {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	r := &Run{t: t, held: make(chan event, 16), sections: make(chan Section, 1<<14)}
+	r := &Run{t: t, held: make(chan event, 16), sections: make(chan Section, 1<<14), killed: map[int]bool{}}
 	clients := 0
 	for i, cfg := range sc.Workers {
 		cfg.ID, cfg.For, cfg.Store = i, d, store.Addr()
@@ -190,8 +205,11 @@ func Execute(t testing.TB, sc Scenario, d time.Duration) Figures {
 	}
 	close(stopDrain)
 	elapsed := time.Since(begin)
-	for _, w := range r.workers {
-		if err := w.Wait(); err != nil {
+	for i, w := range r.workers {
+		r.mu.Lock()
+		killed := r.killed[i]
+		r.mu.Unlock()
+		if err := w.Wait(); err != nil && !killed {
 			t.Errorf("%s: %v", sc.Name, err)
 		}
 	}
@@ -238,6 +256,8 @@ func Execute(t testing.TB, sc Scenario, d time.Duration) Figures {
 	f.LossMedian, f.LossMax = medianMax(loss)
 	f.Recovered = len(rec)
 	f.RecoverMedian, f.RecoverMax = medianMax(rec)
+	f.WaitMedian, f.WaitMax = lockWaits(r.all)
+	f.PassedMax = passedOver(r.all, clients)
 	return f
 }
 
@@ -275,10 +295,11 @@ func medianMax(ds []time.Duration) (time.Duration, time.Duration) {
 
 // Summary is a one-line account of the figures.
 func (f Figures) Summary() string {
-	return fmt.Sprintf("%s: %d sections (%d failed locks) by %d clients in %d processes in %v, %d faults; %s; store: %d writes accepted, %d stale refused; loss seen median %v max %v after the fault; recovery median %v max %v",
+	return fmt.Sprintf("%s: %d sections (%d failed locks) by %d clients in %d processes in %v, %d faults; %s; store: %d writes accepted, %d stale refused; loss seen median %v max %v after the fault; recovery median %v max %v; Lock wait median %v max %v, passed over at most %d",
 		f.Scenario, f.Sections, f.FailedLocks, f.Clients, f.Workers, f.Duration.Round(time.Millisecond), f.Faults, f.Check,
 		f.Accepted, f.StaleRejected, f.LossMedian.Round(time.Millisecond), f.LossMax.Round(time.Millisecond),
-		f.RecoverMedian.Round(time.Millisecond), f.RecoverMax.Round(time.Millisecond))
+		f.RecoverMedian.Round(time.Millisecond), f.RecoverMax.Round(time.Millisecond),
+		f.WaitMedian.Round(time.Millisecond), f.WaitMax.Round(time.Millisecond), f.PassedMax)
 }
 
 // At returns when fault i was injected.
@@ -286,4 +307,29 @@ func (r *Run) At(i int) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.faults[i].At
+}
+
+// HeadWaiter returns the worker whose client is most likely at the head
+// of the queue of key: in arrival order the holder is the client whose
+// last section of key ended longest ago, and the head the next one. Only
+// live, uncontrolled workers with a section of key count; ok is false
+// when fewer than two clients have one.
+func (r *Run) HeadWaiter(key string) (worker int, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last := map[string]int64{} // client -> its last section's end
+	owner := map[string]int{}  // client -> worker
+	for _, s := range r.all {
+		var w, c int
+		if _, err := fmt.Sscanf(s.Client, "w%dc%d", &w, &c); err != nil || s.Key != key || r.killed[w] || r.workers[w].Cfg.Controlled {
+			continue
+		}
+		last[s.Client] = max(last[s.Client], s.UnlockRet)
+		owner[s.Client] = w
+	}
+	clients := slices.SortedFunc(maps.Keys(last), func(a, b string) int { return cmp.Compare(last[a], last[b]) })
+	if len(clients) < 2 {
+		return 0, false
+	}
+	return owner[clients[1]], true
 }
