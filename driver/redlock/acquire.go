@@ -21,6 +21,7 @@ type acquisition struct {
 	start    time.Time     // before the first send: validity counts from here
 	validity time.Duration // the grant's, from start
 	timeout  time.Duration // each node's answer
+	wait     *waiting      // the owner's wait, for a waiting attempt
 }
 
 // Acquire asks every node at once for the key (node.acquire) and holds it
@@ -38,18 +39,31 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	case req.Fencing && !l.single():
 		return driver.Grant{}, fmt.Errorf("redlock: fencing tokens over %d independent nodes: no counter they keep gives a total order (see docs/REDIS.md); use one node: %w", len(l.nodes), driver.ErrUnimplemented)
 	}
-	lock, fence := lockKeys(l.cfg.prefix, req.Key)
+	var w *waiting
+	if req.Wait {
+		var send bool
+		w, send = l.waits.ask(req.Owner, l.watch.ensure() && l.watch.healthy(l.quorum))
+		if !send { // queued, and not woken since: nothing changed for it (queue.go)
+			return driver.Grant{}, errLocked
+		}
+	}
+	ks := keysOf(l.cfg.prefix, req.Key)
 	q := acquisition{
 		key:      req.Key,
 		owner:    req.Owner,
-		grant:    heldKey{owner: req.Owner, ttl: ttl, lock: lock, rec: record(req.Owner, l.attempts.Add(1), req.Holder)},
+		grant:    heldKey{owner: req.Owner, ttl: ttl, lock: ks.lock, queue: ks.queue, dls: ks.deadlines, rec: record(req.Owner, l.attempts.Add(1), req.Holder)},
 		start:    start,
 		validity: validity,
 		timeout:  l.cfg.ttlTimeout(ttl),
+		wait:     w,
 	}
-	q.cmds.set = setCall(q.grant.lock, q.grant.rec, l.ttlArg(ttl.Milliseconds()))
+	ttlArg := l.ttlArg(ttl.Milliseconds())
+	q.cmds.set = setCall(q.grant.lock, q.grant.rec, ttlArg)
 	if req.Fencing { // the counter only when a token is asked for: it costs Redis an INCR and a key
-		q.cmds.fence = fence
+		q.cmds.fence = ks.fence
+	}
+	if w != nil {
+		q.cmds.wait = l.waitCall(&q, ks.fence, ttlArg, req.Fencing)
 	}
 	if l.single() {
 		return l.acquireOne(ctx, &q)
@@ -65,15 +79,15 @@ func (l *locker) acquireOne(ctx context.Context, q *acquisition) (driver.Grant, 
 	case err != nil:
 		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
 	case token < 0:
-		return driver.Grant{}, errHeld(1, 1)
+		return driver.Grant{}, errLocked
 	case token > 0:
 		q.grant.rec = withToken(q.grant.rec.(string), token) // as the script stored it
 	}
 	if elapsed := time.Since(q.start); elapsed >= q.validity {
-		l.releaseOn(ctx, q.timeout, []int{0}, q.grant, releaseScript) // a whole grant: waiters may take it
+		l.giveBack(ctx, q, []int{0})
 		return driver.Grant{}, errTooSlow(elapsed, q.validity)
 	}
-	l.track(q.key, q.grant)
+	l.granted(q)
 	return driver.Grant{Token: uint64(token), Validity: q.validity}, nil
 }
 
@@ -109,8 +123,7 @@ func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Gran
 	}
 	granted = 0
 	var held int
-	var holders [][]byte // the other owners, one per node where one held the key
-	var reached []int    // nodes that granted or may have: released if the attempt fails
+	var reached []int // nodes that granted or may have: released if the attempt fails
 	var errs []error
 	for i, r := range g.out {
 		if !g.answered[i] {
@@ -122,7 +135,6 @@ func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Gran
 			errs = append(errs, r.err)
 		case r.token < 0:
 			held++
-			holders = append(holders, r.holder)
 		default:
 			granted++
 			reached = append(reached, i)
@@ -142,22 +154,17 @@ func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Gran
 				q.grant.late[i] = !in
 			}
 		}
-		l.track(q.key, q.grant)
+		l.granted(q)
 		return driver.Grant{Validity: q.validity}, nil
 	}
-	if granted >= l.quorum { // a whole grant, too late: waiters may take it
-		l.releaseOn(ctx, timeout, reached, q.grant, releaseScript)
+	if granted >= l.quorum { // a whole grant, too late
+		l.giveBack(ctx, q, reached)
 		return driver.Grant{}, errTooSlow(elapsed, q.validity)
 	}
-	// Withdrawing wakes no waiter when one owner holds the key on a quorum
-	// (or may, with the nodes that failed): only its release frees the
-	// key. Otherwise the key is split between attempts, and each one's
-	// withdrawal lets the others try again at once.
-	withdraw := releaseScript
-	if oneHolds(holders, len(errs), l.quorum) {
-		withdraw = withdrawScript
-	}
-	l.releaseOn(ctx, timeout, reached, q.grant, withdraw)
+	// Withdrawn, the partial grants wake nobody who gains nothing by it: a
+	// waiting attempt keeps its place and the key is kept for the head
+	// (withdrawScript).
+	l.releaseOn(ctx, timeout, reached, l.withdrawCall(q))
 	if held > len(l.nodes)-l.quorum { // no quorum is left for this owner, whatever the failed nodes said
 		return driver.Grant{}, errHeld(held, len(l.nodes))
 	}
@@ -176,31 +183,56 @@ type answer struct {
 	err    error
 }
 
-// oneHolds reports whether one owner of holders (one entry per node that
-// another owner held) holds a quorum, counting the unknown nodes as its.
-func oneHolds(holders [][]byte, unknown, quorum int) bool {
-	if unknown >= quorum {
-		return true // nobody can win: waking them is no use
-	}
-	for i, h := range holders {
-		n := unknown
-		for _, o := range holders[i:] {
-			if string(o) == string(h) {
-				n++
-			}
-		}
-		if n >= quorum {
-			return true
-		}
-	}
-	return false
-}
-
-// attempt is one acquire's commands: the plain SET, and the counter's key
-// when the grant is fenced.
+// attempt is one acquire's commands: the plain SET, the counter's key
+// when the grant is fenced, and a waiting attempt's script.
 type attempt struct {
 	set   call   // SET lock record NX PX ttl GET
 	fence string // "" unfenced
+	wait  call   // waitScript; s nil unless waiting
+}
+
+// waitCall is the waitScript call of waiting attempt q.
+func (l *locker) waitCall(q *acquisition, fence string, ttlArg any, fenced bool) call {
+	c := newCall(waitScript, 11)
+	flag := "0"
+	if fenced {
+		flag = "1"
+	}
+	c.args = append(c.args, q.grant.lock, q.grant.queue, q.grant.dls, fence,
+		q.grant.rec, ttlArg, q.wait.member, q.wait.stamp, queueHoldMs, l.wakeArg, flag)
+	return c
+}
+
+// withdrawCall is the withdrawScript call taking back q's partial grants:
+// a waiting attempt's keeps its place in the queue.
+func (l *locker) withdrawCall(q *acquisition) call {
+	c := newCall(withdrawScript, 8)
+	var member, stamp any = "", 0
+	if q.wait != nil {
+		member, stamp = q.wait.member, q.wait.stamp
+	}
+	c.args = append(c.args, q.grant.lock, q.grant.queue, q.grant.dls, q.grant.rec, member, stamp, queueHoldMs, l.wakeArg)
+	return c
+}
+
+// granted records q's grant: the Locker holds the key, and the owner's
+// wait is over.
+func (l *locker) granted(q *acquisition) {
+	if q.wait != nil {
+		l.waits.leave(q.owner)
+	}
+	l.track(q.key, q.grant)
+}
+
+// giveBack takes back a whole grant that came too late on the given
+// nodes: a waiting attempt keeps its place (and the key is kept for the
+// head, most likely itself); any other hands the key to the head.
+func (l *locker) giveBack(ctx context.Context, q *acquisition, nodes []int) {
+	if q.wait != nil {
+		l.releaseOn(ctx, q.timeout, nodes, l.withdrawCall(q))
+		return
+	}
+	l.releaseOn(ctx, q.timeout, nodes, l.releaseCall(q.grant, ""))
 }
 
 // setCall returns the plain acquire, SET NX PX with GET: the server
@@ -222,6 +254,9 @@ func setCall(lock, rec, ttlMs any) call {
 // to four times a SET.)
 func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (token int64, holder []byte, err error) {
 	lock, rec, ttl := a.set.args[0], a.set.args[1], a.set.args[4]
+	if a.wait.s != nil {
+		return n.acquireBy(ctx, timeout, a.wait)
+	}
 	if a.fence == "" && !n.noSetGet.Load() {
 		reply, err := n.do(ctx, timeout, a.set)
 		switch cur, isValue := reply.([]byte); {
@@ -246,6 +281,12 @@ func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (t
 		c = newCall(acquireScript, 3)
 		c.args = append(c.args, lock, rec, ttl)
 	}
+	return n.acquireBy(ctx, timeout, c)
+}
+
+// acquireBy runs an acquire script: its reply is a token, or the value
+// that keeps the caller out.
+func (n *node) acquireBy(ctx context.Context, timeout time.Duration, c call) (token int64, holder []byte, err error) {
 	reply, err := n.do(ctx, timeout, c)
 	if err != nil {
 		return 0, nil, err

@@ -54,5 +54,14 @@ func (h *harness) Capabilities() conformance.Capabilities {
 		TTL:        true,
 		LossWithin: 5 * time.Second,  // a renewal every third of the suite's 2s TTL finds it
 		FreeWithin: 15 * time.Second, // Abandon's TTL is 1s
+		Queue:      true,
 	}
+}
+
+// RestartEmpty restarts every server without its data (conformance.Restarter).
+func (h *harness) RestartEmpty(context.Context) error {
+	for _, s := range h.servers {
+		s.Restart()
+	}
+	return nil
 }

@@ -16,9 +16,13 @@ import (
 
 var errClosed = fmt.Errorf("redlock: %w", driver.ErrClosed)
 
+// errLocked is a refusal on one node, or of a waiter its Locker knows is
+// still queued (queue.go).
+var errLocked = fmt.Errorf("redlock: %w", driver.ErrLocked)
+
 func errHeld(held, n int) error {
 	if n == 1 {
-		return fmt.Errorf("redlock: %w", driver.ErrLocked)
+		return errLocked
 	}
 	return fmt.Errorf("redlock: held elsewhere on %d of %d nodes: %w", held, n, driver.ErrLocked)
 }

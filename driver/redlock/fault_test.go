@@ -261,12 +261,14 @@ func TestPasswordNeverShown(t *testing.T) {
 }
 
 // TestWatchAfterRestart: the subscription comes back after its node
-// restarts, and wakes waiters again.
+// restarts, and wakes the waiter again when a release keeps the key for
+// it.
 func TestWatchAfterRestart(t *testing.T) {
 	c := startCluster(t, 1)
 	holder, waiter := c.locker(), c.locker()
+	h, w := driver.NewOwner(), driver.NewOwner()
 	wake := make(chan struct{}, 1)
-	stop, err := waiter.Watch("w", driver.NewOwner(), wake)
+	stop, err := waiter.Watch("w", w, wake)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,13 +280,13 @@ func TestWatchAfterRestart(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no resubscription within 20s of a restart")
 	}
-	owner := driver.NewOwner()
 	// The pool's idle connection died with the server: the call takes a
 	// fresh one (idle.go).
-	if _, err := acquire(t, holder, "w", owner); err != nil {
+	if _, err := acquire(t, holder, "w", h); err != nil {
 		t.Fatal(err)
 	}
-	if err := holder.Release(t.Context(), "w", owner); err != nil {
+	mustWaitLocked(t, waiter, "w", w)
+	if err := holder.Release(t.Context(), "w", h); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -87,14 +87,15 @@ func (l *locker) exorcise(ctx context.Context, q *acquisition, out []answer, gra
 	if granted+len(haunted) < l.quorum {
 		return false
 	}
-	lock, cmds, timeout := q.grant.lock, q.cmds, q.timeout // not q, which would escape on every Acquire
+	lock, queue, dls, cmds, timeout := q.grant.lock, q.grant.queue, q.grant.dls, q.cmds, q.timeout // not q, which would escape on every Acquire
+	wakeArg := l.wakeArg
 	var wg sync.WaitGroup
 	for _, i := range haunted {
 		wg.Go(func() {
 			n, r := l.nodes[i], &out[i]
 			sent := time.Now()
-			c := newCall(withdrawScript, 2)
-			c.args = append(c.args, lock, string(r.holder)) // the owner alone
+			c := newCall(withdrawScript, 8)
+			c.args = append(c.args, lock, queue, dls, string(r.holder), "", 0, queueHoldMs, wakeArg) // the owner alone
 			// Deleted, or gone by its own release meanwhile: ask again.
 			if _, err := n.do(ctx, timeout, c); err == nil {
 				r.token, r.holder, r.err = n.acquire(ctx, max(timeout-time.Since(sent), time.Millisecond), cmds)

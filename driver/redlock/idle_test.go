@@ -139,7 +139,8 @@ func TestIdleConnectionsCutByProxy(t *testing.T) {
 	conn, err := redlock.NewConnector(dsn)
 	l := connect(t, conn, err)
 	wake := make(chan struct{}, 1)
-	stop, err := l.Watch("w", driver.NewOwner(), wake)
+	w := driver.NewOwner()
+	stop, err := l.Watch("w", w, wake)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +160,7 @@ func TestIdleConnectionsCutByProxy(t *testing.T) {
 	if _, err := acquire(t, other, "w", owner); err != nil {
 		t.Fatal(err)
 	}
+	mustWaitLocked(t, l, "w", w)
 	for len(wake) > 0 { // the last cut's resubscription
 		<-wake
 	}

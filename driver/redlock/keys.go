@@ -2,32 +2,49 @@ package redlock
 
 import "strings"
 
-// Key layout. A lock on key K is at most two Redis keys sharing the hash
+// Key layout. A lock on key K is up to four Redis keys sharing the hash
 // tag {K'}, where K' is K with '%', '{' and '}' percent-escaped, so they
 // live in one Redis Cluster slot whatever K holds:
 //
-//	<prefix>:{K'}         the lock: its holder record (value.go), PX = TTL
+//	<prefix>:{K'}         the lock: its holder record (value.go), or
+//	                      "q <member>" while kept for a waiter; PX = TTL
+//	<prefix>:{K'}:q       the wait queue: a sorted set of members (owner
+//	                      and client id, queue.go) scored by arrival
+//	<prefix>:{K'}:qd      each member's deadline (server ms): passed over after
 //	<prefix>:{K'}:fence   the fencing counter (single node, made by the
 //	                      first fenced grant), never expires
 //
-// Releases are published on the channel named like the lock key.
-// Escaping keeps the tag non-empty and free of '}' (a key "}x" would
-// otherwise give the empty tag "{}", and Redis would hash each name whole).
+// A waiter is woken on its client's own channel, <prefix>:wake:<client id>
+// (queue.go). Escaping keeps the tag non-empty and free of '}' (a key "}x"
+// would otherwise give the empty tag "{}", and Redis would hash each name
+// whole).
 const fenceSuffix = ":fence"
 
-// lockKeys returns the lock key and the fencing counter's key; the lock
-// key shares the counter key's bytes, so the pair costs one allocation.
-func lockKeys(prefix, key string) (lock, fence string) {
+// keySet is the Redis keys of one lock, cut from one string: "<lock>:qd"
+// then "<lock>:fence".
+type keySet struct {
+	lock, queue, deadlines, fence string
+}
+
+func keysOf(prefix, key string) keySet {
 	var b strings.Builder
-	b.Grow(len(prefix) + len(key) + 3 + len(fenceSuffix))
+	b.Grow(2*(len(prefix)+len(key)+3) + 3 + len(fenceSuffix))
 	b.WriteString(prefix)
 	b.WriteString(":{")
 	escapeKey(&b, key)
 	b.WriteByte('}')
 	n := b.Len()
+	b.WriteString(":qd")
+	b.WriteString(b.String()[:n])
 	b.WriteString(fenceSuffix)
-	fence = b.String()
-	return fence[:n], fence
+	s := b.String()
+	return keySet{lock: s[:n], queue: s[:n+2], deadlines: s[:n+3], fence: s[n+3:]}
+}
+
+// lockKeys returns the lock key and the fencing counter's key.
+func lockKeys(prefix, key string) (lock, fence string) {
+	k := keysOf(prefix, key)
+	return k.lock, k.fence
 }
 
 // LockKey returns the Redis key that holds the lock on key under prefix

@@ -21,8 +21,10 @@ type locker struct {
 	held   map[string]heldKey        // keys granted and not yet released, for Close
 	ghosts map[ghost]<-chan struct{} // owners released before every node answered (ghosts.go)
 
-	watch watcher
-	bg    sync.WaitGroup // late answers awaited after a call returned (gather.go)
+	waits   waiters // owners waiting in a key's queue (queue.go)
+	watch   watcher
+	wakeArg any            // the wake channels' prefix, <prefix>:wake:, boxed once
+	bg      sync.WaitGroup // late answers awaited after a call returned (gather.go)
 
 	lastTTL  atomic.Pointer[boxedTTL] // the last TTL argument, boxed
 	attempts atomic.Uint64            // acquire attempts made: each record's attempt number
@@ -54,6 +56,8 @@ type heldKey struct {
 	owner driver.Owner
 	ttl   time.Duration
 	lock  any // the lock key
+	queue any // its queue's keys (keys.go)
+	dls   any
 	rec   any // the holder record written at the grant
 
 	// late marks the nodes that had not answered the acquire when it
@@ -72,8 +76,8 @@ func (l *locker) args(key string, owner driver.Owner) (h heldKey, ok bool) {
 	if ok && h.owner == owner {
 		return h, true
 	}
-	lock, _ := lockKeys(l.cfg.prefix, key)
-	return heldKey{owner: owner, lock: lock, rec: owner.String()}, false
+	ks := keysOf(l.cfg.prefix, key)
+	return heldKey{owner: owner, lock: ks.lock, queue: ks.queue, dls: ks.deadlines, rec: owner.String()}, false
 }
 
 // closeTimeout bounds the releases Close makes.
@@ -81,7 +85,10 @@ const closeTimeout = 5 * time.Second
 
 func newLocker(cfg *config, nodes []*node) *locker {
 	l := &locker{cfg: cfg, nodes: nodes, quorum: len(nodes)/2 + 1, held: make(map[string]heldKey), ghosts: make(map[ghost]<-chan struct{})}
-	l.watch.init(l)
+	l.waits.init()
+	wake := cfg.prefix + ":wake:"
+	l.wakeArg = wake
+	l.watch.init(l, wake+l.waits.id)
 	return l
 }
 
@@ -104,17 +111,22 @@ func (l *locker) untrack(key string, owner driver.Owner) {
 	l.mu.Unlock()
 }
 
-// Watch wakes wake when a release of key is published on any node.
-func (l *locker) Watch(key string, _ driver.Owner, wake chan<- struct{}) (func(), error) {
+// Watch wakes wake when owner's next attempt on key may succeed: when a
+// node keeps the key for owner, the head of its queue (queue.go), or a
+// subscription was confirmed again.
+func (l *locker) Watch(_ string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
 	if l.closed.Load() {
 		return nil, errClosed
 	}
-	lock, _ := lockKeys(l.cfg.prefix, key)
-	return l.watch.add(lock, wake)
+	if !l.watch.ensure() {
+		return nil, errNoSubscription
+	}
+	return l.waits.watch(owner, wake), nil
 }
 
 // Inspect reads the holder record on every node. The key is held when a
-// quorum has one owner; the record is that owner's.
+// quorum has one owner; the record is that owner's. A key kept for a
+// waiter is held by nobody.
 func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
 	if l.closed.Load() {
 		return driver.Holder{}, false, errClosed
@@ -145,6 +157,9 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 		v, ok := r.Reply.([]byte)
 		if !ok {
 			errs = append(errs, fmt.Errorf("redis %s: unexpected reply %T to inspect", l.nodes[i].name, r.Reply))
+			continue
+		}
+		if kept(v) { // kept for a waiter: held by nobody
 			continue
 		}
 		owner, holder := parseRecord(string(v))
@@ -201,6 +216,7 @@ func (l *locker) Close() error {
 		return nil
 	}
 	l.watch.stop()
+	l.waits.close()
 	l.mu.Lock()
 	held := l.held
 	l.held = nil // no more background work (background)

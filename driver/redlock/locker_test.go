@@ -33,8 +33,9 @@ func TestInspectQuorum(t *testing.T) {
 	}
 }
 
-// TestWatchWakes: a release on another client wakes a watcher, through
-// the subscription and not a timer: the driver has none.
+// TestWatchWakes: a release on another client wakes the waiter queued
+// behind it, through the subscription and not a timer: the driver has
+// none.
 func TestWatchWakes(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
@@ -44,8 +45,9 @@ func TestWatchWakes(t *testing.T) {
 			if _, err := acquire(t, holder, "w", owner); err != nil {
 				t.Fatal(err)
 			}
-			wake := make(chan struct{}, 1)
-			stop, err := waiter.Watch("w", driver.NewOwner(), wake)
+			wake, w := make(chan struct{}, 1), driver.NewOwner()
+			mustWaitLocked(t, waiter, "w", w)
+			stop, err := waiter.Watch("w", w, wake)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,6 +56,10 @@ func TestWatchWakes(t *testing.T) {
 			case <-wake:
 			case <-time.After(10 * time.Second):
 				t.Fatal("no wake-up on the subscription's confirmation")
+			}
+			time.Sleep(100 * time.Millisecond) // every node's
+			for len(wake) > 0 {
+				<-wake
 			}
 			if err := holder.Release(t.Context(), "w", owner); err != nil {
 				t.Fatal(err)

@@ -24,15 +24,17 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	if mine {
 		timeout = l.cfg.ttlTimeout(h.ttl)
 	}
-	err := l.release(ctx, key, h, timeout)
+	err := l.release(ctx, key, h, l.waits.leave(owner), timeout)
 	if err == nil || errors.Is(err, driver.ErrNotHeld) {
 		l.untrack(key, owner)
 	}
 	return err
 }
 
-func (l *locker) release(ctx context.Context, key string, h heldKey, timeout time.Duration) error {
-	c := releaseCall(h, releaseScript)
+// release runs releaseScript for h, taking member ("" if none) out of the
+// queue.
+func (l *locker) release(ctx context.Context, key string, h heldKey, member any, timeout time.Duration) error {
+	c := l.releaseCall(h, member)
 	if l.single() {
 		reply, err := l.nodes[0].do(ctx, timeout, c)
 		switch {
@@ -83,23 +85,22 @@ func (l *locker) release(ctx context.Context, key string, h heldKey, timeout tim
 	return l.quorumError("release", t.errs)
 }
 
-// releaseCall is the call of s (releaseScript, or withdrawScript, which
-// wakes no waiter) that releases h.
-func releaseCall(h heldKey, s *script) call {
-	c := newCall(s, 2)
-	c.args = append(c.args, h.lock, h.rec)
+// releaseCall is the releaseScript call that releases h and takes member
+// ("" if none) out of the queue.
+func (l *locker) releaseCall(h heldKey, member any) call {
+	c := newCall(releaseScript, 6)
+	c.args = append(c.args, h.lock, h.queue, h.dls, h.rec, member, l.wakeArg)
 	return c
 }
 
-// releaseOn releases h on the given nodes with s, for an attempt that
-// failed. It runs even when ctx has ended: the attempt may have taken the
-// key.
-func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []int, h heldKey, s *script) {
+// releaseOn runs c (a release or withdrawal) on the given nodes, for an
+// attempt that failed. It runs even when ctx has ended: the attempt may
+// have taken the key.
+func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []int, c call) {
 	if len(nodes) == 0 {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	c := releaseCall(h, s)
 	var wg sync.WaitGroup
 	for _, i := range nodes {
 		wg.Go(func() { l.nodes[i].do(ctx, timeout, c) })
@@ -112,7 +113,7 @@ func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []i
 func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey) error {
 	calls := make([]call, 0, len(held))
 	for _, h := range held {
-		calls = append(calls, releaseCall(h, releaseScript))
+		calls = append(calls, l.releaseCall(h, ""))
 	}
 	for _, t := range l.everywhere(ctx, l.cfg.opTimeout(), calls) {
 		if t.done < l.quorum && t.notHeld <= len(l.nodes)-l.quorum && len(t.errs) > 0 {

@@ -122,35 +122,156 @@ redis.call('SET', KEYS[1], string.sub(ARGV[1], 1, 33) .. token .. string.sub(ARG
 return tonumber(token)
 `)
 
-// releaseScript deletes the lock if the caller owns it and publishes the
-// release on the channel named like the lock key, waking waiters.
+// The wait queue (queue.go). Three scripts share the Lua below, which
+// finds the queue's head: its first member whose deadline (server time,
+// ms) has not passed, dropping those whose has; and which keeps the lock
+// for that head ("q <member>", expiring with the head's deadline) and
+// publishes the head's owner on its client's channel. A reservation is
+// nobody's grant: no owner's 32 hex digits begin it, so SET NX, renewals,
+// releases and the acquire scripts all see another owner's record.
 //
-// KEYS: lock. ARGV: record (or the owner alone). Returns 1 if released, 0
-// if not held.
-var releaseScript = newScript(1, `
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] or (cur and #ARGV[1] == 32 and string.sub(cur, 1, 32) == ARGV[1]) then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', KEYS[1], '')
-  return 1
+// KEYS of each: lock, queue, deadlines.
+const queueLua = `
+local now
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
 end
-return 0
+local function head()
+  for _ = 1, 100 do
+    local h = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+    if not h then return nil end
+    local d = tonumber(redis.call('ZSCORE', KEYS[3], h))
+    if d and d > clock() then return h, d end
+    redis.call('ZREM', KEYS[2], h)
+    redis.call('ZREM', KEYS[3], h)
+  end
+  return nil
+end
+local function enqueue(member, stamp, hold)
+  redis.call('ZADD', KEYS[2], 'NX', stamp, member)
+  redis.call('ZADD', KEYS[3], clock() + hold, member)
+  redis.call('PEXPIRE', KEYS[2], 2 * hold)
+  redis.call('PEXPIRE', KEYS[3], 2 * hold)
+end
+local function dequeue(member)
+  redis.call('ZREM', KEYS[2], member)
+  redis.call('ZREM', KEYS[3], member)
+end
+local function keep(h, d, chan, wake)
+  redis.call('SET', KEYS[1], 'q ' .. h, 'PX', math.max(d - clock(), 1))
+  if wake then
+    redis.call('PUBLISH', chan .. string.sub(h, 33), string.sub(h, 1, 32))
+  end
+end
+`
+
+// waitScript is a waiting attempt (AcquireRequest.Wait). It grants the
+// key when it is the caller's own grant (a retried attempt, rewritten as
+// acquireScript does), kept for the caller, or free with the caller first
+// in the queue (or none queued); the caller then leaves the queue.
+// Otherwise the caller joins the queue, keeping its arrival stamp if it
+// was in it, and its deadline is pushed back; and if the key is free with
+// another waiter first (the holder's grant expired, a node restarted
+// empty), the key is kept for that waiter, who is woken.
+//
+// KEYS: lock, queue, deadlines, fence. ARGV: record (token 0), ttl ms,
+// member, stamp, hold ms, channel prefix, "1" to fence. Returns the token
+// (0 unfenced), or the value that keeps the caller out.
+var waitScript = newScript(4, queueLua+`
+local rec, me = ARGV[1], ARGV[3]
+local cur = redis.call('GET', KEYS[1])
+local token
+if cur and string.sub(cur, 1, 32) == string.sub(rec, 1, 32) then
+  token = string.match(cur, '^%x+ (%d+)') or '0'
+else
+  local queued = cur == 'q ' .. me
+  if not queued then
+    if cur then
+      enqueue(me, ARGV[4], tonumber(ARGV[5]))
+      return cur
+    end
+    local h, d = head()
+    if h and h ~= me then
+      enqueue(me, ARGV[4], tonumber(ARGV[5]))
+      h, d = head() -- the caller's stamp may come first (a node restarted empty)
+      if h ~= me then
+        keep(h, d, ARGV[6], true)
+        return 'q ' .. h
+      end
+    end
+    queued = h ~= nil
+  end
+  if queued then dequeue(me) end
+  token = '0'
+  if ARGV[7] == '1' then
+    token = string.format('%d', redis.call('INCR', KEYS[4]))
+  end
+end
+redis.call('SET', KEYS[1], string.sub(rec, 1, 33) .. token .. string.sub(rec, 35), 'PX', ARGV[2])
+return tonumber(token)
 `)
 
-// withdrawScript is releaseScript without the PUBLISH: it takes back the
-// partial grants of an attempt that failed. Waiters have nothing to learn
-// from it (the key is still held on a quorum), and the attempt's own
-// Lock, which watches the key, would be woken by it into its next attempt
-// at once, taking and withdrawing the free nodes again in a loop.
+// releaseScript deletes the lock if the caller owns it, or gives up the
+// key kept for the caller, and takes the caller (member, "" if none) out
+// of the queue; then it keeps the key for the queue's head and wakes it,
+// or, with nobody queued, leaves it free.
 //
-// KEYS: lock. ARGV: record. Returns 1 if deleted, 0 if not held.
-var withdrawScript = newScript(1, `
+// KEYS: lock, queue, deadlines. ARGV: record (or the owner alone),
+// member, channel prefix. Returns 1 if released, 0 if not held (a key
+// kept for the caller is not held by it).
+var releaseScript = newScript(3, queueLua+`
+local rec, me = ARGV[1], ARGV[2]
 local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] or (cur and #ARGV[1] == 32 and string.sub(cur, 1, 32) == ARGV[1]) then
+local released = 0
+if cur == rec or (cur and #rec == 32 and string.sub(cur, 1, 32) == rec) then
+  released = 1
+elseif not (cur and string.sub(cur, 1, 34) == 'q ' .. string.sub(rec, 1, 32)) then
+  if me ~= '' then dequeue(me) end
+  return 0
+end
+if me ~= '' then dequeue(me) end
+local h, d = head()
+if h then
+  keep(h, d, ARGV[3], true)
+else
+  redis.call('DEL', KEYS[1])
+end
+return released
+`)
+
+// withdrawScript takes back a grant of an attempt that failed (Redlock:
+// granted on too few nodes), without waking anyone who gains nothing: with
+// member "" it deletes the grant; with the waiting caller's member it puts
+// the caller back in the queue with its arrival stamp and keeps the key
+// for the head, waking it unless it is the caller. A split (nodes keeping
+// the key for different waiters) ends once every waiter has asked every
+// node: they all then have one head, the earliest stamp.
+//
+// KEYS: lock, queue, deadlines. ARGV: record (or the owner alone),
+// member, stamp, hold ms, channel prefix. Returns 1 if withdrawn, 0 if
+// not held.
+var withdrawScript = newScript(3, queueLua+`
+local rec, me = ARGV[1], ARGV[2]
+local cur = redis.call('GET', KEYS[1])
+if not (cur == rec or (cur and #rec == 32 and string.sub(cur, 1, 32) == rec)) then
+  return 0
+end
+if me == '' then
   redis.call('DEL', KEYS[1])
   return 1
 end
-return 0
+enqueue(me, ARGV[3], tonumber(ARGV[4]))
+local h, d = head()
+if h then
+  keep(h, d, ARGV[5], h ~= me)
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
 `)
 
 // extendScript resets the TTL if the caller owns the lock. It never
@@ -172,3 +293,7 @@ return 0
 //
 // KEYS: lock. Returns nil when free, else the record.
 var inspectScript = newScript(1, `return redis.call('GET', KEYS[1])`)
+
+// kept reports whether a lock's value keeps the key for a waiter: held by
+// nobody.
+func kept(v []byte) bool { return len(v) >= 2 && v[0] == 'q' && v[1] == ' ' }

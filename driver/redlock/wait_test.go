@@ -14,78 +14,44 @@ import (
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// watched subscribes wake to key's releases on l and returns once every
-// node confirmed the subscription, with wake drained.
-func (c *cluster) watched(t *testing.T, l driver.Locker, key string, wake chan struct{}) {
-	t.Helper()
-	stop, err := l.Watch(key, driver.NewOwner(), wake)
+// TestWithdrawWakesNoWaiter: attempts that fail while one owner holds
+// the key on a quorum take back their partial grants without waking the
+// waiter queued behind it (nor does a waiter's own failed attempt wake
+// it, which would turn its wait into a loop of attempts).
+func TestWithdrawWakesNoWaiter(t *testing.T) {
+	c := startCluster(t, 3)
+	holder := driver.NewOwner()
+	c.plant(t, "k", holder, 0, 1) // node 2 free: restarted empty, or down at the grant
+	l, wl := c.locker(), c.locker()
+	w := driver.NewOwner()
+	wake := make(chan struct{}, 1)
+	stop, err := wl.Watch("k", w, wake)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for i := range c.servers {
-		for {
-			v, err := redis.Values(c.do(i, "PUBSUB", "NUMSUB", c.lockKey(key)))
-			if err == nil && len(v) == 2 && v[1] == int64(1) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d: no subscription within 10s: %v %v", i, v, err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	defer stop()
+	<-wake // the subscriptions' confirmations
+	time.Sleep(100 * time.Millisecond)
+	for len(wake) > 0 {
+		<-wake
 	}
-	time.Sleep(50 * time.Millisecond) // the last confirmation's wake-up
-	select {
-	case <-wake:
-	default:
-	}
-}
-
-// TestWithdrawWakesNoWaiter: an attempt that fails while one owner holds
-// the key on a quorum takes back its partial grants without waking
-// waiters (a waiting Lock would be woken by its own failed attempt, and
-// try again at once, in a loop); an attempt that fails on a key split
-// between owners wakes them, since the key may now be free.
-func TestWithdrawWakesNoWaiter(t *testing.T) {
-	t.Run("held", func(t *testing.T) {
-		c := startCluster(t, 3)
-		holder := driver.NewOwner()
-		c.plant(t, "k", holder, 0, 1) // node 2 free: restarted empty, or down at the grant
-		l := c.locker()
-		wake := make(chan struct{}, 1)
-		c.watched(t, l, "k", wake)
-		for range 3 {
-			if _, err := acquire(t, l, "k", driver.NewOwner()); !errors.Is(err, driver.ErrLocked) {
-				t.Fatalf("Acquire: %v; want ErrLocked", err)
-			}
-		}
-		if got := c.owner(2, "k"); got != "" {
-			t.Fatalf("node 2 keeps the failed attempt's grant %s", got)
-		}
-		select {
-		case <-wake:
-			t.Fatal("a failed attempt's withdrawal woke the waiters")
-		case <-time.After(300 * time.Millisecond):
-		}
-	})
-	t.Run("split", func(t *testing.T) {
-		c := startCluster(t, 5)
-		c.plant(t, "k", driver.NewOwner(), 0, 1)
-		c.plant(t, "k", driver.NewOwner(), 2)
-		l := c.locker()
-		wake := make(chan struct{}, 1)
-		c.watched(t, l, "k", wake)
+	mustWaitLocked(t, wl, "k", w) // granted on node 2, withdrawn: kept there for w
+	for range 3 {
 		if _, err := acquire(t, l, "k", driver.NewOwner()); !errors.Is(err, driver.ErrLocked) {
 			t.Fatalf("Acquire: %v; want ErrLocked", err)
 		}
-		select {
-		case <-wake:
-		case <-time.After(10 * time.Second):
-			t.Fatal("a failed attempt on a split key woke no waiter")
+		if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+			t.Fatalf("waiting Acquire: %v; want ErrLocked", err)
 		}
-	})
+	}
+	if got := c.owner(2, "k"); got[:2] != "q " {
+		t.Fatalf("node 2 holds %q; want it kept for the first waiter", got)
+	}
+	select {
+	case <-wake:
+		t.Fatal("a failed attempt's withdrawal woke the waiter")
+	case <-time.After(300 * time.Millisecond):
+	}
 }
 
 // TestWaitingLockDoesNotSpin: a Lock waiting for a key held on a quorum
@@ -118,7 +84,7 @@ func TestWaitingLockDoesNotSpin(t *testing.T) {
 		got <- err
 	}()
 	time.Sleep(time.Second)
-	attempts := c.calls(t, 2, "set")
+	attempts := c.calls(t, 2, "evalsha")
 	// The backoff while watching doubles from 2 ms up to 1 s: about ten
 	// attempts in the first second. A spinning waiter makes thousands.
 	t.Logf("attempts of a waiting Lock in 1s: %d", attempts)

@@ -3,8 +3,8 @@ package redlock
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -12,26 +12,28 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 )
 
-// watcher delivers published releases to waiters. It keeps one
-// subscription connection per node, dialled outside the pool and started
-// with the first Watch: a release is published on every node where it
-// deleted the key, so any node still up wakes the waiters, and a node down
-// costs only its duplicate. Channels are subscribed while someone watches
-// them and unsubscribed when the last watcher stops.
+// watcher keeps this Locker subscribed to its own wake channel (queue.go)
+// on every node, each on a connection dialled outside the pool, from the
+// first waiting attempt or Watch until Close. A release is published on
+// every node where it kept the key for the head, so any node still up
+// wakes it, and a node down costs only its duplicate.
 //
-// A SUBSCRIBE is sent without waiting for its confirmation, so Watch costs
-// no round trip; a release published before the server saw it would be
-// missed, so the confirmation itself wakes the watchers (one spurious
-// retry at worst). After a reconnection every channel is subscribed again
-// and confirmed the same way.
+// The SUBSCRIBE is sent without waiting for its confirmation; a wake-up
+// published before the server saw it would be missed, so the confirmation
+// itself wakes every waiter of the Locker (one spurious attempt each at
+// worst), after a reconnection too. Every wait has a deadline: the
+// connection is pinged every subPing, and a read that sees nothing, not
+// even the pong, for twice that (plus the node timeout) ends it, and it is
+// dialled again with backoff.
 type watcher struct {
 	l *locker
 
 	mu      sync.Mutex // held while writing to a subscription connection
 	started bool
 	stopped bool
-	chans   map[string][]chan<- struct{} // channel (the lock key) -> wake channels
+	channel string // <prefix>:wake:<client id>
 	subs    []*subscription
+	up      atomic.Int32 // subscriptions confirmed and not yet failed
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -42,67 +44,40 @@ type watcher struct {
 type subscription struct {
 	n    *node
 	conn redis.Conn
+	up   bool // confirmed; under watcher.mu
 }
 
-func (w *watcher) init(l *locker) {
-	w.l = l
-	w.chans = make(map[string][]chan<- struct{})
-}
-
-// add registers wake for channel ch, subscribing when it is the first.
-func (w *watcher) add(ch string, wake chan<- struct{}) (func(), error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.stopped {
-		return nil, errClosed
-	}
-	if !w.started && !w.start() {
-		return nil, errNoSubscription
-	}
-	list := w.chans[ch]
-	if len(list) == 0 {
-		w.send("SUBSCRIBE", ch)
-	}
-	w.chans[ch] = append(list, wake)
-	var once sync.Once
-	return func() { once.Do(func() { w.remove(ch, wake) }) }, nil
-}
+// subPing is how often an idle subscription connection is pinged.
+const subPing = 5 * time.Second
 
 var errNoSubscription = fmt.Errorf("redlock: no pool can dial a subscription connection: %w", driver.ErrUnimplemented)
 
-func (w *watcher) remove(ch string, wake chan<- struct{}) {
+func (w *watcher) init(l *locker, channel string) {
+	w.l = l
+	w.channel = channel
+}
+
+// ensure starts the subscriptions if they are not yet, and reports
+// whether any node can have one.
+func (w *watcher) ensure() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	list := w.chans[ch]
-	if i := slices.Index(list, wake); i >= 0 {
-		list = slices.Delete(list, i, i+1)
+	if w.stopped {
+		return false
 	}
-	if len(list) > 0 {
-		w.chans[ch] = list
-		return
+	if !w.started {
+		w.start()
 	}
-	delete(w.chans, ch)
-	if !w.stopped {
-		w.send("UNSUBSCRIBE", ch)
-	}
+	return len(w.subs) > 0
 }
 
-// send writes a command to every connected subscription. Callers hold mu.
-// A write that fails leaves the connection to its reader, which sees the
-// error, reconnects and subscribes to every channel again.
-func (w *watcher) send(cmd, ch string) {
-	for _, s := range w.subs {
-		if s.conn != nil {
-			if s.conn.Send(cmd, ch) == nil {
-				s.conn.Flush()
-			}
-		}
-	}
-}
+// healthy reports whether at least n subscriptions are confirmed and up.
+func (w *watcher) healthy(n int) bool { return int(w.up.Load()) >= n }
 
-// start launches one subscription goroutine per node that can dial.
-// Callers hold mu.
-func (w *watcher) start() bool {
+// start launches one subscription goroutine per node that can dial, and
+// the pinger. Callers hold mu.
+func (w *watcher) start() {
+	w.started = true
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	for _, n := range w.l.nodes {
 		if n.dial == nil {
@@ -110,11 +85,11 @@ func (w *watcher) start() bool {
 		}
 		s := &subscription{n: n}
 		w.subs = append(w.subs, s)
-		w.wg.Add(1)
-		go w.run(s)
+		w.wg.Go(func() { w.run(s) })
 	}
-	w.started = len(w.subs) > 0
-	return w.started
+	if len(w.subs) > 0 {
+		w.wg.Go(w.pinger)
+	}
 }
 
 // stop closes the subscription connections and waits for their
@@ -123,6 +98,7 @@ func (w *watcher) stop() {
 	w.mu.Lock()
 	w.stopped = true
 	for _, s := range w.subs {
+		w.down(s)
 		if s.conn != nil {
 			s.conn.Close() // ends the reader's Receive
 			s.conn = nil
@@ -135,16 +111,45 @@ func (w *watcher) stop() {
 	w.wg.Wait()
 }
 
+// down marks s unconfirmed. Callers hold mu.
+func (w *watcher) down(s *subscription) {
+	if s.up {
+		s.up = false
+		w.up.Add(-1)
+	}
+}
+
+// pinger pings every connected subscription every subPing, so that a
+// live connection always has something to read before its deadline.
+// Writes are bounded by the connection's write timeout.
+func (w *watcher) pinger() {
+	t := time.NewTicker(subPing)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		for _, s := range w.subs {
+			if s.conn != nil && s.conn.Send("PING") == nil {
+				s.conn.Flush()
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
 // Reconnection backoff of a subscription.
 const (
 	minResubscribe = 50 * time.Millisecond
 	maxResubscribe = 2 * time.Second
 )
 
-// run keeps s subscribed until stop: dial, subscribe to every watched
-// channel, deliver messages, and on error start over after a backoff.
+// run keeps s subscribed until stop: dial, subscribe, deliver messages,
+// and on error start over after a backoff.
 func (w *watcher) run(s *subscription) {
-	defer w.wg.Done()
 	backoff := minResubscribe
 	for {
 		dctx, cancel := context.WithTimeout(w.ctx, w.l.cfg.connectTimeout)
@@ -152,9 +157,6 @@ func (w *watcher) run(s *subscription) {
 		cancel()
 		if err == nil {
 			began := time.Now()
-			// It worked for a while: a subscription confirmed, or a
-			// connection with none that lived until an idle cut-off (a
-			// server's timeout spares only subscribed connections).
 			if w.serve(s, conn) || time.Since(began) >= maxResubscribe {
 				backoff = minResubscribe
 			}
@@ -168,7 +170,7 @@ func (w *watcher) run(s *subscription) {
 	}
 }
 
-// serve subscribes conn to every watched channel and delivers what it
+// serve subscribes conn to the Locker's channel and delivers what it
 // receives until it fails. It reports whether the subscription was
 // confirmed.
 func (w *watcher) serve(s *subscription, conn redis.Conn) (confirmed bool) {
@@ -180,51 +182,41 @@ func (w *watcher) serve(s *subscription, conn redis.Conn) (confirmed bool) {
 	}
 	s.conn = conn
 	psc := redis.PubSubConn{Conn: conn}
-	chans := make([]any, 0, len(w.chans))
-	for ch := range w.chans {
-		chans = append(chans, ch)
-	}
-	if len(chans) > 0 {
-		psc.Subscribe(chans...)
-	}
+	psc.Subscribe(w.channel)
 	w.mu.Unlock()
 
-	_, blocking := conn.(redis.ConnWithTimeout)
+	_, bounded := conn.(redis.ConnWithTimeout)
+	readTimeout := 2*subPing + w.l.cfg.opTimeout()
 	for {
 		var msg any
-		if blocking {
-			msg = psc.ReceiveWithTimeout(0) // no deadline: the subscription idles
+		if bounded {
+			msg = psc.ReceiveWithTimeout(readTimeout)
 		} else {
-			msg = psc.Receive()
+			msg = psc.Receive() // an application's dial function: its own read timeout, if any
 		}
 		switch m := msg.(type) {
 		case redis.Message:
-			w.wake(m.Channel)
+			w.l.waits.woken(m.Data)
 		case redis.Subscription:
 			if m.Kind == "subscribe" {
 				confirmed = true
-				w.wake(m.Channel) // a release may have come before the server subscribed us
+				w.mu.Lock()
+				if !s.up && s.conn == conn {
+					s.up = true
+					w.up.Add(1)
+				}
+				w.mu.Unlock()
+				w.l.waits.wakeAll() // a wake-up may have come before the server subscribed us
 			}
 		case error:
 			w.mu.Lock()
 			if s.conn == conn {
 				s.conn = nil
+				w.down(s)
 			}
 			w.mu.Unlock()
 			conn.Close()
 			return confirmed
-		}
-	}
-}
-
-// wake sends, without blocking, to every watcher of ch.
-func (w *watcher) wake(ch string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, wake := range w.chans[ch] {
-		select {
-		case wake <- struct{}{}:
-		default:
 		}
 	}
 }

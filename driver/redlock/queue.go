@@ -1,0 +1,181 @@
+package redlock
+
+import (
+	"encoding/hex"
+	"sync"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// The wait queue, client side. A waiting attempt (AcquireRequest.Wait)
+// runs waitScript, which queues its owner on the node by a member, the
+// owner's 32 hex digits then the Locker's client id (16 hex digits), and
+// an arrival stamp: the first attempt's time in µs, kept for the whole
+// Lock, so that every node orders the same waiters alike and a node
+// restarted empty gets their order back as they ask again. Ties go by
+// member. A release keeps the key for the head and publishes its owner on
+// its client's channel, <prefix>:wake:<client id>, to which each Locker
+// subscribes once per node (watch.go): one release wakes one waiter.
+//
+// A waiter's attempts need the server only when something may have
+// changed for it: its first, one after a wake-up (or after the
+// subscription was confirmed, when a wake-up may have been missed), and
+// one every refreshEvery to keep its place (the node passes it over
+// driver.QueueHold after its last). The others, which package mutex makes
+// while it waits (its fallback polling, its retry right after Watch), are
+// answered here: the key is kept for nobody else's sake by asking again,
+// and a waiter not woken is not at the head of a released key. They go to
+// the server all the same while fewer than a quorum of subscriptions are
+// up, as a wake-up could then be lost.
+
+// refreshEvery is how often a waiter's attempts reach the server when
+// nothing woke it: with package mutex polling at least every QueueHold/3,
+// its place is refreshed at least every 2*QueueHold/3.
+const refreshEvery = driver.QueueHold / 3
+
+// queueHoldMs is driver.QueueHold as the scripts take it.
+var queueHoldMs any = driver.QueueHold.Milliseconds()
+
+// waiting is one owner's wait, from its first waiting attempt until a
+// grant or Release.
+type waiting struct {
+	member any // owner hex + client id, boxed once
+	stamp  any // arrival, µs, boxed once
+	sent   time.Time
+	woken  bool
+	wake   chan<- struct{} // Watch's, nil when none
+}
+
+// waiters is a Locker's waits by owner.
+type waiters struct {
+	mu     sync.Mutex
+	id     string // this Locker's client id: 16 hex digits
+	byOwn  map[driver.Owner]*waiting
+	closed bool
+}
+
+// sweepWaits is how many waits are kept before those nobody asked about
+// for twice QueueHold (a caller of the driver's own that never released)
+// are forgotten.
+const sweepWaits = 1024
+
+func (ws *waiters) init() {
+	var b [8]byte
+	o := driver.NewOwner()
+	copy(b[:], o[:])
+	ws.id = hex.EncodeToString(b[:])
+	ws.byOwn = make(map[driver.Owner]*waiting)
+}
+
+// ask returns owner's wait, begun now if it had none, and whether this
+// attempt must reach the server (send); if so it counts as sent now.
+// subsUp says whether enough subscriptions are up to trust that no wake-up
+// was lost.
+func (ws *waiters) ask(owner driver.Owner, subsUp bool) (w *waiting, send bool) {
+	now := time.Now()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w = ws.byOwn[owner]
+	if w == nil {
+		if len(ws.byOwn) >= sweepWaits {
+			for o, x := range ws.byOwn {
+				if now.Sub(x.sent) > 2*driver.QueueHold && x.wake == nil {
+					delete(ws.byOwn, o)
+				}
+			}
+		}
+		w = &waiting{member: owner.String() + ws.id, stamp: now.UnixMicro()}
+		if !ws.closed {
+			ws.byOwn[owner] = w
+		}
+	} else if subsUp && !w.woken && now.Sub(w.sent) < refreshEvery {
+		return w, false
+	}
+	w.sent, w.woken = now, false
+	return w, true
+}
+
+// leave returns owner's member if it waits ("" if not), and forgets its
+// wait (a grant or a Release ends it).
+func (ws *waiters) leave(owner driver.Owner) any {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byOwn[owner]
+	if w == nil {
+		return ""
+	}
+	delete(ws.byOwn, owner)
+	return w.member
+}
+
+// watch registers wake for owner's wake-ups, and wakes it at once if one
+// came since its last attempt.
+func (ws *waiters) watch(owner driver.Owner, wake chan<- struct{}) (stop func()) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byOwn[owner]
+	if w == nil { // not queued (yet): its next attempt goes to the server
+		w = &waiting{member: owner.String() + ws.id, stamp: time.Now().UnixMicro(), woken: true}
+		if !ws.closed {
+			ws.byOwn[owner] = w
+		}
+	}
+	w.wake = wake
+	if w.woken {
+		notify(wake)
+	}
+	return func() {
+		ws.mu.Lock()
+		if w.wake == wake {
+			w.wake = nil
+		}
+		ws.mu.Unlock()
+	}
+}
+
+// woken delivers a published wake-up: payload is the owner's hex digits.
+func (ws *waiters) woken(payload []byte) {
+	var owner driver.Owner
+	if len(payload) != ownerLen {
+		return
+	}
+	if _, err := hex.Decode(owner[:], payload); err != nil {
+		return
+	}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if w := ws.byOwn[owner]; w != nil {
+		w.woken = true
+		notify(w.wake)
+	}
+}
+
+// wakeAll wakes every waiter: a subscription was (re)confirmed, and a
+// wake-up may have been published while it was down.
+func (ws *waiters) wakeAll() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for _, w := range ws.byOwn {
+		w.woken = true
+		notify(w.wake)
+	}
+}
+
+func (ws *waiters) close() {
+	ws.mu.Lock()
+	ws.closed = true
+	clear(ws.byOwn)
+	ws.mu.Unlock()
+}
+
+// notify sends on wake without blocking; nil is no one.
+func notify(wake chan<- struct{}) {
+	if wake == nil {
+		return
+	}
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
