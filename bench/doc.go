@@ -12,6 +12,12 @@
 //
 //	cd bench && go test -short -bench . -benchtime 1x ./...
 //
+// BenchmarkHandoff (issue 14's setup) reads what the servers did per
+// handoff: the commands clients sent each Redis server, from its MONITOR
+// stream (monitor_test.go), and the transactions of a database of its own
+// on PostgreSQL, mutexkit_bench, made on first use (xacts_test.go). Under
+// -short it runs 8 waiters only.
+//
 // make bench runs cmd/runbench instead, which builds the test binary,
 // runs every benchmark once per round for several interleaved rounds with
 // the client and the servers pinned to separate cores, and writes
