@@ -295,6 +295,29 @@ func TestQueueGaveUpWithoutRelease(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("lock directory holds %v; want the lock file alone", entries)
 	}
+	// The quitter's Locker closed its entry too (b's attempts only pass
+	// it over).
+	for deadline := time.Now().Add(wait); entryFDs(t) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a queue entry is still open after QueueHold without an attempt")
+		}
+	}
+}
+
+// entryFDs counts this process's descriptors open on queue entries.
+func entryFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.Contains(target, ".queue/") {
+			n++
+		}
+	}
+	return n
 }
 
 // TestQueueExclusion: several clients (Lockers) of one directory, many
