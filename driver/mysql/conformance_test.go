@@ -26,13 +26,17 @@ func TestConformance(t *testing.T) {
 	hb := mutex.WithHeartbeat(harnessHeartbeat)
 	for _, wait := range []string{"server", "poll"} {
 		maker := func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
-			return newHarness(t, dsn, mysql.WithServerWait(wait == "server")), nil
+			h := newHarness(t, dsn, mysql.WithServerWait(wait == "server"))
+			h.queue = wait == "server"
+			return h, nil
 		}
 		t.Run("wait="+wait, func(t *testing.T) { conformance.Run(t, maker, hb) })
 	}
 	t.Run("fencing=always", func(t *testing.T) {
 		maker := func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
-			return newHarness(t, dsn), nil
+			h := newHarness(t, dsn)
+			h.queue = true
+			return h, nil
 		}
 		conformance.Run(t, maker, hb, mutex.WithMiddleware(mutex.Middleware{
 			Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return fenceAll{next} },
@@ -55,6 +59,7 @@ type harness struct {
 	ns    string
 	opts  []mysql.Option
 	admin *sql.DB
+	queue bool // waits in the server: a FIFO queue
 
 	mu      sync.Mutex
 	pending []*time.Timer
@@ -112,6 +117,7 @@ func (h *harness) Capabilities() conformance.Capabilities {
 	return conformance.Capabilities{
 		Fencing:    true,
 		TTL:        false,
+		Queue:      h.queue,
 		LossWithin: 20 * harnessHeartbeat,
 		FreeWithin: 30 * time.Second, // Abandon's holder dies 2s after Abandon
 	}

@@ -142,7 +142,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, err
 	}
 	if !ok {
-		if req.Wait && l.startWait(h) {
+		if req.Wait && l.startWait(ctx, h) {
 			return driver.Grant{}, fmt.Errorf("mysql: waiting in the server: %w", driver.ErrLocked)
 		}
 		l.forget(h)

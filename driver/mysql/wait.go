@@ -73,30 +73,50 @@ func (w *wait) stopLocked() {
 // startWait makes h, in flight and just refused by the server, wait in the
 // server. It reports false when it cannot (server waits off, the cap of
 // WithMaxWaiters reached, closing): the caller then forgets h.
-func (l *locker) startWait(h *hold) bool {
+func (l *locker) startWait(ctx context.Context, h *hold) bool {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if !l.cfg.serverWait || l.closed || l.waiters >= l.cfg.maxWaiters || l.held[h.key] != h {
+		l.mu.Unlock()
 		return false
 	}
-	ctx, cancel := context.WithCancel(background)
-	w := &wait{h: h, ctx: ctx, cancel: cancel, lastTry: time.Now()}
+	l.waiters++
+	l.mu.Unlock()
+	// The session is taken here, before the attempt returns, and the
+	// attempt returns once its GET_LOCK is on its way: the server queues
+	// waiters in the order their statements reach it, and the next waiter's
+	// attempt (a round trip of its own first) comes after.
+	s, reused, err := l.waiterSession(ctx)
+	l.mu.Lock()
+	if err != nil || l.closed || l.held[h.key] != h {
+		l.waiters--
+		l.mu.Unlock()
+		if err == nil {
+			s.discard()
+		}
+		return false
+	}
+	wctx, cancel := context.WithCancel(background)
+	w := &wait{h: h, ctx: wctx, cancel: cancel, lastTry: time.Now()}
 	w.timer = time.AfterFunc(driver.QueueHold, func() { l.expire(h, w) })
 	h.w = w
-	l.waiters++
 	l.wg.Add(1)
-	go l.waitInServer(h, w)
+	l.mu.Unlock()
+	sending := make(chan struct{})
+	go l.waitInServer(h, w, s, reused, sending)
+	<-sending
 	return true
 }
 
-// waitInServer runs w's GET_LOCK until the server grants the key, which it
-// then keeps for w's owner, or the wait ends.
-func (l *locker) waitInServer(h *hold, w *wait) {
+// waitInServer runs w's GET_LOCK on s until the server grants the key,
+// which it then keeps for w's owner, or the wait ends. It closes sending
+// as it sends the first statement.
+func (l *locker) waitInServer(h *hold, w *wait, s *session, reused bool, sending chan struct{}) {
 	defer l.wg.Done()
-	s, reused, err := l.waiterSession(w.ctx)
+	var err error
 	for err == nil {
 		var got bool
-		got, err = l.serverWait(s, w, h.name)
+		got, err = l.serverWait(s, w, h.name, sending)
+		sending = nil
 		if err != nil && reused && connGone(err) && w.ctx.Err() == nil {
 			// An idle waiter session the server closed (wait_timeout): once
 			// more, on a new one.
@@ -143,11 +163,14 @@ func (l *locker) waitInServer(h *hold, w *wait) {
 
 // serverWait runs GET_LOCK(name, serverWaitFor) on s, until w's context
 // ends (which closes s) or the reply deadline.
-func (l *locker) serverWait(s *session, w *wait, name string) (bool, error) {
+func (l *locker) serverWait(s *session, w *wait, name string, sending chan struct{}) (bool, error) {
 	ctx, cancel := context.WithTimeout(w.ctx, serverWaitFor+l.cfg.replyTimeout())
 	defer cancel()
 	var got sql.NullInt64
 	var id int64
+	if sending != nil {
+		close(sending)
+	}
 	err := s.conn.QueryRowContext(ctx, sqlWait, name, int64(serverWaitFor/time.Second)).Scan(&got, &id)
 	switch {
 	case err != nil:
