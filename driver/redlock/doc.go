@@ -36,8 +36,11 @@
 // of many leases go to each node in one pipelined round trip. A
 // successful acquire and a release return once a quorum has answered; the
 // other nodes' answers are awaited in the background, so a slow or paused
-// minority does not slow them. Releases are published, and waiters
-// subscribed to them wake at once.
+// minority does not slow them.
+//
+// Waiters queue per key, in arrival order (their Lock's first attempt):
+// a release keeps the key for the head waiter and wakes that waiter alone,
+// on its client's own channel; see queue.go and docs/REDIS.md.
 //
 // Calls from concurrent goroutines share round trips: each node has a
 // pipelined connection (DSN option pipeline, WithPipeline) on which the
