@@ -29,6 +29,7 @@ type session struct {
 
 	lockStmt, unlockStmt, beatStmt *sql.Stmt
 	fenceStmt                      *sql.Stmt // prepared on first use; guarded by sem
+	waitStmt                       *sql.Stmt // a waiter session's, prepared on first use
 
 	// Guarded by l.mu.
 	dead bool

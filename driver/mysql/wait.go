@@ -46,8 +46,9 @@ const sqlWait = `SELECT GET_LOCK(?, ?), CONNECTION_ID()`
 // wait is one owner's wait in the server for a key.
 type wait struct {
 	h      *hold
-	ctx    context.Context // its GET_LOCK's: cancel closes the session
-	cancel context.CancelFunc
+	ctx     context.Context // its GET_LOCK's: cancel closes the session
+	cancel  context.CancelFunc
+	replied chan struct{} // closed when its first GET_LOCK has a reply
 	timer  *time.Timer // QueueHold after the owner's last attempt
 
 	// Guarded by l.mu.
@@ -96,7 +97,7 @@ func (l *locker) startWait(ctx context.Context, h *hold) bool {
 		return false
 	}
 	wctx, cancel := context.WithCancel(background)
-	w := &wait{h: h, ctx: wctx, cancel: cancel, lastTry: time.Now()}
+	w := &wait{h: h, ctx: wctx, cancel: cancel, lastTry: time.Now(), replied: make(chan struct{})}
 	w.timer = time.AfterFunc(driver.QueueHold, func() { l.expire(h, w) })
 	h.w = w
 	l.wg.Add(1)
@@ -104,7 +105,34 @@ func (l *locker) startWait(ctx context.Context, h *hold) bool {
 	sending := make(chan struct{})
 	go l.waitInServer(h, w, s, reused, sending)
 	<-sending
+	l.confirmQueued(ctx, w, s.id)
 	return true
+}
+
+// sqlQueued finds a connection waiting in GET_LOCK (MariaDB's state, and
+// MySQL 8's).
+const sqlQueued = `SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %d AND STATE IN ('User lock', 'Waiting for user lock')`
+
+// confirmQueued returns once the server shows connection id waiting in
+// GET_LOCK, or its wait has had a reply, or after the reply deadline: the
+// attempt that started the wait then returns, so that waiters queue in the
+// order of their attempts.
+func (l *locker) confirmQueued(ctx context.Context, w *wait, id int64) {
+	deadline := time.Now().Add(l.cfg.replyTimeout())
+	q := fmt.Sprintf(sqlQueued, id)
+	for pause := 100 * time.Microsecond; time.Now().Before(deadline); pause = min(2*pause, 5*time.Millisecond) {
+		select {
+		case <-w.replied:
+			return
+		default:
+		}
+		var n int
+		err := l.onSession(ctx, func(s *session) error { return s.queryRow(q, nil, &n) })
+		if err != nil || n > 0 {
+			return
+		}
+		time.Sleep(pause)
+	}
 }
 
 // waitInServer runs w's GET_LOCK on s until the server grants the key,
@@ -116,7 +144,10 @@ func (l *locker) waitInServer(h *hold, w *wait, s *session, reused bool, sending
 	for err == nil {
 		var got bool
 		got, err = l.serverWait(s, w, h.name, sending)
-		sending = nil
+		if sending != nil {
+			close(w.replied)
+			sending = nil
+		}
 		if err != nil && reused && connGone(err) && w.ctx.Err() == nil {
 			// An idle waiter session the server closed (wait_timeout): once
 			// more, on a new one.
@@ -169,9 +200,16 @@ func (l *locker) serverWait(s *session, w *wait, name string, sending chan struc
 	var got sql.NullInt64
 	var id int64
 	if sending != nil {
-		close(sending)
+		close(sending) // confirmQueued then watches for the wait on the server
 	}
-	err := s.conn.QueryRowContext(ctx, sqlWait, name, int64(serverWaitFor/time.Second)).Scan(&got, &id)
+	if s.waitStmt == nil {
+		st, err := s.prepare(sqlWait)
+		if err != nil {
+			return false, err
+		}
+		s.waitStmt = st
+	}
+	err := s.waitStmt.QueryRowContext(ctx, name, int64(serverWaitFor/time.Second)).Scan(&got, &id)
 	switch {
 	case err != nil:
 		return false, err
