@@ -45,11 +45,11 @@ const sqlWait = `SELECT GET_LOCK(?, ?), CONNECTION_ID()`
 
 // wait is one owner's wait in the server for a key.
 type wait struct {
-	h      *hold
+	h       *hold
 	ctx     context.Context // its GET_LOCK's: cancel closes the session
 	cancel  context.CancelFunc
 	replied chan struct{} // closed when its first GET_LOCK has a reply
-	timer  *time.Timer // QueueHold after the owner's last attempt
+	timer   *time.Timer   // QueueHold after the owner's last attempt
 
 	// Guarded by l.mu.
 	s       *session // the waiter session, once the key is kept on it
