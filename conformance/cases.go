@@ -42,6 +42,12 @@ var cases = []testCase{
 	{name: "Driver/CloseReleases", run: testDriverCloseReleases},
 	{name: "Driver/AfterClose", run: testDriverAfterClose},
 	{name: "Driver/Watch", run: testDriverWatch},
+	{name: "Queue/FIFO", needs: needsQueue, run: testQueueFIFO},
+	{name: "Queue/CancelMidQueue", needs: needsQueue, run: testQueueCancelMidQueue},
+	{name: "Queue/HeadKilled", needs: needsQueue, run: testQueueHeadKilled},
+	{name: "Queue/OneWake", needs: needsQueue, run: testQueueOneWake},
+	{name: "Queue/RestartEmpty", needs: needsRestarter, run: testQueueRestartEmpty},
+	{name: "Queue/Contention", run: testQueueContention},
 }
 
 func isLocked(err error) bool { return errors.Is(err, mutex.ErrLocked) }
@@ -51,15 +57,15 @@ func isLocked(err error) bool { return errors.Is(err, mutex.ErrLocked) }
 // read-yield-write must lose no update.
 func testExclusion(f *fixture) {
 	const clients, perClient, rounds = 3, 3, 25
-	var holders, maxHolders, counter atomic.Int64
-	var wg sync.WaitGroup
+	var (
+		s  section
+		wg sync.WaitGroup
+	)
 	errs := make(chan error, clients*perClient)
 	for range clients {
 		c := f.client()
 		for range perClient {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				m := c.NewMutex("exclusion", mutex.WithTTL(suiteTTL))
 				for range rounds {
 					l, err := m.Lock(f.ctx)
@@ -67,23 +73,13 @@ func testExclusion(f *fixture) {
 						errs <- err
 						return
 					}
-					n := holders.Add(1)
-					for {
-						m := maxHolders.Load()
-						if n <= m || maxHolders.CompareAndSwap(m, n) {
-							break
-						}
-					}
-					v := counter.Load()
-					runtime.Gosched()
-					counter.Store(v + 1)
-					holders.Add(-1)
+					s.run(0)
 					if err := l.Unlock(f.ctx); err != nil {
 						errs <- err
 						return
 					}
 				}
-			}()
+			})
 		}
 	}
 	wg.Wait()
@@ -91,12 +87,7 @@ func testExclusion(f *fixture) {
 	for err := range errs {
 		f.Errorf("Lock/Unlock: %v", err)
 	}
-	if m := maxHolders.Load(); m > 1 {
-		f.Errorf("%d holders at once; want at most 1", m)
-	}
-	if got, want := counter.Load(), int64(clients*perClient*rounds); got != want {
-		f.Errorf("counter = %d after %d critical sections: updates were lost to overlap", got, want)
-	}
+	s.check(f, clients*perClient*rounds)
 }
 
 func testTryLockHeld(f *fixture) {

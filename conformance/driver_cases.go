@@ -245,8 +245,13 @@ const wakeWithin = 10 * time.Second
 // channels when another client releases the key, and a stopped watch
 // receives nothing more. Spurious wake-ups are allowed, so the case asks
 // only for a wake-up after each release, over several rounds: the first
-// may be a subscription's own "try again".
+// may be a subscription's own "try again". A driver with a wait queue
+// wakes only the owner the key is kept for: testDriverWatchQueue.
 func testDriverWatch(f *fixture) {
+	if f.caps.Queue {
+		testDriverWatchQueue(f)
+		return
+	}
 	holder, watcher := f.locker(), f.locker()
 	wake1, wake2 := make(chan struct{}, 1), make(chan struct{}, 1)
 	stop1, err := watcher.Watch("watch", driver.NewOwner(), wake1)
@@ -300,6 +305,47 @@ func testDriverWatch(f *fixture) {
 	case <-wake1:
 		f.Fatal("a stopped watch was woken: stop must end its wake-ups")
 	default:
+	}
+}
+
+// testDriverWatchQueue is testDriverWatch for a driver with a wait queue:
+// two waiters queue behind a holder, each watching; each release wakes the
+// head of the queue, which then takes the key. In the last round the first
+// waiter stops its watch before the release, finds its turn by asking, and
+// must not be woken.
+func testDriverWatchQueue(f *fixture) {
+	const key = "watch"
+	for r := 1; r <= 4; r++ {
+		stopped := r == 4
+		holder, owner := f.holdKey(key)
+		ws := f.queueUp(key, 2, true)
+		for _, w := range ws {
+			drain(w.wake) // a subscription's own "try again"
+		}
+		if stopped {
+			ws[0].stop()
+		}
+		f.release(holder, key, owner)
+		for i, w := range ws {
+			if i > 0 || !stopped {
+				select {
+				case <-w.wake:
+				case <-time.After(wakeWithin):
+					f.Fatalf("round %d: waiter %d, at the head of the queue, not woken within %v of a release by another client; a Watch that cannot see other clients' releases returns driver.ErrUnimplemented", r, w.n, wakeWithin)
+				case <-f.ctx.Done():
+					f.Fatalf("round %d: %v", r, f.ctx.Err())
+				}
+			}
+			f.mustServe(key, ws[i:], w, wakeWithin, "the release before it")
+			f.release(w.l, key, w.owner)
+		}
+		if stopped {
+			select {
+			case <-ws[0].wake:
+				f.Fatal("a stopped watch was woken: stop must end its wake-ups")
+			default:
+			}
+		}
 	}
 }
 

@@ -60,8 +60,26 @@ type Capabilities struct {
 	// Default 30s.
 	FreeWithin time.Duration
 
+	// Queue: the driver keeps a wait queue (driver.AcquireRequest.Wait):
+	// a release keeps the key for the oldest waiter, wakes only its Watch,
+	// and waiters are served in arrival order. The Queue/ cases that check
+	// the queue itself skip without it, and Driver/Watch then expects every
+	// watcher woken on a release. A driver that queues but cannot promise
+	// arrival order names "Queue/FIFO" in Lacks.
+	Queue bool
+
 	// Lacks names cases the backend cannot take part in, with the reason,
 	// e.g. {"LossReported": "Vanish cannot fault this backend"}. The names
 	// are listed in the package doc; one that is no case fails the run.
 	Lacks map[string]string
+}
+
+// Restarter is a Harness that can restart its backend empty, for the case
+// Queue/RestartEmpty. A Harness without it skips that case, saying so.
+type Restarter interface {
+	// RestartEmpty restarts the backend (every node of it) without its
+	// data, as a server without persistence restarts: every grant and every
+	// wait queue is lost, connections may break, and holders find out by
+	// renewing. It returns once the backend serves again.
+	RestartEmpty(ctx context.Context) error
 }

@@ -44,7 +44,13 @@ func (h memHarness) Abandon(ctx context.Context, key string) error {
 }
 
 func (memHarness) Capabilities() Capabilities {
-	return Capabilities{Fencing: true, TTL: true, LossWithin: 5 * time.Second, FreeWithin: 10 * time.Second}
+	return Capabilities{Fencing: true, TTL: true, Queue: true, LossWithin: 5 * time.Second, FreeWithin: 10 * time.Second}
+}
+
+// RestartEmpty forgets every grant and queue of the table at once.
+func (h memHarness) RestartEmpty(context.Context) error {
+	h.table.RestartEmpty()
+	return nil
 }
 
 func (memHarness) Close() error { return nil }

@@ -3,9 +3,12 @@ package conformance_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mutexkit/mutexkit/conformance"
@@ -21,7 +24,7 @@ const brokenEnv = "MUTEXKIT_CONFORMANCE_BROKEN_DRIVER"
 
 // brokenDrivers maps each fault to the cases that must catch it.
 var brokenDrivers = map[string][]string{
-	"grantsEveryAcquire": {"Exclusion", "TryLockHeld", "StaleUnlock"},
+	"grantsEveryAcquire": {"Exclusion", "TryLockHeld", "StaleUnlock", "Queue/Contention"},
 	"unlockFreesAny":     {"Driver/ReleaseNeedsOwner"},
 	"neverReportsLoss":   {"LossReported", "Driver/RenewNeedsOwner", "Driver/RenewFindsLoss"},
 	"closeKeepsKeys":     {"Driver/CloseReleases"},
@@ -29,6 +32,14 @@ var brokenDrivers = map[string][]string{
 	"pingsAfterClose":    {"Driver/AfterClose"},
 	"watchNeverWakes":    {"Driver/Watch"},
 	"watchIgnoresStop":   {"Driver/Watch"},
+	// Wait queues.
+	"requeuesEachAttempt":   {"Queue/FIFO"},
+	"leavingKeepsPlace":     {"Queue/CancelMidQueue"},
+	"deadHeadKept":          {"Queue/HeadKilled"},
+	"wakesEveryWaiter":      {"Queue/OneWake"},
+	"restartGrantsWaiters":  {"Queue/RestartEmpty"},
+	"restartStrandsWaiters": {"Queue/RestartEmpty"},
+	"starvesOneClient":      {"Queue/Contention"},
 	// Not a driver's fault but its harness's: the run fails before any
 	// case, naming the unknown names and the real ones.
 	"unknownLacks": nil,
@@ -51,6 +62,14 @@ var onlyCases = map[string]string{
 	"pingsAfterClose":  "^Driver$/^AfterClose$",
 	"watchNeverWakes":  "^Driver$/^Watch$",
 	"watchIgnoresStop": "^Driver$/^Watch$",
+
+	"requeuesEachAttempt":   "^Queue$/^FIFO$",
+	"leavingKeepsPlace":     "^Queue$/^CancelMidQueue$",
+	"deadHeadKept":          "^Queue$/^HeadKilled$",
+	"wakesEveryWaiter":      "^Queue$/^OneWake$",
+	"restartGrantsWaiters":  "^Queue$/^RestartEmpty$",
+	"restartStrandsWaiters": "^Queue$/^RestartEmpty$",
+	"starvesOneClient":      "^Queue$/^Contention$",
 }
 
 func TestSuiteFailsBrokenDrivers(t *testing.T) {
@@ -93,7 +112,7 @@ func TestBrokenDriver(t *testing.T) {
 	}
 	conformance.Run(t, func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
 		h, err := conformance.MemHarness(ctx, t)
-		return brokenHarness{Harness: h, fault: fault}, err
+		return brokenHarness{Harness: h, fault: fault, st: &brokenState{}}, err
 	})
 }
 
@@ -101,11 +120,18 @@ func TestBrokenDriver(t *testing.T) {
 type brokenHarness struct {
 	conformance.Harness
 	fault string
+	st    *brokenState
 }
 
 func (h brokenHarness) NewConnector(ctx context.Context) (driver.Connector, error) {
 	c, err := h.Harness.NewConnector(ctx)
-	return brokenConnector{Connector: c, h: h}, err
+	return brokenConnector{Connector: c, h: h, n: int(h.st.connectors.Add(1))}, err
+}
+
+func (h brokenHarness) RestartEmpty(ctx context.Context) error {
+	err := h.Harness.(conformance.Restarter).RestartEmpty(ctx)
+	h.st.restarted.Store(true)
+	return err
 }
 
 func (h brokenHarness) Capabilities() conformance.Capabilities {
@@ -119,17 +145,19 @@ func (h brokenHarness) Capabilities() conformance.Capabilities {
 type brokenConnector struct {
 	driver.Connector
 	h brokenHarness
+	n int // 1 for the case's first connector
 }
 
 func (c brokenConnector) Connect(ctx context.Context) (driver.Locker, error) {
 	l, err := c.Connector.Connect(ctx)
-	return brokenLocker{Locker: l, h: c.h}, err
+	return brokenLocker{Locker: l, h: c.h, n: c.n}, err
 }
 
 // brokenLocker is the mem driver with one fault.
 type brokenLocker struct {
 	driver.Locker
 	h brokenHarness
+	n int // its connector's
 }
 
 func (l brokenLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
@@ -142,13 +170,73 @@ func (l brokenLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (d
 		return g, err
 	case "neverReportsLoss":
 		req.OnLost = nil
+	case "requeuesEachAttempt": // as a sorted set scored by the attempt's time would
+		if req.Wait {
+			l.Locker.Release(ctx, req.Key, req.Owner)
+		}
+	case "deadHeadKept":
+		return l.keepDeadHead(ctx, req)
+	case "restartGrantsWaiters": // after a restart, a waiter takes its queue's loss for a free key
+		g, err := l.Locker.Acquire(ctx, req)
+		if errors.Is(err, driver.ErrLocked) && req.Wait && l.h.st.restarted.Load() {
+			return driver.Grant{Token: 1, Validity: req.TTL}, nil
+		}
+		return g, err
+	case "restartStrandsWaiters": // after a restart, the key stays kept for a waiter it forgot
+		if l.h.st.restarted.Load() {
+			return driver.Grant{}, driver.ErrLocked
+		}
+	case "starvesOneClient":
+		if l.n == 1 {
+			return driver.Grant{}, driver.ErrLocked
+		}
 	}
-	return l.Locker.Acquire(ctx, req)
+	g, err := l.Locker.Acquire(ctx, req)
+	if err == nil && l.h.fault == "leavingKeepsPlace" {
+		l.h.st.granted.Store(req.Owner, true)
+	}
+	return g, err
+}
+
+// keepDeadHead refuses everyone but the first waiter to have queued on a
+// key until that one takes the key or leaves: a queue whose places never
+// run out.
+func (l brokenLocker) keepDeadHead(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	st := l.h.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if head, ok := st.heads[req.Key]; ok && head != req.Owner {
+		return driver.Grant{}, driver.ErrLocked
+	}
+	g, err := l.Locker.Acquire(ctx, req)
+	switch {
+	case err == nil:
+		delete(st.heads, req.Key)
+	case errors.Is(err, driver.ErrLocked) && req.Wait:
+		if st.heads == nil {
+			st.heads = make(map[string]driver.Owner)
+		}
+		if _, ok := st.heads[req.Key]; !ok {
+			st.heads[req.Key] = req.Owner
+		}
+	}
+	return g, err
 }
 
 func (l brokenLocker) Release(ctx context.Context, key string, owner driver.Owner) error {
-	if l.h.fault == "unlockFreesAny" {
+	switch l.h.fault {
+	case "unlockFreesAny":
 		return l.h.Vanish(ctx, key) // whoever holds it
+	case "leavingKeepsPlace": // a waiter's Release leaves its place in the queue
+		if _, granted := l.h.st.granted.Load(owner); !granted {
+			return fmt.Errorf("broken: %w", driver.ErrNotHeld)
+		}
+	case "wakesEveryWaiter":
+		err := l.Locker.Release(ctx, key, owner)
+		if err == nil {
+			l.h.st.wakeAll(key)
+		}
+		return err
 	}
 	return l.Locker.Release(ctx, key, owner)
 }
@@ -172,6 +260,12 @@ func (l brokenLocker) Watch(key string, owner driver.Owner, wake chan<- struct{}
 			return nil, err
 		}
 		return func() {}, nil
+	case "wakesEveryWaiter":
+		stop, err := l.Locker.Watch(key, owner, wake)
+		if err != nil {
+			return nil, err
+		}
+		return l.h.st.watch(key, wake, stop), nil
 	}
 	return l.Locker.Watch(key, owner, wake)
 }
@@ -193,4 +287,47 @@ func (l brokenLocker) Close() error {
 		}
 	}
 	return l.Locker.Close()
+}
+
+// brokenState is what a broken driver keeps across the Lockers of a case.
+type brokenState struct {
+	connectors atomic.Int32
+	restarted  atomic.Bool
+	granted    sync.Map // driver.Owner: owners ever granted (leavingKeepsPlace)
+
+	mu      sync.Mutex
+	heads   map[string]driver.Owner                  // deadHeadKept
+	watches map[string]map[*chan<- struct{}]struct{} // wakesEveryWaiter
+}
+
+// watch records wake as a watch of key, until stop.
+func (st *brokenState) watch(key string, wake chan<- struct{}, stop func()) func() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.watches == nil {
+		st.watches = make(map[string]map[*chan<- struct{}]struct{})
+	}
+	if st.watches[key] == nil {
+		st.watches[key] = make(map[*chan<- struct{}]struct{})
+	}
+	p := &wake
+	st.watches[key][p] = struct{}{}
+	return func() {
+		stop()
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		delete(st.watches[key], p)
+	}
+}
+
+// wakeAll wakes every watch of key: a herd.
+func (st *brokenState) wakeAll(key string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for p := range st.watches[key] {
+		select {
+		case *p <- struct{}{}:
+		default:
+		}
+	}
 }
