@@ -34,7 +34,7 @@ func LockName(namespace, key string) string { return lockName(namespace, key, tr
 //	SELECT GET_LOCK((<LockNameSQL>), 10)
 //
 // (or SET @name = (<LockNameSQL>) and GET_LOCK(@name, 10)).
-const LockNameSQL = `SELECT CONCAT('mk/', REGEXP_SUBSTR(CAST(k AS CHAR CHARACTER SET latin1), '^[A-Za-z0-9_.:-]{0,28}'), '/',
+const LockNameSQL = `SELECT CONCAT('mk/', CONVERT(REGEXP_SUBSTR(CAST(k AS CHAR CHARACTER SET latin1), '^[A-Za-z0-9_.:-]{0,28}') USING utf8mb4), '/',
 	LEFT(SHA2(CONCAT(LENGTH(ns), ':', ns, k), 256), 32)) FROM (SELECT CAST(? AS BINARY) AS ns, CAST(? AS BINARY) AS k) p`
 
 // maxPrefix is the longest key prefix a lock name shows: 3 + 28 + 1 + 32
