@@ -298,6 +298,7 @@ func TestWatchAfterRestart(t *testing.T) {
 
 func TestCloseLeavesNoGoroutine(t *testing.T) {
 	c := startCluster(t, 3)
+	other := c.locker() // holds a key l's waiter queues behind
 	before := runtime.NumGoroutine()
 	l, err := c.connector().Connect(t.Context())
 	if err != nil {
@@ -310,6 +311,15 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		if _, err := l.Watch(fmt.Sprint(i), driver.NewOwner(), make(chan struct{}, 1)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	o := driver.NewOwner() // a waiter of l's, queued, then woken
+
+	if _, err := acquire(t, other, "w", o); err != nil {
+		t.Fatal(err)
+	}
+	mustWaitLocked(t, l, "w", driver.NewOwner())
+	if err := other.Release(t.Context(), "w", o); err != nil {
+		t.Fatal(err)
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
