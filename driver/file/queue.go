@@ -99,6 +99,9 @@ func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err 
 	}
 	names, err := d.Readdirnames(-1)
 	d.Close()
+	if errors.Is(err, fs.ErrNotExist) { // removed, empty, since the open
+		return "", false, nil
+	}
 	if err != nil {
 		return "", false, err
 	}
