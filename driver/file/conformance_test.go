@@ -100,9 +100,13 @@ func (h *harness) Capabilities() conformance.Capabilities {
 		TTL:        false,
 		LossWithin: lossBound,        // at once through inotify, else at the client's next heartbeat
 		FreeWithin: 30 * time.Second, // the child dies abandonSeconds after Abandon
+		Queue:      true,             // a queue directory per key
 	}
 	if !h.notify {
-		c.Lacks = map[string]string{"Driver/Watch": "without inotify, Watch sees only its own Locker's releases"}
+		c.Lacks = map[string]string{
+			"Driver/Watch":  "without inotify, Watch sees only its own Locker's releases",
+			"Queue/OneWake": "without inotify, a release wakes only its own Locker's waiters; the others poll",
+		}
 	}
 	return c
 }
