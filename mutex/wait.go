@@ -8,14 +8,18 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 )
 
-// Backoff between attempts of a waiting Lock. Drivers that signal releases
-// wake a waiter at once; the timer is then only a fallback for what no
-// signal announces (an abandoned lock expiring, a crashed holder's session
-// ending), so it may back off further.
+// Backoff between attempts of a waiting Lock. A driver that signals
+// releases (Watch) wakes the waiter whose turn it is; the timer is then
+// only a fallback for what no signal announces (an abandoned lock
+// expiring, a crashed holder's session ending, a lost wake-up), and keeps
+// the waiter's place in the driver's queue: attempts then come every
+// watchPoll or so, whatever the number of waiters, instead of a ramp from
+// minBackoff that would cost the server a few attempts per waiter per
+// wait.
 const (
-	minBackoff         = 2 * time.Millisecond
-	maxBackoff         = 250 * time.Millisecond
-	maxBackoffWatching = driver.QueueHold / 3 // a live waiter keeps its place in a queue
+	minBackoff = 2 * time.Millisecond
+	maxBackoff = 250 * time.Millisecond
+	watchPoll  = driver.QueueHold / 3 // a live waiter keeps its place in a queue
 
 	// maxWakeGate caps how long a waiter whose wake-ups keep failing lets
 	// the next one wait (see waiter.wait): a storm of wake-ups then costs
@@ -30,10 +34,9 @@ const (
 // timer with capped, jittered exponential backoff.
 type waiter struct {
 	wake       chan struct{}
-	watchTried bool // Watch was called, whatever it returned
-	stopWatch  func()
+	watchTried bool   // Watch was called, whatever it returned
+	stopWatch  func() // set while the driver signals
 	timer      *time.Timer
-	maxBackoff time.Duration
 
 	// fruitless counts the wake-ups in a row that did not lead to a grant.
 	// Each doubles the time a wake-up must wait after the previous attempt,
@@ -46,7 +49,7 @@ type waiter struct {
 }
 
 func newWaiter() *waiter {
-	return &waiter{wake: make(chan struct{}, 1), maxBackoff: maxBackoff}
+	return &waiter{wake: make(chan struct{}, 1)}
 }
 
 // watch subscribes to key's releases, once. Lock calls it before its next
@@ -58,7 +61,6 @@ func (w *waiter) watch(l driver.Locker, key string, owner driver.Owner) {
 	w.watchTried = true // a driver that cannot watch is polled, never asked again
 	if stop, err := l.Watch(key, owner, w.wake); err == nil {
 		w.stopWatch = stop
-		w.maxBackoff = maxBackoffWatching
 	}
 }
 
@@ -68,7 +70,10 @@ func (w *waiter) wait(ctx context.Context, closing <-chan struct{}, attempts int
 	if w.woken {
 		w.fruitless++
 	}
-	d := min(minBackoff<<min(attempts-1, 20), w.maxBackoff)
+	d := min(minBackoff<<min(attempts-1, 20), maxBackoff)
+	if w.stopWatch != nil {
+		d = watchPoll
+	}
 	d = d/2 + rand.N(d/2+1) // jitter keeps waiters from retrying in step
 	w.arm(d)
 	var gate <-chan time.Time // while set, a wake-up waits for it
