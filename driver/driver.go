@@ -68,8 +68,13 @@ type Connector interface {
 }
 
 // Locker is one client's connection to a backend. All methods must be safe
-// for concurrent use. Every method makes one attempt; none waits for a held
-// key or retries.
+// for concurrent use. Every method makes one attempt and returns without
+// waiting for a held key, and none retries. A driver with a wait queue may
+// hold an owner's place on the backend after Acquire returned ErrLocked
+// (a blocking request on a connection of its own, as MySQL's GET_LOCK
+// queues waiters): until the owner's attempt takes the key, Release,
+// QueueHold after the owner's last attempt, or Close. A key that wait
+// obtains is the key kept for the owner.
 //
 // Errors: a method returns an error matching one of this package's
 // sentinel errors (ErrLocked, ErrNotHeld, ErrUnimplemented, ErrUnavailable,
@@ -131,7 +136,9 @@ type Locker interface {
 	// waits, so a release in between is not missed; it calls stop when it
 	// no longer waits. Wake-ups are hints: spurious ones are allowed and
 	// mutex still polls with backoff (at least every QueueHold/3), so a
-	// backend that cannot signal returns ErrUnimplemented.
+	// backend that cannot signal returns ErrUnimplemented. A driver that
+	// sees releases only through its queue may return ErrUnimplemented for
+	// an owner it has not queued.
 	Watch(key string, owner Owner, wake chan<- struct{}) (stop func(), err error)
 
 	// Inspect reports whether key is held and, as far as the backend keeps
@@ -179,7 +186,9 @@ type AcquireRequest struct {
 	// ErrLocked), and wakes it through Watch. A waiter keeps its place for
 	// QueueHold after its last attempt; then it is passed over (its
 	// process died), and so is a key kept for it. A grant or a Release
-	// takes the owner out of the queue. The queue only orders who is
+	// takes the owner out of the queue. An attempt that queues Owner
+	// returns once its place is taken on the backend, so waiters are
+	// queued in the order of their attempts. The queue only orders who is
 	// granted the key next: it never changes who holds it.
 	Wait bool
 
