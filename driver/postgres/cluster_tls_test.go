@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 )
 
@@ -102,21 +103,19 @@ func TestClusterTLSVerifyFull(t *testing.T) {
 	}
 }
 
-// waitWaiting waits until a client of role holds an interest tag on its
-// LISTEN connection (a waiter: see listen.go), so a release is sure to
-// find it waiting.
+// waitWaiting waits until a waiter is in the queue (see QueueTable), so a
+// release is sure to find it waiting.
 func waitWaiting(t *testing.T, admin *sql.DB, role string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var n int
-		err := admin.QueryRow(`SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-			WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted AND a.usename = $1`, role).Scan(&n)
+		err := admin.QueryRow(`SELECT count(*) FROM ` + postgres.QueueTable + ` WHERE deadline > now()`).Scan(&n)
 		if err == nil && n > 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no waiter's interest tag within 30s (%v)", err)
+			t.Fatalf("no waiter of %s in the queue within 30s (%v)", role, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

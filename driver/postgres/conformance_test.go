@@ -117,6 +117,7 @@ func (h *harness) Capabilities() conformance.Capabilities {
 	return conformance.Capabilities{
 		Fencing:    true,
 		TTL:        false,
+		Queue:      true,
 		LossWithin: 20 * harnessHeartbeat, // about two heartbeats, with room for a busy machine
 		FreeWithin: 30 * time.Second,      // Abandon's holder dies 2s after Abandon
 	}

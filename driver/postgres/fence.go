@@ -1,9 +1,9 @@
 package postgres
 
 import (
-	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/lib/pq"
@@ -28,20 +28,22 @@ const sqlFenceTable = `CREATE TABLE IF NOT EXISTS ` + FencingTable + ` (
 	since       timestamptz          -- and when, by the holder's clock
 )`
 
-// sqlFencedLock takes the lock and, only if it got it, the next token, in
-// one statement and one round trip. The CTE with the volatile lock call is
-// evaluated once. Tokens strictly increase per key: each holder updates the
+// fenceCTE is the part of a fenced acquire statement (see lockSQL) that
+// issues the next token, only if the lock CTE l took the key, in the same
+// statement and round trip; $p, $p+1, $p+2 are the holder's host, process
+// id and time. Tokens strictly increase per key: each holder updates the
 // row while it holds the lock, and the update commits (durably) before the
 // grant is returned.
-const sqlFencedLock = `WITH l AS (SELECT pg_try_advisory_lock($1) AS ok),
-t AS (
+func fenceCTE(p int) string {
+	n := func(i int) string { return "$" + strconv.Itoa(p+i) }
+	return `t AS (
 	INSERT INTO ` + FencingTable + ` AS f (key_id, token, holder_host, holder_pid, backend_pid, since)
-	SELECT $1, 1, $2, $3, pg_backend_pid(), $4 FROM l WHERE l.ok
+	SELECT $1, 1, ` + n(0) + `, ` + n(1) + `, pg_backend_pid(), ` + n(2) + ` FROM l WHERE l.ok
 	ON CONFLICT (key_id) DO UPDATE SET token = f.token + 1, holder_host = EXCLUDED.holder_host,
 		holder_pid = EXCLUDED.holder_pid, backend_pid = EXCLUDED.backend_pid, since = EXCLUDED.since
 	RETURNING f.token
-)
-SELECT l.ok, pg_backend_pid(), (SELECT token FROM t) FROM l`
+)`
+}
 
 // ensureFenceTable creates the fencing table once per locker. s's slot is
 // held by the caller.
@@ -67,26 +69,19 @@ func (l *locker) ensureFenceTable(s *session) error {
 	return nil
 }
 
-// fenced runs the fenced lock statement. The caller holds s's slot.
-func (s *session) fenced(id int64, who driver.Holder, ok *bool, pid *int, token *sql.NullInt64) error {
-	if s.fenceStmt == nil {
-		st, err := s.prepare(sqlFencedLock)
-		if err != nil {
-			return err
-		}
-		s.fenceStmt = st
-	}
+// fenceArgs are the holder's host, process id and time, for fenceCTE.
+func (l *locker) fenceArgs(who driver.Holder) []any {
 	since := who.Since
 	if since.IsZero() {
 		since = time.Now()
 	}
 	host := who.Host
 	if host == "" {
-		host = s.l.host
+		host = l.host
 	}
 	procPID := who.PID
 	if procPID == 0 {
-		procPID = s.l.procPID
+		procPID = l.procPID
 	}
-	return s.scan(s.fenceStmt, []any{id, host, procPID, since}, ok, pid, token)
+	return []any{host, procPID, since}
 }

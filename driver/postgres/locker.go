@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
@@ -27,7 +28,9 @@ type locker struct {
 	host     string
 	procPID  int
 	fenceMu  sync.Mutex
-	fenceOK  bool // the fencing table exists: made or seen by this locker
+	fenceOK  bool         // the fencing table exists: made or seen by this locker
+	queue    atomic.Int32 // what it knows of QueueTable: queueAbsent, ...
+	waits    waits        // its waiting owners' places
 	dialMu   sync.Mutex
 	closing  chan struct{}
 	listener *listener // nil when wake-ups cannot be had
@@ -48,15 +51,12 @@ type locker struct {
 
 // hold is one key taken, or being taken, by this locker.
 type hold struct {
-	key     string
-	id      int64
-	payload string // id in decimal: the NOTIFY payload
-	tagHi   int32  // the interest tag (see listen.go)
-	tagLo   int32
-	owner   driver.Owner
-	s       *session // nil while the attempt is in flight
-	token   uint64
-	onLost  func(error)
+	key    string
+	id     int64
+	owner  driver.Owner
+	s      *session // nil while the attempt is in flight
+	token  uint64
+	onLost func(error)
 }
 
 func newLocker(cfg config, db *sql.DB, ownDB bool, d *dialer, dsn dsnInfo) *locker {
@@ -118,7 +118,11 @@ func (l *locker) start(ctx context.Context) error {
 }
 
 // Acquire makes one pg_try_advisory_lock attempt on a lock session, with
-// the fencing token in the same statement when req.Fencing is set. A key
+// the fencing token in the same statement when req.Fencing is set, and
+// with the wait queue's rules (see QueueTable): a TryLock is refused
+// while waiters are queued, and a waiting attempt takes the key only in
+// its turn, else keeps its place. A waiting attempt behind others may be
+// answered from its last statement, with no round trip (see waits). A key
 // this locker holds, or is acquiring, is never asked for again: PostgreSQL
 // would grant it again to the same session and stack it.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
@@ -126,6 +130,13 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, err
 	}
 	id := KeyID(l.cfg.namespace, req.Key)
+	var gen uint64
+	if req.Wait {
+		gen = l.listenerGen()
+		if l.waits.queued(req.Owner, gen, l.now()) {
+			return driver.Grant{}, errQueued
+		}
+	}
 	h := &hold{key: req.Key, id: id, owner: req.Owner, onLost: req.OnLost}
 
 	l.mu.Lock()
@@ -148,13 +159,20 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	l.held[req.Key] = h
 	l.mu.Unlock()
 
+	sent := l.now()
+	if req.Wait {
+		// Before the statement: a wake-up from here on makes the next
+		// attempt ask the server. The place stays until a grant or Release.
+		l.waits.sending(req.Owner, id, gen, sent)
+	}
 	var s *session
 	var ok bool
 	var token uint64
+	var ahead sql.NullFloat64
 	err := l.onSession(ctx, func(on *session) error {
 		var err error
 		s = on
-		ok, token, err = l.tryLock(s, h, req)
+		ok, token, ahead, err = l.tryLock(s, h, req)
 		return err
 	})
 	if err != nil {
@@ -163,7 +181,13 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	if !ok {
 		l.forget(h)
+		if req.Wait && ahead.Valid {
+			l.waits.behind(req.Owner, sent, ahead.Float64)
+		}
 		return driver.Grant{}, fmt.Errorf("postgres: %w", driver.ErrLocked)
+	}
+	if req.Wait {
+		l.waits.drop(req.Owner) // the statement deleted its row
 	}
 	l.mu.Lock()
 	if s.dead || l.closed { // killed while we asked: the lock went with it
@@ -172,45 +196,79 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, fmt.Errorf("postgres: the lock session ended as the key was granted: %w", driver.ErrUnavailable)
 	}
 	h.s, h.token = s, token
-	h.payload = strconv.FormatInt(id, 10)
-	hi, lo := LockTag(id)
-	h.tagHi, h.tagLo = int32(hi), int32(lo)
 	s.keys[req.Key] = h
 	l.mu.Unlock()
 	return driver.Grant{Token: token}, nil
 }
 
+// errQueued is a waiting attempt answered without a round trip.
+var errQueued = fmt.Errorf("postgres: waiting in turn behind others: %w", driver.ErrLocked)
+
 // tryLock runs the lock statement on s, whose slot the caller holds. On an
 // error the session is either left exactly as it was (nothing held for h)
-// or killed.
-func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok bool, token uint64, err error) {
+// or killed. ahead is the statement's answer to a waiter not granted (see
+// lockSQL).
+func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok bool, token uint64, ahead sql.NullFloat64, err error) {
+	var got sql.NullBool
 	var pid int
-	if req.Fencing {
-		var tok sql.NullInt64
-		err = l.ensureFenceTable(s)
-		if err == nil {
-			err = s.fenced(h.id, req.Holder, &ok, &pid, &tok)
+	var tok sql.NullInt64
+	mode := l.queueMode()
+	for try := 0; ; try++ {
+		err = nil
+		mode = l.queueMode()
+		wait := req.Wait && mode == queuePresent
+		if req.Fencing {
+			err = l.ensureFenceTable(s)
 		}
 		if err == nil {
-			token = uint64(tok.Int64)
-			if ok && token == 0 {
-				err = errors.New("postgres: the fencing statement returned no token")
+			args := []any{h.id}
+			if wait {
+				args = append(args, req.Owner.String(), l.channelArg())
 			}
+			if req.Fencing {
+				args = append(args, l.fenceArgs(req.Holder)...)
+			}
+			err = s.run(lockSQL(mode, wait, req.Fencing), args, &got, &pid, &tok, &ahead)
 		}
-	} else {
-		err = s.scan(s.lockStmt, []any{h.id}, &ok, &pid)
+		if try > 0 {
+			break
+		}
+		if err == nil && !got.Valid && mode != queuePresent {
+			l.queueSeen() // it appeared: ask again, with the queue's rules
+			continue
+		}
+		if err != nil && l.queueGone(err) {
+			continue
+		}
+		break
+	}
+	if err == nil && got.Valid {
+		ok = got.Bool
+		token = uint64(tok.Int64)
+		if ok && req.Fencing && token == 0 {
+			err = errors.New("postgres: the fencing statement returned no token")
+		}
+	} else if err == nil {
+		err = errors.New("postgres: the lock statement returned no result")
 	}
 	if err == nil {
 		err = s.checkPID(pid, true)
 		if err != nil {
 			l.kill(s, err)
-			return false, 0, err
+			return false, 0, ahead, err
 		}
-		return ok, token, nil
+		if !ok && req.Wait && mode == queueAbsent {
+			// The first wait for a held key: make the queue, which the
+			// next attempt joins.
+			if cerr := l.ensureQueueTable(s); cerr != nil && !sessionSurvives(cerr) {
+				l.kill(s, cerr)
+			}
+		}
+		return ok, token, ahead, nil
 	}
 	if !sessionSurvives(err) {
 		l.kill(s, err)
-		return false, 0, fmt.Errorf("postgres: lock session lost: %w: %w", err, driver.ErrUnavailable)
+		return false, 0, ahead, fmt.Errorf("postgres: lock session lost: %w: %w", err, driver.ErrUnavailable)
 	}
 	// The statement failed after the lock may have been taken (a session
 	// lock outlives the failed statement): give it back so the session
@@ -219,29 +277,55 @@ func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok boo
 		l.kill(s, cerr) // cannot tell what it holds: give it up
 	}
 	if outOfLocks(err) {
-		return false, 0, fmt.Errorf("postgres: the server's lock table is full (raise max_locks_per_transaction, or lower WithMaxKeys): %w: %w", err, driver.ErrUnavailable)
+		return false, 0, ahead, fmt.Errorf("postgres: the server's lock table is full (raise max_locks_per_transaction, or lower WithMaxKeys): %w: %w", err, driver.ErrUnavailable)
 	}
-	return false, 0, fmt.Errorf("postgres: acquire: %w: %w", err, failureKind(err))
+	return false, 0, ahead, fmt.Errorf("postgres: acquire: %w: %w", err, failureKind(err))
 }
 
-// unlockOnce runs pg_advisory_unlock on s, with the wake-up. On a full
-// lock table the wake-up's probe (pg_try_advisory_xact_lock) cannot take
-// its entry and fails the statement: the unlock is then run alone, which
-// needs no entry (waiters poll), rather than giving the session and every
-// key on it up.
-func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
+// unlock runs the release statement on s (see unlockSQL): the unlock, and
+// the NOTIFY of the key's first waiter. A client that finds the queue
+// table made since it last looked notifies the head with one more
+// statement.
+func (l *locker) unlock(s *session, id int64) (bool, error) {
 	var ok bool
 	var pid int
-	var void any
-	hi, lo := LockTag(id)
-	err := s.scan(s.unlockStmt, []any{id, strconv.FormatInt(id, 10), int32(hi), int32(lo)}, &ok, &pid, &void)
-	if outOfLocks(err) {
-		err = s.queryRow(`SELECT pg_advisory_unlock(`+strconv.FormatInt(id, 10)+`), pg_backend_pid()`, nil, &ok, &pid)
+	var third any
+	mode := l.queueMode()
+	err := s.run(unlockSQL(mode), []any{id}, &ok, &pid, &third)
+	if err != nil && l.queueGone(err) {
+		mode = l.queueMode()
+		err = s.run(unlockSQL(mode), []any{id}, &ok, &pid, &third)
 	}
 	if err != nil {
 		return false, err
 	}
-	return ok, s.checkPID(pid, true)
+	if err := s.checkPID(pid, true); err != nil {
+		return false, err
+	}
+	if ok && mode != queuePresent && third == true {
+		l.queueSeen()
+		l.passOn(s, id, driver.Owner{})
+	}
+	return ok, nil
+}
+
+// unlockOnce runs the release statement on s. On a full lock table the
+// statement may fail for want of an entry: the unlock is then run alone,
+// which needs none (the head then finds the key free by asking), rather
+// than giving the session and every key on it up.
+func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
+	ok, err := l.unlock(s, id)
+	if outOfLocks(err) {
+		var pid int
+		err = s.queryRow(`SELECT pg_advisory_unlock(`+strconv.FormatInt(id, 10)+`), pg_backend_pid()`, nil, &ok, &pid)
+		if err == nil {
+			err = s.checkPID(pid, true)
+		}
+	}
+	if err != nil {
+		return false, err
+	}
+	return ok, nil
 }
 
 // forget drops an attempt that took nothing.
@@ -254,9 +338,10 @@ func (l *locker) forget(h *hold) {
 }
 
 // Release runs pg_advisory_unlock on the session that holds key, with the
-// NOTIFY that wakes waiters in the same statement. pg_advisory_unlock
+// NOTIFY that wakes the first waiter in the same statement. pg_advisory_unlock
 // returning false (the session no longer held it) is an error matching
-// driver.ErrNotHeld.
+// driver.ErrNotHeld. An owner that waited and gave up leaves the queue
+// (and tells the waiter after it), and gets driver.ErrNotHeld.
 //
 // If ctx ends first, Release returns an error matching ctx.Err() and the
 // release goes on in the background: a release given up half way would
@@ -275,6 +360,10 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	h := l.held[key]
 	if h == nil || h.owner != owner || h.s == nil {
 		l.mu.Unlock()
+		if id, had := l.waits.drop(owner); had && l.queueMode() == queuePresent {
+			// Best effort: a row left behind is passed over within QueueHold.
+			l.onSession(ctx, func(s *session) error { return l.passOn(s, id, owner) })
+		}
 		return fmt.Errorf("postgres: key not held by this owner: %w", driver.ErrNotHeld)
 	}
 	if ctx.Done() == nil {
@@ -312,13 +401,8 @@ func (l *locker) release(h *hold) error {
 	}
 	l.mu.Unlock()
 
-	var ok bool
-	var pid int
-	var void any
-	err := s.scan(s.unlockStmt, []any{h.id, h.payload, h.tagHi, h.tagLo}, &ok, &pid, &void)
-	if err == nil {
-		err = s.checkPID(pid, true)
-	} else if sessionSurvives(err) {
+	ok, err := l.unlock(s, h.id)
+	if err != nil && sessionSurvives(err) {
 		// An unlock takes effect even if its statement then fails (a
 		// timeout, say): ask again; false now means the first one worked.
 		ok, err = l.unlockOnce(s, h.id)
@@ -332,7 +416,6 @@ func (l *locker) release(h *hold) error {
 	}
 	delete(s.keys, h.key)
 	l.mu.Unlock()
-	l.wake(h.id)
 	if err != nil {
 		l.kill(s, err)
 		return fmt.Errorf("postgres: release failed and its session was closed, which frees the lock: %w: %w", err, driver.ErrNotHeld)
@@ -396,7 +479,8 @@ func (l *locker) Close() error {
 	l.held = make(map[string]*hold)
 	l.mu.Unlock()
 
-	l.wakeAll()
+	l.waits.wakeAll()
+	l.waits.clear()
 	if l.listener != nil {
 		l.listener.close()
 	}

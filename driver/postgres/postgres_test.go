@@ -319,47 +319,52 @@ func TestLockerCloseTwice(t *testing.T) {
 	}
 }
 
-// Watch wakes a waiter of another client when the key is released.
+// Watch wakes a waiter of another client, queued behind the holder, when
+// the key is released, and the key is kept for it: a TryLock of a third
+// client is refused until the waiter takes it.
 func TestWatchWakesOnRelease(t *testing.T) {
 	dsn, _ := openDB(t)
 	ns := t.Name()
-	connA, _ := postgres.NewConnector(dsn, postgres.WithNamespace(ns))
-	connB, _ := postgres.NewConnector(dsn, postgres.WithNamespace(ns))
-	a, err := connA.Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
+	connect := func() driver.Locker {
+		conn, _ := postgres.NewConnector(dsn, postgres.WithNamespace(ns))
+		l, err := conn.Connect(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
 	}
-	defer a.Close()
-	b, err := connB.Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b, c := connect(), connect(), connect()
 	owner := driver.NewOwner()
 	if _, err := a.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: owner}); err != nil {
 		t.Fatal(err)
 	}
+	waiter := driver.NewOwner()
+	wait := driver.AcquireRequest{Key: "k", Owner: waiter, Wait: true}
+	if _, err := b.Acquire(t.Context(), wait); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiting attempt on a held key: %v; want ErrLocked", err)
+	}
 	wake := make(chan struct{}, 1)
-	stop, err := b.Watch("k", driver.NewOwner(), wake)
+	stop, err := b.Watch("k", waiter, wake)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
-	// The first wake-up may be the one sent when LISTEN takes effect.
-	select {
-	case <-wake:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no wake-up when the listener started")
+	if _, err := b.Acquire(t.Context(), wait); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("second waiting attempt: %v; want ErrLocked", err)
 	}
 	if err := a.Release(t.Context(), "k", owner); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := c.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("TryLock of a free key kept for a waiter: %v; want ErrLocked", err)
 	}
 	select {
 	case <-wake:
 	case <-time.After(30 * time.Second):
 		t.Fatal("no wake-up after the release")
 	}
-	if _, err := b.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); err != nil {
+	if _, err := b.Acquire(t.Context(), wait); err != nil {
 		t.Fatalf("Acquire after the wake-up: %v", err)
 	}
 }

@@ -35,8 +35,8 @@ type session struct {
 	sem  chan struct{} // held while a statement runs
 	stop chan struct{} // closed when the session is killed
 
-	lockStmt, unlockStmt, beatStmt *sql.Stmt
-	fenceStmt                      *sql.Stmt // prepared on first use; guarded by sem
+	beatStmt *sql.Stmt
+	stmts    map[string]*sql.Stmt // by their SQL, prepared on first use; guarded by sem
 
 	lastOK atomic.Int64 // l.now() as the last successful prepared statement was sent
 
@@ -46,21 +46,16 @@ type session struct {
 	keys  map[string]*hold
 }
 
-// The statements of a lock session. Each returns pg_backend_pid() so a
-// change of backend between statements (a transaction-pooling proxy) is
-// seen at once, for free.
+// The statements of a lock session (and lockSQL, unlockSQL, sqlPassOn).
+// Each returns pg_backend_pid() so a change of backend between statements
+// (a transaction-pooling proxy) is seen at once, for free.
 const (
-	sqlLock = `SELECT pg_try_advisory_lock($1), pg_backend_pid()`
-	// The NOTIFY, sent only when some client holds the key's interest tag
-	// (see listen.go), goes out when the statement commits, after the
-	// unlock: one round trip wakes every waiting client.
-	sqlUnlock = `SELECT pg_advisory_unlock($1), pg_backend_pid(),
-		CASE WHEN pg_try_advisory_xact_lock($3, $4) THEN NULL ELSE pg_notify('` + notifyChannel + `', $2) END`
 	sqlBeat  = `SELECT pg_backend_pid(), current_setting('mutexkit.session', true)`
 	sqlProbe = `SELECT pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
 		pg_is_in_recovery(), current_setting('server_version_num')::int,
 		current_setting('max_locks_per_transaction')::bigint *
-		(current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)`
+		(current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint),
+		NOT ` + sqlNoQueue
 )
 
 // background is the context of every statement on a lock session: see
@@ -81,6 +76,7 @@ func (l *locker) openSession(ctx context.Context) (*session, error) {
 		sem:     make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		keys:    make(map[string]*hold),
+		stmts:   make(map[string]*sql.Stmt),
 	}
 	if err := s.init(); err != nil {
 		if !errors.Is(err, errNoReply) { // else already given up
@@ -114,8 +110,12 @@ func (s *session) init() error {
 	var version int
 	var lockTable int64
 	var started sql.NullTime
-	if err := s.queryRow(sqlProbe, nil, &pid, &started, &recovery, &version, &lockTable); err != nil {
+	var queue bool
+	if err := s.queryRow(sqlProbe, nil, &pid, &started, &recovery, &version, &lockTable, &queue); err != nil {
 		return fmt.Errorf("postgres: probe the server: %w", err)
+	}
+	if queue {
+		l.queueSeen()
 	}
 	s.pid, s.started = pid, started
 	if recovery {
@@ -151,16 +151,13 @@ func (s *session) init() error {
 	if err != nil {
 		return fmt.Errorf("postgres: configure the session: %w", err)
 	}
-	for _, p := range []struct {
-		stmt **sql.Stmt
-		q    string
-	}{{&s.beatStmt, sqlBeat}, {&s.lockStmt, sqlLock}, {&s.unlockStmt, sqlUnlock}} {
-		st, err := s.prepare(p.q)
-		if err != nil {
+	mode := l.queueMode()
+	for _, q := range []string{sqlBeat, lockSQL(mode, false, false), unlockSQL(mode)} {
+		if _, err := s.stmt(q); err != nil {
 			return err
 		}
-		*p.stmt = st
 	}
+	s.beatStmt = s.stmts[sqlBeat]
 	// Behind a transaction pooler the settings above stayed on some other
 	// server connection: this is where that shows, if the proxy switched.
 	if err := s.beat(); err != nil {
@@ -187,6 +184,29 @@ func (s *session) scan(stmt *sql.Stmt, args []any, dest ...any) error {
 		s.lastOK.Store(sent)
 	}
 	return err
+}
+
+// stmt returns q prepared on the session, preparing it on first use. The
+// caller holds sem, or owns the session alone.
+func (s *session) stmt(q string) (*sql.Stmt, error) {
+	if st := s.stmts[q]; st != nil {
+		return st, nil
+	}
+	st, err := s.prepare(q)
+	if err != nil {
+		return nil, err
+	}
+	s.stmts[q] = st
+	return st, nil
+}
+
+// run is scan for q, prepared on the session by stmt.
+func (s *session) run(q string, args []any, dest ...any) error {
+	st, err := s.stmt(q)
+	if err != nil {
+		return txPoolingErr(err)
+	}
+	return s.scan(st, args, dest...)
 }
 
 // queryRow is scan for a statement that is not prepared.
@@ -407,7 +427,7 @@ func (l *locker) kill(s *session, cause error) {
 		what = "was given up: its statements reached other backends, so the lock may stay held by the proxy's server connection (until the proxy closes it) or be freed and granted to another holder"
 	}
 	for _, h := range lost {
-		l.wake(h.id)
+		l.waits.wakeKey(h.id)
 		if h.onLost != nil {
 			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock %s: %w: %w", s.pid, what, cause, driver.ErrNotHeld))
 		}
