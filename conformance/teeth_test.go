@@ -32,6 +32,9 @@ var brokenDrivers = map[string][]string{
 	"pingsAfterClose":    {"Driver/AfterClose"},
 	"watchNeverWakes":    {"Driver/Watch"},
 	"watchIgnoresStop":   {"Driver/Watch"},
+	// The same, on a driver that declares no wait queue.
+	"unqueuedWatchNeverWakes":  {"Driver/Watch"},
+	"unqueuedWatchIgnoresStop": {"Driver/Watch"},
 	// Wait queues.
 	"requeuesEachAttempt":   {"Queue/FIFO"},
 	"leavingKeepsPlace":     {"Queue/CancelMidQueue"},
@@ -62,6 +65,9 @@ var onlyCases = map[string]string{
 	"pingsAfterClose":  "^Driver$/^AfterClose$",
 	"watchNeverWakes":  "^Driver$/^Watch$",
 	"watchIgnoresStop": "^Driver$/^Watch$",
+
+	"unqueuedWatchNeverWakes":  "^Driver$/^Watch$",
+	"unqueuedWatchIgnoresStop": "^Driver$/^Watch$",
 
 	"requeuesEachAttempt":   "^Queue$/^FIFO$",
 	"leavingKeepsPlace":     "^Queue$/^CancelMidQueue$",
@@ -138,6 +144,9 @@ func (h brokenHarness) Capabilities() conformance.Capabilities {
 	c := h.Harness.Capabilities()
 	if h.fault == "unknownLacks" { // the package doc's old example, and a typo
 		c.Lacks = map[string]string{"Vanish": "cannot be faulted", "LossRepoted": "typo"}
+	}
+	if strings.HasPrefix(h.fault, "unqueued") {
+		c.Queue = false
 	}
 	return c
 }
@@ -252,10 +261,10 @@ func (l brokenLocker) Renew(ctx context.Context, batch []driver.Renewal) {
 }
 
 func (l brokenLocker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
-	switch l.h.fault {
-	case "watchNeverWakes":
+	switch strings.TrimPrefix(l.h.fault, "unqueued") {
+	case "WatchNeverWakes", "watchNeverWakes":
 		return func() {}, nil
-	case "watchIgnoresStop":
+	case "WatchIgnoresStop", "watchIgnoresStop":
 		if _, err := l.Locker.Watch(key, owner, wake); err != nil {
 			return nil, err
 		}
