@@ -77,6 +77,16 @@
 // (WithKeepalive) bound how long a client cut off by the network keeps its
 // locks (about 20 s).
 //
+// # Waiting
+//
+// Waiters are served in arrival order, through the table QueueTable (made
+// by the first wait for a held key; it stores key ids, never keys): a
+// waiting attempt takes the key only in its turn, a TryLock is refused
+// while waiters are queued, and a release notifies the first waiter alone,
+// on its client's own LISTEN channel. A waiter that gives up leaves the
+// queue; one that dies is passed over driver.QueueHold after its last
+// attempt. A role that may not create the table waits by polling.
+//
 // # Refused setups
 //
 // A hot standby (ErrStandby) and a transaction-pooling proxy such as

@@ -212,7 +212,7 @@ func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok boo
 	var got sql.NullBool
 	var pid int
 	var tok sql.NullInt64
-	mode := l.queueMode()
+	var mode int32
 	for try := 0; ; try++ {
 		err = nil
 		mode = l.queueMode()
