@@ -60,11 +60,14 @@ var mustSay = map[string][]string{
 // onlyCases narrows the child's run to the cases a fault is felt in,
 // where the rest of the suite would only cost time.
 var onlyCases = map[string]string{
-	"closeKeepsKeys":   "^Driver$/^CloseReleases$",
-	"secondCloseFails": "^Driver$/^AfterClose$",
-	"pingsAfterClose":  "^Driver$/^AfterClose$",
-	"watchNeverWakes":  "^Driver$/^Watch$",
-	"watchIgnoresStop": "^Driver$/^Watch$",
+	"grantsEveryAcquire": "^(Exclusion|TryLockHeld|StaleUnlock|Queue)$/^Contention$",
+	"unlockFreesAny":     "^Driver$/^ReleaseNeedsOwner$",
+	"neverReportsLoss":   "^(LossReported|Driver)$/^(RenewNeedsOwner|RenewFindsLoss)$",
+	"closeKeepsKeys":     "^Driver$/^CloseReleases$",
+	"secondCloseFails":   "^Driver$/^AfterClose$",
+	"pingsAfterClose":    "^Driver$/^AfterClose$",
+	"watchNeverWakes":    "^Driver$/^Watch$",
+	"watchIgnoresStop":   "^Driver$/^Watch$",
 
 	"unqueuedWatchNeverWakes":  "^Driver$/^Watch$",
 	"unqueuedWatchIgnoresStop": "^Driver$/^Watch$",
