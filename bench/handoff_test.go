@@ -58,7 +58,9 @@ const xactsFrom = 100
 // xacts/handoff on PostgreSQL), and the longest wait in handoffs passed
 // over (passed-max): for each Lock, the grants to others between its call
 // and its return beyond the N-1 that arrival order allows, the most over
-// all Locks.
+// all Locks; and the share of grants that went back to the client that
+// had just released (regrants-%: 0 in arrival order, as the releaser is
+// last in line).
 func BenchmarkHandoff(b *testing.B) {
 	byWaiters := func(b *testing.B, most int, impls func(b *testing.B, n int)) {
 		for _, n := range waitersAxis(most) {
@@ -229,10 +231,12 @@ func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 		grants      atomic.Int64
 		elapsed     time.Duration // base to the last grant
 
-		mu      sync.Mutex
-		passed  int64 // the most grants a Lock saw beyond fifo
-		samples = make([]time.Duration, 0, b.N)
-		errs    []error
+		mu       sync.Mutex
+		passed   int64 // the most grants a Lock saw beyond fifo
+		holder   = -1  // the client that held the key last
+		regrants int64 // grants to the client that held it last
+		samples  = make([]time.Duration, 0, b.N)
+		errs     []error
 	)
 	fail := func(err error) {
 		mu.Lock()
@@ -242,7 +246,7 @@ func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 	}
 	b.ResetTimer()
 	var wg sync.WaitGroup
-	for _, lock := range locks {
+	for i, lock := range locks {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				seen := grants.Load()
@@ -261,6 +265,10 @@ func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 				if n <= last {
 					mu.Lock()
 					passed = max(passed, n-1-seen-fifo)
+					if holder == i {
+						regrants++
+					}
+					holder = i
 					if l := lastRelease.Load(); l != 0 {
 						samples = append(samples, now-time.Duration(l))
 					}
@@ -296,6 +304,7 @@ func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "handoffs/s")
 	b.ReportMetric(float64(passed), "passed-max")
+	b.ReportMetric(100*float64(regrants)/float64(b.N), "regrants-%")
 	if meter != nil {
 		meter.report(b.N)
 	}

@@ -212,10 +212,13 @@ func writeHandoff(b *strings.Builder, r *results) {
 		"**Longest passed over**: for each Lock, the grants to other clients between its call and its return,\n" +
 		"less the N-1 that arrival order allows (every other client may be ahead of it once); the largest over the\n" +
 		"run's Locks, then the median of the rounds. 0 is first come, first served; a Lock that races the queue at\n" +
-		"the moment it asks can show 1 or 2. **before** is the same benchmark on the code before the wait queue\n" +
+		"the moment it asks can show 1 or 2. **Regrants**: the share of grants that went back to the client that\n" +
+		"had just released, which in arrival order is last in line: a handoff that is no handoff (redsync's\n" +
+		"releaser asks again at once and usually wins against waiters asleep in their retry delay).\n" +
+		"**before** is the same benchmark on the code before the wait queue\n" +
 		"(bench/results/before-queue.txt, median of its rounds).\n\n")
 	t := table{head: []string{"backend", "waiters", "impl", "median", "p99", "handoffs/s", "server work/handoff",
-		"scripts' commands/handoff", "longest passed over", "median: impl / ours", "before: median, work/handoff, passed over"}}
+		"scripts' commands/handoff", "longest passed over", "regrants", "median: impl / ours", "before: median, work/handoff, passed over"}}
 	for _, n := range r.scenario("Handoff") {
 		kv := keyValues(n)
 		vs := ""
@@ -238,7 +241,7 @@ func writeHandoff(b *strings.Builder, r *results) {
 			}
 		}
 		t.add(backendLabel(kv["backend"]), kv["waiters"], kv["impl"], r.fig(n, p50, "%.0f µs", 1), r.fig(n, p99, "%.0f µs", 1),
-			r.fig(n, handoffs, "%.0f", 1), work, r.fig(n, "script-cmds/handoff", "%.1f", 1), r.fig(n, passedMax, "%.0f", 1), vs, before)
+			r.fig(n, handoffs, "%.0f", 1), work, r.fig(n, "script-cmds/handoff", "%.1f", 1), r.fig(n, passedMax, "%.0f", 1), r.fig(n, "regrants-%", "%.0f%%", 1), vs, before)
 	}
 	t.write(b)
 }
