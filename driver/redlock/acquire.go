@@ -77,6 +77,7 @@ func (l *locker) acquireOne(ctx context.Context, q *acquisition) (driver.Grant, 
 	token, _, err := l.nodes[0].acquire(ctx, q.timeout, q.cmds)
 	switch {
 	case err != nil:
+		l.again(q)
 		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
 	case token < 0:
 		return driver.Grant{}, errLocked
@@ -84,6 +85,7 @@ func (l *locker) acquireOne(ctx context.Context, q *acquisition) (driver.Grant, 
 		q.grant.rec = withToken(q.grant.rec.(string), token) // as the script stored it
 	}
 	if elapsed := time.Since(q.start); elapsed >= q.validity {
+		l.again(q)
 		l.giveBack(ctx, q, []int{0})
 		return driver.Grant{}, errTooSlow(elapsed, q.validity)
 	}
@@ -157,6 +159,9 @@ func (l *locker) acquireQuorum(ctx context.Context, q *acquisition) (driver.Gran
 		l.granted(q)
 		return driver.Grant{Validity: q.validity}, nil
 	}
+	if len(reached) > 0 { // not a clean refusal: the nodes it reached may keep the key for it
+		l.again(q)
+	}
 	if granted >= l.quorum { // a whole grant, too late
 		l.giveBack(ctx, q, reached)
 		return driver.Grant{}, errTooSlow(elapsed, q.validity)
@@ -222,6 +227,14 @@ func (l *locker) granted(q *acquisition) {
 		l.waits.leave(q.owner)
 	}
 	l.track(q.key, q.grant)
+}
+
+// again makes the next attempt of q's waiter reach the server, after an
+// attempt that failed otherwise than by every node's refusal (queue.go).
+func (l *locker) again(q *acquisition) {
+	if q.wait != nil {
+		l.waits.again(q.wait)
+	}
 }
 
 // giveBack takes back a whole grant that came too late on the given

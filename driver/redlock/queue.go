@@ -96,6 +96,15 @@ func (ws *waiters) ask(owner driver.Owner, subsUp bool) (w *waiting, send bool) 
 	return w, true
 }
 
+// again makes w's next attempt reach the server: its last one may have
+// changed the node without telling it (a timeout, a grant withdrawn, or
+// too late), and a node may now keep the key for it without a wake-up.
+func (ws *waiters) again(w *waiting) {
+	ws.mu.Lock()
+	w.woken = true
+	ws.mu.Unlock()
+}
+
 // leave returns owner's member if it waits ("" if not), and forgets its
 // wait (a grant or a Release ends it).
 func (ws *waiters) leave(owner driver.Owner) any {

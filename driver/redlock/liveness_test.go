@@ -1,0 +1,74 @@
+package redlock_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Liveness of the wait queue: a waiter the server keeps the key for is
+// not held up by the client, nor by a waiter that has gone.
+
+// woken waits for a value on wake, for 10 s at most.
+func woken(t *testing.T, wake <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no wake-up within 10s", what)
+	}
+}
+
+// TestFailedAttemptAsksAgain: a waiting attempt that fails by a timeout
+// (the nodes' writes paused) after the key was kept for its waiter does
+// not make the client answer the next attempt itself: the next one
+// reaches the nodes, which keep the key for it, and takes it.
+func TestFailedAttemptAsksAgain(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		t.Run(map[int]string{1: "1node", 3: "3nodes"}[n], func(t *testing.T) {
+			c := startCluster(t, n)
+			holder, wl := c.locker(), c.locker()
+			h, w := driver.NewOwner(), driver.NewOwner()
+			if _, err := acquire(t, holder, "k", h); err != nil {
+				t.Fatal(err)
+			}
+			c.heldEverywhere(t, "k")
+			wake := make(chan struct{}, 1)
+			stop, err := wl.Watch("k", w, wake)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			woken(t, wake, "the subscriptions' confirmation")
+			time.Sleep(100 * time.Millisecond) // every node's
+			for len(wake) > 0 {
+				<-wake
+			}
+			mustWaitLocked(t, wl, "k", w)
+			if err := holder.Release(t.Context(), "k", h); err != nil {
+				t.Fatal(err)
+			}
+			woken(t, wake, "the release")
+			paused := []int{0}
+			if n == 3 {
+				paused = []int{0, 1}
+			}
+			const pause = 400 * time.Millisecond // twice the node timeout (TTL/10)
+			began := time.Now()
+			for _, i := range paused {
+				if _, err := c.do(i, "CLIENT", "PAUSE", pause.Milliseconds(), "WRITE"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := waitAttempt(t, wl, "k", w); !errors.Is(err, driver.ErrUnavailable) {
+				t.Fatalf("attempt while the nodes' writes are paused: %v; want ErrUnavailable", err)
+			}
+			time.Sleep(time.Until(began.Add(pause + 100*time.Millisecond)))
+			if err := waitAttempt(t, wl, "k", w); err != nil {
+				t.Fatalf("attempt after the pause, the key kept for the waiter: %v", err)
+			}
+		})
+	}
+}
