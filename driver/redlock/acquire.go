@@ -224,7 +224,7 @@ func (l *locker) withdrawCall(q *acquisition) call {
 // wait is over.
 func (l *locker) granted(q *acquisition) {
 	if q.wait != nil {
-		l.waits.leave(q.owner)
+		q.grant.member = l.waits.leave(q.owner)
 	}
 	l.track(q.key, q.grant)
 }

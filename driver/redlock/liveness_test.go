@@ -2,10 +2,14 @@ package redlock_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
+
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
 )
 
 // Liveness of the wait queue: a waiter the server keeps the key for is
@@ -70,5 +74,57 @@ func TestFailedAttemptAsksAgain(t *testing.T) {
 				t.Fatalf("attempt after the pause, the key kept for the waiter: %v", err)
 			}
 		})
+	}
+}
+
+// queued reports whether owner is in key's queue on server i.
+func (c *cluster) queued(t *testing.T, i int, key string, owner driver.Owner) bool {
+	t.Helper()
+	members, err := redis.Strings(c.do(i, "ZRANGE", c.lockKey(key)+":q", 0, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if strings.HasPrefix(m, owner.String()) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestWinnerLeavesEveryQueue: a waiter granted the key on a quorum while
+// the other nodes (held elsewhere) queued it leaves their queues when it
+// releases, so they do not keep the key for it: the next waiter takes it
+// on every node.
+func TestWinnerLeavesEveryQueue(t *testing.T) {
+	c := startCluster(t, 5)
+	wl, vl := c.locker(), c.locker()
+	w, v := driver.NewOwner(), driver.NewOwner()
+	c.plant(t, "k", driver.NewOwner(), 3, 4) // a minority held elsewhere
+	if err := waitAttempt(t, wl, "k", w); err != nil {
+		t.Fatalf("waiting attempt with 2 of 5 held elsewhere: %v", err)
+	}
+	redlock.Settle(wl) // nodes 3 and 4 queued w
+	mustWaitLocked(t, vl, "k", v)
+	if err := c.delete("k", 3, 4); err != nil { // the minority's holder gone
+		t.Fatal(err)
+	}
+	if err := wl.Release(t.Context(), "k", w); err != nil {
+		t.Fatal(err)
+	}
+	redlock.Settle(wl)
+	for i := range c.servers {
+		if c.queued(t, i, "k", w) {
+			t.Errorf("node %d: the released winner is still queued", i)
+		}
+	}
+	if err := waitAttempt(t, vl, "k", v); err != nil {
+		t.Fatalf("the next waiter after the release: %v", err)
+	}
+	redlock.Settle(vl)
+	for i := range c.servers {
+		if got := c.owner(i, "k"); got != v.String() {
+			t.Errorf("node %d holds %q; want the next waiter", i, got)
+		}
 	}
 }

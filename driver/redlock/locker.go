@@ -60,6 +60,11 @@ type heldKey struct {
 	dls   any
 	rec   any // the holder record written at the grant
 
+	// member is the owner's queue member when the grant ended its wait
+	// (nil if not): its release takes it out of the queues of the nodes
+	// that refused the grant (Redlock) and so still have it.
+	member any
+
 	// late marks the nodes that had not answered the acquire when it
 	// returned; settled is closed once they all have (nil: none late).
 	late    []bool

@@ -86,8 +86,12 @@ func (l *locker) release(ctx context.Context, key string, h heldKey, member any,
 }
 
 // releaseCall is the releaseScript call that releases h and takes member
-// ("" if none) out of the queue.
+// ("" if none: then the one of h's grant, if it ended a wait) out of the
+// queue.
 func (l *locker) releaseCall(h heldKey, member any) call {
+	if member == "" && h.member != nil {
+		member = h.member
+	}
 	c := newCall(releaseScript, 6)
 	c.args = append(c.args, h.lock, h.queue, h.dls, h.rec, member, l.wakeArg)
 	return c

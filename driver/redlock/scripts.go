@@ -176,7 +176,8 @@ end
 // Otherwise the caller joins the queue, keeping its arrival stamp if it
 // was in it, and its deadline is pushed back; and if the key is free with
 // another waiter first (the holder's grant expired, a node restarted
-// empty), the key is kept for that waiter, who is woken.
+// empty), the key is kept for that waiter, who is woken. Every grant
+// takes the caller out of the queue.
 //
 // KEYS: lock, queue, deadlines, fence. ARGV: record (token 0), ttl ms,
 // member, stamp, hold ms, channel prefix, "1" to fence. Returns the token
@@ -187,6 +188,7 @@ local cur = redis.call('GET', KEYS[1])
 local token
 if cur and string.sub(cur, 1, 32) == string.sub(rec, 1, 32) then
   token = string.match(cur, '^%x+ (%d+)') or '0'
+  dequeue(me)
 else
   local queued = cur == 'q ' .. me
   if not queued then
