@@ -128,3 +128,49 @@ func TestWinnerLeavesEveryQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseEndsPlaces: a Locker closed while its owner waits takes it
+// out of the queue: the holder's release keeps the key for the next
+// waiter, granted well before the closed one's place would have expired
+// (driver.QueueHold).
+func TestCloseEndsPlaces(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		t.Run(map[int]string{1: "1node", 3: "3nodes"}[n], func(t *testing.T) {
+			c := startCluster(t, n)
+			holder, gone, next := c.locker(), c.locker(), c.locker()
+			h, g, v := driver.NewOwner(), driver.NewOwner(), driver.NewOwner()
+			if _, err := acquire(t, holder, "k", h); err != nil {
+				t.Fatal(err)
+			}
+			c.heldEverywhere(t, "k")
+			mustWaitLocked(t, gone, "k", g)
+			mustWaitLocked(t, next, "k", v)
+			if err := gone.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for i := range c.servers {
+				if c.queued(t, i, "k", g) {
+					t.Errorf("node %d: the closed Locker's waiter is still queued", i)
+				}
+			}
+			if err := holder.Release(t.Context(), "k", h); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			for {
+				err := waitAttempt(t, next, "k", v)
+				if err == nil {
+					t.Logf("the next waiter granted %v after the release", time.Since(start).Round(time.Millisecond))
+					return
+				}
+				if !errors.Is(err, driver.ErrLocked) {
+					t.Fatal(err)
+				}
+				if time.Since(start) > driver.QueueHold/2 {
+					t.Fatalf("the next waiter not granted within %v of the release: %v", driver.QueueHold/2, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}

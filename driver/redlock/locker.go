@@ -119,14 +119,14 @@ func (l *locker) untrack(key string, owner driver.Owner) {
 // Watch wakes wake when owner's next attempt on key may succeed: when a
 // node keeps the key for owner, the head of its queue (queue.go), or a
 // subscription was confirmed again.
-func (l *locker) Watch(_ string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
+func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
 	if l.closed.Load() {
 		return nil, errClosed
 	}
 	if !l.watch.ensure() {
 		return nil, errNoSubscription
 	}
-	return l.waits.watch(owner, wake), nil
+	return l.waits.watch(key, owner, wake), nil
 }
 
 // Inspect reads the holder record on every node. The key is held when a
@@ -214,23 +214,24 @@ func (l *locker) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the keys this Locker holds, stops the subscriptions and
+// Close releases the keys this Locker holds, takes its waiters out of the
+// queues (passing on a key kept for one), stops the subscriptions and
 // closes the pools the driver made (never an application's).
 func (l *locker) Close() error {
 	if !l.closed.CompareAndSwap(false, true) {
 		return nil
 	}
 	l.watch.stop()
-	l.waits.close()
+	waits := l.waits.close()
 	l.mu.Lock()
 	held := l.held
 	l.held = nil // no more background work (background)
 	l.mu.Unlock()
 	l.bg.Wait() // late answers, each bounded by its node timeout
 	var err error
-	if len(held) > 0 {
+	if len(held) > 0 || len(waits) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-		err = l.releaseAll(ctx, held)
+		err = l.releaseAll(ctx, held, waits)
 		cancel()
 	}
 	for _, n := range l.nodes {

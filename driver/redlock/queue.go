@@ -40,8 +40,9 @@ var queueHoldMs any = driver.QueueHold.Milliseconds()
 // waiting is one owner's wait, from its first waiting attempt until a
 // grant or Release.
 type waiting struct {
-	member any // owner hex + client id, boxed once
-	stamp  any // arrival, µs, boxed once
+	key    string // the lock's key: Close takes the owner out of its queue
+	member any    // owner hex + client id, boxed once
+	stamp  any    // arrival, µs, boxed once
 	sent   time.Time
 	woken  bool
 	wake   chan<- struct{} // Watch's, nil when none
@@ -72,7 +73,7 @@ func (ws *waiters) init() {
 // attempt must reach the server (send); if so it counts as sent now.
 // subsUp says whether enough subscriptions are up to trust that no wake-up
 // was lost.
-func (ws *waiters) ask(owner driver.Owner, subsUp bool) (w *waiting, send bool) {
+func (ws *waiters) ask(key string, owner driver.Owner, subsUp bool) (w *waiting, send bool) {
 	now := time.Now()
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
@@ -85,7 +86,7 @@ func (ws *waiters) ask(owner driver.Owner, subsUp bool) (w *waiting, send bool) 
 				}
 			}
 		}
-		w = &waiting{member: owner.String() + ws.id, stamp: now.UnixMicro()}
+		w = &waiting{key: key, member: owner.String() + ws.id, stamp: now.UnixMicro()}
 		if !ws.closed {
 			ws.byOwn[owner] = w
 		}
@@ -120,12 +121,12 @@ func (ws *waiters) leave(owner driver.Owner) any {
 
 // watch registers wake for owner's wake-ups, and wakes it at once if one
 // came since its last attempt.
-func (ws *waiters) watch(owner driver.Owner, wake chan<- struct{}) (stop func()) {
+func (ws *waiters) watch(key string, owner driver.Owner, wake chan<- struct{}) (stop func()) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.byOwn[owner]
 	if w == nil { // not queued (yet): its next attempt goes to the server
-		w = &waiting{member: owner.String() + ws.id, stamp: time.Now().UnixMicro(), woken: true}
+		w = &waiting{key: key, member: owner.String() + ws.id, stamp: time.Now().UnixMicro(), woken: true}
 		if !ws.closed {
 			ws.byOwn[owner] = w
 		}
@@ -171,11 +172,15 @@ func (ws *waiters) wakeAll() {
 	}
 }
 
-func (ws *waiters) close() {
+// close forgets every wait, and returns them: Close takes their owners
+// out of the queues.
+func (ws *waiters) close() map[driver.Owner]*waiting {
 	ws.mu.Lock()
+	defer ws.mu.Unlock()
 	ws.closed = true
-	clear(ws.byOwn)
-	ws.mu.Unlock()
+	waits := ws.byOwn
+	ws.byOwn = make(map[driver.Owner]*waiting)
+	return waits
 }
 
 // notify sends on wake without blocking; nil is no one.

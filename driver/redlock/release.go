@@ -112,14 +112,19 @@ func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []i
 	wg.Wait()
 }
 
-// releaseAll releases many keys with one pipelined round trip per node
-// (Close).
-func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey) error {
-	calls := make([]call, 0, len(held))
+// releaseAll releases many keys, and takes waiters out of their keys'
+// queues, with one pipelined round trip per node (Close). Its error is
+// the releases' (a waiter's place ends by itself after QueueHold).
+func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey, waits map[driver.Owner]*waiting) error {
+	calls := make([]call, 0, len(held)+len(waits))
 	for _, h := range held {
 		calls = append(calls, l.releaseCall(h, ""))
 	}
-	for _, t := range l.everywhere(ctx, l.cfg.opTimeout(), calls) {
+	for owner, w := range waits {
+		h, _ := l.args(w.key, owner) // the owner alone: a key kept for it is given up
+		calls = append(calls, l.releaseCall(h, w.member))
+	}
+	for _, t := range l.everywhere(ctx, l.cfg.opTimeout(), calls)[:len(held)] {
 		if t.done < l.quorum && t.notHeld <= len(l.nodes)-l.quorum && len(t.errs) > 0 {
 			return l.quorumError("release", t.errs) // one says it: the nodes are the same for every key
 		}
