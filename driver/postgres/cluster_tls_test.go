@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
-	"github.com/mutexkit/mutexkit/driver/postgres"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 )
 
@@ -103,14 +102,16 @@ func TestClusterTLSVerifyFull(t *testing.T) {
 	}
 }
 
-// waitWaiting waits until a waiter is in the queue (see QueueTable), so a
-// release is sure to find it waiting.
+// waitWaiting waits until a client of role waits in the server's lock
+// queue (an ungranted advisory lock: see wait.go), so a release is sure to
+// find it waiting.
 func waitWaiting(t *testing.T, admin *sql.DB, role string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var n int
-		err := admin.QueryRow(`SELECT count(*) FROM ` + postgres.QueueTable + ` WHERE deadline > now()`).Scan(&n)
+		err := admin.QueryRow(`SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE l.locktype = 'advisory' AND NOT l.granted AND a.usename = $1`, role).Scan(&n)
 		if err == nil && n > 0 {
 			return
 		}

@@ -43,7 +43,12 @@ func (c *config) replyTimeout() time.Duration { return c.stmtTimeout + replyMarg
 // when the connection finally breaks; the caller must not read what f
 // writes unless exchange returned nil.
 func (s *session) exchange(f func() error) error {
-	d := s.l.cfg.replyTimeout()
+	return s.exchangeWithin(s.l.cfg.replyTimeout(), f)
+}
+
+// exchangeWithin is exchange with the reply deadline d (a wait in the
+// server: see wait.go).
+func (s *session) exchangeWithin(d time.Duration, f func() error) error {
 	if s.netConn != nil {
 		deadline := time.Now().Add(d)
 		s.netConn.SetDeadline(deadline)
@@ -70,7 +75,7 @@ func (s *session) exchange(f func() error) error {
 
 // noReply gives the session up for a missed reply deadline.
 func (s *session) noReply(d time.Duration) error {
-	err := fmt.Errorf("postgres: lock session: waited %v (the statement timeout plus %v): %w", d, replyMargin, errNoReply)
+	err := fmt.Errorf("postgres: lock session: waited %v (the statement's bound on the server plus %v): %w", d, replyMargin, errNoReply)
 	s.l.kill(s, err)
 	return err
 }

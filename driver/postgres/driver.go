@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"database/sql"
-	"fmt"
 
 	"github.com/lib/pq"
 
@@ -54,23 +53,12 @@ func NewConnector(dsn string, opts ...Option) (driver.Connector, error) {
 // driver cannot classify, any failed statement ends its session (and
 // loses its leases). The TCP keepalive of db's own connections is db's
 // business; this driver still sets the server side of it (see
-// WithKeepalive). A bad option is reported by Connect.
-//
-// Wake-ups on release need a LISTEN connection, which database/sql cannot
-// provide: pass WithListenDSN, or waiters poll.
+// WithKeepalive). Waits in the server take connections from db too (see
+// MaxWaiters). A bad option is reported by Connect.
 func FromDB(db *sql.DB, opts ...Option) driver.Connector {
 	cfg := defaultConfig()
 	cfg.apply(opts)
-	c := &connector{cfg: cfg, db: db}
-	if cfg.listenDSN != "" {
-		lcfg := cfg // the listen DSN's own mutexkit_ parameters do not apply
-		info, err := parseDSN(cfg.listenDSN, &lcfg)
-		if err != nil && c.cfg.err == nil {
-			c.cfg.err = fmt.Errorf("WithListenDSN: %w", err)
-		}
-		c.dsn = info
-	}
-	return c
+	return &connector{cfg: cfg, db: db}
 }
 
 type connector struct {

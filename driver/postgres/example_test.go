@@ -37,8 +37,7 @@ func ExampleFromDB() {
 		panic(err)
 	}
 	defer db.Close()
-	// WithListenDSN: waiters are woken by a release, instead of polling.
-	client := mutex.NewClient(postgres.FromDB(db, postgres.WithNamespace("cron"), postgres.WithListenDSN(dsn)))
+	client := mutex.NewClient(postgres.FromDB(db, postgres.WithNamespace("cron")))
 	defer client.Close()
 	lease, err := client.NewMutex("nightly-report").TryLock(context.Background())
 	if err != nil {

@@ -1,9 +1,9 @@
 package postgres
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/lib/pq"
@@ -28,22 +28,27 @@ const sqlFenceTable = `CREATE TABLE IF NOT EXISTS ` + FencingTable + ` (
 	since       timestamptz          -- and when, by the holder's clock
 )`
 
-// fenceCTE is the part of a fenced acquire statement (see lockSQL) that
-// issues the next token, only if the lock CTE l took the key, in the same
-// statement and round trip; $p, $p+1, $p+2 are the holder's host, process
-// id and time. Tokens strictly increase per key: each holder updates the
-// row while it holds the lock, and the update commits (durably) before the
-// grant is returned.
-func fenceCTE(p int) string {
-	n := func(i int) string { return "$" + strconv.Itoa(p+i) }
-	return `t AS (
-	INSERT INTO ` + FencingTable + ` AS f (key_id, token, holder_host, holder_pid, backend_pid, since)
-	SELECT $1, 1, ` + n(0) + `, ` + n(1) + `, pg_backend_pid(), ` + n(2) + ` FROM l WHERE l.ok
+// fenceUpsert issues the next token of key $1 to holder $2 (host), $3
+// (process id), $4 (time), for the rows of its FROM clause. Tokens
+// strictly increase per key: each holder updates the row while it holds
+// the lock, and the update commits (durably) before the grant is returned.
+const fenceUpsert = `INSERT INTO ` + FencingTable + ` AS f (key_id, token, holder_host, holder_pid, backend_pid, since)
+	SELECT $1, 1, $2, $3, pg_backend_pid(), $4 %s
 	ON CONFLICT (key_id) DO UPDATE SET token = f.token + 1, holder_host = EXCLUDED.holder_host,
 		holder_pid = EXCLUDED.holder_pid, backend_pid = EXCLUDED.backend_pid, since = EXCLUDED.since
-	RETURNING f.token
-)`
-}
+	RETURNING f.token`
+
+// sqlFencedLock takes the lock and, only if it got it, the next token, in
+// one statement and one round trip. The CTE with the volatile lock call is
+// evaluated once.
+var sqlFencedLock = `WITH l AS (SELECT pg_try_advisory_lock($1) AS ok),
+t AS (` + fmt.Sprintf(fenceUpsert, "FROM l WHERE l.ok") + `)
+SELECT l.ok, pg_backend_pid(), (SELECT token FROM t) FROM l`
+
+// sqlFenceToken issues the next token to the holder of a key its session
+// already holds: a key kept for a waiter (see wait.go).
+var sqlFenceToken = `WITH t AS (` + fmt.Sprintf(fenceUpsert, "") + `)
+SELECT true, pg_backend_pid(), (SELECT token FROM t)`
 
 // ensureFenceTable creates the fencing table once per locker. s's slot is
 // held by the caller.
@@ -69,19 +74,24 @@ func (l *locker) ensureFenceTable(s *session) error {
 	return nil
 }
 
-// fenceArgs are the holder's host, process id and time, for fenceCTE.
-func (l *locker) fenceArgs(who driver.Holder) []any {
+// fenced runs the fenced lock statement, or with kept sqlFenceToken. The
+// caller holds s's slot.
+func (s *session) fenced(kept bool, id int64, who driver.Holder, ok *bool, pid *int, token *sql.NullInt64) error {
+	q, stmt := sqlFencedLock, &s.fenceStmt
+	if kept {
+		q, stmt = sqlFenceToken, &s.tokenStmt
+	}
 	since := who.Since
 	if since.IsZero() {
 		since = time.Now()
 	}
 	host := who.Host
 	if host == "" {
-		host = l.host
+		host = s.l.host
 	}
 	procPID := who.PID
 	if procPID == 0 {
-		procPID = l.procPID
+		procPID = s.l.procPID
 	}
-	return []any{host, procPID, since}
+	return s.prepared(stmt, q, []any{id, host, procPID, since}, ok, pid, token)
 }

@@ -6,34 +6,32 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
 
 // locker is one client's Locker: up to MaxSessions lock sessions that its
 // held keys share, the keys it holds (each pinned to the session it was
-// taken on), and its waiters' wake-up channels.
+// taken on), and its waits in the server, each on a waiter session of its
+// own (see wait.go).
 type locker struct {
-	cfg      config
-	db       *sql.DB
-	ownDB    bool    // opened by this driver: closed with the locker
-	dialer   *dialer // nil for an application's *sql.DB
-	dsn      dsnInfo // for the LISTEN connection; zero when there is none
-	appName  string  // application_name of every session
-	epoch    time.Time
-	host     string
-	procPID  int
-	fenceMu  sync.Mutex
-	fenceOK  bool         // the fencing table exists: made or seen by this locker
-	queue    atomic.Int32 // what it knows of QueueTable: queueAbsent, ...
-	waits    waits        // its waiting owners' places
-	dialMu   sync.Mutex
-	closing  chan struct{}
-	listener *listener // nil when wake-ups cannot be had
+	cfg     config
+	db      *sql.DB
+	ownDB   bool    // opened by this driver: closed with the locker
+	dialer  *dialer // nil for an application's *sql.DB
+	dsn     dsnInfo // for its password, removed from errors; zero for FromDB
+	appName string  // application_name of every session
+	epoch   time.Time
+	host    string
+	procPID int
+	fenceMu sync.Mutex
+	fenceOK bool // the fencing table exists: made or seen by this locker
+	dialMu  sync.Mutex
+	closing chan struct{}
 
 	mu        sync.Mutex
 	closed    bool
@@ -42,11 +40,15 @@ type locker struct {
 	spare     bool          // one of them by openSpare
 	changed   chan struct{} // closed and replaced when sessions change
 	rr        int
-	held      map[string]*hold // key -> grant, or attempt in flight
+	held      map[string]*hold // key -> grant, attempt in flight, or wait
 	maxKeys   int
 	lockTable int64 // entries in the server's lock table; 0: unknown yet
 
-	wg sync.WaitGroup // the listener, verifications, background releases
+	waiters int                   // waits in the server, at most MaxWaiters
+	wsess   map[*session]struct{} // every waiter session, for Close
+	idle    []*session            // waiter sessions that hold nothing
+	watches map[watchKey]map[*watchReg]struct{}
+	wg      sync.WaitGroup // waits, verifications, background releases
 }
 
 // hold is one key taken, or being taken, by this locker.
@@ -54,7 +56,8 @@ type hold struct {
 	key    string
 	id     int64
 	owner  driver.Owner
-	s      *session // nil while the attempt is in flight
+	s      *session // nil while the attempt is in flight or waits
+	w      *wait    // while owner waits in the server
 	token  uint64
 	onLost func(error)
 }
@@ -73,11 +76,10 @@ func newLocker(cfg config, db *sql.DB, ownDB bool, d *dialer, dsn dsnInfo) *lock
 		closing: make(chan struct{}),
 		changed: make(chan struct{}),
 		held:    make(map[string]*hold),
+		wsess:   make(map[*session]struct{}),
+		watches: make(map[watchKey]map[*watchReg]struct{}),
 	}
 	l.appName = appName(newClientID(), l.procPID, host)
-	if dsn.pq.Database != "" { // parsed: the DSN's or WithListenDSN's
-		l.listener = newListener(l)
-	}
 	return l
 }
 
@@ -100,7 +102,7 @@ func (l *locker) connectError(err error) error {
 // start opens the first session, so Connect reports a bad password, an
 // unreachable server or a standby at once, and sets the key cap.
 func (l *locker) start(ctx context.Context) error {
-	s, err := l.openSession(ctx)
+	s, err := l.openSession(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -118,25 +120,17 @@ func (l *locker) start(ctx context.Context) error {
 }
 
 // Acquire makes one pg_try_advisory_lock attempt on a lock session, with
-// the fencing token in the same statement when req.Fencing is set, and
-// with the wait queue's rules (see QueueTable): a TryLock is refused
-// while waiters are queued, and a waiting attempt takes the key only in
-// its turn, else keeps its place. A waiting attempt behind others may be
-// answered from its last statement, with no round trip (see waits). A key
-// this locker holds, or is acquiring, is never asked for again: PostgreSQL
-// would grant it again to the same session and stack it.
+// the fencing token in the same statement when req.Fencing is set. A
+// waiting attempt that finds the key held waits in the server's own lock
+// queue (see wait.go); the owner's later attempts ask nothing of the
+// server until the key is kept for it. A key this locker holds, or is
+// acquiring, is never asked for again: PostgreSQL would grant it again to
+// the same session and stack it.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Grant{}, err
 	}
 	id := KeyID(l.cfg.namespace, req.Key)
-	var gen uint64
-	if req.Wait {
-		gen = l.listenerGen()
-		if l.waits.queued(req.Owner, gen, l.now()) {
-			return driver.Grant{}, errQueued
-		}
-	}
 	h := &hold{key: req.Key, id: id, owner: req.Owner, onLost: req.OnLost}
 
 	l.mu.Lock()
@@ -145,10 +139,14 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, errClosedLock
 	}
 	if cur := l.held[req.Key]; cur != nil {
-		l.mu.Unlock()
-		if cur.owner == req.Owner && cur.s != nil {
+		switch {
+		case cur.owner == req.Owner && cur.w != nil:
+			return l.attemptWaiting(cur, req) // unlocks mu
+		case cur.owner == req.Owner && cur.s != nil:
+			l.mu.Unlock()
 			return driver.Grant{Token: cur.token}, nil // a retry finds its own grant
 		}
+		l.mu.Unlock()
 		return driver.Grant{}, fmt.Errorf("postgres: key held by another owner of this client: %w", driver.ErrLocked)
 	}
 	if len(l.held) >= l.maxKeys {
@@ -159,20 +157,13 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	l.held[req.Key] = h
 	l.mu.Unlock()
 
-	sent := l.now()
-	if req.Wait {
-		// Before the statement: a wake-up from here on makes the next
-		// attempt ask the server. The place stays until a grant or Release.
-		l.waits.sending(req.Owner, id, gen, sent)
-	}
 	var s *session
 	var ok bool
 	var token uint64
-	var ahead sql.NullFloat64
 	err := l.onSession(ctx, func(on *session) error {
 		var err error
 		s = on
-		ok, token, ahead, err = l.tryLock(s, h, req)
+		ok, token, err = l.tryLock(s, h, req)
 		return err
 	})
 	if err != nil {
@@ -180,14 +171,16 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, err
 	}
 	if !ok {
-		l.forget(h)
-		if req.Wait && ahead.Valid {
-			l.waits.behind(req.Owner, sent, ahead.Float64)
+		if req.Wait {
+			if waiting, err := l.startWait(ctx, h); waiting {
+				if err != nil {
+					return driver.Grant{}, err
+				}
+				return driver.Grant{}, fmt.Errorf("postgres: waiting in the server's queue: %w", driver.ErrLocked)
+			}
 		}
+		l.forget(h)
 		return driver.Grant{}, fmt.Errorf("postgres: %w", driver.ErrLocked)
-	}
-	if req.Wait {
-		l.waits.drop(req.Owner) // the statement deleted its row
 	}
 	l.mu.Lock()
 	if s.dead || l.closed { // killed while we asked: the lock went with it
@@ -201,74 +194,37 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	return driver.Grant{Token: token}, nil
 }
 
-// errQueued is a waiting attempt answered without a round trip.
-var errQueued = fmt.Errorf("postgres: waiting in turn behind others: %w", driver.ErrLocked)
-
 // tryLock runs the lock statement on s, whose slot the caller holds. On an
 // error the session is either left exactly as it was (nothing held for h)
-// or killed. ahead is the statement's answer to a waiter not granted (see
-// lockSQL).
-func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok bool, token uint64, ahead sql.NullFloat64, err error) {
-	var got sql.NullBool
+// or killed.
+func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok bool, token uint64, err error) {
 	var pid int
-	var tok sql.NullInt64
-	var mode int32
-	for try := 0; ; try++ {
-		err = nil
-		mode = l.queueMode()
-		wait := req.Wait && mode == queuePresent
-		if req.Fencing {
-			err = l.ensureFenceTable(s)
+	if req.Fencing {
+		var tok sql.NullInt64
+		err = l.ensureFenceTable(s)
+		if err == nil {
+			err = s.fenced(false, h.id, req.Holder, &ok, &pid, &tok)
 		}
 		if err == nil {
-			args := []any{h.id}
-			if wait {
-				args = append(args, req.Owner.String(), l.channelArg())
+			token = uint64(tok.Int64)
+			if ok && token == 0 {
+				err = errors.New("postgres: the fencing statement returned no token")
 			}
-			if req.Fencing {
-				args = append(args, l.fenceArgs(req.Holder)...)
-			}
-			err = s.run(lockSQL(mode, wait, req.Fencing), args, &got, &pid, &tok, &ahead)
 		}
-		if try > 0 {
-			break
-		}
-		if err == nil && !got.Valid && mode != queuePresent {
-			l.queueSeen() // it appeared: ask again, with the queue's rules
-			continue
-		}
-		if err != nil && l.queueGone(err) {
-			continue
-		}
-		break
-	}
-	if err == nil && got.Valid {
-		ok = got.Bool
-		token = uint64(tok.Int64)
-		if ok && req.Fencing && token == 0 {
-			err = errors.New("postgres: the fencing statement returned no token")
-		}
-	} else if err == nil {
-		err = errors.New("postgres: the lock statement returned no result")
+	} else {
+		err = s.scan(s.lockStmt, []any{h.id}, &ok, &pid)
 	}
 	if err == nil {
 		err = s.checkPID(pid, true)
 		if err != nil {
 			l.kill(s, err)
-			return false, 0, ahead, err
+			return false, 0, err
 		}
-		if !ok && req.Wait && mode == queueAbsent {
-			// The first wait for a held key: make the queue, which the
-			// next attempt joins.
-			if cerr := l.ensureQueueTable(s); cerr != nil && !sessionSurvives(cerr) {
-				l.kill(s, cerr)
-			}
-		}
-		return ok, token, ahead, nil
+		return ok, token, nil
 	}
 	if !sessionSurvives(err) {
 		l.kill(s, err)
-		return false, 0, ahead, fmt.Errorf("postgres: lock session lost: %w: %w", err, driver.ErrUnavailable)
+		return false, 0, fmt.Errorf("postgres: lock session lost: %w: %w", err, driver.ErrUnavailable)
 	}
 	// The statement failed after the lock may have been taken (a session
 	// lock outlives the failed statement): give it back so the session
@@ -277,55 +233,20 @@ func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok boo
 		l.kill(s, cerr) // cannot tell what it holds: give it up
 	}
 	if outOfLocks(err) {
-		return false, 0, ahead, fmt.Errorf("postgres: the server's lock table is full (raise max_locks_per_transaction, or lower WithMaxKeys): %w: %w", err, driver.ErrUnavailable)
+		return false, 0, fmt.Errorf("postgres: the server's lock table is full (raise max_locks_per_transaction, or lower WithMaxKeys): %w: %w", err, driver.ErrUnavailable)
 	}
-	return false, 0, ahead, fmt.Errorf("postgres: acquire: %w: %w", err, failureKind(err))
+	return false, 0, fmt.Errorf("postgres: acquire: %w: %w", err, failureKind(err))
 }
 
-// unlock runs the release statement on s (see unlockSQL): the unlock, and
-// the NOTIFY of the key's first waiter. A client that finds the queue
-// table made since it last looked notifies the head with one more
-// statement.
-func (l *locker) unlock(s *session, id int64) (bool, error) {
+// unlockOnce runs pg_advisory_unlock on s, whose slot the caller holds.
+func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
 	var ok bool
 	var pid int
-	var third any
-	mode := l.queueMode()
-	err := s.run(unlockSQL(mode), []any{id}, &ok, &pid, &third)
-	if err != nil && l.queueGone(err) {
-		mode = l.queueMode()
-		err = s.run(unlockSQL(mode), []any{id}, &ok, &pid, &third)
-	}
+	err := s.scan(s.unlockStmt, []any{id}, &ok, &pid)
 	if err != nil {
 		return false, err
 	}
-	if err := s.checkPID(pid, true); err != nil {
-		return false, err
-	}
-	if ok && mode != queuePresent && third == true {
-		l.queueSeen()
-		l.passOn(s, id, driver.Owner{})
-	}
-	return ok, nil
-}
-
-// unlockOnce runs the release statement on s. On a full lock table the
-// statement may fail for want of an entry: the unlock is then run alone,
-// which needs none (the head then finds the key free by asking), rather
-// than giving the session and every key on it up.
-func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
-	ok, err := l.unlock(s, id)
-	if outOfLocks(err) {
-		var pid int
-		err = s.queryRow(`SELECT pg_advisory_unlock(`+strconv.FormatInt(id, 10)+`), pg_backend_pid()`, nil, &ok, &pid)
-		if err == nil {
-			err = s.checkPID(pid, true)
-		}
-	}
-	if err != nil {
-		return false, err
-	}
-	return ok, nil
+	return ok, s.checkPID(pid, true)
 }
 
 // forget drops an attempt that took nothing.
@@ -337,11 +258,11 @@ func (l *locker) forget(h *hold) {
 	l.mu.Unlock()
 }
 
-// Release runs pg_advisory_unlock on the session that holds key, with the
-// NOTIFY that wakes the first waiter in the same statement. pg_advisory_unlock
-// returning false (the session no longer held it) is an error matching
-// driver.ErrNotHeld. An owner that waited and gave up leaves the queue
-// (and tells the waiter after it), and gets driver.ErrNotHeld.
+// Release runs pg_advisory_unlock on the session that holds key; the
+// server grants the key at once to the first of its waiters, if any.
+// pg_advisory_unlock returning false (the session no longer held it) is an
+// error matching driver.ErrNotHeld. An owner that waits in the server ends
+// its wait (see wait.go), and gets driver.ErrNotHeld.
 //
 // If ctx ends first, Release returns an error matching ctx.Err() and the
 // release goes on in the background: a release given up half way would
@@ -358,12 +279,12 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 		return errClosedLock
 	}
 	h := l.held[key]
+	if h != nil && h.owner == owner && h.w != nil {
+		l.endWaitLocked(h, h.w) // unlocks mu
+		return fmt.Errorf("postgres: key not held by this owner (its wait ended): %w", driver.ErrNotHeld)
+	}
 	if h == nil || h.owner != owner || h.s == nil {
 		l.mu.Unlock()
-		if id, had := l.waits.drop(owner); had && l.queueMode() == queuePresent {
-			// Best effort: a row left behind is passed over within QueueHold.
-			l.onSession(ctx, func(s *session) error { return l.passOn(s, id, owner) })
-		}
 		return fmt.Errorf("postgres: key not held by this owner: %w", driver.ErrNotHeld)
 	}
 	if ctx.Done() == nil {
@@ -401,7 +322,7 @@ func (l *locker) release(h *hold) error {
 	}
 	l.mu.Unlock()
 
-	ok, err := l.unlock(s, h.id)
+	ok, err := l.unlockOnce(s, h.id)
 	if err != nil && sessionSurvives(err) {
 		// An unlock takes effect even if its statement then fails (a
 		// timeout, say): ask again; false now means the first one worked.
@@ -423,6 +344,9 @@ func (l *locker) release(h *hold) error {
 	if !ok {
 		l.kill(s, errors.New("pg_advisory_unlock returned false"))
 		return fmt.Errorf("postgres: pg_advisory_unlock returned false: the session no longer held the lock: %w", driver.ErrNotHeld)
+	}
+	if s.waiter {
+		l.recycleWaiter(s) // it holds nothing now: kept for the next wait
 	}
 	return nil
 }
@@ -455,13 +379,15 @@ func (l *locker) Ping(ctx context.Context) error {
 	return redactErr(fmt.Errorf("postgres: ping: %w", err), l.dsn.password)
 }
 
-// Close stops the listener and closes every session, which frees the locks
-// still on them. Leases still held are not reported lost: their client is
-// closing them. A statement in flight on a connection this driver dialed
-// is ended by closing its socket. Close returns within the reply deadline:
-// what is still in flight then (a statement on an application's
-// connection to a silent server, a LISTEN connection being opened) ends in
-// the background, and the session is closed once its statement ends.
+// Close closes every session, which frees the locks still on them, and
+// ends the waits in the server. Leases still held are not reported lost:
+// their client is closing them. A statement in flight on a connection
+// this driver dialed is ended by closing its socket; a wait on an
+// application's connection (FromDB) is cancelled (pg_cancel_backend, on a
+// connection of the application's pool). Close returns within the reply
+// deadline: what is still in flight then (a statement on an application's
+// connection to a silent server) ends in the background, and the session
+// is closed once its statement ends.
 func (l *locker) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -472,18 +398,31 @@ func (l *locker) Close() error {
 	close(l.closing)
 	sessions := l.sessions
 	l.sessions = nil
+	for s := range l.wsess {
+		sessions = append(sessions, s)
+	}
+	l.wsess, l.idle = nil, nil
+	var waiting []int // backends of waits on an application's connections
+	for _, h := range l.held {
+		if w := h.w; w != nil && !w.over {
+			w.over = true
+			w.timer.Stop()
+			close(w.ended)
+			if w.sent && !w.kept && w.s.netConn == nil {
+				waiting = append(waiting, w.s.pid)
+			}
+		}
+	}
 	for _, s := range sessions {
 		s.dead = true
 		close(s.stop)
 	}
 	l.held = make(map[string]*hold)
+	for k := range l.watches {
+		l.wakeLocked(k) // their next attempt finds the client closed
+	}
 	l.mu.Unlock()
 
-	l.waits.wakeAll()
-	l.waits.clear()
-	if l.listener != nil {
-		l.listener.close()
-	}
 	for _, s := range sessions {
 		switch {
 		case s.tryTake():
@@ -492,9 +431,15 @@ func (l *locker) Close() error {
 			s.netConn.Close() // the server sees the session end, and frees its locks
 		}
 	}
+	if len(waiting) > 0 {
+		ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
+		l.db.ExecContext(ctx, `SELECT pg_cancel_backend(pid) FROM pg_locks
+			WHERE pid = ANY($1) AND locktype = 'advisory' AND NOT granted`, pq.Array(waiting))
+		cancel()
+	}
 	done := make(chan struct{})
 	go func() {
-		l.wg.Wait() // the listener, verifications, background releases: each bounded
+		l.wg.Wait() // waits, verifications, background releases: each bounded
 		var discards sync.WaitGroup
 		for _, s := range sessions {
 			discards.Go(s.discard) // waits for a statement in flight

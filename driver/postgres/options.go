@@ -28,9 +28,15 @@ const (
 	DefaultMaxKeys = 4096
 
 	// MaxSessions is how many lock sessions (server connections) one
-	// client's held keys share. Waiters need no session of their own; a
-	// client's LISTEN connection for wake-ups is one more.
+	// client's held keys share.
 	MaxSessions = 4
+
+	// MaxWaiters is how many waits one client has in the server's lock
+	// queue at once, each on a waiter session (a server connection) of its
+	// own; a client keeps two of them, idle, for its next waits. A Lock
+	// beyond it polls (see wait.go), and is served only once the server's
+	// queue for the key is empty.
+	MaxWaiters = 16
 )
 
 // Option configures a Connector. Options given to NewConnector override the
@@ -44,8 +50,7 @@ type config struct {
 	keepIdle    time.Duration
 	keepIntvl   time.Duration
 	keepCount   int
-	maxKeys     int // 0: DefaultMaxKeys or half the server's lock table
-	listenDSN   string
+	maxKeys     int   // 0: DefaultMaxKeys or half the server's lock table
 	err         error // the first bad option
 }
 
@@ -124,9 +129,3 @@ func WithMaxKeys(n int) Option {
 		c.maxKeys = n
 	}
 }
-
-// WithListenDSN gives connectors made by FromDB a DSN for their
-// LISTEN connection, which wakes waiters as soon as a key is released.
-// Without it, such clients find releases by polling. Connectors made from
-// a DSN listen on that DSN.
-func WithListenDSN(dsn string) Option { return func(c *config) { c.listenDSN = dsn } }

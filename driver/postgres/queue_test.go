@@ -4,8 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,15 +14,30 @@ import (
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// queued counts the live queue rows of key in namespace ns.
-func queued(t *testing.T, db *sql.DB, ns, key string) int {
+// waitingIn counts the requests for key in namespace ns waiting in the
+// server's lock queue (ungranted in pg_locks).
+func waitingIn(t *testing.T, db *sql.DB, ns, key string) int {
 	t.Helper()
+	classid, objid := LockTag(KeyID(ns, key))
 	var n int
-	err := db.QueryRow(`SELECT count(*) FROM `+QueueTable+` WHERE key_id = $1 AND deadline > now()`, KeyID(ns, key)).Scan(&n)
-	if err != nil && !strings.Contains(err.Error(), "does not exist") {
+	if err := db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted
+		AND classid = $1 AND objid = $2`, int64(classid), int64(objid)).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// waiterPID is the backend of the one request for key waiting in the
+// server.
+func waiterPID(t *testing.T, db *sql.DB, ns, key string) int {
+	t.Helper()
+	classid, objid := LockTag(KeyID(ns, key))
+	var pid int
+	if err := db.QueryRow(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted
+		AND classid = $1 AND objid = $2`, int64(classid), int64(objid)).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }
 
 // lockAsync runs m.Lock(ctx) and sends its lease (or error) on the channel
@@ -39,8 +54,8 @@ func lockAsync(ctx context.Context, m *mutex.Mutex) <-chan *mutex.Lease {
 	return got
 }
 
-// Waiters of several clients are served in the order they arrived, and
-// the queue stores the key's id, never the key.
+// Waiters of several clients are served in the order they arrived: the
+// server's lock queue's order.
 func TestQueueFIFOThroughMutex(t *testing.T) {
 	dsn, db := adminDB(t)
 	ns := namespace(t)
@@ -54,12 +69,7 @@ func TestQueueFIFOThroughMutex(t *testing.T) {
 	for i := range n {
 		c, _ := testClient(t, dsn, ns)
 		waits = append(waits, lockAsync(t.Context(), c.NewMutex(key)))
-		waitFor(t, "the waiter's queue row", func() bool { return queued(t, db, ns, key) == i+1 })
-	}
-	var leak int
-	db.QueryRow(`SELECT count(*) FROM `+QueueTable+` q WHERE strpos(q::text, $1) > 0`, "Quixote").Scan(&leak)
-	if leak != 0 {
-		t.Errorf("%d queue rows carry the key's text", leak)
+		waitFor(t, "the waiter in the server's queue", func() bool { return waitingIn(t, db, ns, key) == i+1 })
 	}
 	if err := lease.Unlock(t.Context()); err != nil {
 		t.Fatal(err)
@@ -102,10 +112,10 @@ func TestQueueCancelledWaiterLeaves(t *testing.T) {
 	b, _ := testClient(t, dsn, ns)
 	ctx, cancel := context.WithCancel(t.Context())
 	gaveUp := lockAsync(ctx, b.NewMutex(key))
-	waitFor(t, "b queued", func() bool { return queued(t, db, ns, key) == 1 })
+	waitFor(t, "b queued", func() bool { return waitingIn(t, db, ns, key) == 1 })
 	c, _ := testClient(t, dsn, ns)
 	next := lockAsync(t.Context(), c.NewMutex(key))
-	waitFor(t, "c queued", func() bool { return queued(t, db, ns, key) == 2 })
+	waitFor(t, "c queued", func() bool { return waitingIn(t, db, ns, key) == 2 })
 	stranger, _ := testClient(t, dsn, ns)
 	if _, err := stranger.NewMutex(key).TryLock(t.Context()); !errors.Is(err, mutex.ErrLocked) {
 		t.Fatalf("TryLock while waiters are queued: %v; want ErrLocked", err)
@@ -114,7 +124,7 @@ func TestQueueCancelledWaiterLeaves(t *testing.T) {
 	if l := <-gaveUp; l != nil {
 		t.Fatal("a cancelled Lock returned a lease")
 	}
-	waitFor(t, "b out of the queue", func() bool { return queued(t, db, ns, key) == 1 })
+	waitFor(t, "b out of the queue", func() bool { return waitingIn(t, db, ns, key) == 1 })
 	start := time.Now()
 	if err := lease.Unlock(t.Context()); err != nil {
 		t.Fatal(err)
@@ -131,9 +141,11 @@ func TestQueueCancelledWaiterLeaves(t *testing.T) {
 	}
 }
 
-// A waiter whose server connections are all killed (its LISTEN connection
-// and its lock sessions) is still served once the key is released.
-func TestQueueWaiterSessionsKilled(t *testing.T) {
+// A waiter whose waiter session is killed on the server (pg_terminate_backend)
+// waits again, and is served once the key is released, never while the
+// holder holds it; killed again once it holds the key, its lease is lost,
+// and the next waiter is served.
+func TestQueueWaiterSessionKilled(t *testing.T) {
 	dsn, db := adminDB(t)
 	ns := namespace(t)
 	const key = "k"
@@ -142,33 +154,110 @@ func TestQueueWaiterSessionsKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, wl := testClient(t, dsn, ns)
+	w, _ := testClient(t, dsn, ns)
 	got := lockAsync(t.Context(), w.NewMutex(key))
-	waitFor(t, "the waiter queued and listening", func() bool { return queued(t, db, ns, key) == 1 && wl.listenerUp() })
-	var killed int
-	if err := db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, wl.appName).Scan(&killed); err != nil || killed == 0 {
-		t.Fatalf("killed %d backends of the waiter: %v", killed, err)
+	waitFor(t, "the waiter in the server's queue", func() bool { return waitingIn(t, db, ns, key) == 1 })
+	first := waiterPID(t, db, ns, key)
+	if _, err := db.Exec(`SELECT pg_terminate_backend($1)`, first); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the waiter queued again", func() bool {
+		return waitingIn(t, db, ns, key) == 1 && waiterPID(t, db, ns, key) != first
+	})
+	select {
+	case <-got:
+		t.Fatal("the waiter was served while the holder held the key")
+	default:
 	}
 	if err := lease.Unlock(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	var wl *mutex.Lease
 	select {
-	case l := <-got:
-		if l == nil {
+	case wl = <-got:
+		if wl == nil {
 			t.Fatal("waiter: Lock failed")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("waiter not served within 30s")
+	}
+	pid := holderPID(t, db, ns, key)
+	next, _ := testClient(t, dsn, ns)
+	nextGot := lockAsync(t.Context(), next.NewMutex(key))
+	waitFor(t, "the next waiter in the server's queue", func() bool { return waitingIn(t, db, ns, key) == 1 })
+	if _, err := db.Exec(`SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wl.Done():
+		if !errors.Is(wl.Err(), mutex.ErrNotHeld) {
+			t.Fatalf("the killed holder's lease: %v; want ErrNotHeld", wl.Err())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the killed holder's lease not reported lost within 30s")
+	}
+	select {
+	case l := <-nextGot:
+		if l == nil {
+			t.Fatal("next waiter: Lock failed")
 		}
 		l.Unlock(t.Context())
 	case <-time.After(30 * time.Second):
-		t.Fatal("waiter not served within 30s")
+		t.Fatal("next waiter not served within 30s")
+	}
+}
+
+// Beyond MaxWaiters waits in the server, a client's Locks poll, and are
+// served all the same.
+func TestQueueBeyondMaxWaiters(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	holder, _ := testClient(t, dsn, ns)
+	w, wl := testClient(t, dsn, ns)
+	const n = MaxWaiters + 2
+	var leases []*mutex.Lease
+	for i := range n {
+		l, err := holder.NewMutex(fmt.Sprint("k", i)).TryLock(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		leases = append(leases, l)
+	}
+	var got []<-chan *mutex.Lease
+	for i := range n {
+		got = append(got, lockAsync(t.Context(), w.NewMutex(fmt.Sprint("k", i))))
+	}
+	waitFor(t, "MaxWaiters waits in the server", func() bool {
+		return sessionsOf(t, db, wl) >= MaxWaiters+1
+	})
+	time.Sleep(100 * time.Millisecond)
+	if s := sessionsOf(t, db, wl); s > MaxSessions+MaxWaiters {
+		t.Fatalf("%d server connections for %d waits; want at most %d", s, n, MaxSessions+MaxWaiters)
+	}
+	for _, l := range leases {
+		if err := l.Unlock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range got {
+		select {
+		case l := <-c:
+			if l == nil {
+				t.Fatalf("waiter %d: Lock failed", i)
+			}
+			l.Unlock(t.Context())
+		case <-time.After(30 * time.Second):
+			t.Fatalf("waiter %d not served within 30s", i)
+		}
 	}
 }
 
 // Exclusion with the queue: 3 clients x 10 goroutines take one key in turn;
 // a gauge of holders never passes 1 and a counter updated by read, yield,
 // write loses nothing (run under -race). Closing the clients leaves no
-// goroutine of theirs behind.
+// goroutine of theirs behind, and no server connection.
 func TestQueueExclusion(t *testing.T) {
-	dsn, _ := adminDB(t)
+	dsn, db := adminDB(t)
 	ns := namespace(t)
 	before := runtime.NumGoroutine()
 	var (
@@ -177,6 +266,7 @@ func TestQueueExclusion(t *testing.T) {
 		maxHeld  int
 		wg       sync.WaitGroup
 		clients  []*mutex.Client
+		lockers  []*locker
 		failures = make(chan error, 30)
 	)
 	const perG = 5
@@ -185,8 +275,9 @@ func TestQueueExclusion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := mutex.NewClient(conn, mutex.WithHeartbeat(testHeartbeat))
+		c, l := wrapClient(t, conn)
 		clients = append(clients, c)
+		lockers = append(lockers, l)
 		for range 10 {
 			wg.Go(func() {
 				m := c.NewMutex("counter")
@@ -223,6 +314,9 @@ func TestQueueExclusion(t *testing.T) {
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, l := range lockers {
+		waitFor(t, "the client's server connections closed", func() bool { return sessionsOf(t, db, l) == 0 })
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {

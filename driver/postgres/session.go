@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -35,8 +36,12 @@ type session struct {
 	sem  chan struct{} // held while a statement runs
 	stop chan struct{} // closed when the session is killed
 
-	beatStmt *sql.Stmt
-	stmts    map[string]*sql.Stmt // by their SQL, prepared on first use; guarded by sem
+	lockStmt, unlockStmt, beatStmt *sql.Stmt
+	fenceStmt, tokenStmt           *sql.Stmt // prepared on first use; guarded by sem
+	waitStmt                       *sql.Stmt // a waiter session's (see wait.go)
+	queuedStmt, endStmt            *sql.Stmt // prepared on first use; guarded by sem
+
+	waiter bool // a waiter session (wait.go), never in the pool
 
 	lastOK atomic.Int64 // l.now() as the last successful prepared statement was sent
 
@@ -46,25 +51,27 @@ type session struct {
 	keys  map[string]*hold
 }
 
-// The statements of a lock session (and lockSQL, unlockSQL, sqlPassOn).
-// Each returns pg_backend_pid() so a change of backend between statements
-// (a transaction-pooling proxy) is seen at once, for free.
+// The statements of a lock session. Each returns pg_backend_pid() so a
+// change of backend between statements (a transaction-pooling proxy) is
+// seen at once, for free.
 const (
-	sqlBeat  = `SELECT pg_backend_pid(), current_setting('mutexkit.session', true)`
-	sqlProbe = `SELECT pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
+	sqlLock   = `SELECT pg_try_advisory_lock($1), pg_backend_pid()`
+	sqlUnlock = `SELECT pg_advisory_unlock($1), pg_backend_pid()`
+	sqlBeat   = `SELECT pg_backend_pid(), current_setting('mutexkit.session', true)`
+	sqlProbe  = `SELECT pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
 		pg_is_in_recovery(), current_setting('server_version_num')::int,
 		current_setting('max_locks_per_transaction')::bigint *
-		(current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint),
-		NOT ` + sqlNoQueue
+		(current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)`
 )
 
 // background is the context of every statement on a lock session: see
 // session.
 var background = context.Background()
 
-// openSession opens a new lock session: a dedicated connection, checked
-// (not a standby, no transaction pooler) and configured.
-func (l *locker) openSession(ctx context.Context) (*session, error) {
+// openSession opens a new lock session, or with waiter a waiter session
+// (see wait.go): a dedicated connection, checked (not a standby, no
+// transaction pooler) and configured.
+func (l *locker) openSession(ctx context.Context, waiter bool) (*session, error) {
 	conn, netConn, err := l.dial(ctx)
 	if err != nil {
 		return nil, l.connectError(err)
@@ -76,7 +83,7 @@ func (l *locker) openSession(ctx context.Context) (*session, error) {
 		sem:     make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		keys:    make(map[string]*hold),
-		stmts:   make(map[string]*sql.Stmt),
+		waiter:  waiter,
 	}
 	if err := s.init(); err != nil {
 		if !errors.Is(err, errNoReply) { // else already given up
@@ -110,12 +117,8 @@ func (s *session) init() error {
 	var version int
 	var lockTable int64
 	var started sql.NullTime
-	var queue bool
-	if err := s.queryRow(sqlProbe, nil, &pid, &started, &recovery, &version, &lockTable, &queue); err != nil {
+	if err := s.queryRow(sqlProbe, nil, &pid, &started, &recovery, &version, &lockTable); err != nil {
 		return fmt.Errorf("postgres: probe the server: %w", err)
-	}
-	if queue {
-		l.queueSeen()
 	}
 	s.pid, s.started = pid, started
 	if recovery {
@@ -130,7 +133,7 @@ func (s *session) init() error {
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	secs := func(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) }
 	c := l.cfg
-	q := `SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $1, false),
+	q := `SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $8, false),
 		set_config('application_name', $2, false), set_config('mutexkit.session', $3, false),
 		set_config('tcp_keepalives_idle', $4, false), set_config('tcp_keepalives_interval', $5, false),
 		set_config('tcp_keepalives_count', $6, false), set_config('tcp_user_timeout', $7, false),
@@ -140,9 +143,23 @@ func (s *session) init() error {
 		// session, and its locks with it.
 		q += `, set_config('idle_session_timeout', '0', false)`
 	}
+	stmtTimeout, lockTimeout := c.stmtTimeout, c.stmtTimeout
+	if s.waiter {
+		// Its wait in the server is bounded by lock_timeout (see wait.go),
+		// which statement_timeout must not cut short.
+		stmtTimeout, lockTimeout = serverWaitFor+c.stmtTimeout, serverWaitFor
+		if version >= 140000 {
+			// A waiter whose client is gone (its process died) leaves the
+			// server's queue within a second, instead of when it comes
+			// first (then it is granted the key, and frees it as it
+			// finds its client gone).
+			q += `, set_config('client_connection_check_interval', '1000', false)`
+		}
+	}
 	err := s.exchange(func() error {
-		rows, err := s.conn.QueryContext(background, q, ms(c.stmtTimeout), l.appName, s.mark,
-			secs(c.keepIdle), secs(c.keepIntvl), strconv.Itoa(c.keepCount), ms(c.keepIdle+c.keepIntvl*time.Duration(c.keepCount)))
+		rows, err := s.conn.QueryContext(background, q, ms(stmtTimeout), l.appName, s.mark,
+			secs(c.keepIdle), secs(c.keepIntvl), strconv.Itoa(c.keepCount), ms(c.keepIdle+c.keepIntvl*time.Duration(c.keepCount)),
+			ms(lockTimeout))
 		if err == nil {
 			err = rows.Close()
 		}
@@ -151,13 +168,23 @@ func (s *session) init() error {
 	if err != nil {
 		return fmt.Errorf("postgres: configure the session: %w", err)
 	}
-	mode := l.queueMode()
-	for _, q := range []string{sqlBeat, lockSQL(mode, false, false), unlockSQL(mode)} {
-		if _, err := s.stmt(q); err != nil {
+	third := struct {
+		stmt **sql.Stmt
+		q    string
+	}{&s.lockStmt, sqlLock}
+	if s.waiter {
+		third.stmt, third.q = &s.waitStmt, sqlWait
+	}
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		q    string
+	}{{&s.beatStmt, sqlBeat}, {&s.unlockStmt, sqlUnlock}, third} {
+		st, err := s.prepare(p.q)
+		if err != nil {
 			return err
 		}
+		*p.stmt = st
 	}
-	s.beatStmt = s.stmts[sqlBeat]
 	// Behind a transaction pooler the settings above stayed on some other
 	// server connection: this is where that shows, if the proxy switched.
 	if err := s.beat(); err != nil {
@@ -186,27 +213,16 @@ func (s *session) scan(stmt *sql.Stmt, args []any, dest ...any) error {
 	return err
 }
 
-// stmt returns q prepared on the session, preparing it on first use. The
-// caller holds sem, or owns the session alone.
-func (s *session) stmt(q string) (*sql.Stmt, error) {
-	if st := s.stmts[q]; st != nil {
-		return st, nil
+// prepared is scan for q, prepared on first use into *st.
+func (s *session) prepared(st **sql.Stmt, q string, args []any, dest ...any) error {
+	if *st == nil {
+		p, err := s.prepare(q)
+		if err != nil {
+			return txPoolingErr(err)
+		}
+		*st = p
 	}
-	st, err := s.prepare(q)
-	if err != nil {
-		return nil, err
-	}
-	s.stmts[q] = st
-	return st, nil
-}
-
-// run is scan for q, prepared on the session by stmt.
-func (s *session) run(q string, args []any, dest ...any) error {
-	st, err := s.stmt(q)
-	if err != nil {
-		return txPoolingErr(err)
-	}
-	return s.scan(st, args, dest...)
+	return s.scan(*st, args, dest...)
 }
 
 // queryRow is scan for a statement that is not prepared.
@@ -307,7 +323,7 @@ func (l *locker) session(ctx context.Context) (*session, error) {
 		if n+l.creating < MaxSessions {
 			l.creating++
 			l.mu.Unlock()
-			s, err := l.openSession(ctx)
+			s, err := l.openSession(ctx, false)
 			l.mu.Lock()
 			l.creating--
 			if err != nil {
@@ -392,11 +408,10 @@ func (l *locker) kill(s *session, cause error) {
 		return
 	}
 	s.dead, s.cause = true, cause
-	for i, x := range l.sessions {
-		if x == s {
-			l.sessions = append(l.sessions[:i], l.sessions[i+1:]...)
-			break
-		}
+	l.sessions = slices.DeleteFunc(l.sessions, func(x *session) bool { return x == s })
+	if s.waiter {
+		delete(l.wsess, s)
+		l.idle = slices.DeleteFunc(l.idle, func(x *session) bool { return x == s })
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})
@@ -427,7 +442,6 @@ func (l *locker) kill(s *session, cause error) {
 		what = "was given up: its statements reached other backends, so the lock may stay held by the proxy's server connection (until the proxy closes it) or be freed and granted to another holder"
 	}
 	for _, h := range lost {
-		l.waits.wakeKey(h.id)
 		if h.onLost != nil {
 			h.onLost(fmt.Errorf("postgres: the session (backend pid %d) that held the lock %s: %w: %w", s.pid, what, cause, driver.ErrNotHeld))
 		}

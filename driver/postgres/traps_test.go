@@ -340,17 +340,17 @@ func TestKilledSessionLosesEveryLease(t *testing.T) {
 // application's *sql.DB, sessions are discarded when the client closes,
 // and the pool never hands them out again.
 func TestDBConnectorDiscardsSessions(t *testing.T) {
-	dsn, db := adminDB(t)
+	_, db := adminDB(t)
 	ns := namespace(t)
-	c, _ := wrapClient(t, FromDB(db, WithNamespace(ns), WithListenDSN(dsn)))
+	c, _ := wrapClient(t, FromDB(db, WithNamespace(ns)))
 	lease, err := c.NewMutex("k").TryLock(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid := holderPID(t, db, ns, "k")
 
-	// Wake-ups work through the listen DSN.
-	other, _ := wrapClient(t, FromDB(db, WithNamespace(ns), WithListenDSN(dsn)))
+	// A wait in the server takes its waiter session from db too.
+	other, _ := wrapClient(t, FromDB(db, WithNamespace(ns)))
 	got := make(chan error, 1)
 	go func() {
 		l, err := other.NewMutex("k").Lock(t.Context())
@@ -488,7 +488,8 @@ func TestKeepaliveSet(t *testing.T) {
 }
 
 // Scale: 2,000 held keys share at most MaxSessions connections, and
-// waiters add at most one (the LISTEN connection).
+// waiters of one key add one (its wait in the server: the client's Locks
+// of one key queue in the client, one at a time in the server).
 func TestTwoThousandKeysFewSessions(t *testing.T) {
 	dsn, db := adminDB(t)
 	ns := namespace(t)
@@ -542,7 +543,7 @@ func TestTwoThousandKeysFewSessions(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "the LISTEN connection", func() bool { return sessionsOf(t, db, l) == MaxSessions+1 || l.listenerUp() })
+	waitFor(t, "a wait in the server", func() bool { return waitingIn(t, db, ns, "blocked") == 1 })
 	got := sessionsOf(t, db, l)
 	cancel()
 	waiters.Wait()

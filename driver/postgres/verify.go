@@ -180,7 +180,7 @@ func (l *locker) openSpare() {
 			case <-ctx.Done():
 			}
 		}()
-		s, err := l.openSession(ctx)
+		s, err := l.openSession(ctx, false)
 		l.mu.Lock()
 		l.spare = false
 		l.creating--

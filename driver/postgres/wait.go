@@ -1,0 +1,521 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+// Waiting in the server.
+//
+// PostgreSQL's lock manager queues a conflicting advisory lock request
+// (pg_advisory_lock) in arrival order and, on release, grants the lock
+// directly to the first waiter; a new request that conflicts with a queued
+// waiter's mode queues behind it, so pg_try_advisory_lock fails while
+// waiters are queued (lock.c, LockAcquireExtended and its waitMask check;
+// proc.c, ProcLockWakeup). That queue is this driver's wait queue:
+//
+//   - A waiting attempt (AcquireRequest.Wait) whose try finds the key held
+//     starts pg_advisory_lock(key) on a waiter session of its own (a
+//     dedicated connection, never one of the pool's lock sessions), and
+//     returns driver.ErrLocked once the server shows the request (pg_locks),
+//     so that waiters queue in the order of their attempts.
+//   - When the server grants it, the key is kept for the owner: Watch wakes
+//     the owner, and its next attempt turns it into its grant with no
+//     statement. The waiter session then holds the key, as a lock session
+//     would: Renew verifies it, Release unlocks on it (which grants the key
+//     to the server's next waiter), and it then waits for the client's next
+//     wait (idleWaiters are kept).
+//   - The owner's attempts while it waits ask nothing of the server.
+//   - A wait ends by Release(key, owner) (a Lock that gave up), or when
+//     driver.QueueHold passes without an attempt of its owner: a request
+//     still queued is cancelled (pg_cancel_backend from a lock session,
+//     only while pg_locks shows the waiter session waiting for that key,
+//     so it cannot hit a statement that holds anything), and a kept key is
+//     unlocked, which grants it to the next waiter.
+//   - A wait whose session fails (pg_terminate_backend, a network cut) wakes
+//     its owner, whose next attempt asks again, at the tail of the queue.
+//   - lock_timeout (serverWaitFor) bounds each wait on the server: the
+//     request is then made again, at the tail, while the owner still asks.
+//
+// At most MaxWaiters waits per client are in the server at once; beyond,
+// waiting attempts return driver.ErrLocked and their Locks poll.
+
+// serverWaitFor is the lock_timeout of a waiter session: how long one
+// pg_advisory_lock waits in the server before it is made again.
+const serverWaitFor = 30 * time.Second
+
+// idleWaiters is how many waiter sessions a client keeps, once they hold
+// nothing, for its next waits.
+const idleWaiters = 2
+
+// The statements of waits: sqlWait on a waiter session; sqlQueued and
+// sqlEndWait on a lock session, about the waiter session $1's request for
+// the key whose pg_locks tag is $2, $3.
+const (
+	sqlWait   = `SELECT pg_backend_pid() FROM pg_advisory_lock($1)`
+	sqlQueued = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory'
+		AND classid = $2 AND objid = $3 AND objsubid = 1), pg_backend_pid()`
+	sqlEndWait = `SELECT count(pg_cancel_backend(pid)), pg_backend_pid() FROM pg_locks WHERE pid = $1
+		AND locktype = 'advisory' AND classid = $2 AND objid = $3 AND objsubid = 1 AND NOT granted`
+)
+
+// wait is one owner's wait in the server for a key.
+type wait struct {
+	h       *hold
+	replied chan struct{} // closed when its first statement has a reply
+	ended   chan struct{} // closed once no cancel of its request is in flight, after it ended
+	timer   *time.Timer   // QueueHold after the owner's last attempt
+
+	// Guarded by l.mu.
+	s       *session // its waiter session; its slot is held until the key is kept
+	sent    bool     // a statement was sent on s
+	kept    bool     // the server granted the key on s
+	over    bool     // ended: granted to the owner, given up, or Close
+	lastTry time.Time
+}
+
+type watchKey struct {
+	key   string
+	owner driver.Owner
+}
+
+type watchReg struct{ c chan<- struct{} }
+
+// startWait makes h, in flight and just refused by the server, wait in the
+// server's queue. It reports false, leaving h to the caller, when the wait
+// cannot be had (MaxWaiters, closing, no session). Once it started, it
+// returns an error only when ctx ended as the request was being queued
+// (the wait stays, until Release).
+func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
+	l.mu.Lock()
+	if l.closed || l.waiters >= MaxWaiters || l.held[h.key] != h {
+		l.mu.Unlock()
+		return false, nil
+	}
+	l.waiters++
+	l.mu.Unlock()
+	s, reused, err := l.waiterSession(ctx)
+	l.mu.Lock()
+	if err != nil || l.closed || l.held[h.key] != h {
+		l.waiters--
+		l.mu.Unlock()
+		if err == nil {
+			l.recycleWaiter(s)
+		}
+		return false, nil
+	}
+	w := &wait{h: h, s: s, lastTry: time.Now(), replied: make(chan struct{}), ended: make(chan struct{})}
+	w.timer = time.AfterFunc(driver.QueueHold, func() { l.expire(h, w) })
+	h.w = w
+	l.wg.Add(1)
+	l.mu.Unlock()
+	s.sem <- struct{}{} // free: idle or new
+	go l.waitInServer(w, reused)
+	return true, l.confirmQueued(ctx, w)
+}
+
+// confirmQueued returns once pg_locks shows w's request on the server, or
+// its statement has had a reply, or after the reply deadline.
+func (l *locker) confirmQueued(ctx context.Context, w *wait) error {
+	classid, objid := LockTag(w.h.id)
+	deadline := time.Now().Add(l.cfg.replyTimeout())
+	for pause := 50 * time.Microsecond; time.Now().Before(deadline); pause = min(2*pause, 5*time.Millisecond) {
+		time.Sleep(pause) // its statement reaches the server first, most often
+		l.mu.Lock()
+		s, sent := w.s, w.sent
+		l.mu.Unlock()
+		select {
+		case <-w.replied:
+			return nil
+		default:
+		}
+		if !sent {
+			continue
+		}
+		var queued bool
+		err := l.onSession(ctx, func(o *session) error {
+			var pid int
+			err := o.prepared(&o.queuedStmt, sqlQueued, []any{s.pid, int64(classid), int64(objid)}, &queued, &pid)
+			if err == nil {
+				err = o.checkPID(pid, true)
+			}
+			if err != nil && (!sessionSurvives(err) || isTxPooling(err)) {
+				l.kill(o, err)
+			}
+			return err
+		})
+		if ctx.Err() != nil {
+			return fmt.Errorf("postgres: waiting in the server: %w", ctx.Err())
+		}
+		if err != nil || queued {
+			return nil
+		}
+	}
+	return nil
+}
+
+// waitInServer runs w's pg_advisory_lock until the server grants the key,
+// which it then keeps for w's owner, or the wait ends.
+func (l *locker) waitInServer(w *wait, reused bool) {
+	defer l.wg.Done()
+	h := w.h
+	for first := true; ; first = false {
+		l.mu.Lock()
+		s := w.s
+		if w.over {
+			l.mu.Unlock()
+			l.waitEnded(w, s, nil)
+			return
+		}
+		w.sent = true
+		l.mu.Unlock()
+		err := l.serverWait(s, h.id)
+		if first {
+			close(w.replied)
+		}
+		if err != nil && first && reused && connGone(err) {
+			// An idle waiter session the server closed: once more, on a
+			// new one.
+			l.kill(s, err)
+			s, err = l.openSession(background, true)
+			if err == nil {
+				s.sem <- struct{}{}
+				l.mu.Lock()
+				if l.closed {
+					l.mu.Unlock()
+					s.discard()
+					return
+				}
+				w.s, w.sent = s, false
+				l.wsess[s] = struct{}{}
+				l.mu.Unlock()
+				continue
+			}
+			s = nil
+		}
+		l.mu.Lock()
+		switch {
+		case w.over || l.closed:
+			l.mu.Unlock()
+			l.waitEnded(w, s, err)
+			return
+		case err == nil:
+			w.kept = true
+			w.timer.Reset(driver.QueueHold) // the owner has that long to take it
+			s.give()
+			l.wakeLocked(watchKey{h.key, h.owner})
+			l.mu.Unlock()
+			return
+		case isLockTimeout(err):
+			l.mu.Unlock()
+			continue // lock_timeout: ask again, at the tail
+		}
+		// The session failed: the owner's next attempt asks again.
+		w.over = true
+		w.timer.Stop()
+		h.w = nil
+		l.waiters--
+		if l.held[h.key] == h {
+			delete(l.held, h.key)
+		}
+		l.wakeLocked(watchKey{h.key, h.owner})
+		l.mu.Unlock()
+		if s != nil {
+			l.kill(s, err)
+		}
+		return
+	}
+}
+
+// serverWait runs pg_advisory_lock on s, whose slot the caller holds,
+// within lock_timeout plus the reply deadline.
+func (l *locker) serverWait(s *session, id int64) error {
+	var pid int
+	err := txPoolingErr(s.exchangeWithin(serverWaitFor+l.cfg.replyTimeout(), func() error {
+		return s.waitStmt.QueryRowContext(background, id).Scan(&pid)
+	}))
+	if err == nil {
+		err = s.checkPID(pid, true)
+	}
+	return err
+}
+
+// isLockTimeout reports SQLSTATE 55P03, lock_not_available.
+func isLockTimeout(err error) bool {
+	pe, ok := errors.AsType[*pq.Error](err)
+	return ok && pe.Code == "55P03"
+}
+
+// waitEnded cleans s up after w ended (its statement returned err, or was
+// not sent): once no cancel of it is in flight, whatever it may have been
+// granted is unlocked, and s kept for the next wait.
+func (l *locker) waitEnded(w *wait, s *session, err error) {
+	if s == nil {
+		return
+	}
+	<-w.ended
+	l.mu.Lock()
+	sent, closed := w.sent, l.closed
+	l.mu.Unlock()
+	if closed { // Close discards s
+		s.give()
+		return
+	}
+	if sent && (err == nil || sessionSurvives(err)) {
+		// Granted, or cancelled (perhaps after the grant): a session lock
+		// outlives a failed statement.
+		_, err = l.unlockOnce(s, w.h.id)
+	}
+	s.give()
+	if err != nil && !errors.Is(err, errNoReply) {
+		l.kill(s, err)
+		return
+	}
+	l.recycleWaiter(s)
+}
+
+// attemptWaiting is an attempt of h's owner while it waits in the server:
+// nothing is asked of the server unless the key is kept for the owner and
+// a fencing token is asked for. The caller holds l.mu; it is unlocked.
+func (l *locker) attemptWaiting(h *hold, req driver.AcquireRequest) (driver.Grant, error) {
+	w := h.w
+	w.lastTry = time.Now()
+	if !w.kept {
+		l.mu.Unlock()
+		return driver.Grant{}, fmt.Errorf("postgres: waiting in the server's queue: %w", driver.ErrLocked)
+	}
+	s := w.s
+	w.over = true
+	w.timer.Stop()
+	close(w.ended)
+	h.w = nil
+	l.waiters--
+	if s.dead { // its session ended: the server freed the key
+		if l.held[h.key] == h {
+			delete(l.held, h.key)
+		}
+		l.mu.Unlock()
+		return driver.Grant{}, fmt.Errorf("postgres: the waiter session ended as the key was kept: %w", driver.ErrLocked)
+	}
+	h.s, h.onLost = s, req.OnLost
+	s.keys[h.key] = h
+	l.mu.Unlock()
+	if !req.Fencing {
+		return driver.Grant{}, nil
+	}
+	token, err := l.fenceKept(s, h, req)
+	if err != nil {
+		// Not granted: package mutex releases, which unlocks it on s.
+		return driver.Grant{}, err
+	}
+	return driver.Grant{Token: token}, nil
+}
+
+// fenceKept issues the fencing token of a kept key on s, which holds it.
+func (l *locker) fenceKept(s *session, h *hold, req driver.AcquireRequest) (uint64, error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.stop:
+		return 0, l.ended(s)
+	}
+	defer s.give()
+	err := l.ensureFenceTable(s)
+	var ok bool
+	var pid int
+	var tok sql.NullInt64
+	if err == nil {
+		err = s.fenced(true, h.id, req.Holder, &ok, &pid, &tok)
+	}
+	if err == nil {
+		err = s.checkPID(pid, true)
+	}
+	if err == nil && tok.Int64 == 0 {
+		err = errors.New("postgres: the fencing statement returned no token")
+	}
+	if err != nil {
+		if !sessionSurvives(err) || isTxPooling(err) {
+			l.kill(s, err)
+		}
+		return 0, fmt.Errorf("postgres: acquire: fencing token: %w: %w", err, failureKind(err))
+	}
+	l.mu.Lock()
+	h.token = uint64(tok.Int64)
+	l.mu.Unlock()
+	return h.token, nil
+}
+
+// expire ends w when its owner has made no attempt for QueueHold (and the
+// key was not kept for it for as long).
+func (l *locker) expire(h *hold, w *wait) {
+	l.mu.Lock()
+	if w.over || l.closed || h.w != w {
+		l.mu.Unlock()
+		return
+	}
+	if rest := driver.QueueHold - time.Since(w.lastTry); rest > 0 && !w.kept {
+		w.timer.Reset(rest)
+		l.mu.Unlock()
+		return
+	}
+	l.endWaitLocked(h, w)
+}
+
+// endWaitLocked ends h's wait: a kept key is unlocked, which grants it to
+// the server's next waiter; a request still in the server is cancelled.
+// Both go on in the background. The caller holds l.mu; it is unlocked.
+func (l *locker) endWaitLocked(h *hold, w *wait) {
+	w.over = true
+	w.timer.Stop()
+	h.w = nil
+	l.waiters--
+	if l.held[h.key] == h {
+		delete(l.held, h.key)
+	}
+	s, kept, sent := w.s, w.kept, w.sent
+	l.wakeLocked(watchKey{h.key, h.owner})
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		if kept {
+			close(w.ended)
+			select {
+			case s.sem <- struct{}{}: // free once kept
+				l.waitEnded(w, s, nil)
+			case <-s.stop: // killed, or Close: which frees the key
+			}
+			return
+		}
+		if sent {
+			l.cancelWait(w, s)
+		}
+		close(w.ended) // waitInServer cleans up
+	}()
+}
+
+// cancelWait cancels s's request for w's key while pg_locks shows it
+// waiting, until its statement has a reply or the reply deadline passes.
+// It is never sent to a session that holds anything: a request not yet
+// granted is all s has.
+func (l *locker) cancelWait(w *wait, s *session) {
+	classid, objid := LockTag(w.h.id)
+	ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
+	defer cancel()
+	for pause := 100 * time.Microsecond; ctx.Err() == nil; pause = min(2*pause, 10*time.Millisecond) {
+		var n int
+		err := l.onSession(ctx, func(o *session) error {
+			var pid int
+			err := o.prepared(&o.endStmt, sqlEndWait, []any{s.pid, int64(classid), int64(objid)}, &n, &pid)
+			if err == nil {
+				err = o.checkPID(pid, true)
+			}
+			if err != nil && (!sessionSurvives(err) || isTxPooling(err)) {
+				l.kill(o, err)
+			}
+			return err
+		})
+		if err != nil || n > 0 {
+			return
+		}
+		select { // not waiting (yet, or any more)
+		case <-w.replied:
+			return
+		case <-s.stop:
+			return
+		case <-time.After(pause):
+		}
+	}
+}
+
+// waiterSession takes an idle waiter session or opens one.
+func (l *locker) waiterSession(ctx context.Context) (s *session, reused bool, err error) {
+	l.mu.Lock()
+	if n := len(l.idle); n > 0 {
+		s = l.idle[n-1]
+		l.idle = l.idle[:n-1]
+		l.mu.Unlock()
+		return s, true, nil
+	}
+	l.mu.Unlock()
+	s, err = l.openSession(ctx, true)
+	if err != nil {
+		return nil, false, err
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		s.discard()
+		return nil, false, errClosedLock
+	}
+	l.wsess[s] = struct{}{}
+	l.mu.Unlock()
+	return s, false, nil
+}
+
+// recycleWaiter keeps a waiter session that holds nothing for the next
+// wait, or closes it.
+func (l *locker) recycleWaiter(s *session) {
+	l.mu.Lock()
+	if l.closed || s.dead {
+		l.mu.Unlock()
+		return // Close or kill discards it
+	}
+	if len(l.idle) >= idleWaiters {
+		l.mu.Unlock()
+		l.kill(s, nil)
+		return
+	}
+	l.idle = append(l.idle, s)
+	l.mu.Unlock()
+}
+
+// wakeLocked wakes the watches of k. The caller holds l.mu.
+func (l *locker) wakeLocked(k watchKey) {
+	for r := range l.watches[k] {
+		select {
+		case r.c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Watch wakes owner when key is kept for it, or its wait ends: only an
+// owner that waits in the server (an attempt with Wait found the key held)
+// can be woken, once per grant, so one release wakes one waiter. For any
+// other owner it returns driver.ErrUnimplemented: this driver sees another
+// client's release only by waiting in the server.
+func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errClosedLock
+	}
+	h := l.held[key]
+	if h == nil || h.owner != owner || h.w == nil {
+		return nil, fmt.Errorf("postgres: only an owner waiting in the server can be woken: %w", driver.ErrUnimplemented)
+	}
+	k := watchKey{key, owner}
+	r := &watchReg{c: wake}
+	if l.watches[k] == nil {
+		l.watches[k] = make(map[*watchReg]struct{})
+	}
+	l.watches[k][r] = struct{}{}
+	if h.w.kept {
+		l.wakeLocked(k)
+	}
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.watches[k], r)
+		if len(l.watches[k]) == 0 {
+			delete(l.watches, k)
+		}
+	}, nil
+}
