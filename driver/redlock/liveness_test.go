@@ -2,6 +2,7 @@ package redlock_test
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -172,5 +173,46 @@ func TestCloseEndsPlaces(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestManyDeadWaiters: thousands of waiters whose places expired, queued
+// ahead of a live one, do not hide it: the release keeps the key for the
+// live waiter, and a TryLock is refused.
+func TestManyDeadWaiters(t *testing.T) {
+	c := startCluster(t, 1)
+	holder, wl, other := c.locker(), c.locker(), c.locker()
+	h, w := driver.NewOwner(), driver.NewOwner()
+	if _, err := acquire(t, holder, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	mustWaitLocked(t, wl, "k", w)
+	const dead = 2500 // more than one unpack's chunk
+	q, qd := []any{c.lockKey("k") + ":q"}, []any{c.lockKey("k") + ":qd"}
+	for i := range dead {
+		m := driver.NewOwner().String() + "00000000000000" + strconv.Itoa(10+i%90)
+		q = append(q, i+1, m)   // arrived first
+		qd = append(qd, i+1, m) // deadlines long past
+	}
+	if _, err := c.do(0, "ZADD", q...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.do(0, "ZADD", qd...); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Release(t.Context(), "k", h); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.owner(0, "k"), ("q " + w.String())[:32]; got != want {
+		t.Fatalf("after the release the key holds %q; want it kept for the live waiter (%q)", got, want)
+	}
+	if _, err := acquire(t, other, "k", driver.NewOwner()); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("TryLock ahead of the live waiter: %v; want ErrLocked", err)
+	}
+	if n, err := redis.Int(c.do(0, "ZCARD", c.lockKey("k")+":q")); err != nil || n != 1 {
+		t.Fatalf("queue length %d (%v); want the live waiter alone", n, err)
+	}
+	if err := waitAttempt(t, wl, "k", w); err != nil {
+		t.Fatalf("the live waiter: %v", err)
 	}
 }

@@ -124,7 +124,10 @@ return tonumber(token)
 
 // The wait queue (queue.go). Three scripts share the Lua below, which
 // finds the queue's head: its first member whose deadline (server time,
-// ms) has not passed, dropping those whose has; and which keeps the lock
+// ms) has not passed. A dead head drops every member whose deadline
+// passed at once (in chunks: unpack takes a few thousand values at most),
+// so no number of dead waiters hides a live one; a member without a
+// deadline (its place lost) is dropped too. And it keeps the lock
 // for that head ("q <member>", expiring with the head's deadline) and
 // publishes the head's owner on its client's channel. A reservation is
 // nobody's grant: no owner's 32 hex digits begin it, so SET NX, renewals,
@@ -141,15 +144,22 @@ local function clock()
   return now
 end
 local function head()
-  for _ = 1, 100 do
-    local h = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-    if not h then return nil end
-    local d = tonumber(redis.call('ZSCORE', KEYS[3], h))
-    if d and d > clock() then return h, d end
-    redis.call('ZREM', KEYS[2], h)
-    redis.call('ZREM', KEYS[3], h)
+  local h = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not h then return nil end
+  local d = tonumber(redis.call('ZSCORE', KEYS[3], h))
+  if d and d > clock() then return h, d end
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', clock())
+  for i = 1, #dead, 1000 do
+    redis.call('ZREM', KEYS[2], unpack(dead, i, math.min(i + 999, #dead)))
   end
-  return nil
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', clock())
+  while true do
+    h = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+    if not h then return nil end
+    d = tonumber(redis.call('ZSCORE', KEYS[3], h))
+    if d then return h, d end
+    redis.call('ZREM', KEYS[2], h)
+  end
 end
 local function enqueue(member, stamp, hold)
   redis.call('ZADD', KEYS[2], 'NX', stamp, member)
