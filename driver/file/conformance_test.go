@@ -103,10 +103,7 @@ func (h *harness) Capabilities() conformance.Capabilities {
 		Queue:      true,             // a queue directory per key
 	}
 	if !h.notify {
-		c.Lacks = map[string]string{
-			"Driver/Watch":  "without inotify, Watch sees only its own Locker's releases",
-			"Queue/OneWake": "without inotify, a release wakes only its own Locker's waiters; the others poll",
-		}
+		c.Lacks = map[string]string{"Queue/OneWake": "without inotify, Watch returns ErrUnimplemented: waiters poll"}
 	}
 	return c
 }

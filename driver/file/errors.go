@@ -19,6 +19,8 @@ var (
 	errNotHeld         = fmt.Errorf("file: %w", driver.ErrNotHeld)
 )
 
+var errNoWatch = fmt.Errorf("file: no inotify here to watch releases by other processes: %w", driver.ErrUnimplemented)
+
 func errClosed() error { return fmt.Errorf("file: locker: %w", driver.ErrClosed) }
 
 // lockFileDesc stands for a lock file's name in errors.

@@ -24,6 +24,7 @@ type hold struct {
 	key    string
 	owner  driver.Owner
 	name   string
+	qdir   string // the key's queue directory
 	path   string
 	lockF  *os.File // O_RDONLY: carries the flock
 	rwF    *os.File // O_RDWR: writes the token; its close signals the release

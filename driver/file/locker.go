@@ -18,7 +18,9 @@ import (
 // file, its owners' places in wait queues, and the wake channels of its
 // waiters.
 type locker struct {
-	dir string
+	dir   string
+	dirF  *os.File // dir, open for noQueue's lookups; nil if it could not be opened
+	dirFD int      // its descriptor, or -1; closed by Close, after every lookup of Close's own
 
 	mu          sync.Mutex
 	closed      bool
@@ -49,7 +51,7 @@ func (w *watcher) send() {
 
 // newLocker returns a Locker on dir; notify false leaves inotify off.
 func newLocker(dir string, notify bool) *locker {
-	return &locker{
+	l := &locker{
 		dir:         dir,
 		held:        make(map[string]*hold),
 		queued:      make(map[driver.Owner]*entry),
@@ -60,6 +62,11 @@ func newLocker(dir string, notify bool) *locker {
 		watchers:    make(map[string]map[*watcher]struct{}),
 		notifyTried: !notify,
 	}
+	l.dirFD = -1
+	if f, err := os.Open(dir); err == nil {
+		l.dirF, l.dirFD = f, int(f.Fd())
+	}
+	return l
 }
 
 // Acquire makes one non-blocking flock attempt; a blocking flock could not
@@ -81,12 +88,14 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	// Checked before the flock, so that only the head (or, with nobody
 	// waiting, anyone) ever takes it: a flock taken only to look at the
 	// queue could make the head's attempt fail.
-	head, selfHead, err := queueHead(qdir, req.Owner)
-	if err != nil {
-		return driver.Grant{}, fmt.Errorf("file: read a wait queue in %s: %w", l.dir, queueFree(l.dir, err))
-	}
-	if head != "" && !selfHead {
-		return driver.Grant{}, l.queueUp(req, name, qdir, false, errKept)
+	if !l.noQueue(qdir) {
+		head, selfHead, err := queueHead(qdir, req.Owner)
+		if err != nil {
+			return driver.Grant{}, fmt.Errorf("file: read a wait queue in %s: %w", l.dir, queueFree(l.dir, err))
+		}
+		if head != "" && !selfHead {
+			return driver.Grant{}, l.queueUp(req, name, qdir, false, errKept)
+		}
 	}
 	var h *hold
 	for attempt := 0; ; attempt++ {
@@ -115,7 +124,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		h.close()
 		return driver.Grant{}, fmt.Errorf("file: fencing token of a lock file in %s: %w", l.dir, err)
 	}
-	h.key, h.owner, h.name = req.Key, req.Owner, name
+	h.key, h.owner, h.name, h.qdir = req.Key, req.Owner, name, qdir
 	h.grant = driver.Grant{Token: token}
 	h.onLost = req.OnLost
 
@@ -194,7 +203,7 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	h.close()
 	l.wakeLocked(h.name)
 	l.mu.Unlock()
-	l.passOn(queueDir(l.dir, h.name))
+	l.passOn(h.qdir)
 	if lost {
 		return lostError(l.dir)
 	}
@@ -270,8 +279,9 @@ func (l *locker) checkLost(holds []*hold) {
 // (one release wakes one waiter), or when the holder dies while owner is at
 // the head; otherwise, when key's holder, in any process, releases it (or
 // dies). On Linux this uses one inotify instance per Locker; where inotify
-// is unavailable only this Locker's releases wake it, and package mutex's
-// polling covers the rest.
+// is unavailable (other systems, fs.inotify.max_user_instances reached) it
+// returns an error matching driver.ErrUnimplemented, and package mutex
+// polls.
 func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
 	name := FileName(key)
 	w := &watcher{ch: wake, owner: owner}
@@ -282,6 +292,11 @@ func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (fu
 	}
 	// Started synchronously, so a release after Watch returns is seen.
 	l.startNotifyOnceLocked()
+	if l.notify == nil {
+		// Only this Locker's releases could be signalled: package mutex
+		// then polls, sooner than it does behind a Watch.
+		return nil, errNoWatch
+	}
 	set := l.watchers[name]
 	if set == nil {
 		set = make(map[*watcher]struct{})
@@ -390,7 +405,7 @@ func (l *locker) Close() error {
 
 	for _, h := range holds {
 		h.close()
-		queues = append(queues, queueDir(l.dir, h.name))
+		queues = append(queues, h.qdir)
 	}
 	for _, qdir := range queues {
 		l.passOn(qdir) // best effort: waiters poll too
@@ -399,5 +414,11 @@ func (l *locker) Close() error {
 		notify.Close() // ends the reader's blocked Read
 	}
 	l.wg.Wait()
+	if l.dirF != nil {
+		// After Close's and the sweeper's last passOn. An Acquire still in
+		// flight may look in another directory that got the descriptor
+		// number: it fails with ErrClosed all the same.
+		l.dirF.Close()
+	}
 	return nil
 }

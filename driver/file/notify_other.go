@@ -2,12 +2,11 @@
 
 package file
 
-// startNotifyLocked: no inotify outside Linux; waiters get this Locker's
-// own releases and package mutex's polling, and Renew finds losses.
+// startNotifyLocked: no inotify outside Linux; Watch refuses, waiters
+// poll, and Renew finds losses.
 func (l *locker) startNotifyLocked() {}
 
-// watchEntryLocked: no inotify; a queued waiter of this Locker is woken
-// directly by its releases (passOn), others poll.
+// watchEntryLocked: no inotify; waiters poll (Watch refuses).
 func (l *locker) watchEntryLocked(path string) int { return -1 }
 
 func (l *locker) unwatchEntryLocked(wd int) {}

@@ -96,18 +96,12 @@ func (l *locker) leaveQueue(e *entry) {
 // release or when the waiter the key was kept for left. Dead waiters ahead
 // of it are passed over (and removed) on the way.
 func (l *locker) passOn(qdir string) {
+	if l.noQueue(qdir) {
+		return
+	}
 	head, _, err := queueHead(qdir, driver.Owner{})
 	if err != nil || head == "" {
 		return
-	}
-	if o, ok := entryOwner(head); ok {
-		l.mu.Lock()
-		// Without an inotify watch on its entry, a waiter of this Locker
-		// is woken here; waiters of other Lockers without one poll.
-		if e := l.queued[o]; e != nil && e.wd < 0 {
-			l.wakeOwnerLocked(e.lockName, o)
-		}
-		l.mu.Unlock()
 	}
 	wakeEntry(filepath.Join(qdir, head))
 }
