@@ -33,7 +33,6 @@ type locker struct {
 	creating int
 	changed  chan struct{} // closed and replaced when sessions change
 	rr       int
-	beatRR   int
 	held     map[string]*hold // key -> grant, attempt in flight, or wait
 	waiters  int              // waits in the server
 	idle     []*session       // waiter sessions holding nothing, for the next wait
@@ -306,8 +305,8 @@ func (l *locker) release(h *hold) error {
 		ok, err = l.unlockOnce(s, h)
 		ok = ok || err == nil
 	}
-	s.give()
-
+	// Off the session before its slot is free: a heartbeat's check, next
+	// on the slot, must not ask about the key just released.
 	l.mu.Lock()
 	if l.held[h.key] == h {
 		delete(l.held, h.key)
@@ -315,6 +314,7 @@ func (l *locker) release(h *hold) error {
 	delete(s.keys, h.key)
 	recycle := s.waiter && len(s.keys) == 0 && !s.dead
 	l.mu.Unlock()
+	s.give()
 	if err != nil {
 		l.kill(s, err)
 		return redactErr(fmt.Errorf("mysql: release failed and its session was closed, which frees the lock: %w: %w", err, driver.ErrNotHeld), l.password, h.name)

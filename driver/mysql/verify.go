@@ -12,8 +12,10 @@ import (
 // died (KILL CONNECTION, a server restart, wait_timeout) or stopped
 // answering is found. Each session that holds keys of the batch is checked
 // in one round trip, the sessions at once: CONNECTION_ID() is still its
-// connection's, and IS_USED_LOCK of one of its keys (a different one each
-// time) names that connection. A key whose session died, or that this
+// connection's, and IS_USED_LOCK of one of the keys it holds names that
+// connection. The key is chosen once the check has the session's slot, so
+// a release that ran first (and took the key off the session) is never
+// mistaken for a loss. A key whose session died, or that this
 // client does not hold for the owner, gets an error matching
 // driver.ErrNotHeld. A check that cannot finish (ctx ends while the
 // session is busy) gets another error, and package mutex asks again; a
@@ -24,10 +26,9 @@ import (
 // an error matching driver.ErrUnimplemented.
 func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 	type check struct {
-		s    *session
-		idx  []int
-		name string // a key's lock name to check on the session
-		err  error
+		s   *session
+		idx []int
+		err error
 	}
 	var checks []*check
 	bySession := make(map[*session]*check)
@@ -53,10 +54,6 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 			c.idx = append(c.idx, i)
 		}
 	}
-	l.beatRR++
-	for _, c := range checks {
-		c.name = l.held[batch[c.idx[l.beatRR%len(c.idx)]].Key].name
-	}
 	if len(checks) == 0 {
 		l.mu.Unlock()
 		return
@@ -68,7 +65,7 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 	for _, c := range checks {
 		go func() {
 			defer l.wg.Done()
-			c.err = l.verify(ctx, c.s, c.name)
+			c.err = l.verify(ctx, c.s)
 			done <- c
 		}()
 	}
@@ -94,8 +91,9 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 	}
 }
 
-// verify checks s on s itself, once its slot is free.
-func (l *locker) verify(ctx context.Context, s *session, name string) error {
+// verify checks s on s itself, once its slot is free: its connection, and
+// one of the keys it holds then (none: the connection alone).
+func (l *locker) verify(ctx context.Context, s *session) error {
 	select {
 	case s.sem <- struct{}{}:
 	case <-s.stop:
@@ -104,7 +102,14 @@ func (l *locker) verify(ctx context.Context, s *session, name string) error {
 		return fmt.Errorf("mysql: verify the lock session (busy): %w", ctx.Err())
 	}
 	defer s.give()
-	if l.isDead(s) {
+	l.mu.Lock()
+	dead, name := s.dead, ""
+	for _, h := range s.keys { // map order: a different key each time, roughly
+		name = h.name
+		break
+	}
+	l.mu.Unlock()
+	if dead {
 		return fmt.Errorf("mysql: the lock session ended: %w", driver.ErrNotHeld)
 	}
 	holds, err := s.beat(name)
@@ -116,7 +121,7 @@ func (l *locker) verify(ctx context.Context, s *session, name string) error {
 	case err != nil:
 		l.kill(s, err)
 		return redactErr(fmt.Errorf("mysql: the lock session ended: %w: %w", err, driver.ErrNotHeld), l.password, name)
-	case !holds:
+	case name != "" && !holds:
 		// Alive, but not holding one of its keys: nothing this driver does
 		// lets that happen (a RELEASE_ALL_LOCKS from outside?). Give the
 		// session up: what it holds is no longer what this client tracks.

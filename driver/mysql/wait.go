@@ -193,8 +193,21 @@ func (l *locker) waitInServer(h *hold, w *wait, s *session, reused bool, sending
 }
 
 // serverWait runs GET_LOCK(name, serverWaitFor) on s, until w's context
-// ends (which closes s) or the reply deadline.
+// ends (which closes s) or the reply deadline. It holds s's slot while it
+// waits, as every statement on a session does: a heartbeat's check that
+// still aims at s (a grant released on it, s recycled for this wait) then
+// waits for its own deadline instead of queueing a statement behind
+// GET_LOCK on the connection, missing its reply deadline and killing s.
 func (l *locker) serverWait(s *session, w *wait, name string, sending chan struct{}) (bool, error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-w.ctx.Done():
+		if sending != nil {
+			close(sending)
+		}
+		return false, w.ctx.Err()
+	}
+	defer s.give()
 	ctx, cancel := context.WithTimeout(w.ctx, serverWaitFor+l.cfg.replyTimeout())
 	defer cancel()
 	var got sql.NullInt64
