@@ -70,18 +70,52 @@
 // key, across Lockers and processes, for as long as the lock file exists;
 // removing the file starts them again at 1.
 //
+// # Waiting order
+//
+// Waiters are served in arrival order, across every Locker and process
+// that shares the directory. Key k has a wait queue: a directory beside its
+// lock file, named like it with ".queue" for ".lock", holding one empty
+// entry file per waiting owner, named by its arrival stamp (the host's
+// monotonic clock at its first waiting attempt) and its Owner; names never
+// carry more of the key than the lock file's does. A Lock attempt that
+// finds the key held takes a place at the tail; the waiter's Locker keeps
+// its entry open with an exclusive flock while it waits. While anyone
+// waits, the key is kept for the live waiter at the head: every other
+// attempt, TryLock included, gets driver.ErrLocked, even when the key is
+// free. A release wakes the head alone.
+//
+// A waiter is passed over (and its entry removed by whoever meets it) when
+// its flock is gone, that is at once when its process dies, even by
+// SIGKILL; or when it made no attempt for driver.QueueHold, as when its
+// process is stopped; a Locker also drops, after QueueHold, the place of an
+// owner that stopped asking without Release. Release by a waiter that gave
+// up leaves the queue, and if the key was kept for it, wakes the next
+// waiter. The last one out removes the queue directory, so a key nobody
+// waits for costs one fstatat(2) more per attempt and per release than
+// before. A waiter can be passed over only by attempts that had looked at
+// the queue before its entry appeared; a holder that crashes while the head
+// waits for it wakes the head too (its lock file's close).
+//
+// Anyone who can write to the directory can add or remove entries, as with
+// lock files: that changes the order, never who holds the key, which stays
+// flock's alone.
+//
 // # Wake-ups
 //
-// On Linux, each Locker keeps one inotify instance on the directory,
-// started by its first grant or Watch. An attempt opens the lock file
-// read-only, and only the winner opens it for writing as well, keeping that
-// descriptor until it releases; so a release, or the holder's death, is the
-// IN_CLOSE_WRITE of that file, while waiters' failed attempts wake no one.
-// Each held key thus costs two file descriptors (Go raises the soft
-// RLIMIT_NOFILE to the hard limit). Where inotify is unavailable (other
-// systems, fs.inotify.max_user_instances reached) Watch wakes on this
-// Locker's own releases only, package mutex's polling finds the rest, and
-// losses are found by Renew alone.
+// On Linux, each Locker keeps one inotify instance, started by its first
+// grant, waiting attempt or Watch, with a watch on the directory and one on
+// each of its own queue entries. A release wakes the head by opening its
+// entry for writing, an IN_CLOSE_WRITE that only the head's Locker
+// watches: one release wakes one waiter, in one process. An attempt opens
+// the lock file read-only, and only the winner opens it for writing as
+// well, keeping that descriptor until it releases; so a release, or the
+// holder's death, is the IN_CLOSE_WRITE of that file, which wakes watchers
+// not queued (and the head), while waiters' failed attempts wake no one.
+// Each held key thus costs two file descriptors, and each waiting owner one
+// (Go raises the soft RLIMIT_NOFILE to the hard limit). Where inotify is
+// unavailable (other systems, fs.inotify.max_user_instances reached) Watch
+// returns an error matching driver.ErrUnimplemented: waiters poll, in the
+// same order, and losses are found by Renew alone.
 //
 // # Platforms
 //
