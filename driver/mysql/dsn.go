@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,21 +71,23 @@ func parseURL(dsn string, cfg *config) (*gomysql.Config, error) {
 	if u.Opaque != "" {
 		return nil, invalidDSN("want mysql://[user[:password]@]host[:port]/dbname")
 	}
-	q, err := url.ParseQuery(u.RawQuery)
+	rest, own, err := splitQuery(u.RawQuery, "socket")
 	if err != nil {
-		return nil, invalidDSN("its query string is malformed")
-	}
-	if err := takeParams(q, cfg); err != nil {
 		return nil, err
 	}
-	socket := q.Get("socket")
-	q.Del("socket")
-	mc, err := gomysql.ParseDSN("/?" + q.Encode())
-	if err != nil || q.Encode() == "" {
-		if err != nil {
-			return nil, invalidDSN(fmt.Sprintf("a parameter is not go-sql-driver's: %v", err))
-		}
-		mc = gomysql.NewConfig()
+	socket := own.Get("socket")
+	own.Del("socket")
+	if err := takeParams(own, cfg); err != nil {
+		return nil, err
+	}
+	// go-sql-driver reads its parameters as written in its own DSN form
+	// (it unescapes some values, not others: charset=utf8mb4,utf8 keeps
+	// its comma), which is how a URL's query is written too: they pass as
+	// they are. Only '/' is escaped, since ParseDSN splits at the last one;
+	// no parameter that it reads unescaped can hold one.
+	mc, err := gomysql.ParseDSN("/?" + strings.ReplaceAll(rest, "/", "%2F"))
+	if err != nil {
+		return nil, goParamError(err)
 	}
 	if u.User != nil {
 		mc.User = u.User.Username()
@@ -103,6 +106,10 @@ func parseURL(dsn string, cfg *config) (*gomysql.Config, error) {
 		}
 		mc.Net, mc.Addr = "tcp", net.JoinHostPort(host, port)
 	}
+	// ParseDSN made the TLS configuration for its default address
+	// (127.0.0.1): go-sql-driver's Connector makes it again from TLSConfig,
+	// for this host, so that the certificate is checked against it.
+	mc.TLS = nil
 	mc.DBName = strings.TrimPrefix(u.Path, "/")
 	if strings.Contains(mc.DBName, "/") {
 		return nil, invalidDSN("its path must be /dbname")
@@ -122,25 +129,15 @@ func parseNative(dsn string, cfg *config) (*gomysql.Config, error) {
 		}
 	}
 	if query != "" {
-		var kept []string
-		q := url.Values{}
-		for kv := range strings.SplitSeq(query, "&") {
-			k, v, _ := strings.Cut(kv, "=")
-			if !strings.HasPrefix(k, paramPrefix) {
-				kept = append(kept, kv)
-				continue
-			}
-			uv, err := url.QueryUnescape(v)
-			if err != nil {
-				return nil, invalidDSN("parameter " + k + " is not URL-encoded")
-			}
-			q.Add(k, uv)
-		}
-		if err := takeParams(q, cfg); err != nil {
+		rest, own, err := splitQuery(query)
+		if err != nil {
 			return nil, err
 		}
-		if len(kept) > 0 {
-			base += "?" + strings.Join(kept, "&")
+		if err := takeParams(own, cfg); err != nil {
+			return nil, err
+		}
+		if rest != "" {
+			base += "?" + rest
 		}
 	}
 	mc, err := gomysql.ParseDSN(base)
@@ -153,9 +150,39 @@ func parseNative(dsn string, cfg *config) (*gomysql.Config, error) {
 				pw = p
 			}
 		}
-		return nil, invalidDSN("not a URL, and not go-sql-driver's form user:password@tcp(host:port)/dbname: " + redact(err.Error(), pw))
+		return nil, invalidDSN("go-sql-driver refused it (it is not a mysql:// URL; go-sql-driver's form is user:password@tcp(host:port)/dbname?param=value): " + redact(err.Error(), pw))
 	}
 	return mc, nil
+}
+
+// splitQuery takes this driver's parameters (mutexkit_..., and those named
+// in also) out of a query string, unescaped; the rest is returned as
+// written, for go-sql-driver.
+func splitQuery(query string, also ...string) (rest string, own url.Values, err error) {
+	var kept []string
+	own = url.Values{}
+	for kv := range strings.SplitSeq(query, "&") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, paramPrefix) && !slices.Contains(also, k) {
+			kept = append(kept, kv)
+			continue
+		}
+		uv, err := url.QueryUnescape(v)
+		if err != nil {
+			return "", nil, invalidDSN("parameter " + k + " is not URL-encoded")
+		}
+		own.Add(k, uv)
+	}
+	return strings.Join(kept, "&"), own, nil
+}
+
+// goParamError is go-sql-driver's refusal of a parameter: an unknown name
+// or a bad value. Its messages quote the value, never the password.
+func goParamError(err error) error {
+	return invalidDSN(fmt.Sprintf("go-sql-driver refused a parameter: %v", err))
 }
 
 // takeParams moves this driver's parameters from q into cfg.

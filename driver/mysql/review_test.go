@@ -69,3 +69,19 @@ func TestRenewRacingReleaseKeepsSession(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A charset list in the URL form reaches go-sql-driver as written: it
+// tries each in turn. Its comma was once escaped on the way (%2C), and the
+// server was asked for a charset named "nosuch%2Cutf8mb4".
+func TestURLCharsetList(t *testing.T) {
+	dsn, _ := testDSN(t)
+	conn, err := mysql.NewConnector(dsn + "?charset=nosuch,utf8mb4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatalf("Connect with charset=nosuch,utf8mb4: %v", err)
+	}
+	l.Close()
+}
