@@ -216,3 +216,38 @@ func TestManyDeadWaiters(t *testing.T) {
 		t.Fatalf("the live waiter: %v", err)
 	}
 }
+
+// TestReleaseAfterExpiry: a release that finds the key free (the lease
+// expired) still keeps it for the queue's head and wakes it.
+func TestReleaseAfterExpiry(t *testing.T) {
+	c := startCluster(t, 1)
+	holder, wl := c.locker(), c.locker()
+	h, w := driver.NewOwner(), driver.NewOwner()
+	if _, err := acquire(t, holder, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	wake := make(chan struct{}, 1)
+	stop, err := wl.Watch("k", w, wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	woken(t, wake, "the subscription's confirmation")
+	mustWaitLocked(t, wl, "k", w)
+	for len(wake) > 0 {
+		<-wake
+	}
+	if err := c.delete("k", 0); err != nil { // the lease expired
+		t.Fatal(err)
+	}
+	if err := holder.Release(t.Context(), "k", h); !errors.Is(err, driver.ErrNotHeld) {
+		t.Fatalf("Release of an expired lease: %v; want ErrNotHeld", err)
+	}
+	if got, want := c.owner(0, "k"), ("q " + w.String())[:32]; got != want {
+		t.Fatalf("after the release the key holds %q; want it kept for the waiter (%q)", got, want)
+	}
+	woken(t, wake, "the release of an expired lease")
+	if err := waitAttempt(t, wl, "k", w); err != nil {
+		t.Fatalf("the waiter, woken: %v", err)
+	}
+}

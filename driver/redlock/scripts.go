@@ -230,7 +230,9 @@ return tonumber(token)
 // releaseScript deletes the lock if the caller owns it, or gives up the
 // key kept for the caller, and takes the caller (member, "" if none) out
 // of the queue; then it keeps the key for the queue's head and wakes it,
-// or, with nobody queued, leaves it free.
+// or, with nobody queued, leaves it free. A key already free (the
+// caller's lease expired) is kept for the head too: nobody else would
+// wake it.
 //
 // KEYS: lock, queue, deadlines. ARGV: record (or the owner alone),
 // member, channel prefix. Returns 1 if released, 0 if not held (a key
@@ -241,7 +243,7 @@ local cur = redis.call('GET', KEYS[1])
 local released = 0
 if cur == rec or (cur and #rec == 32 and string.sub(cur, 1, 32) == rec) then
   released = 1
-elseif not (cur and string.sub(cur, 1, 34) == 'q ' .. string.sub(rec, 1, 32)) then
+elseif cur and string.sub(cur, 1, 34) ~= 'q ' .. string.sub(rec, 1, 32) then
   if me ~= '' then dequeue(me) end
   return 0
 end
@@ -249,7 +251,7 @@ if me ~= '' then dequeue(me) end
 local h, d = head()
 if h then
   keep(h, d, ARGV[3], true)
-else
+elseif cur then
   redis.call('DEL', KEYS[1])
 end
 return released
