@@ -133,8 +133,14 @@ return tonumber(token)
 // nobody's grant: no owner's 32 hex digits begin it, so SET NX, renewals,
 // releases and the acquire scripts all see another owner's record.
 //
+// They read the server's clock (TIME) and then write, which Redis 3.2
+// to 4.x refuse from a script replicated whole: replicate_commands, first,
+// replicates its writes instead (the default from Redis 5 on, where the
+// call does nothing). Redis before 3.2 lacks it and is not supported.
+//
 // KEYS of each: lock, queue, deadlines.
 const queueLua = `
+redis.replicate_commands()
 local now
 local function clock()
   if not now then
