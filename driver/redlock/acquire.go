@@ -65,10 +65,17 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	if w != nil {
 		q.cmds.wait = l.waitCall(&q, ks.fence, ttlArg, req.Fencing)
 	}
+	var g driver.Grant
+	var err error
 	if l.single() {
-		return l.acquireOne(ctx, &q)
+		g, err = l.acquireOne(ctx, &q)
+	} else {
+		g, err = l.acquireQuorum(ctx, &q)
 	}
-	return l.acquireQuorum(ctx, &q)
+	if w != nil && (errors.Is(err, driver.ErrDenied) || errors.Is(err, driver.ErrInvalid)) {
+		l.waits.leave(req.Owner) // package mutex gives up on these without a Release
+	}
+	return g, err
 }
 
 // acquireOne is Acquire on one node, the hot path: one round trip, no

@@ -23,3 +23,11 @@ func WithPipeAlways() Option {
 // Settle waits for the late answers of l's calls that returned at quorum
 // (none may be under way on l meanwhile).
 func Settle(l driver.Locker) { l.(*locker).bg.Wait() }
+
+// Waits returns how many owners l keeps a wait for.
+func Waits(l driver.Locker) int {
+	ws := &l.(*locker).waits
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return len(ws.byOwn)
+}

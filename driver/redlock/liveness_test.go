@@ -251,3 +251,21 @@ func TestReleaseAfterExpiry(t *testing.T) {
 		t.Fatalf("the waiter, woken: %v", err)
 	}
 }
+
+// TestDeniedAttemptForgetsWait: a waiting attempt refused by the server's
+// ACL (driver.ErrDenied, on which package mutex gives up without a
+// Release) leaves no wait behind in the Locker.
+func TestDeniedAttemptForgetsWait(t *testing.T) {
+	c := startCluster(t, 1)
+	if _, err := c.do(0, "ACL", "SETUSER", "noscript", "on", ">n0script-Pw", "~*", "&*", "+@all", "-evalsha", "-eval"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := redlock.NewConnector("redis://noscript:n0script-Pw@" + c.servers[0].Addr() + "?prefix=" + c.prefix)
+	l := connect(t, conn, err)
+	if err := waitAttempt(t, l, "k", driver.NewOwner()); !errors.Is(err, driver.ErrDenied) {
+		t.Fatalf("waiting attempt without EVALSHA: %v; want ErrDenied", err)
+	}
+	if n := redlock.Waits(l); n != 0 {
+		t.Fatalf("%d waits kept after a refused attempt; want none", n)
+	}
+}

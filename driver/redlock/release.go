@@ -24,7 +24,13 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	if mine {
 		timeout = l.cfg.ttlTimeout(h.ttl)
 	}
-	err := l.release(ctx, key, h, l.waits.leave(owner), timeout)
+	member := l.waits.leave(owner)
+	if member == "" && !mine {
+		// Not a grant of this Locker: a Lock that gave up, whose wait may
+		// have ended here (ErrDenied) while the nodes still queue it.
+		member = owner.String() + l.waits.id
+	}
+	err := l.release(ctx, key, h, member, timeout)
 	if err == nil || errors.Is(err, driver.ErrNotHeld) {
 		l.untrack(key, owner)
 	}
