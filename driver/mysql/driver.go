@@ -41,6 +41,7 @@ func NewConnector(dsn string, opts ...Option) (driver.Connector, error) {
 		return nil, err
 	}
 	cfg.apply(opts)
+	cfg.fitReadTimeout(mc.ReadTimeout)
 	if cfg.err != nil {
 		return nil, cfg.err
 	}
@@ -55,7 +56,11 @@ func NewConnector(dsn string, opts ...Option) (driver.Connector, error) {
 // go-sql-driver: with another driver, whose errors this driver cannot
 // classify, any failed statement ends its session (and loses its leases).
 // The database db names must hold the fencing table if fencing is asked
-// for. A bad option is reported by Connect.
+// for. With waits in the server (the default), db's readTimeout, if it
+// has one, must exceed 31 s: each wait is a GET_LOCK of up to 30 s, and a
+// read deadline that ends it closes its session, so that the waiter loses
+// its place (NewConnector fits the wait to its DSN's readTimeout; here
+// the driver cannot see it). A bad option is reported by Connect.
 func FromDB(db *sql.DB, opts ...Option) driver.Connector {
 	cfg := defaultConfig()
 	cfg.apply(opts)

@@ -18,7 +18,8 @@ type config struct {
 	hashedNames bool
 	serverWait  bool
 	maxWaiters  int
-	err         error // the first bad option or parameter
+	waitFor     time.Duration // one GET_LOCK wait in the server: whole seconds
+	err         error         // the first bad option or parameter
 }
 
 // Defaults.
@@ -49,6 +50,7 @@ func defaultConfig() config {
 		idleTimeout: DefaultIdleTimeout,
 		serverWait:  true,
 		maxWaiters:  DefaultMaxWaiters,
+		waitFor:     serverWaitFor,
 	}
 }
 
@@ -123,4 +125,20 @@ func WithMaxWaiters(n int) Option {
 		}
 		c.maxWaiters = n
 	}
+}
+
+// fitReadTimeout keeps each GET_LOCK wait in the server inside
+// go-sql-driver's readTimeout (0: none), with a second for the reply: a
+// read deadline that ended the wait would close its session, and the
+// waiter would lose its place. A readTimeout under 2 s leaves no room for
+// a wait in the server, and is refused unless waiters poll.
+func (c *config) fitReadTimeout(rt time.Duration) {
+	if rt <= 0 || !c.serverWait {
+		return
+	}
+	if rt < 2*time.Second {
+		c.fail(fmt.Errorf("mysql: readTimeout %v leaves no room for a wait in the server: want 2s or more, or mutexkit_wait=poll: %w", rt, driver.ErrInvalid))
+		return
+	}
+	c.waitFor = min(c.waitFor, (rt - time.Second).Truncate(time.Second))
 }

@@ -2,9 +2,11 @@ package mysql_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/mysql"
@@ -84,4 +86,78 @@ func TestURLCharsetList(t *testing.T) {
 		t.Fatalf("Connect with charset=nosuch,utf8mb4: %v", err)
 	}
 	l.Close()
+}
+
+// serverWaiters are the connections waiting in this driver's GET_LOCK
+// (the process list shows a prepared statement's text, not its lock name).
+func serverWaiters(t *testing.T, admin *sql.DB) map[int64]bool {
+	t.Helper()
+	rows, err := admin.Query(`SELECT ID FROM information_schema.PROCESSLIST WHERE STATE IN ('User lock', 'Waiting for user lock') AND INFO LIKE 'SELECT GET_LOCK(?, ?)%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	ids := make(map[int64]bool)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+	}
+	return ids
+}
+
+// With go-sql-driver's readTimeout shorter than a wait in the server, the
+// wait stays on its session (its GET_LOCK times out on the server first):
+// a read deadline that ended GET_LOCK closed the session, and the waiter
+// lost its place. A readTimeout with no room for a wait is refused.
+func TestWaitWithinReadTimeout(t *testing.T) {
+	dsn, admin := testDSN(t)
+	if _, err := mysql.NewConnector(dsn + "?readTimeout=1s"); !errors.Is(err, driver.ErrInvalid) {
+		t.Fatalf("readTimeout=1s with waits in the server: %v; want ErrInvalid", err)
+	}
+	if _, err := mysql.NewConnector(dsn+"?readTimeout=1s", mysql.WithServerWait(false)); err != nil {
+		t.Fatalf("readTimeout=1s, polling: %v", err)
+	}
+	ns := uniqueNamespace(t)
+	a := openClient(t, dsn, ns)
+	b := openClient(t, dsn+"?readTimeout=3s", ns)
+	held, err := a.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := serverWaiters(t, admin)
+	got := make(chan error, 1)
+	go func() {
+		l, err := b.NewMutex("k").Lock(t.Context())
+		if err == nil {
+			err = l.Unlock(t.Context())
+		}
+		got <- err
+	}()
+	var first int64
+	for deadline := time.Now().Add(5 * time.Second); first == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiter never waited in the server")
+		}
+		for id := range serverWaiters(t, admin) {
+			if !before[id] {
+				first = id
+			}
+		}
+	}
+	time.Sleep(3500 * time.Millisecond) // past readTimeout, between two of the waiter's GET_LOCKs (2s each)
+	still := false
+	for range 5 { // GET_LOCK is asked again every 2s: a sample may fall between two
+		still = still || serverWaiters(t, admin)[first]
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !still {
+		t.Fatalf("the waiter's connection %d no longer waits after readTimeout passed", first)
+	}
+	held.Unlock(t.Context())
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -15,7 +15,7 @@ import (
 // MySQL and MariaDB queue GET_LOCK's waiters in the server, in arrival
 // order, and a release grants the lock to the first of them at once. A
 // waiting attempt (AcquireRequest.Wait) that finds the key held starts a
-// wait: GET_LOCK(name, serverWaitFor) on a waiter session of its own, in
+// wait: GET_LOCK(name, waitFor) on a waiter session of its own, in
 // a goroutine, and returns driver.ErrLocked. The owner's later attempts
 // cost nothing on the server: they find the wait still going
 // (driver.ErrLocked) or the key granted to its session, "kept" for the
@@ -31,10 +31,11 @@ import (
 //   - when the session fails: the owner is woken, and its next attempt
 //     starts a new wait, at the tail of the queue.
 //
-// A GET_LOCK that times out on the server (serverWaitFor) is asked again,
-// at the tail of the queue.
+// A GET_LOCK that times out on the server (config.waitFor) is asked
+// again, at the tail of the queue.
 
-// serverWaitFor is the timeout of one GET_LOCK wait in the server.
+// serverWaitFor is the timeout of one GET_LOCK wait in the server, unless
+// go-sql-driver's readTimeout is shorter (config.waitFor).
 const serverWaitFor = 30 * time.Second
 
 // idleWaiters is how many waiter sessions a client keeps for its next
@@ -192,7 +193,7 @@ func (l *locker) waitInServer(h *hold, w *wait, s *session, reused bool, sending
 	l.mu.Unlock()
 }
 
-// serverWait runs GET_LOCK(name, serverWaitFor) on s, until w's context
+// serverWait runs GET_LOCK(name, waitFor) on s, until w's context
 // ends (which closes s) or the reply deadline. It holds s's slot while it
 // waits, as every statement on a session does: a heartbeat's check that
 // still aims at s (a grant released on it, s recycled for this wait) then
@@ -208,7 +209,7 @@ func (l *locker) serverWait(s *session, w *wait, name string, sending chan struc
 		return false, w.ctx.Err()
 	}
 	defer s.give()
-	ctx, cancel := context.WithTimeout(w.ctx, serverWaitFor+l.cfg.replyTimeout())
+	ctx, cancel := context.WithTimeout(w.ctx, l.cfg.waitFor+l.cfg.replyTimeout())
 	defer cancel()
 	var got sql.NullInt64
 	var id int64
@@ -222,7 +223,7 @@ func (l *locker) serverWait(s *session, w *wait, name string, sending chan struc
 		}
 		s.waitStmt = st
 	}
-	err := s.waitStmt.QueryRowContext(ctx, name, int64(serverWaitFor/time.Second)).Scan(&got, &id)
+	err := s.waitStmt.QueryRowContext(ctx, name, int64(l.cfg.waitFor/time.Second)).Scan(&got, &id)
 	switch {
 	case err != nil:
 		return false, err
