@@ -391,6 +391,23 @@ func (l *locker) onSession(ctx context.Context, f func(s *session) error) error 
 	}
 }
 
+// ask runs q, prepared on first use into the statement stmt picks, on a
+// lock session; q's last column is the backend pid, which it checks. A
+// session that fails is given up.
+func (l *locker) ask(ctx context.Context, stmt func(*session) **sql.Stmt, q string, args []any, dest ...any) error {
+	return l.onSession(ctx, func(s *session) error {
+		var pid int
+		err := s.prepared(stmt(s), q, args, append(dest, &pid)...)
+		if err == nil {
+			err = s.checkPID(pid, true)
+		}
+		if err != nil && (!sessionSurvives(err) || isTxPooling(err)) {
+			l.kill(s, err)
+		}
+		return err
+	})
+}
+
 // isDead reports whether s was given up.
 func (l *locker) isDead(s *session) bool {
 	l.mu.Lock()

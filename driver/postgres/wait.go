@@ -81,13 +81,6 @@ type wait struct {
 	lastTry time.Time
 }
 
-type watchKey struct {
-	key   string
-	owner driver.Owner
-}
-
-type watchReg struct{ c chan<- struct{} }
-
 // startWait makes h, in flight and just refused by the server, wait in the
 // server's queue. It reports false, leaving h to the caller, when the wait
 // cannot be had (MaxWaiters, closing, no session). Once it started, it
@@ -140,17 +133,8 @@ func (l *locker) confirmQueued(ctx context.Context, w *wait) error {
 			continue
 		}
 		var queued bool
-		err := l.onSession(ctx, func(o *session) error {
-			var pid int
-			err := o.prepared(&o.queuedStmt, sqlQueued, []any{s.pid, int64(classid), int64(objid)}, &queued, &pid)
-			if err == nil {
-				err = o.checkPID(pid, true)
-			}
-			if err != nil && (!sessionSurvives(err) || isTxPooling(err)) {
-				l.kill(o, err)
-			}
-			return err
-		})
+		err := l.ask(ctx, func(o *session) **sql.Stmt { return &o.queuedStmt }, sqlQueued,
+			[]any{s.pid, int64(classid), int64(objid)}, &queued)
 		if ctx.Err() != nil {
 			return fmt.Errorf("postgres: waiting in the server: %w", ctx.Err())
 		}
@@ -410,17 +394,8 @@ func (l *locker) cancelWait(w *wait, s *session) {
 	defer cancel()
 	for pause := 100 * time.Microsecond; ctx.Err() == nil; pause = min(2*pause, 10*time.Millisecond) {
 		var n int
-		err := l.onSession(ctx, func(o *session) error {
-			var pid int
-			err := o.prepared(&o.endStmt, sqlEndWait, []any{s.pid, int64(classid), int64(objid)}, &n, &pid)
-			if err == nil {
-				err = o.checkPID(pid, true)
-			}
-			if err != nil && (!sessionSurvives(err) || isTxPooling(err)) {
-				l.kill(o, err)
-			}
-			return err
-		})
+		err := l.ask(ctx, func(o *session) **sql.Stmt { return &o.endStmt }, sqlEndWait,
+			[]any{s.pid, int64(classid), int64(objid)}, &n)
 		if err != nil || n > 0 {
 			return
 		}
@@ -474,48 +449,4 @@ func (l *locker) recycleWaiter(s *session) {
 	}
 	l.idle = append(l.idle, s)
 	l.mu.Unlock()
-}
-
-// wakeLocked wakes the watches of k. The caller holds l.mu.
-func (l *locker) wakeLocked(k watchKey) {
-	for r := range l.watches[k] {
-		select {
-		case r.c <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// Watch wakes owner when key is kept for it, or its wait ends: only an
-// owner that waits in the server (an attempt with Wait found the key held)
-// can be woken, once per grant, so one release wakes one waiter. For any
-// other owner it returns driver.ErrUnimplemented: this driver sees another
-// client's release only by waiting in the server.
-func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, errClosedLock
-	}
-	h := l.held[key]
-	if h == nil || h.owner != owner || h.w == nil {
-		return nil, fmt.Errorf("postgres: only an owner waiting in the server can be woken: %w", driver.ErrUnimplemented)
-	}
-	k := watchKey{key, owner}
-	r := &watchReg{c: wake}
-	if l.watches[k] == nil {
-		l.watches[k] = make(map[*watchReg]struct{})
-	}
-	l.watches[k][r] = struct{}{}
-	if h.w.kept {
-		l.wakeLocked(k)
-	}
-	return func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		delete(l.watches[k], r)
-		if len(l.watches[k]) == 0 {
-			delete(l.watches, k)
-		}
-	}, nil
 }
