@@ -136,7 +136,9 @@ type Locker interface {
 	// waits, so a release in between is not missed; it calls stop when it
 	// no longer waits. Wake-ups are hints: spurious ones are allowed and
 	// mutex still polls with backoff (at least every QueueHold/3), so a
-	// backend that cannot signal returns ErrUnimplemented. A driver that
+	// backend that cannot signal returns ErrUnimplemented, and so does one
+	// that would see only its own Locker's releases (mutex then polls
+	// faster than behind a working Watch). A driver that
 	// sees releases only through its queue may return ErrUnimplemented for
 	// an owner it has not queued.
 	Watch(key string, owner Owner, wake chan<- struct{}) (stop func(), err error)
