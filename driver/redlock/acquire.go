@@ -42,7 +42,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	var w *waiting
 	if req.Wait {
 		var send bool
-		w, send = l.waits.ask(req.Key, req.Owner, l.watch.ensure() && l.watch.healthy(l.quorum))
+		w, send = l.waits.ask(req.Key, req.Owner, l.watch.ensure() && l.watch.healthy(l.quorum) && !l.cfg.sendAll)
 		if !send { // queued, and not woken since: nothing changed for it (queue.go)
 			return driver.Grant{}, errLocked
 		}

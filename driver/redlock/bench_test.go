@@ -11,6 +11,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
@@ -131,4 +132,75 @@ func BenchmarkContendedHandoff(b *testing.B) {
 		})
 	}
 	wg.Wait()
+}
+
+// BenchmarkQueueCommands: waiters on as many clients take one key in turn
+// with Lock, holding it 1 or 10 ms; cmds/handoff is the scripts the node ran
+// (EVALSHA, EVAL) per handoff. send=all turns off the client's answers to
+// waiting attempts that nothing changed for (queue.go), to measure them:
+// go test -run '^$' -bench QueueCommands -benchtime 2000x ./driver/redlock/
+func BenchmarkQueueCommands(b *testing.B) {
+	for _, hold := range []time.Duration{time.Millisecond, 10 * time.Millisecond} {
+		for _, waiters := range []int{8, 32, 128} {
+			for _, sendAll := range []bool{false, true} {
+				b.Run(fmt.Sprintf("hold=%v/waiters=%d/send=%s", hold, waiters, map[bool]string{false: "changed", true: "all"}[sendAll]), func(b *testing.B) {
+					benchQueueCommands(b, hold, waiters, sendAll)
+				})
+			}
+		}
+	}
+}
+
+func benchQueueCommands(b *testing.B, hold time.Duration, waiters int, sendAll bool) {
+	c := startCluster(b, 1)
+	var opts []redlock.Option
+	if sendAll {
+		opts = append(opts, redlock.WithSendAll())
+	}
+	var mus []*mutex.Mutex
+	for range waiters {
+		conn, err := redlock.NewConnector(c.dsn(), opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cl := mutex.NewClient(conn)
+		b.Cleanup(func() { cl.Close() })
+		mus = append(mus, cl.NewMutex("handoff", mutex.WithTTL(10*time.Second)))
+	}
+	ctx := context.Background()
+	lockUnlock := func(m *mutex.Mutex) bool {
+		l, err := m.Lock(ctx)
+		if err != nil {
+			b.Error(err)
+			return false
+		}
+		time.Sleep(hold)
+		if err := l.Unlock(ctx); err != nil {
+			b.Error(err)
+			return false
+		}
+		return true
+	}
+	var wg sync.WaitGroup
+	for _, m := range mus { // subscriptions up, scripts loaded
+		wg.Go(func() { lockUnlock(m) })
+	}
+	wg.Wait()
+	if _, err := c.do(0, "CONFIG", "RESETSTAT"); err != nil {
+		b.Fatal(err)
+	}
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	b.ResetTimer()
+	for _, m := range mus {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 && lockUnlock(m) {
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	scripts := c.calls(b, 0, "evalsha") + c.calls(b, 0, "eval")
+	b.ReportMetric(float64(scripts)/float64(b.N), "cmds/handoff")
+	b.ReportMetric(float64(c.calls(b, 0, "ping"))/float64(b.N), "pings/handoff")
 }

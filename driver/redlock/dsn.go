@@ -56,6 +56,7 @@ type config struct {
 	pipeConns      int                     // pipelined connections per node; 0: the pool, one call per connection
 	wrapConn       func(net.Conn) net.Conn // tests: wraps each pipelined connection's socket
 	pipeAlways     bool                    // tests: a call alone takes the pipe too
+	sendAll        bool                    // tests: every waiting attempt reaches the server (none answered by the client)
 
 	err error // the first bad Option (or FromPools argument), matching driver.ErrInvalid
 }

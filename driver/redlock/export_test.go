@@ -20,6 +20,12 @@ func WithPipeAlways() Option {
 	return func(c *config) { c.pipeAlways = true }
 }
 
+// WithSendAll sends every waiting attempt to the server: none is answered
+// by the client (queue.go), to measure what that saves.
+func WithSendAll() Option {
+	return func(c *config) { c.sendAll = true }
+}
+
 // Settle waits for the late answers of l's calls that returned at quorum
 // (none may be under way on l meanwhile).
 func Settle(l driver.Locker) { l.(*locker).bg.Wait() }

@@ -105,7 +105,7 @@ func TestWaitingLockDoesNotSpin(t *testing.T) {
 }
 
 // calls returns how many times server i ran cmd since its stats were reset.
-func (c *cluster) calls(t *testing.T, i int, cmd string) int {
+func (c *cluster) calls(t testing.TB, i int, cmd string) int {
 	t.Helper()
 	info, err := redis.String(c.do(i, "INFO", "commandstats"))
 	if err != nil {
