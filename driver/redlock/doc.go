@@ -40,7 +40,9 @@
 //
 // Waiters queue per key, in arrival order (their Lock's first attempt):
 // a release keeps the key for the head waiter and wakes that waiter alone,
-// on its client's own channel; see queue.go and docs/REDIS.md.
+// on its client's own channel. A waiter's place ends at its grant, its
+// Release, its Locker's Close, or QueueHold after its last attempt; see
+// queue.go and docs/REDIS.md.
 //
 // Calls from concurrent goroutines share round trips: each node has a
 // pipelined connection (DSN option pipeline, WithPipeline) on which the

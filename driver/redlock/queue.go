@@ -20,8 +20,9 @@ import (
 //
 // A waiter's attempts need the server only when something may have
 // changed for it: its first, one after a wake-up (or after the
-// subscription was confirmed, when a wake-up may have been missed), and
-// one every refreshEvery to keep its place (the node passes it over
+// subscription was confirmed, when a wake-up may have been missed), one
+// after an attempt that failed otherwise than by the nodes' refusal
+// (again), and one every refreshEvery to keep its place (the node passes it over
 // driver.QueueHold after its last). The others, which package mutex makes
 // while it waits (its fallback polling, its retry right after Watch), are
 // answered here: the key is kept for nobody else's sake by asking again,
