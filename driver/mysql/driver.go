@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
 
@@ -98,7 +99,11 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 			return nil, redactErr(invalidDSN(err.Error()), mc.Passwd)
 		}
 		db := sql.OpenDB(gc)
-		db.SetMaxIdleConns(0) // sessions are taken for good and discarded, never pooled
+		// Lock sessions are taken for good and discarded, never pooled: the
+		// pool keeps only connections for Inspect's and a wait's
+		// diagnostic queries, which never hold a lock.
+		db.SetMaxIdleConns(2)
+		db.SetConnMaxIdleTime(time.Minute)
 		l = newLocker(c.cfg, db, true, mc.Passwd)
 	}
 	if err := l.start(ctx); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -44,36 +45,36 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 	}
 	l.mu.Unlock()
 
+	// Not on a lock session: a reply later than the deadline would close
+	// it, and free the locks on it.
+	qctx, cancel := context.WithTimeout(ctx, l.cfg.replyTimeout())
+	defer cancel()
+	var conn sql.NullInt64
+	err := l.db.QueryRowContext(qctx, sqlUsed, name).Scan(&conn)
 	var who driver.Holder
-	var held bool
-	err := l.onSession(ctx, func(s *session) error {
-		var conn sql.NullInt64
-		err := s.queryRow(sqlUsed, []any{name}, &conn)
-		if err != nil || !conn.Valid {
-			return err
-		}
-		held = true
-		who, err = l.describe(s, name, conn.Int64)
-		return err
-	})
-	if err != nil {
-		if errors.Is(err, ctx.Err()) || errors.Is(err, driver.ErrClosed) {
-			return driver.Holder{}, false, err
-		}
-		return driver.Holder{}, false, l.fail("inspect", err, name)
+	if err == nil && conn.Valid {
+		who, err = l.describe(qctx, name, conn.Int64)
 	}
-	return who, held, nil
+	switch {
+	case err == nil:
+		return who, conn.Valid, nil
+	case ctx.Err() != nil:
+		return driver.Holder{}, false, fmt.Errorf("mysql: inspect: %w", ctx.Err())
+	case qctx.Err() != nil:
+		return driver.Holder{}, false, fmt.Errorf("mysql: inspect: %w (%v): %w", errNoReply, l.cfg.replyTimeout(), driver.ErrUnavailable)
+	}
+	return driver.Holder{}, false, l.fail("inspect", err, name)
 }
 
 // describe reads what the server keeps of connection conn, the holder of
-// name. The caller holds s's slot.
-func (l *locker) describe(s *session, name string, conn int64) (driver.Holder, error) {
+// name, on a connection of the pool (no lock session).
+func (l *locker) describe(ctx context.Context, name string, conn int64) (driver.Holder, error) {
 	var who driver.Holder
 	var tok sql.NullInt64
 	var host sql.NullString
 	var pid sql.NullInt64
 	var since sql.NullString
-	err := s.queryRow(sqlFenceOf, []any{name, conn}, &tok, &host, &pid, &since)
+	err := l.db.QueryRowContext(ctx, sqlFenceOf, name, conn).Scan(&tok, &host, &pid, &since)
 	switch {
 	case err == nil:
 		who = driver.Holder{Host: host.String, PID: int(pid.Int64), Token: uint64(tok.Int64)}
@@ -85,30 +86,27 @@ func (l *locker) describe(s *session, name string, conn int64) (driver.Holder, e
 	default:
 		return who, err
 	}
-	err = s.exchange(l.cfg.replyTimeout(), func(ctx context.Context) error {
-		rows, err := s.conn.QueryContext(ctx, sqlAttrs, conn)
-		if err != nil {
-			return err
+	rows, err := l.db.QueryContext(ctx, sqlAttrs, conn)
+	if err != nil {
+		if mysqlNumber(err) != 0 {
+			err = nil // no performance_schema here: nothing more is known
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var k, v string
-			if err := rows.Scan(&k, &v); err != nil {
-				return err
-			}
-			switch k {
-			case "_pid":
-				who.PID, _ = strconv.Atoi(v)
-			case "mutexkit_host":
-				who.Host = v
-			}
-		}
-		return rows.Err()
-	})
-	if err != nil && sessionSurvives(err) {
-		err = nil // no performance_schema here: nothing more is known
+		return who, err
 	}
-	return who, err
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return who, err
+		}
+		switch k {
+		case "_pid":
+			who.PID, _ = strconv.Atoi(v)
+		case "mutexkit_host":
+			who.Host = v
+		}
+	}
+	return who, rows.Err()
 }
 
 func isNoTable(err error) bool { return mysqlNumber(err) == 1146 } // ER_NO_SUCH_TABLE

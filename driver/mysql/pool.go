@@ -81,7 +81,10 @@ func (l *locker) session(ctx context.Context) (*session, error) {
 // idle: a server restart, wait_timeout) and gives it up, f runs once more
 // on a fresh one, as database/sql retries a connection that went bad in
 // the pool: nothing f asked for was done on the dead one. Waiting for a
-// session honours ctx; f is never cancelled.
+// session honours ctx; f is never cancelled. An error of f other than a
+// reply of the server (after which the session lives on) gives the
+// session up, and reports the loss of its keys at once, should f not have
+// done so: the session may be gone, and its locks with it.
 func (l *locker) onSession(ctx context.Context, f func(s *session) error) error {
 	for try := 0; ; try++ {
 		s, err := l.session(ctx)
@@ -89,6 +92,9 @@ func (l *locker) onSession(ctx context.Context, f func(s *session) error) error 
 			return err
 		}
 		err = f(s)
+		if err != nil && !sessionSurvives(err) && !errors.Is(err, ErrReadOnly) {
+			l.kill(s, err)
+		}
 		s.give()
 		if err == nil || try > 0 || !connGone(err) || !l.isDead(s) {
 			return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/mysql"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // connectLocker opens a driver-level Locker (no package mutex) in a
@@ -160,4 +161,47 @@ func TestWaitWithinReadTimeout(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Inspect's queries never run on a lock session: a reply later than the
+// reply deadline (here the fencing table locked by another connection)
+// would close the session, freeing the locks on it unreported.
+func TestSlowInspectKeepsLocks(t *testing.T) {
+	dsn, admin := testDSN(t)
+	ns := uniqueNamespace(t)
+	a := openClient(t, dsn, ns, mysql.WithStatementTimeout(time.Second))
+	b := openClient(t, dsn, ns)
+	other, err := b.NewMutex("other", mutex.WithFencing()).TryLock(t.Context()) // the table exists
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Unlock(t.Context())
+	keep, err := a.NewMutex("keep").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := holderOf(t, admin, mysql.LockName(ns, "keep"))
+	locker, err := admin.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	if _, err := locker.ExecContext(t.Context(), `LOCK TABLES `+mysql.FencingTable+` WRITE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	_, _, err = a.Inspect(ctx, "other") // its table read waits for the table lock
+	cancel()
+	locker.ExecContext(t.Context(), `UNLOCK TABLES`)
+	if err == nil {
+		t.Fatal("Inspect answered through a locked table")
+	}
+	time.Sleep(3 * clientHeartbeat)
+	if keep.Err() != nil {
+		t.Fatalf("a lease of the inspecting client: %v", keep.Err())
+	}
+	if got := holderOf(t, admin, mysql.LockName(ns, "keep")); got != conn {
+		t.Fatalf("keep held by connection %d, was %d", got, conn)
+	}
+	keep.Unlock(t.Context())
 }

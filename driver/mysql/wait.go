@@ -112,27 +112,32 @@ func (l *locker) startWait(ctx context.Context, h *hold) bool {
 
 // sqlQueued finds a connection waiting in GET_LOCK (MariaDB's state, and
 // MySQL 8's).
-const sqlQueued = `SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %d AND STATE IN ('User lock', 'Waiting for user lock')`
+const sqlQueued = `SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND STATE IN ('User lock', 'Waiting for user lock')`
 
 // confirmQueued returns once the server shows connection id waiting in
-// GET_LOCK, or its wait has had a reply, or after the reply deadline: the
-// attempt that started the wait then returns, so that waiters queue in the
-// order of their attempts.
+// GET_LOCK, or its wait has had a reply, or after the reply deadline, or
+// when ctx ends: the attempt that started the wait then returns, so that
+// waiters queue in the order of their attempts. It asks on a connection
+// of the pool, not a lock session: a reply past the deadline would close
+// the session, freeing its locks.
 func (l *locker) confirmQueued(ctx context.Context, w *wait, id int64) {
-	deadline := time.Now().Add(l.cfg.replyTimeout())
-	q := fmt.Sprintf(sqlQueued, id)
-	for pause := 100 * time.Microsecond; time.Now().Before(deadline); pause = min(2*pause, 5*time.Millisecond) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.replyTimeout())
+	defer cancel()
+	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
 		select {
 		case <-w.replied:
 			return
 		default:
 		}
 		var n int
-		err := l.onSession(ctx, func(s *session) error { return s.queryRow(q, nil, &n) })
-		if err != nil || n > 0 {
+		if err := l.db.QueryRowContext(ctx, sqlQueued, id).Scan(&n); err != nil || n > 0 {
 			return
 		}
-		time.Sleep(pause)
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
