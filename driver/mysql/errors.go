@@ -70,6 +70,25 @@ func denied(err error) bool {
 	return false
 }
 
+// badSetting reports the server's refusal of a setting the DSN asked for as
+// the connection opened (go-sql-driver sends each parameter it does not
+// know as SET name = value, and charset as SET NAMES): no retry cures it.
+func badSetting(err error) bool {
+	switch mysqlNumber(err) {
+	case 1064, // ER_PARSE_ERROR: a value that does not parse
+		1115, // ER_UNKNOWN_CHARACTER_SET
+		1193, // ER_UNKNOWN_SYSTEM_VARIABLE
+		1228, // ER_LOCAL_VARIABLE
+		1229, // ER_GLOBAL_VARIABLE
+		1231, // ER_WRONG_VALUE_FOR_VAR
+		1232, // ER_WRONG_TYPE_FOR_VAR
+		1238, // ER_INCORRECT_GLOBAL_LOCAL_VAR (read-only variable)
+		1273: // ER_UNKNOWN_COLLATION
+		return true
+	}
+	return false
+}
+
 // failureKind is the driver sentinel of a failed exchange with the server.
 func failureKind(err error) error {
 	var me *gomysql.MySQLError

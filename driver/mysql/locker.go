@@ -78,6 +78,9 @@ func (l *locker) connectError(err error) error {
 	if errors.Is(err, ErrReadOnly) || errors.Is(err, ErrMultiplexing) {
 		return err
 	}
+	if badSetting(err) {
+		return redactErr(fmt.Errorf("mysql: connect: the server refused a setting of the DSN (go-sql-driver sends a parameter it does not know as SET): %w: %w", err, driver.ErrInvalid), l.password)
+	}
 	return redactErr(fmt.Errorf("mysql: connect: %w: %w", err, failureKind(err)), l.password)
 }
 

@@ -205,3 +205,21 @@ func TestSlowInspectKeepsLocks(t *testing.T) {
 	}
 	keep.Unlock(t.Context())
 }
+
+// A setting of the DSN that the server refuses as the connection opens (an
+// unknown parameter, which go-sql-driver sends as SET; a bad value; an
+// unknown charset) is a bad DSN, which no retry cures: ErrInvalid, not
+// ErrUnavailable.
+func TestConnectRefusedSettingInvalid(t *testing.T) {
+	dsn, _ := testDSN(t)
+	for _, q := range []string{"nosuch_variable=1", "sql_mode=nosuch", "wait_timeout=%27x%27", "charset=nosuch"} {
+		conn, err := mysql.NewConnector(dsn + "?" + q)
+		if err != nil {
+			t.Fatalf("%s: NewConnector: %v", q, err)
+		}
+		_, err = conn.Connect(t.Context())
+		if !errors.Is(err, driver.ErrInvalid) || errors.Is(err, driver.ErrUnavailable) {
+			t.Errorf("%s: Connect: %v; want ErrInvalid", q, err)
+		}
+	}
+}
