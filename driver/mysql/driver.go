@@ -94,6 +94,11 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		if mc.Timeout == 0 {
 			mc.Timeout = c.cfg.replyTimeout() // the dial; the handshake is bounded by Connect's context
 		}
+		if mc.WriteTimeout == 0 {
+			// Closing a session writes COM_QUIT, with no context: a peer
+			// that stopped reading must not hang it.
+			mc.WriteTimeout = c.cfg.replyTimeout()
+		}
 		gc, err := gomysql.NewConnector(mc)
 		if err != nil {
 			return nil, redactErr(invalidDSN(err.Error()), mc.Passwd)

@@ -156,6 +156,13 @@ func (l *locker) kill(s *session, cause error) {
 	}
 	s.keys = nil
 	close(s.stop)
+	if l.closed {
+		// Close may be in wg.Wait already (no Add then), and its client
+		// ended these leases: they are closed, not lost.
+		l.mu.Unlock()
+		s.discard()
+		return
+	}
 	l.wg.Add(1)
 	l.mu.Unlock()
 
