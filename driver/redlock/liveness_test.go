@@ -26,6 +26,25 @@ func woken(t *testing.T, wake <-chan struct{}, what string) {
 	}
 }
 
+// watchQuiet watches key for owner until the test ends, and returns the
+// channel once every node's subscription confirmation (which wakes every
+// waiter) has come and been drained.
+func watchQuiet(t *testing.T, l driver.Locker, key string, owner driver.Owner) <-chan struct{} {
+	t.Helper()
+	wake := make(chan struct{}, 1)
+	stop, err := l.Watch(key, owner, wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	woken(t, wake, "the subscriptions' confirmation")
+	time.Sleep(100 * time.Millisecond) // every node's
+	for len(wake) > 0 {
+		<-wake
+	}
+	return wake
+}
+
 // TestFailedAttemptAsksAgain: a waiting attempt that fails by a timeout
 // (the nodes' writes paused) after the key was kept for its waiter does
 // not make the client answer the next attempt itself: the next one
@@ -40,17 +59,7 @@ func TestFailedAttemptAsksAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.heldEverywhere(t, "k")
-			wake := make(chan struct{}, 1)
-			stop, err := wl.Watch("k", w, wake)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stop()
-			woken(t, wake, "the subscriptions' confirmation")
-			time.Sleep(100 * time.Millisecond) // every node's
-			for len(wake) > 0 {
-				<-wake
-			}
+			wake := watchQuiet(t, wl, "k", w)
 			mustWaitLocked(t, wl, "k", w)
 			if err := holder.Release(t.Context(), "k", h); err != nil {
 				t.Fatal(err)
@@ -226,17 +235,8 @@ func TestReleaseAfterExpiry(t *testing.T) {
 	if _, err := acquire(t, holder, "k", h); err != nil {
 		t.Fatal(err)
 	}
-	wake := make(chan struct{}, 1)
-	stop, err := wl.Watch("k", w, wake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	woken(t, wake, "the subscription's confirmation")
+	wake := watchQuiet(t, wl, "k", w)
 	mustWaitLocked(t, wl, "k", w)
-	for len(wake) > 0 {
-		<-wake
-	}
 	if err := c.delete("k", 0); err != nil { // the lease expired
 		t.Fatal(err)
 	}
