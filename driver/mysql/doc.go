@@ -1,7 +1,8 @@
 // Package mysql is a lock driver on MySQL and MariaDB user-level locks
 // (GET_LOCK, RELEASE_LOCK, IS_USED_LOCK), through
 // github.com/go-sql-driver/mysql. It registers for the URL scheme "mysql".
-// It needs MySQL 5.7+ or MariaDB 10.0.5+ (several locks per session).
+// It needs MySQL 5.7+ or MariaDB 10.0.2+ (several locks per session);
+// LockNameSQL needs MySQL 8.0+ or MariaDB 10.0.5+ (REGEXP_SUBSTR).
 //
 //	import _ "github.com/mutexkit/mutexkit/driver/mysql"
 //
@@ -26,8 +27,9 @@
 // A key maps to the lock name LockName(namespace, key): "mk/", a readable
 // prefix of the key, "/", and 128 bits of a SHA-256 of both, at most 64
 // characters. LockNameSQL computes it in SQL: GET_LOCK of that name
-// excludes a Mutex and is excluded by it. WithHashedNames leaves the
-// prefix out.
+// excludes a Mutex and is excluded by it. The namespace must be the same
+// in every client (and SQL user) of a key, or they do not exclude each
+// other.
 //
 // # Sessions
 //

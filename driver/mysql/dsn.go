@@ -209,12 +209,6 @@ func takeParams(q url.Values, cfg *config) error {
 			} else {
 				cfg.stmtTimeout = d
 			}
-		case "mutexkit_hashed_names":
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return bad("true or false")
-			}
-			cfg.hashedNames = b
 		case "mutexkit_wait":
 			switch v {
 			case "server":

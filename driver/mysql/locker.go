@@ -70,7 +70,7 @@ func newLocker(cfg config, db *sql.DB, ownDB bool, password string) *locker {
 	}
 }
 
-func (l *locker) name(key string) string { return lockName(l.cfg.namespace, key, !l.cfg.hashedNames) }
+func (l *locker) name(key string) string { return LockName(l.cfg.namespace, key) }
 
 // connectError adds what an operator needs to a failure to open or set up
 // a session, with the password removed.

@@ -15,7 +15,6 @@ type config struct {
 	namespace   string
 	stmtTimeout time.Duration // the reply deadline of every statement
 	idleTimeout time.Duration // the sessions' wait_timeout
-	hashedNames bool
 	serverWait  bool
 	maxWaiters  int
 	waitFor     time.Duration // one GET_LOCK wait in the server: whole seconds
@@ -100,11 +99,6 @@ func WithIdleTimeout(d time.Duration) Option {
 		c.idleTimeout = d
 	}
 }
-
-// WithHashedNames leaves the readable key prefix out of lock names
-// (mutexkit_hashed_names=1): they are "mk//" and the hash, so the
-// server's lock list shows nothing of the keys.
-func WithHashedNames() Option { return func(c *config) { c.hashedNames = true } }
 
 // WithServerWait chooses how a waiting Lock waits (mutexkit_wait=server or
 // poll). With true, the default, it waits in the server: GET_LOCK with a

@@ -223,3 +223,14 @@ func TestConnectRefusedSettingInvalid(t *testing.T) {
 		}
 	}
 }
+
+// One lock name per (namespace, key): the option that left the key's
+// prefix out of names (WithHashedNames, mutexkit_hashed_names) is gone, as
+// two clients differing on it took the same key at once. Its parameter is
+// now refused.
+func TestHashedNamesGone(t *testing.T) {
+	dsn, _ := testDSN(t)
+	if _, err := mysql.NewConnector(dsn + "?mutexkit_hashed_names=1"); !errors.Is(err, driver.ErrInvalid) {
+		t.Fatalf("mutexkit_hashed_names=1: %v; want ErrInvalid", err)
+	}
+}
