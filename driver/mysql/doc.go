@@ -62,7 +62,12 @@
 //
 // A waiting Lock waits in the server (GET_LOCK with a timeout, on a
 // session of its own): the server serves waiters in arrival order, and a
-// release wakes only the first. WithServerWait(false) polls instead.
+// release wakes only the first. The order has limits: a GET_LOCK that runs
+// out (30 s, or a second under go-sql-driver's readTimeout) is asked
+// again at the tail; waits beyond WithMaxWaiters poll and are passed over;
+// and a waiter frozen or cut off once the server granted it the key holds
+// the others up until the server's wait_timeout (WithIdleTimeout), not
+// driver.QueueHold. WithServerWait(false) polls instead.
 //
 // # Refused setups
 //

@@ -103,6 +103,12 @@ func (l *locker) start(ctx context.Context) error {
 // grant it again to the same session, stacked. With req.Wait, an attempt
 // that finds the key held starts a wait in the server (wait.go) and
 // returns ErrLocked; the owner's later attempts find the key kept for it.
+//
+// One exception to the queue contract: an owner whose key another owner of
+// this locker holds or waits for gets ErrLocked with no place in the
+// server's queue (and Watch refuses it), as one record per key is kept.
+// Package mutex never asks so: it queues one client's Mutex values on a key
+// itself and sends one at a time to the driver.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Grant{}, err

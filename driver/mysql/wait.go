@@ -32,7 +32,10 @@ import (
 //     starts a new wait, at the tail of the queue.
 //
 // A GET_LOCK that times out on the server (config.waitFor) is asked
-// again, at the tail of the queue.
+// again, at the tail of the queue. A waiter frozen or cut off by the
+// network after the server granted it the key holds it until the server's
+// wait_timeout (config.idleTimeout) ends the session, not QueueHold: only
+// its own client could give the key up. docs/MYSQL.md says so.
 
 // serverWaitFor is the timeout of one GET_LOCK wait in the server, unless
 // go-sql-driver's readTimeout is shorter (config.waitFor).
