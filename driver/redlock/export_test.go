@@ -37,3 +37,6 @@ func Waits(l driver.Locker) int {
 	defer ws.mu.Unlock()
 	return len(ws.byOwn)
 }
+
+// Subscribed returns how many of l's subscriptions are confirmed and up.
+func Subscribed(l driver.Locker) int { return int(l.(*locker).watch.up.Load()) }

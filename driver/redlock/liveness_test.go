@@ -27,9 +27,9 @@ func woken(t *testing.T, wake <-chan struct{}, what string) {
 }
 
 // watchQuiet watches key for owner until the test ends, and returns the
-// channel once every node's subscription confirmation (which wakes every
-// waiter) has come and been drained.
-func watchQuiet(t *testing.T, l driver.Locker, key string, owner driver.Owner) <-chan struct{} {
+// channel once the subscriptions of l's nodes are confirmed and the
+// wake-ups of the confirmations (which wake every waiter) drained.
+func watchQuiet(t *testing.T, l driver.Locker, nodes int, key string, owner driver.Owner) <-chan struct{} {
 	t.Helper()
 	wake := make(chan struct{}, 1)
 	stop, err := l.Watch(key, owner, wake)
@@ -37,12 +37,25 @@ func watchQuiet(t *testing.T, l driver.Locker, key string, owner driver.Owner) <
 		t.Fatal(err)
 	}
 	t.Cleanup(stop)
-	woken(t, wake, "the subscriptions' confirmation")
-	time.Sleep(100 * time.Millisecond) // every node's
+	subscribed(t, l, nodes)
 	for len(wake) > 0 {
 		<-wake
 	}
 	return wake
+}
+
+// subscribed waits until n of l's subscriptions are confirmed, and the
+// wake-ups their confirmations send have been sent.
+func subscribed(t *testing.T, l driver.Locker, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for redlock.Subscribed(l) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d subscriptions confirmed after 10s", redlock.Subscribed(l), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // a confirmation's wake-ups follow its count
 }
 
 // TestFailedAttemptAsksAgain: a waiting attempt that fails by a timeout
@@ -59,7 +72,7 @@ func TestFailedAttemptAsksAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.heldEverywhere(t, "k")
-			wake := watchQuiet(t, wl, "k", w)
+			wake := watchQuiet(t, wl, n, "k", w)
 			mustWaitLocked(t, wl, "k", w)
 			if err := holder.Release(t.Context(), "k", h); err != nil {
 				t.Fatal(err)
@@ -235,7 +248,7 @@ func TestReleaseAfterExpiry(t *testing.T) {
 	if _, err := acquire(t, holder, "k", h); err != nil {
 		t.Fatal(err)
 	}
-	wake := watchQuiet(t, wl, "k", w)
+	wake := watchQuiet(t, wl, 1, "k", w)
 	mustWaitLocked(t, wl, "k", w)
 	if err := c.delete("k", 0); err != nil { // the lease expired
 		t.Fatal(err)
