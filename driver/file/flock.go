@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"syscall"
 
 	"github.com/mutexkit/mutexkit/driver"
@@ -24,7 +23,6 @@ type hold struct {
 	key    string
 	owner  driver.Owner
 	name   string
-	qdir   string // the key's queue directory
 	path   string
 	lockF  *os.File // O_RDONLY: carries the flock
 	rwF    *os.File // O_RDWR: writes the token; its close signals the release
@@ -52,6 +50,15 @@ func idOf(fi fs.FileInfo) fileID {
 	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}
 }
 
+// links is fi's link count, or 0 if unknown.
+func links(fi fs.FileInfo) uint64 {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0
+	}
+	return uint64(st.Nlink)
+}
+
 // checkDir checks that dir is a directory on a filesystem fit for flock.
 func checkDir(dir string) error {
 	fi, err := os.Stat(dir)
@@ -64,23 +71,33 @@ func checkDir(dir string) error {
 	return checkFS(dir)
 }
 
-// lockFile takes the flock on the lock file name in dir. Attempts open the
-// file read-only (flock needs no write access), so a failed attempt's close
-// is no IN_CLOSE_WRITE and does not wake other waiters; only the winner
-// opens it read-write. Errors name dir, never the file (see keyFree).
-func lockFile(dir, name string) (*hold, error) {
-	path := filepath.Join(dir, name)
-	lf, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|openFlags, 0o644)
+// openLockFile opens the lock file at path (in dir), making it if missing,
+// and reports whether its key has a wait queue: the queue's mark is a second
+// link to the lock file (see markQueue), so the link count that the fstat
+// checking for a regular file reads anyway tells, at no extra cost. Attempts
+// open the file read-only (flock needs no write access), so a failed
+// attempt's close is no IN_CLOSE_WRITE and does not wake other waiters; only
+// the winner opens it read-write. Errors name dir, never the file (see
+// keyFree).
+func openLockFile(dir, path string) (lf *os.File, queued bool, err error) {
+	lf, err = os.OpenFile(path, os.O_RDONLY|os.O_CREATE|openFlags, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("file: open lock file: %w", keyFree(err))
+		return nil, false, fmt.Errorf("file: open lock file: %w", keyFree(err))
 	}
-	if fi, err := lf.Stat(); err != nil || !fi.Mode().IsRegular() {
+	fi, err := lf.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
 		lf.Close()
-		return nil, fmt.Errorf("file: a lock file in %s is not a regular file: %w", dir, driver.ErrInvalid)
+		return nil, false, fmt.Errorf("file: a lock file in %s is not a regular file: %w", dir, driver.ErrInvalid)
 	}
+	return lf, links(fi) > 1, nil
+}
+
+// lockOpened takes the flock on lf, which openLockFile opened at path, and
+// closes lf if it fails.
+func lockOpened(dir, path string, lf *os.File) (*hold, error) {
 	if err := flock(lf, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lf.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN) {
+		if isWouldBlock(err) {
 			return nil, errLockedElsewhere
 		}
 		return nil, fmt.Errorf("file: flock a lock file in %s: %w", dir, keyFree(err))
@@ -141,14 +158,17 @@ func flock(f *os.File, how int) error {
 
 // replaced reports whether h's path no longer names the inode h locked. An
 // open inode cannot be reused, so equal dev and ino mean the same file. An
-// error other than a missing file (EIO, EACCES) means it cannot tell.
-func (h *hold) replaced() (bool, error) {
+// error other than a missing file (EIO, EACCES) means it cannot tell. The
+// same lstat tells whether the key has a wait queue (the queue's mark is a
+// second link to the lock file), so a release with nobody waiting looks no
+// further.
+func (h *hold) replaced() (lost, queued bool, err error) {
 	fi, err := os.Lstat(h.path) // a symlink put in its place is a replacement
 	switch {
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
-		return true, nil
+		return true, false, nil
 	case err != nil:
-		return false, err
+		return false, false, err
 	}
-	return idOf(fi) != h.id, nil
+	return idOf(fi) != h.id, links(fi) > 1, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -18,9 +19,7 @@ import (
 // file, its owners' places in wait queues, and the wake channels of its
 // waiters.
 type locker struct {
-	dir   string
-	dirF  *os.File // dir, open for noQueue's lookups; nil if it could not be opened
-	dirFD int      // its descriptor, or -1; closed by Close, after every lookup of Close's own
+	dir string
 
 	mu          sync.Mutex
 	closed      bool
@@ -62,10 +61,6 @@ func newLocker(dir string, notify bool) *locker {
 		watchers:    make(map[string]map[*watcher]struct{}),
 		notifyTried: !notify,
 	}
-	l.dirFD = -1
-	if f, err := os.Open(dir); err == nil {
-		l.dirF, l.dirFD = f, int(f.Fd())
-	}
 	return l
 }
 
@@ -78,29 +73,35 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, err
 	}
 	name := FileName(req.Key)
-	qdir := queueDir(l.dir, name)
 	if g, err, done := l.heldBy(req); done {
 		if err == errHeldHere {
-			err = l.queueUp(req, name, qdir, false, err)
+			err = l.queueUp(req, name, false, err)
 		}
 		return g, err
 	}
-	// Checked before the flock, so that only the head (or, with nobody
-	// waiting, anyone) ever takes it: a flock taken only to look at the
-	// queue could make the head's attempt fail.
-	if !l.noQueue(qdir) {
-		head, selfHead, err := queueHead(qdir, req.Owner)
-		if err != nil {
-			return driver.Grant{}, fmt.Errorf("file: read a wait queue in %s: %w", l.dir, queueFree(l.dir, err))
-		}
-		if head != "" && !selfHead {
-			return driver.Grant{}, l.queueUp(req, name, qdir, false, errKept)
-		}
-	}
+	path := filepath.Join(l.dir, name)
 	var h *hold
 	for attempt := 0; ; attempt++ {
-		var err error
-		h, err = lockFile(l.dir, name)
+		lf, queued, err := openLockFile(l.dir, path)
+		if err != nil {
+			return driver.Grant{}, err
+		}
+		// Checked before the flock, so that only the head (or, with nobody
+		// waiting, anyone) ever takes it: a flock taken only to look at the
+		// queue could make the head's attempt fail. With nobody waiting the
+		// lock file is unmarked and there is nothing to look at.
+		if queued {
+			head, selfHead, err := queueHead(queueDir(l.dir, name), req.Owner)
+			if err != nil {
+				lf.Close()
+				return driver.Grant{}, fmt.Errorf("file: read a wait queue in %s: %w", l.dir, queueFree(l.dir, err))
+			}
+			if head != "" && !selfHead {
+				lf.Close()
+				return driver.Grant{}, l.queueUp(req, name, false, errKept)
+			}
+		}
+		h, err = lockOpened(l.dir, path, lf)
 		if err == nil {
 			break
 		}
@@ -110,7 +111,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			if g, err2, done := l.heldBy(req); done && err2 != errHeldHere {
 				return g, err2
 			}
-			return driver.Grant{}, l.queueUp(req, name, qdir, true, err)
+			return driver.Grant{}, l.queueUp(req, name, true, err)
 		}
 		if !errors.Is(err, errReplaced) {
 			return driver.Grant{}, err
@@ -124,7 +125,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		h.close()
 		return driver.Grant{}, fmt.Errorf("file: fencing token of a lock file in %s: %w", l.dir, err)
 	}
-	h.key, h.owner, h.name, h.qdir = req.Key, req.Owner, name, qdir
+	h.key, h.owner, h.name = req.Key, req.Owner, name
 	h.grant = driver.Grant{Token: token}
 	h.onLost = req.OnLost
 
@@ -198,12 +199,14 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	// file: the grant was lost, and the caller must hear so. A check that
 	// cannot tell is no loss. Check before closing: a closed, unlinked
 	// inode's number can be reused.
-	lost, _ := h.replaced()
+	lost, queued, _ := h.replaced()
 	delete(l.held, key)
 	h.close()
 	l.wakeLocked(h.name)
 	l.mu.Unlock()
-	l.passOn(h.qdir)
+	if queued || lost {
+		l.passOn(queueDir(l.dir, h.name))
+	}
 	if lost {
 		return lostError(l.dir)
 	}
@@ -237,7 +240,7 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 			r.Err = errNotHeld
 			continue
 		}
-		lost, err := h.replaced()
+		lost, _, err := h.replaced()
 		switch {
 		case err != nil:
 			r.Err = fmt.Errorf("file: verify a lock file in %s: %w", l.dir, keyFree(err))
@@ -262,7 +265,7 @@ func (l *locker) checkLost(holds []*hold) {
 		l.mu.Lock()
 		lost := false
 		if l.held[h.key] == h { // not released or closed meanwhile
-			lost, _ = h.replaced()
+			lost, _, _ = h.replaced()
 		}
 		if lost {
 			l.dropLocked(h)
@@ -405,7 +408,7 @@ func (l *locker) Close() error {
 
 	for _, h := range holds {
 		h.close()
-		queues = append(queues, h.qdir)
+		queues = append(queues, queueDir(l.dir, h.name))
 	}
 	for _, qdir := range queues {
 		l.passOn(qdir) // best effort: waiters poll too
@@ -414,11 +417,5 @@ func (l *locker) Close() error {
 		notify.Close() // ends the reader's blocked Read
 	}
 	l.wg.Wait()
-	if l.dirF != nil {
-		// After Close's and the sweeper's last passOn. An Acquire still in
-		// flight may look in another directory that got the descriptor
-		// number: it fails with ErrClosed all the same.
-		l.dirF.Close()
-	}
 	return nil
 }

@@ -31,12 +31,25 @@ import (
 // process that lives but stopped asking). A release wakes the live head by
 // opening its entry for writing, which is an IN_CLOSE_WRITE that only the
 // head's Locker watches.
+//
+// While the directory holds entries it also holds the mark, a hard link to
+// the lock file, which makes the lock file's link count 2: attempts and
+// releases read the link count with the fstat and lstat they make anyway,
+// so with nobody waiting the queue costs no system call. The mark is made
+// before an entry and removed only with the empty directory, both under the
+// directory's flock (lockQueue): an attempt that saw no mark looked before
+// the entry appeared.
 const (
 	queueSuffix = ".queue"
 	entrySuffix = ".w"
-	tempSuffix  = ".t" // an entry being made: not yet flocked, so not yet in the queue
+	tempSuffix  = ".t"   // an entry being made: not yet flocked, so not yet in the queue
+	markName    = "link" // the mark, a link to the lock file
 	stampDigits = 20
 	entryLen    = stampDigits + 1 + 32 + len(entrySuffix)
+
+	// queueLockWait bounds the wait for a queue's flock when a waiter
+	// takes a place: its holders keep it for a few system calls.
+	queueLockWait = 100 * time.Millisecond
 )
 
 // errKept: the key is free, but kept for the waiter at the head of its queue.
@@ -76,17 +89,6 @@ type entry struct {
 	head bool
 }
 
-// noQueue reports, cheaply, that nobody waits for the key whose queue
-// directory is qdir: the common case costs one fstatat(2) relative to the
-// lock directory, without walking its path (a third of a lookup by path).
-func (l *locker) noQueue(qdir string) bool {
-	if l.dirFD < 0 {
-		return false
-	}
-	var st unix.Stat_t
-	return unix.Fstatat(l.dirFD, qdir[len(l.dir)+1:], &st, unix.AT_SYMLINK_NOFOLLOW) == unix.ENOENT
-}
-
 // stamp is the host's monotonic clock, shared by its processes and never
 // stepped, unlike the wall clock.
 func stamp() uint64 {
@@ -99,7 +101,7 @@ func stamp() uint64 {
 
 // queueHead returns the name of the live entry at the head of qdir's
 // queue ("" if none), and whether it is self's. Dead and stale entries it
-// meets on the way are removed, and so is an empty queue directory.
+// meets on the way are removed, and so is an empty queue with its mark.
 func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err error) {
 	d, err := os.OpenFile(qdir, os.O_RDONLY|syscall.O_DIRECTORY|openFlags, 0)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -120,6 +122,10 @@ func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err 
 	now := time.Now()
 	left := len(names)
 	for _, name := range names {
+		if name == markName {
+			left--
+			continue
+		}
 		o, isEntry := entryOwner(name)
 		if isEntry && o == self {
 			return name, true, nil
@@ -136,7 +142,7 @@ func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err 
 		}
 	}
 	if left == 0 {
-		os.Remove(qdir) // fails, harmlessly, if an entry came meanwhile
+		clearQueue(qdir)
 	}
 	return "", false, nil
 }
@@ -174,36 +180,135 @@ func isWouldBlock(err error) bool {
 	return errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN)
 }
 
-// makeEntry puts owner into qdir's queue: it creates the entry under a
-// temporary name, flocks it and renames it into place, so that a prober
-// never sees an unflocked entry of a live waiter. The directory is made if
-// missing, again if it is removed as empty between the two steps.
-func makeEntry(qdir string, owner driver.Owner) (*os.File, string, error) {
+// makeEntry puts owner into qdir's queue, under the queue's flock: it
+// marks the lock file at lockPath as queued, then creates the entry under
+// a temporary name, flocks it and renames it into place, so that a prober
+// never sees an unflocked entry of a live waiter.
+func makeEntry(qdir, lockPath string, owner driver.Owner) (*os.File, string, error) {
+	d, err := lockQueue(qdir, true)
+	if err != nil {
+		return nil, "", err
+	}
+	defer d.Close() // unlocks
+	if err := markQueue(qdir, lockPath); err != nil {
+		return nil, "", err
+	}
 	path := filepath.Join(qdir, entryName(stamp(), owner))
 	tmp := strings.TrimSuffix(path, entrySuffix) + tempSuffix
-	for attempt := 0; ; attempt++ {
-		f, err := os.OpenFile(tmp, os.O_RDONLY|os.O_CREATE|os.O_EXCL|openFlags, 0o644)
-		if errors.Is(err, fs.ErrNotExist) && attempt < maxReplacedRetries {
+	f, err := os.OpenFile(tmp, os.O_RDONLY|os.O_CREATE|os.O_EXCL|openFlags, 0o644)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, "", err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, "", err
+	}
+	return f, path, nil
+}
+
+// lockQueue opens the queue directory qdir (making it first with create)
+// and takes its flock, which orders the making of entries and the mark
+// with the removal of an empty queue. It waits up to queueLockWait for the
+// flock with create, not at all without. A directory removed before the
+// flock was had is made again (create) or reported missing.
+func lockQueue(qdir string, create bool) (*os.File, error) {
+	for attempt := 0; attempt <= maxReplacedRetries; attempt++ {
+		if create {
 			if err := os.Mkdir(qdir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-				return nil, "", err
+				return nil, err
 			}
+		}
+		d, err := os.OpenFile(qdir, os.O_RDONLY|syscall.O_DIRECTORY|openFlags, 0)
+		if errors.Is(err, fs.ErrNotExist) && create {
 			continue
 		}
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			f.Close()
-			os.Remove(tmp)
-			return nil, "", err
+		if err := flockQueue(d, create); err != nil {
+			d.Close()
+			return nil, err
 		}
-		if err := os.Rename(tmp, path); err != nil {
-			f.Close()
-			os.Remove(tmp)
-			return nil, "", err
+		// Only the flock's holder removes the directory: once it is had
+		// on the directory the path names, the directory stays.
+		fi, err := os.Lstat(qdir)
+		own, err2 := d.Stat()
+		if err == nil && err2 == nil && os.SameFile(fi, own) {
+			return d, nil
 		}
-		return f, path, nil
+		d.Close()
+		if !create {
+			return nil, fs.ErrNotExist
+		}
 	}
+	return nil, errReplaced
+}
+
+// flockQueue takes d's flock, trying again for up to queueLockWait if wait.
+func flockQueue(d *os.File, wait bool) error {
+	deadline := time.Now().Add(queueLockWait)
+	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		err := flock(d, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil || !wait || !isWouldBlock(err) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(pause)
+	}
+}
+
+// markQueue makes the queue's mark, a hard link to the lock file at
+// lockPath in the queue qdir, unless it is there already. The caller holds
+// the queue's flock.
+func markQueue(qdir, lockPath string) error {
+	mark := filepath.Join(qdir, markName)
+	err := os.Link(lockPath, mark)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	fi, err := os.Lstat(lockPath)
+	own, err2 := os.Lstat(mark)
+	if err == nil && err2 == nil && os.SameFile(fi, own) {
+		return nil
+	}
+	// A link to a lock file that was since replaced marks nothing.
+	if err := os.Remove(mark); err != nil {
+		return err
+	}
+	return os.Link(lockPath, mark)
+}
+
+// clearQueue removes the queue directory qdir and its mark if the queue is
+// empty, under the queue's flock, so that no waiter takes a place in
+// between. If another process holds the flock (it is taking a place) the
+// mark stays: a mark on an empty queue only costs attempts a look, and the
+// next attempt or release that looks removes it.
+func clearQueue(qdir string) {
+	d, err := lockQueue(qdir, false)
+	if err != nil {
+		return
+	}
+	defer d.Close() // unlocks, after the removal
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		if name != markName {
+			return // an entry, or one being made by a process that died
+		}
+	}
+	// The mark goes first: an attempt that sees the lock file unmarked
+	// finds no entry, and a waiter marks again in a new directory.
+	if err := os.Remove(filepath.Join(qdir, markName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	os.Remove(qdir)
 }
 
 // touch records an attempt in the entry's mtime, and reports whether the

@@ -444,14 +444,22 @@ func openFDs(t *testing.T) int {
 }
 
 // TestQueueErrorsLeaveKeyOut: a queue directory that cannot be read (here
-// a file planted in its place) makes attempts fail with an error that names
-// neither the key nor its queue.
+// a file planted in its place, with the lock file marked as queued by a
+// second link) makes attempts fail with an error that names neither the key
+// nor its queue.
 func TestQueueErrorsLeaveKeyOut(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	l := connect(t, dir)
-	qdir := filepath.Join(dir, strings.TrimSuffix(file.FileName(secretKey), ".lock")+".queue")
-	if err := os.WriteFile(qdir, nil, 0o644); err != nil {
+	o := driver.NewOwner()
+	acquire(t, l, secretKey, o) // makes the lock file
+	if err := l.Release(ctx, secretKey, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(dir, file.FileName(secretKey)), filepath.Join(dir, "second-link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(queueDirOf(dir, secretKey), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, err := l.Acquire(ctx, driver.AcquireRequest{Key: secretKey, Owner: driver.NewOwner(), Wait: true})
@@ -459,4 +467,8 @@ func TestQueueErrorsLeaveKeyOut(t *testing.T) {
 	if !errors.Is(err, syscall.ENOTDIR) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("Acquire with a file for a queue: %v; want ENOTDIR naming the directory", err)
 	}
+}
+
+func queueDirOf(dir, key string) string {
+	return filepath.Join(dir, strings.TrimSuffix(file.FileName(key), ".lock")+".queue")
 }

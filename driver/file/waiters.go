@@ -17,7 +17,7 @@ import (
 // not kept). A place that cannot be made (a full disk, a read-only queue)
 // leaves the owner unqueued: the attempt's outcome is still that the key
 // is held, the owner still polls, and the others keep their places.
-func (l *locker) queueUp(req driver.AcquireRequest, name, qdir string, head bool, locked error) error {
+func (l *locker) queueUp(req driver.AcquireRequest, name string, head bool, locked error) error {
 	if !req.Wait {
 		return locked
 	}
@@ -37,7 +37,8 @@ func (l *locker) queueUp(req driver.AcquireRequest, name, qdir string, head bool
 	}
 	l.mu.Unlock()
 
-	f, path, err := makeEntry(qdir, req.Owner)
+	qdir := queueDir(l.dir, name)
+	f, path, err := makeEntry(qdir, filepath.Join(l.dir, name), req.Owner)
 	if err != nil {
 		return locked
 	}
@@ -75,7 +76,8 @@ func (l *locker) dropEntryLocked(e *entry) {
 	}
 	os.Remove(e.path) // before the flock goes, so no prober takes it for dead
 	e.f.Close()
-	os.Remove(e.qdir) // the last one out removes the queue: fails if others wait
+	clearQueue(e.qdir) // the last one out removes the queue and its mark
+
 }
 
 // leaveQueue takes e out of its queue for a Release by a waiter that gave
@@ -96,9 +98,6 @@ func (l *locker) leaveQueue(e *entry) {
 // release or when the waiter the key was kept for left. Dead waiters ahead
 // of it are passed over (and removed) on the way.
 func (l *locker) passOn(qdir string) {
-	if l.noQueue(qdir) {
-		return
-	}
 	head, _, err := queueHead(qdir, driver.Owner{})
 	if err != nil || head == "" {
 		return
