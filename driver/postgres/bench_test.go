@@ -139,7 +139,8 @@ func BenchmarkVersusFloor(b *testing.B) {
 }
 
 // BenchmarkHandoff measures the time from a holder's Unlock to a waiter of
-// another client holding the key: the NOTIFY path. It reports the median.
+// another client holding the key: the server grants it to the waiter
+// session. It reports the median.
 func BenchmarkHandoff(b *testing.B) {
 	dsn := testserver.PostgresDSN(b)
 	ctx := context.Background()
@@ -173,7 +174,7 @@ func BenchmarkHandoff(b *testing.B) {
 			got <- time.Now()
 			l2.Unlock(ctx)
 		}()
-		time.Sleep(5 * time.Millisecond) // the waiter is waiting, its interest tag in place
+		time.Sleep(5 * time.Millisecond) // the waiter is waiting in the server
 		start := time.Now()
 		if err := l.Unlock(ctx); err != nil {
 			b.Fatal(err)

@@ -14,7 +14,7 @@
 //
 // or, with the application's own pool (an *sqlx.DB's is its DB field):
 //
-//	client := mutex.NewClient(postgres.FromDB(db, postgres.WithListenDSN(dsn)))
+//	client := mutex.NewClient(postgres.FromDB(db))
 //
 // or from a keyword DSN, which mutex.Open does not take:
 //
@@ -47,7 +47,8 @@
 // # Sessions
 //
 // A client's held keys share at most MaxSessions (4) dedicated
-// connections, and a waiting client adds one LISTEN connection. Lock and
+// connections, and each of its waits in the server has one more (see
+// Waiting). Lock and
 // unlock of a key run on the session that holds it; a key is never asked
 // for twice on one session (PostgreSQL would grant it again and stack it);
 // pg_advisory_unlock returning false is an error matching
@@ -79,13 +80,16 @@
 //
 // # Waiting
 //
-// Waiters are served in arrival order, through the table QueueTable (made
-// by the first wait for a held key; it stores key ids, never keys): a
-// waiting attempt takes the key only in its turn, a TryLock is refused
-// while waiters are queued, and a release notifies the first waiter alone,
-// on its client's own LISTEN channel. A waiter that gives up leaves the
-// queue; one that dies is passed over driver.QueueHold after its last
-// attempt. A role that may not create the table waits by polling.
+// Waiters wait in PostgreSQL's own lock queue, which serves them in
+// arrival order and hands a released key to the first of them at once: a
+// Lock that finds the key held runs pg_advisory_lock on a waiter session
+// of its own (at most MaxWaiters per client; beyond, Locks poll), and the
+// key the server grants it there is kept for it and becomes its lease. A
+// TryLock is refused while waiters are queued. One release wakes one
+// waiter, with no NOTIFY and no table. A waiter that gives up leaves the
+// queue at once (pg_cancel_backend), one whose process dies leaves with
+// its connection, and one that stops asking is passed over
+// driver.QueueHold after its last attempt.
 //
 // # Refused setups
 //
