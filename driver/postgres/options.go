@@ -50,8 +50,9 @@ type config struct {
 	keepIdle    time.Duration
 	keepIntvl   time.Duration
 	keepCount   int
-	maxKeys     int   // 0: DefaultMaxKeys or half the server's lock table
-	err         error // the first bad option
+	maxKeys     int           // 0: DefaultMaxKeys or half the server's lock table
+	serverWait  time.Duration // lock_timeout of a wait in the server (tests shorten it)
+	err         error         // the first bad option
 }
 
 func defaultConfig() config {
@@ -60,6 +61,7 @@ func defaultConfig() config {
 		keepIdle:    DefaultKeepaliveIdle,
 		keepIntvl:   DefaultKeepaliveInterval,
 		keepCount:   DefaultKeepaliveCount,
+		serverWait:  serverWaitFor,
 	}
 }
 

@@ -207,6 +207,51 @@ func TestQueueWaiterSessionKilled(t *testing.T) {
 	}
 }
 
+// withServerWait shortens the lock_timeout of waits in the server.
+func withServerWait(d time.Duration) Option { return func(c *config) { c.serverWait = d } }
+
+// A wait that lock_timeout ends on the server is asked again while its
+// owner asks: the Lock stays in the server's queue and is served at the
+// release.
+func TestQueueLockTimeoutAsksAgain(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	const key = "k"
+	holder, _ := testClient(t, dsn, ns)
+	lease, err := holder.NewMutex(key).TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := testClient(t, dsn, ns, withServerWait(300*time.Millisecond))
+	got := lockAsync(t.Context(), w.NewMutex(key))
+	waitFor(t, "the waiter in the server's queue", func() bool { return waitingIn(t, db, ns, key) == 1 })
+	var timeouts int
+	var since time.Time
+	db.QueryRow(`SELECT backend_start FROM pg_stat_activity WHERE pid = $1`, waiterPID(t, db, ns, key)).Scan(&since)
+	time.Sleep(time.Second) // three of its lock_timeouts
+	db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE backend_start = $1`, since).Scan(&timeouts)
+	if n := waitingIn(t, db, ns, key); n != 1 || timeouts != 1 {
+		t.Fatalf("after three lock_timeouts: %d requests waiting, its waiter session alive: %d; want 1 and 1", n, timeouts)
+	}
+	select {
+	case <-got:
+		t.Fatal("the waiter was served while the holder held the key")
+	default:
+	}
+	if err := lease.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-got:
+		if l == nil {
+			t.Fatal("waiter: Lock failed")
+		}
+		l.Unlock(t.Context())
+	case <-time.After(30 * time.Second):
+		t.Fatal("waiter not served within 30s")
+	}
+}
+
 // Beyond MaxWaiters waits in the server, a client's Locks poll, and are
 // served all the same.
 func TestQueueBeyondMaxWaiters(t *testing.T) {

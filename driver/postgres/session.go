@@ -147,7 +147,7 @@ func (s *session) init() error {
 	if s.waiter {
 		// Its wait in the server is bounded by lock_timeout (see wait.go),
 		// which statement_timeout must not cut short.
-		stmtTimeout, lockTimeout = serverWaitFor+c.stmtTimeout, serverWaitFor
+		stmtTimeout, lockTimeout = c.serverWait+c.stmtTimeout, c.serverWait
 		if version >= 140000 {
 			// A waiter whose client is gone (its process died) leaves the
 			// server's queue within a second, instead of when it comes

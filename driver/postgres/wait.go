@@ -222,7 +222,7 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 // within lock_timeout plus the reply deadline.
 func (l *locker) serverWait(s *session, id int64) error {
 	var pid int
-	err := txPoolingErr(s.exchangeWithin(serverWaitFor+l.cfg.replyTimeout(), func() error {
+	err := txPoolingErr(s.exchangeWithin(l.cfg.serverWait+l.cfg.replyTimeout(), func() error {
 		return s.waitStmt.QueryRowContext(background, id).Scan(&pid)
 	}))
 	if err == nil {
