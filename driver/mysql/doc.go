@@ -65,9 +65,10 @@
 // release wakes only the first. The order has limits: a GET_LOCK that runs
 // out (30 s, or a second under go-sql-driver's readTimeout) is asked
 // again at the tail; waits beyond WithMaxWaiters poll and are passed over;
-// and a waiter frozen or cut off once the server granted it the key holds
-// the others up until the server's wait_timeout (WithIdleTimeout), not
-// driver.QueueHold. WithServerWait(false) polls instead.
+// and a waiter frozen or cut off when the server grants it the key holds
+// the others up for its session's wait_timeout (driver.QueueHold and 3 s),
+// a little longer than driver.QueueHold. WithServerWait(false) polls
+// instead.
 //
 // # Refused setups
 //

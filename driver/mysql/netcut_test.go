@@ -140,3 +140,63 @@ func TestNetworkCut(t *testing.T) {
 	t.Logf("another client took the key %v after the cut", time.Since(start).Round(time.Millisecond))
 	l2.Unlock(t.Context())
 }
+
+// A waiter cut off by the network when the server grants it the key holds
+// the others up for its waiter session's short wait_timeout (about
+// driver.QueueHold and 3s), not the holder's 60s: the server keeps the
+// key on the cut connection, idle, until wait_timeout ends it.
+func TestCutWaiterStallsBriefly(t *testing.T) {
+	dsn, admin := testDSN(t)
+	ns := uniqueNamespace(t)
+	p := newCutProxy(t, hostPort(t, dsn))
+	a := openClient(t, dsn, ns)
+	cut := openClient(t, "mysql://root@"+p.addr()+"/test", ns, mysql.WithStatementTimeout(time.Second))
+	c := openClient(t, dsn, ns)
+	held, err := a.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(before map[int64]bool) map[int64]bool {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			now := serverWaiters(t, admin)
+			for id := range now {
+				if !before[id] {
+					return now
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a waiter never waited in the server")
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	before := serverWaiters(t, admin)
+	go func() { _, err := cut.NewMutex("k").Lock(ctx); errs <- err }()
+	before = waitFor(before)
+	got := make(chan time.Time, 1)
+	go func() {
+		l, err := c.NewMutex("k").Lock(ctx)
+		got <- time.Now()
+		if err == nil {
+			l.Unlock(t.Context())
+		}
+		errs <- err
+	}()
+	waitFor(before)
+	p.setCut()
+	start := time.Now()
+	held.Unlock(t.Context()) // the server grants the cut waiter's connection
+	select {
+	case at := <-got:
+		t.Logf("the waiter behind the cut one had the key %v after the release", at.Sub(start).Round(time.Millisecond))
+	case <-ctx.Done():
+		t.Fatal("the waiter behind a cut-off waiter did not get the key within 15s")
+	}
+	if err := <-errs; err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Logf("a waiter: %v", err)
+	}
+	cancel()
+	<-errs
+}

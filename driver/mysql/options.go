@@ -89,7 +89,9 @@ func WithStatementTimeout(d time.Duration) Option {
 // mutexkit_idle_timeout), which bounds how long the server keeps the locks
 // of a client cut off by the network. It must be longer than the client's
 // heartbeat (mutex.WithHeartbeat), or an idle holder's session is ended
-// by the server, and its leases are lost. Whole seconds, at least 2.
+// by the server, and its leases are lost. Whole seconds, at least 2. A
+// waiter session runs with at most driver.QueueHold and 3 s until a key has
+// stayed on it for half that (waitidle.go).
 func WithIdleTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d < 2*time.Second {

@@ -234,3 +234,42 @@ func TestHashedNamesGone(t *testing.T) {
 		t.Fatalf("mutexkit_hashed_names=1: %v; want ErrInvalid", err)
 	}
 }
+
+// A grant obtained by waiting in the server lives on a waiter session,
+// whose wait_timeout is short (a cut-off waiter stalls the queue for that
+// long): once the key has stayed there a while, the session gets the
+// holder's wait_timeout, so that a grant held with no statement for longer
+// than the short one (a slow heartbeat; here none at all) is kept.
+func TestWaitedGrantOutlivesWaiterIdle(t *testing.T) {
+	dsn, admin := testDSN(t)
+	ns := uniqueNamespace(t)
+	l, other := connectLocker(t, dsn, ns), connectLocker(t, dsn, ns)
+	ctx := t.Context()
+	if _, err := other.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.Owner{9}}); err != nil {
+		t.Fatal(err)
+	}
+	me := driver.Owner{1}
+	if _, err := l.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: me, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiting attempt: %v", err)
+	}
+	if err := other.Release(ctx, "k", driver.Owner{9}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := l.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: me, Wait: true})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the kept key never became the grant: %v", err)
+		}
+	}
+	conn := holderOf(t, admin, mysql.LockName(ns, "k"))
+	time.Sleep(driver.QueueHold + 5*time.Second) // past the waiter session's wait_timeout
+	if got := holderOf(t, admin, mysql.LockName(ns, "k")); got != conn || got == 0 {
+		t.Fatalf("the waited-for grant was on connection %d, now %d", conn, got)
+	}
+	if err := l.Release(ctx, "k", me); err != nil {
+		t.Fatal(err)
+	}
+}

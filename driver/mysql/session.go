@@ -6,7 +6,6 @@ import (
 	sqldriver "database/sql/driver"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -32,8 +31,10 @@ type session struct {
 	waitStmt                       *sql.Stmt // a waiter session's, prepared on first use
 
 	// Guarded by l.mu.
-	dead bool
-	keys map[string]*hold
+	dead      bool
+	keys      map[string]*hold
+	raised    bool      // a waiter session given a holder's wait_timeout (waitidle.go)
+	idleSince time.Time // a waiter session's, since it was recycled
 }
 
 // The statements of a lock session. Each returns CONNECTION_ID(), so that
@@ -90,9 +91,12 @@ func (s *session) init() error {
 	}
 	// An idle session lives wait_timeout: long enough for a heartbeat,
 	// short enough that a holder cut off by the network loses its locks on
-	// the server in a bounded time.
-	secs := strconv.FormatInt(int64(s.l.cfg.idleTimeout/time.Second), 10)
-	if err := s.exec(`SET SESSION wait_timeout = ` + secs + `, SESSION autocommit = 1`); err != nil {
+	// the server in a bounded time. A waiter's is shorter (waitidle.go).
+	idle := s.l.cfg.idleTimeout
+	if s.waiter {
+		idle = min(idle, waiterIdle)
+	}
+	if err := s.exec(setIdle(idle) + `, SESSION autocommit = 1`); err != nil {
 		return fmt.Errorf("configure the session: %w", err)
 	}
 	for _, p := range []struct {

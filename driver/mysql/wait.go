@@ -33,9 +33,8 @@ import (
 //
 // A GET_LOCK that times out on the server (config.waitFor) is asked
 // again, at the tail of the queue. A waiter frozen or cut off by the
-// network after the server granted it the key holds it until the server's
-// wait_timeout (config.idleTimeout) ends the session, not QueueHold: only
-// its own client could give the key up. docs/MYSQL.md says so.
+// network when the server grants it the key holds it until the server's
+// wait_timeout ends the session: waitidle.go keeps that short.
 
 // serverWaitFor is the timeout of one GET_LOCK wait in the server, unless
 // go-sql-driver's readTimeout is shorter (config.waitFor).
@@ -178,6 +177,10 @@ func (l *locker) waitInServer(h *hold, w *wait, s *session, reused bool, sending
 			w.kept, w.s = true, s
 			w.timer.Reset(driver.QueueHold)
 			l.wakeLocked(watchKey{h.key, h.owner})
+			if l.cfg.idleTimeout > waiterIdle {
+				l.wg.Add(1)
+				go l.raiseIdle(s, h)
+			}
 			l.mu.Unlock()
 			return
 		}
@@ -245,12 +248,21 @@ func (l *locker) serverWait(s *session, w *wait, name string, sending chan struc
 
 // waiterSession takes an idle waiter session or opens one.
 func (l *locker) waiterSession(ctx context.Context) (s *session, reused bool, err error) {
+	var stale []*session // the server has ended them, or is about to (waiterIdle)
+	defer func() {
+		for _, x := range stale {
+			x.discard()
+		}
+	}()
 	l.mu.Lock()
-	if n := len(l.idle); n > 0 {
+	for n := len(l.idle); n > 0; n-- {
 		s = l.idle[n-1]
 		l.idle = l.idle[:n-1]
-		l.mu.Unlock()
-		return s, true, nil
+		if time.Since(s.idleSince) < waiterIdle-time.Second {
+			l.mu.Unlock()
+			return s, true, nil
+		}
+		stale = append(stale, s)
 	}
 	l.mu.Unlock()
 	s, err = l.openSession(ctx, true)
@@ -261,12 +273,13 @@ func (l *locker) waiterSession(ctx context.Context) (s *session, reused bool, er
 // wait, or discards it.
 func (l *locker) recycleWaiter(s *session) {
 	l.mu.Lock()
-	if l.closed || s.dead || len(l.idle) >= idleWaiters {
+	if l.closed || s.dead || s.raised || len(l.idle) >= idleWaiters {
 		l.mu.Unlock()
 		s.discard()
 		return
 	}
 	s.keys = make(map[string]*hold)
+	s.idleSince = time.Now()
 	l.idle = append(l.idle, s)
 	l.mu.Unlock()
 }
