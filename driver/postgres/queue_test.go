@@ -54,12 +54,28 @@ func lockAsync(ctx context.Context, m *mutex.Mutex) <-chan *mutex.Lease {
 	return got
 }
 
+// served returns the lease got sends, failing t if the Lock failed or
+// took longer than 30s.
+func served(t *testing.T, got <-chan *mutex.Lease, who string) *mutex.Lease {
+	t.Helper()
+	select {
+	case l := <-got:
+		if l == nil {
+			t.Fatalf("%s: Lock failed", who)
+		}
+		return l
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s not served within 30s", who)
+	}
+	return nil
+}
+
 // Waiters of several clients are served in the order they arrived: the
 // server's lock queue's order.
 func TestQueueFIFOThroughMutex(t *testing.T) {
 	dsn, db := adminDB(t)
 	ns := namespace(t)
-	const key, n = "customer-Quixote/secret", 5
+	const key, n = "k", 5
 	holder, _ := testClient(t, dsn, ns)
 	lease, err := holder.NewMutex(key).TryLock(t.Context())
 	if err != nil {
@@ -75,23 +91,16 @@ func TestQueueFIFOThroughMutex(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, w := range waits {
-		select {
-		case l := <-w:
-			if l == nil {
-				t.Fatalf("waiter %d: Lock failed", i+1)
+		l := served(t, w, fmt.Sprint("waiter ", i+1))
+		for j, o := range waits[i+1:] {
+			select {
+			case <-o:
+				t.Fatalf("waiter %d served before waiter %d, which arrived first", i+j+2, i+1)
+			default:
 			}
-			for j, o := range waits[i+1:] {
-				select {
-				case <-o:
-					t.Fatalf("waiter %d served before waiter %d, which arrived first", i+j+2, i+1)
-				default:
-				}
-			}
-			if err := l.Unlock(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("waiter %d not served within 30s", i+1)
+		}
+		if err := l.Unlock(t.Context()); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -172,15 +181,7 @@ func TestQueueWaiterSessionKilled(t *testing.T) {
 	if err := lease.Unlock(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	var wl *mutex.Lease
-	select {
-	case wl = <-got:
-		if wl == nil {
-			t.Fatal("waiter: Lock failed")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("waiter not served within 30s")
-	}
+	wl := served(t, got, "the waiter")
 	pid := holderPID(t, db, ns, key)
 	next, _ := testClient(t, dsn, ns)
 	nextGot := lockAsync(t.Context(), next.NewMutex(key))
@@ -196,15 +197,7 @@ func TestQueueWaiterSessionKilled(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the killed holder's lease not reported lost within 30s")
 	}
-	select {
-	case l := <-nextGot:
-		if l == nil {
-			t.Fatal("next waiter: Lock failed")
-		}
-		l.Unlock(t.Context())
-	case <-time.After(30 * time.Second):
-		t.Fatal("next waiter not served within 30s")
-	}
+	served(t, nextGot, "the next waiter").Unlock(t.Context())
 }
 
 // withServerWait shortens the lock_timeout of waits in the server.
@@ -241,15 +234,7 @@ func TestQueueLockTimeoutAsksAgain(t *testing.T) {
 	if err := lease.Unlock(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case l := <-got:
-		if l == nil {
-			t.Fatal("waiter: Lock failed")
-		}
-		l.Unlock(t.Context())
-	case <-time.After(30 * time.Second):
-		t.Fatal("waiter not served within 30s")
-	}
+	served(t, got, "the waiter").Unlock(t.Context())
 }
 
 // Beyond MaxWaiters waits in the server, a client's Locks poll, and are
@@ -272,12 +257,18 @@ func TestQueueBeyondMaxWaiters(t *testing.T) {
 	for i := range n {
 		got = append(got, lockAsync(t.Context(), w.NewMutex(fmt.Sprint("k", i))))
 	}
-	waitFor(t, "MaxWaiters waits in the server", func() bool {
-		return sessionsOf(t, db, wl) >= MaxWaiters+1
-	})
+	waiting := func() int {
+		var k int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = $1`, wl.appName).Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	waitFor(t, "MaxWaiters waits in the server", func() bool { return waiting() == MaxWaiters })
 	time.Sleep(100 * time.Millisecond)
-	if s := sessionsOf(t, db, wl); s > MaxSessions+MaxWaiters {
-		t.Fatalf("%d server connections for %d waits; want at most %d", s, n, MaxSessions+MaxWaiters)
+	if k, s := waiting(), sessionsOf(t, db, wl); k != MaxWaiters || s > MaxSessions+MaxWaiters {
+		t.Fatalf("%d waits in the server on %d server connections for %d Locks; want %d on at most %d", k, s, n, MaxWaiters, MaxSessions+MaxWaiters)
 	}
 	for _, l := range leases {
 		if err := l.Unlock(t.Context()); err != nil {
@@ -285,15 +276,7 @@ func TestQueueBeyondMaxWaiters(t *testing.T) {
 		}
 	}
 	for i, c := range got {
-		select {
-		case l := <-c:
-			if l == nil {
-				t.Fatalf("waiter %d: Lock failed", i)
-			}
-			l.Unlock(t.Context())
-		case <-time.After(30 * time.Second):
-			t.Fatalf("waiter %d not served within 30s", i)
-		}
+		served(t, c, fmt.Sprint("waiter ", i)).Unlock(t.Context())
 	}
 }
 
