@@ -31,11 +31,12 @@ const (
 	// client's held keys share.
 	MaxSessions = 4
 
-	// MaxWaiters is how many waits one client has in the server's lock
-	// queue at once, each on a waiter session (a server connection) of its
-	// own; a client keeps two of them, idle, for its next waits. A Lock
-	// beyond it polls (see wait.go), and is served only once the server's
-	// queue for the key is empty.
+	// MaxWaiters is how many waiter sessions (server connections) one
+	// client has in use at once: each waits in the server's lock queue for
+	// a key, and then holds the key it got until it is released. A client
+	// keeps two more, idle, for its next waits. A Lock beyond it polls (see
+	// wait.go), and is served only once the server's queue for the key is
+	// empty.
 	MaxWaiters = 16
 )
 

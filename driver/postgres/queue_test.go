@@ -237,8 +237,9 @@ func TestQueueLockTimeoutAsksAgain(t *testing.T) {
 	served(t, got, "the waiter").Unlock(t.Context())
 }
 
-// Beyond MaxWaiters waits in the server, a client's Locks poll, and are
-// served all the same.
+// Beyond MaxWaiters waiter sessions in use (waiting, or holding the key
+// they got), a client's Locks poll, and are served all the same: a client
+// uses at most MaxSessions + MaxWaiters server connections.
 func TestQueueBeyondMaxWaiters(t *testing.T) {
 	dsn, db := adminDB(t)
 	ns := namespace(t)
@@ -265,19 +266,41 @@ func TestQueueBeyondMaxWaiters(t *testing.T) {
 		}
 		return k
 	}
+	check := func(when string, want int) {
+		t.Helper()
+		if k, s := waiting(), sessionsOf(t, db, wl); k != want || s > MaxSessions+MaxWaiters {
+			t.Fatalf("%s: %d waits in the server on %d server connections; want %d on at most %d", when, k, s, want, MaxSessions+MaxWaiters)
+		}
+	}
 	waitFor(t, "MaxWaiters waits in the server", func() bool { return waiting() == MaxWaiters })
 	time.Sleep(100 * time.Millisecond)
-	if k, s := waiting(), sessionsOf(t, db, wl); k != MaxWaiters || s > MaxSessions+MaxWaiters {
-		t.Fatalf("%d waits in the server on %d server connections for %d Locks; want %d on at most %d", k, s, n, MaxWaiters, MaxSessions+MaxWaiters)
-	}
+	check(fmt.Sprintf("%d Locks of held keys", n), MaxWaiters)
 	for _, l := range leases {
 		if err := l.Unlock(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}
+	var mine []*mutex.Lease
 	for i, c := range got {
-		served(t, c, fmt.Sprint("waiter ", i)).Unlock(t.Context())
+		mine = append(mine, served(t, c, fmt.Sprint("waiter ", i)))
 	}
+	// Its waiter sessions now hold what they got: one more Lock polls.
+	x, err := holder.NewMutex("x").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotX := lockAsync(t.Context(), w.NewMutex("x"))
+	time.Sleep(200 * time.Millisecond)
+	check(fmt.Sprintf("holding %d keys, one more Lock", n), 0)
+	for _, l := range mine {
+		if err := l.Unlock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := x.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	served(t, gotX, "the Lock beyond MaxWaiters").Unlock(t.Context())
 }
 
 // Exclusion with the queue: 3 clients x 10 goroutines take one key in turn;

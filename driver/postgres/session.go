@@ -46,6 +46,7 @@ type session struct {
 	lastOK atomic.Int64 // l.now() as the last successful prepared statement was sent
 
 	// Guarded by l.mu.
+	inUse bool // a waiter session that waits or holds a key: counted in l.waiters
 	dead  bool
 	cause error // why it was given up; nil: by Close
 	keys  map[string]*hold
@@ -429,6 +430,10 @@ func (l *locker) kill(s *session, cause error) {
 	if s.waiter {
 		delete(l.wsess, s)
 		l.idle = slices.DeleteFunc(l.idle, func(x *session) bool { return x == s })
+		if s.inUse {
+			s.inUse = false
+			l.waiters--
+		}
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})

@@ -44,8 +44,9 @@ import (
 //   - lock_timeout (serverWaitFor) bounds each wait on the server: the
 //     request is then made again, at the tail, while the owner still asks.
 //
-// At most MaxWaiters waits per client are in the server at once; beyond,
-// waiting attempts return driver.ErrLocked and their Locks poll.
+// At most MaxWaiters waiter sessions per client are in use at once
+// (waiting, or holding the key they got); beyond, waiting attempts return
+// driver.ErrLocked and their Locks poll.
 
 // serverWaitFor is the lock_timeout of a waiter session: how long one
 // pg_advisory_lock waits in the server before it is made again.
@@ -83,7 +84,7 @@ type wait struct {
 
 // startWait makes h, in flight and just refused by the server, wait in the
 // server's queue. It reports false, leaving h to the caller, when the wait
-// cannot be had (MaxWaiters, closing, no session). Once it started, it
+// cannot be had (MaxWaiters waiter sessions in use, closing, no session). Once it started, it
 // returns an error only when ctx ended as the request was being queued
 // (the wait stays, until Release).
 func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
@@ -96,12 +97,14 @@ func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
 	l.mu.Unlock()
 	s, reused, err := l.waiterSession(ctx)
 	l.mu.Lock()
-	if err != nil || l.closed || l.held[h.key] != h {
+	if err != nil {
 		l.waiters--
 		l.mu.Unlock()
-		if err == nil {
-			l.recycleWaiter(s)
-		}
+		return false, nil
+	}
+	if l.closed || l.held[h.key] != h {
+		l.mu.Unlock()
+		l.recycleWaiter(s)
 		return false, nil
 	}
 	w := &wait{h: h, s: s, lastTry: time.Now(), replied: make(chan struct{}), ended: make(chan struct{})}
@@ -179,6 +182,8 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 				}
 				w.s, w.sent = s, false
 				l.wsess[s] = struct{}{}
+				s.inUse = true
+				l.waiters++
 				l.mu.Unlock()
 				continue
 			}
@@ -205,7 +210,6 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 		w.over = true
 		w.timer.Stop()
 		h.w = nil
-		l.waiters--
 		if l.held[h.key] == h {
 			delete(l.held, h.key)
 		}
@@ -280,7 +284,6 @@ func (l *locker) attemptWaiting(h *hold, req driver.AcquireRequest) (driver.Gran
 	w.timer.Stop()
 	close(w.ended)
 	h.w = nil
-	l.waiters--
 	if s.dead { // its session ended: the server freed the key
 		if l.held[h.key] == h {
 			delete(l.held, h.key)
@@ -358,7 +361,6 @@ func (l *locker) endWaitLocked(h *hold, w *wait) {
 	w.over = true
 	w.timer.Stop()
 	h.w = nil
-	l.waiters--
 	if l.held[h.key] == h {
 		delete(l.held, h.key)
 	}
@@ -415,6 +417,7 @@ func (l *locker) waiterSession(ctx context.Context) (s *session, reused bool, er
 	if n := len(l.idle); n > 0 {
 		s = l.idle[n-1]
 		l.idle = l.idle[:n-1]
+		s.inUse = true
 		l.mu.Unlock()
 		return s, true, nil
 	}
@@ -430,6 +433,7 @@ func (l *locker) waiterSession(ctx context.Context) (s *session, reused bool, er
 		return nil, false, errClosedLock
 	}
 	l.wsess[s] = struct{}{}
+	s.inUse = true
 	l.mu.Unlock()
 	return s, false, nil
 }
@@ -442,6 +446,8 @@ func (l *locker) recycleWaiter(s *session) {
 		l.mu.Unlock()
 		return // Close or kill discards it
 	}
+	s.inUse = false
+	l.waiters--
 	if len(l.idle) >= idleWaiters {
 		l.mu.Unlock()
 		l.kill(s, nil)
