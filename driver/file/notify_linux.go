@@ -120,14 +120,14 @@ func (l *locker) dispatch(b []byte) {
 			l.wakeAllLocked()
 			all = true
 		case mask&unlinked != 0:
-			l.wakeLocked(string(name))
+			l.wakeNamedLocked(name)
 			for _, h := range l.held { // rare: only tampering unlinks a lock file
 				if h.name == string(name) {
 					check = append(check, h)
 				}
 			}
 		default:
-			l.wakeLocked(string(name))
+			l.wakeNamedLocked(name)
 		}
 	}
 	if all {
@@ -138,4 +138,13 @@ func (l *locker) dispatch(b []byte) {
 	}
 	l.mu.Unlock()
 	l.checkLost(check)
+}
+
+// wakeNamedLocked is wakeLocked for a file name in an event: the name
+// becomes a string (an allocation) only when someone watches the file.
+// Callers hold mu.
+func (l *locker) wakeNamedLocked(name []byte) {
+	if len(l.watchers[string(name)]) > 0 {
+		l.wakeLocked(string(name))
+	}
 }
