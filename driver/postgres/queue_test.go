@@ -200,6 +200,56 @@ func TestQueueWaiterSessionKilled(t *testing.T) {
 	served(t, nextGot, "the next waiter").Unlock(t.Context())
 }
 
+// A waiter that gives up once the key is kept for it (Release) passes it
+// on: the next waiter is served at once, not QueueHold later.
+func TestQueueKeptKeyPassedOn(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	const key = "k"
+	_, a := testClient(t, dsn, ns)
+	_, b := testClient(t, dsn, ns)
+	_, c := testClient(t, dsn, ns)
+	ctx := t.Context()
+	holder, gaveUp, next := driver.NewOwner(), driver.NewOwner(), driver.NewOwner()
+	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: holder}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		l *locker
+		o driver.Owner
+	}{{b, gaveUp}, {c, next}} {
+		if _, err := w.l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: w.o, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+			t.Fatalf("waiting attempt on a held key: %v; want ErrLocked", err)
+		}
+	}
+	wake := make(chan struct{}, 1)
+	stop, err := c.Watch(key, next, wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if err := a.Release(ctx, key, holder); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the key kept for the first waiter", func() bool { return waitingIn(t, db, ns, key) == 1 })
+	start := time.Now()
+	if err := b.Release(ctx, key, gaveUp); !errors.Is(err, driver.ErrNotHeld) {
+		t.Fatalf("Release by a waiter whose key is kept: %v; want ErrNotHeld", err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(driver.QueueHold / 2):
+		t.Fatalf("the next waiter not woken within %v of the first one giving up", driver.QueueHold/2)
+	}
+	if _, err := c.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: next, Wait: true}); err != nil {
+		t.Fatalf("the next waiter's attempt after its wake-up: %v", err)
+	}
+	t.Logf("the next waiter served %v after the first gave up", time.Since(start).Round(time.Millisecond))
+	if err := c.Release(ctx, key, next); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // withServerWait shortens the lock_timeout of waits in the server.
 func withServerWait(d time.Duration) Option { return func(c *config) { c.serverWait = d } }
 

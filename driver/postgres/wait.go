@@ -77,6 +77,7 @@ type wait struct {
 	// Guarded by l.mu.
 	s       *session // its waiter session; its slot is held until the key is kept
 	sent    bool     // a statement was sent on s
+	asking  bool     // a statement is in flight on s
 	kept    bool     // the server granted the key on s
 	over    bool     // ended: granted to the owner, given up, or Close
 	lastTry time.Time
@@ -161,9 +162,12 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 			l.waitEnded(w, s, nil)
 			return
 		}
-		w.sent = true
+		w.sent, w.asking = true, true
 		l.mu.Unlock()
 		err := l.serverWait(s, h.id)
+		l.mu.Lock()
+		w.asking = false
+		l.mu.Unlock()
 		if first {
 			close(w.replied)
 		}
@@ -387,7 +391,8 @@ func (l *locker) endWaitLocked(h *hold, w *wait) {
 }
 
 // cancelWait cancels s's request for w's key while pg_locks shows it
-// waiting, until its statement has a reply or the reply deadline passes.
+// waiting, until its statement in flight has a reply or the reply deadline
+// passes.
 // It is never sent to a session that holds anything: a request not yet
 // granted is all s has.
 func (l *locker) cancelWait(w *wait, s *session) {
@@ -401,9 +406,13 @@ func (l *locker) cancelWait(w *wait, s *session) {
 		if err != nil || n > 0 {
 			return
 		}
-		select { // not waiting (yet, or any more)
-		case <-w.replied:
+		l.mu.Lock()
+		asking := w.asking
+		l.mu.Unlock()
+		if !asking { // its statement has had its reply
 			return
+		}
+		select { // not waiting yet
 		case <-s.stop:
 			return
 		case <-time.After(pause):
