@@ -59,7 +59,7 @@
 //   - Queue/HeadKilled: a head that stops asking without leaving is passed over within driver.QueueHold (+2 s) of its last attempt.
 //   - Queue/OneWake: a release wakes the head of the queue and, but for rare spurious wake-ups, no other waiter.
 //   - Queue/RestartEmpty: after Restarter.RestartEmpty, every waiter is served, one at a time, and the lost holder's Unlock frees nothing.
-//   - Queue/Contention: 3 clients x 50 goroutines on one key: never two holders, and none passed over more than 1,500 times.
+//   - Queue/Contention: 3 clients x 50 goroutines on one key: never two holders, and, on a driver with a queue, none passed over more than 1,500 times.
 package conformance
 
 import (

@@ -121,14 +121,6 @@ func (h *harness) Capabilities() conformance.Capabilities {
 		LossWithin: 20 * harnessHeartbeat,
 		FreeWithin: 30 * time.Second, // Abandon's holder dies 2s after Abandon
 	}
-	if !h.queue {
-		// Polling (WithServerWait(false)) is the unfair choice, and says
-		// so (docs/MYSQL.md): no queue, and no signal of another client's
-		// release, so a client handing the key from goroutine to goroutine
-		// passes the other clients' pollers over, often past the case's
-		// bound (1,500 grants in 0.8 s in one run).
-		c.Lacks = map[string]string{"Queue/Contention": "polling passes waiters over: no queue, no signal of other clients' releases"}
-	}
 	return c
 }
 
