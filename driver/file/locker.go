@@ -258,25 +258,6 @@ func (l *locker) dropLocked(h *hold) {
 	l.wakeLocked(h.name)
 }
 
-// checkLost drops those of holds whose lock file was removed or replaced,
-// and reports each to its OnLost: an early report of what Renew would find.
-func (l *locker) checkLost(holds []*hold) {
-	for _, h := range holds {
-		l.mu.Lock()
-		lost := false
-		if l.held[h.key] == h { // not released or closed meanwhile
-			lost, _, _ = h.replaced()
-		}
-		if lost {
-			l.dropLocked(h)
-		}
-		l.mu.Unlock()
-		if lost && h.onLost != nil {
-			h.onLost(lostError(l.dir))
-		}
-	}
-}
-
 // Watch wakes wake when owner's next attempt on key may succeed. While
 // owner waits in key's queue, that is when a release finds it at the head
 // (one release wakes one waiter), or when the holder dies while owner is at
@@ -337,16 +318,6 @@ func (l *locker) startNotifyOnceLocked() {
 func (l *locker) wakeLocked(name string) {
 	for w := range l.watchers[name] {
 		if e := l.queued[w.owner]; e == nil || e.lockName != name || e.head {
-			w.send()
-		}
-	}
-}
-
-// wakeOwnerLocked wakes owner's watchers of lock file name: its entry was
-// woken.
-func (l *locker) wakeOwnerLocked(name string, owner driver.Owner) {
-	for w := range l.watchers[name] {
-		if w.owner == owner {
 			w.send()
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"syscall"
+
+	"github.com/mutexkit/mutexkit/driver"
 )
 
 // notifyMask: a holder's release closes its O_RDWR fd (IN_CLOSE_WRITE), and
@@ -146,5 +148,34 @@ func (l *locker) dispatch(b []byte) {
 func (l *locker) wakeNamedLocked(name []byte) {
 	if len(l.watchers[string(name)]) > 0 {
 		l.wakeLocked(string(name))
+	}
+}
+
+// wakeOwnerLocked wakes owner's watchers of lock file name: its entry was
+// woken.
+func (l *locker) wakeOwnerLocked(name string, owner driver.Owner) {
+	for w := range l.watchers[name] {
+		if w.owner == owner {
+			w.send()
+		}
+	}
+}
+
+// checkLost drops those of holds whose lock file was removed or replaced,
+// and reports each to its OnLost: an early report of what Renew would find.
+func (l *locker) checkLost(holds []*hold) {
+	for _, h := range holds {
+		l.mu.Lock()
+		lost := false
+		if l.held[h.key] == h { // not released or closed meanwhile
+			lost, _, _ = h.replaced()
+		}
+		if lost {
+			l.dropLocked(h)
+		}
+		l.mu.Unlock()
+		if lost && h.onLost != nil {
+			h.onLost(lostError(l.dir))
+		}
 	}
 }
