@@ -44,7 +44,7 @@ type locker struct {
 	maxKeys   int
 	lockTable int64 // entries in the server's lock table; 0: unknown yet
 
-	waiters int                   // waiter sessions in use (waiting, or holding what they got), at most MaxWaiters
+	waiters int                   // waiter sessions waiting or holding a key: MaxWaiters at most
 	wsess   map[*session]struct{} // every waiter session, for Close
 	idle    []*session            // waiter sessions that hold nothing
 	watches map[watchKey]map[*watchReg]struct{}

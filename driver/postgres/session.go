@@ -36,10 +36,10 @@ type session struct {
 	sem  chan struct{} // held while a statement runs
 	stop chan struct{} // closed when the session is killed
 
-	lockStmt, unlockStmt, beatStmt *sql.Stmt
-	fenceStmt, tokenStmt           *sql.Stmt // prepared on first use; guarded by sem
-	waitStmt                       *sql.Stmt // a waiter session's (see wait.go)
-	queuedStmt, endStmt            *sql.Stmt // prepared on first use; guarded by sem
+	lockStmt, unlockStmt, beatStmt *sql.Stmt // a waiter session has waitStmt for lockStmt
+	waitStmt                       *sql.Stmt
+	fenceStmt, tokenStmt           *sql.Stmt // prepared on first use, as are the two below; guarded by sem
+	queuedStmt, endStmt            *sql.Stmt // a lock session's, about a waiter session (see wait.go)
 
 	waiter bool // a waiter session (wait.go), never in the pool
 
@@ -169,17 +169,14 @@ func (s *session) init() error {
 	if err != nil {
 		return fmt.Errorf("postgres: configure the session: %w", err)
 	}
-	third := struct {
-		stmt **sql.Stmt
-		q    string
-	}{&s.lockStmt, sqlLock}
+	lock, lockQ := &s.lockStmt, sqlLock
 	if s.waiter {
-		third.stmt, third.q = &s.waitStmt, sqlWait
+		lock, lockQ = &s.waitStmt, sqlWait
 	}
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		q    string
-	}{{&s.beatStmt, sqlBeat}, {&s.unlockStmt, sqlUnlock}, third} {
+	}{{&s.beatStmt, sqlBeat}, {&s.unlockStmt, sqlUnlock}, {lock, lockQ}} {
 		st, err := s.prepare(p.q)
 		if err != nil {
 			return err
