@@ -34,6 +34,7 @@ type Redis struct {
 	addr     string
 	port     int
 	dir      string
+	conf     string // a config file, read first (sentinels need one to write)
 	args     []string
 	tls      *RedisTLS
 	external bool
@@ -153,6 +154,9 @@ func (s *Redis) start() error {
 		args = append(args, "--port", strconv.Itoa(s.port))
 	}
 	args = append(args, s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...) // redis-server takes a config file only as its first argument
+	}
 	logPath := filepath.Join(s.dir, fmt.Sprintf("redis-%d.log", s.port))
 	logFile, err := os.Create(logPath)
 	if err != nil {
