@@ -90,11 +90,15 @@
 // process is stopped; a Locker also drops, after QueueHold, the place of an
 // owner that stopped asking without Release. Release by a waiter that gave
 // up leaves the queue, and if the key was kept for it, wakes the next
-// waiter. The last one out removes the queue directory, so a key nobody
-// waits for costs one fstatat(2) more per attempt and per release than
-// before. A waiter can be passed over only by attempts that had looked at
-// the queue before its entry appeared; a holder that crashes while the head
-// waits for it wakes the head too (its lock file's close).
+// waiter. While the queue has entries it also holds a hard link to the lock
+// file, its mark, which attempts and releases see in the lock file's link
+// count, read by the fstat and lstat they make anyway; the last one out
+// removes the mark and the queue directory, so a key nobody waits for costs
+// no system call more than before the queue. A waiter can be passed over
+// only by attempts that had looked at the lock file before its entry
+// appeared; a holder that crashes while the head waits for it wakes the
+// head too (its lock file's close). On a filesystem without hard links
+// waiters cannot queue: they poll, in no order.
 //
 // Anyone who can write to the directory can add or remove entries, as with
 // lock files: that changes the order, never who holds the key, which stays
