@@ -48,6 +48,7 @@ func (l *locker) queueUp(req driver.AcquireRequest, name string, head bool, lock
 	if l.closed || l.queued[req.Owner] != nil { // a concurrent attempt of the owner queued it
 		os.Remove(path)
 		f.Close()
+		clearQueue(qdir)
 		if l.closed {
 			return errClosed()
 		}
