@@ -118,8 +118,9 @@ func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
 	return true, l.confirmQueued(ctx, w)
 }
 
-// confirmQueued returns once pg_locks shows w's request on the server, or
-// its statement has had a reply, or after the reply deadline.
+// confirmQueued returns once pg_locks shows w's request on the server
+// (queued, or granted already), or its statement has had a reply, or after
+// the reply deadline.
 func (l *locker) confirmQueued(ctx context.Context, w *wait) error {
 	classid, objid := LockTag(w.h.id)
 	deadline := time.Now().Add(l.cfg.replyTimeout())
