@@ -50,7 +50,7 @@ func (w *watcher) send() {
 
 // newLocker returns a Locker on dir; notify false leaves inotify off.
 func newLocker(dir string, notify bool) *locker {
-	l := &locker{
+	return &locker{
 		dir:         dir,
 		held:        make(map[string]*hold),
 		queued:      make(map[driver.Owner]*entry),
@@ -61,7 +61,6 @@ func newLocker(dir string, notify bool) *locker {
 		watchers:    make(map[string]map[*watcher]struct{}),
 		notifyTried: !notify,
 	}
-	return l
 }
 
 // Acquire makes one non-blocking flock attempt; a blocking flock could not

@@ -227,3 +227,46 @@ func TestQueueMarkRace(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d checks, %d marked", checks, marked)
 }
+
+// TestQueueMarkReplacedLockFile: a mark left linking a lock file that was
+// since replaced (by hand) is made again on the lock file in place when a
+// waiter queues, so that the key is kept for it.
+func TestQueueMarkReplacedLockFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	holder := connect(t, dir)
+	h := driver.NewOwner()
+	acquire(t, holder, "k", h)
+	if err := holder.Release(ctx, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	lockPath := filepath.Join(dir, file.FileName("k"))
+	if err := os.Mkdir(queueDirOf(dir, "k"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(lockPath, filepath.Join(queueDirOf(dir, "k"), "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lockPath+".new", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(lockPath+".new", lockPath); err != nil {
+		t.Fatal(err)
+	}
+	if links(t, dir, "k") != 1 {
+		t.Fatal("the new lock file is marked")
+	}
+
+	acquire(t, holder, "k", h)
+	w := newQueuer(t, dir, "k")
+	checkQueue(t, dir, "k", true, "a waiter queued behind a stale mark")
+	if err := holder.Release(ctx, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	stranger := connect(t, dir)
+	if _, err := stranger.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("TryLock of a key kept for a waiter: %v, want ErrLocked", err)
+	}
+	w.try(t, "k", true)
+	checkQueue(t, dir, "k", false, "the waiter served")
+}

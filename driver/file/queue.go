@@ -55,6 +55,8 @@ const (
 // errKept: the key is free, but kept for the waiter at the head of its queue.
 var errKept = fmt.Errorf("file: kept for a waiting owner: %w", driver.ErrLocked)
 
+var errNoLinks = errors.New("the filesystem does not count hard links")
+
 // queueDir returns the path of the queue directory for the lock file name
 // (dir is absolute and clean: Connect made it so).
 func queueDir(dir, lockName string) string {
@@ -263,24 +265,38 @@ func flockQueue(d *os.File, wait bool) error {
 }
 
 // markQueue makes the queue's mark, a hard link to the lock file at
-// lockPath in the queue qdir, unless it is there already. The caller holds
-// the queue's flock.
+// lockPath in the queue qdir, unless it is there already, and checks that
+// the lock file's link count shows it. The caller holds the queue's flock.
 func markQueue(qdir, lockPath string) error {
 	mark := filepath.Join(qdir, markName)
-	err := os.Link(lockPath, mark)
-	if !errors.Is(err, fs.ErrExist) {
-		return err
+	for attempt := 0; ; attempt++ {
+		if err := os.Link(lockPath, mark); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		fi, err := os.Lstat(lockPath)
+		if err != nil {
+			return err
+		}
+		own, err := os.Lstat(mark)
+		if err != nil {
+			return err
+		}
+		switch {
+		case os.SameFile(fi, own) && links(fi) > 1:
+			return nil
+		case os.SameFile(fi, own):
+			// A filesystem that counts no links: attempts would not see
+			// the mark, so no one may queue.
+			os.Remove(mark)
+			return errNoLinks
+		case attempt > 0:
+			return errReplaced
+		}
+		// A link to a lock file that was since replaced marks nothing.
+		if err := os.Remove(mark); err != nil {
+			return err
+		}
 	}
-	fi, err := os.Lstat(lockPath)
-	own, err2 := os.Lstat(mark)
-	if err == nil && err2 == nil && os.SameFile(fi, own) {
-		return nil
-	}
-	// A link to a lock file that was since replaced marks nothing.
-	if err := os.Remove(mark); err != nil {
-		return err
-	}
-	return os.Link(lockPath, mark)
 }
 
 // clearQueue removes the queue directory qdir and its mark if the queue is
