@@ -97,8 +97,9 @@
 // no system call more than before the queue. A waiter can be passed over
 // only by attempts that had looked at the lock file before its entry
 // appeared; a holder that crashes while the head waits for it wakes the
-// head too (its lock file's close). On a filesystem without hard links
-// waiters cannot queue: they poll, in no order.
+// head too (its lock file's close). On a filesystem without hard links (or
+// whose link counts do not show them) waiters cannot queue: they poll, in
+// no order.
 //
 // Anyone who can write to the directory can add or remove entries, as with
 // lock files: that changes the order, never who holds the key, which stays
