@@ -144,4 +144,20 @@ func TestRedisClusterFailover(t *testing.T) {
 	rc := dialTest(t, r.Addr())
 	wantReply(t, rc, "OK", "READONLY")
 	wantReply(t, rc, "v2", "GET", key) // WaitOK: in sync with its master
+
+	// A write the master took while its replica was paused dies with it.
+	resume := c.PauseReplication(r)
+	mc := dialTest(t, m.Addr())
+	wantReply(t, mc, "OK", "SET", key, "v3")
+	if n, err := redis.Int(mc.Do("WAIT", 1, 300)); err != nil || n != 0 {
+		t.Errorf("WAIT 1 with replication paused: %d replicas, %v; want 0", n, err)
+	}
+	start = time.Now()
+	if got := c.KillMaster(m); got != r {
+		t.Fatalf("KillMaster promoted %s, want %s", got.Addr(), r.Addr())
+	}
+	t.Logf("failover with replication paused in %v", time.Since(start))
+	wantReply(t, rc, "v2", "GET", key)
+	resume()
+	wantReply(t, rc, "OK", "SET", key, "v4")
 }

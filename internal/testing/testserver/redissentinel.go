@@ -232,7 +232,7 @@ func (r *RedisSentinel) KillMaster() *Redis {
 			return err
 		}
 		if len(role) == 0 || fmt.Sprintf("%s", role[0]) != "master" {
-			return fmt.Errorf("%s says it is %s", next.addr, role[0])
+			return fmt.Errorf("%s says its role is %s", next.addr, role)
 		}
 		return nil
 	})

@@ -1,6 +1,7 @@
 // Package testserver reaches the real servers integration tests need:
 // PostgreSQL at MUTEXKIT_POSTGRES_DSN and redis-server processes the tests
-// start themselves. When a server cannot be had, a test skips with a message
+// start themselves, alone, as a Redis Cluster (StartRedisCluster) or as a
+// master, a replica and sentinels (StartRedisSentinel). When a server cannot be had, a test skips with a message
 // naming what to start, unless MUTEXKIT_REQUIRE_SERVICES=1 (set by make test
 // and CI): then it fails.
 package testserver
