@@ -26,9 +26,9 @@ const (
 
 // RedisCluster is a Redis Cluster a test started: cluster-enabled
 // redis-server processes on free loopback ports, each in a temporary
-// directory, killed when the test ends. Its methods fail the test when the
-// cluster does not get where they wait for within 30 s; call them from the
-// test's goroutine.
+// directory, killed when the test ends (MUTEXKIT_REDIS_ADDRS plays no
+// part). Its methods fail the test when the cluster does not get where they
+// wait for within 30 s; call them from the test's goroutine.
 type RedisCluster struct {
 	t     testing.TB
 	nodes []*ClusterNode
@@ -53,9 +53,12 @@ type ClusterNode struct {
 // the votes of most masters: tests that kill one need at least 3.
 //
 // The cluster is assembled with CLUSTER ADDSLOTSRANGE, MEET and REPLICATE
-// rather than redis-cli --cluster create: every wait then has a deadline,
-// replicas follow the masters the test expects, and it is a second faster
-// (redis-cli sleeps a second before checking the join).
+// rather than redis-cli --cluster create: every wait then has a deadline
+// (redis-cli waits for the join without one), replica j of master i is
+// where the test expects it (redis-cli shuffles replicas over hosts), and
+// redis-cli is not needed. It takes no less time: a master reports
+// cluster_state:ok no sooner than 2 s after it started, whoever assembles
+// the cluster.
 func StartRedisCluster(t testing.TB, masters, replicasPerMaster int) *RedisCluster {
 	t.Helper()
 	if masters < 1 || replicasPerMaster < 0 {

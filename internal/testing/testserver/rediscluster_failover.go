@@ -8,8 +8,9 @@ import (
 
 // Failover has a replica of master take over with CLUSTER FAILOVER (a
 // manual failover: the master stops taking writes until the replica has
-// them all, so nothing is lost), waits until the cluster is OK with the
-// replica as master, and returns it.
+// them all, so nothing is lost; it cannot finish while the replica is
+// paused), waits until the cluster is OK with the replica as master and
+// master as its replica, and returns it.
 func (c *RedisCluster) Failover(master *ClusterNode) *ClusterNode {
 	c.t.Helper()
 	replicas := c.replicasFor("Failover", master)
@@ -31,8 +32,9 @@ func (c *RedisCluster) Failover(master *ClusterNode) *ClusterNode {
 // KillMaster kills master (SIGKILL), waits until one of its replicas has
 // been elected in its place (after about cluster-node-timeout and an
 // election) and the cluster is OK, and returns that replica. Writes the
-// master acknowledged but had not yet sent to it are lost. Restart the old
-// master and WaitOK to have it back, as a replica.
+// master acknowledged that the replica had not applied are lost (see
+// PauseReplication). Restart the old master and WaitOK to have it back, as
+// a replica.
 func (c *RedisCluster) KillMaster(master *ClusterNode) *ClusterNode {
 	c.t.Helper()
 	replicas := c.replicasFor("KillMaster", master)
@@ -75,9 +77,9 @@ const clusterPauseMax = time.Minute
 // that it can still be elected; WAIT on the master then counts it no more.
 // A master killed meanwhile loses the writes it took since: KillMaster
 // promotes a replica that never applied them. resume (also called when the
-// test ends, and at the latest after a minute) lifts the pause, so the
-// replica applies what it has received, or, if it was promoted, takes
-// writes again: until then a promoted replica makes writers wait.
+// test ends; the pause ends by itself after a minute) lifts the pause: the
+// replica applies what it has received or, if it was promoted meanwhile,
+// takes writes again (until then its writers wait).
 func (c *RedisCluster) PauseReplication(replica *ClusterNode) (resume func()) {
 	c.t.Helper()
 	if !c.myself(replica).is("slave") {

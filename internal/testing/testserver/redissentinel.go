@@ -31,9 +31,9 @@ const (
 
 // RedisSentinel is a master, one replica and three sentinels (quorum 2) a
 // test started, redis-server processes on free loopback ports, each in a
-// temporary directory, killed when the test ends. Its methods fail the
-// test when what they wait for does not happen within 30 s; call them
-// from the test's goroutine.
+// temporary directory, killed when the test ends (MUTEXKIT_REDIS_ADDRS
+// plays no part). Its methods fail the test when what they wait for does
+// not happen within 30 s; call them from the test's goroutine.
 type RedisSentinel struct {
 	t         testing.TB
 	data      [2]*Redis // the master and the replica, as started
