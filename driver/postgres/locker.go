@@ -382,12 +382,11 @@ func (l *locker) Ping(ctx context.Context) error {
 // Close closes every session, which frees the locks still on them, and
 // ends the waits in the server. Leases still held are not reported lost:
 // their client is closing them. A statement in flight on a connection
-// this driver dialed is ended by closing its socket; a wait on an
-// application's connection (FromDB) is cancelled (pg_cancel_backend, on a
-// connection of the application's pool). Close returns within the reply
-// deadline: what is still in flight then (a statement on an application's
-// connection to a silent server) ends in the background, and the session
-// is closed once its statement ends.
+// this driver dialed is ended by closing its socket; a wait in the server
+// is also cancelled (pg_cancel_backend, on a new connection of the pool).
+// Close returns within the reply deadline: what is still in flight then
+// (a statement on an application's connection to a silent server) ends in
+// the background, and the session is closed once its statement ends.
 func (l *locker) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -402,13 +401,13 @@ func (l *locker) Close() error {
 		sessions = append(sessions, s)
 	}
 	l.wsess, l.idle = nil, nil
-	var waiting []int // backends of waits on an application's connections
+	var waiting []int // backends of waits in the server
 	for _, h := range l.held {
 		if w := h.w; w != nil && !w.over {
 			w.over = true
 			w.timer.Stop()
 			close(w.ended)
-			if w.sent && !w.kept && w.s.netConn == nil {
+			if w.sent && !w.kept {
 				waiting = append(waiting, w.s.pid)
 			}
 		}
@@ -431,14 +430,17 @@ func (l *locker) Close() error {
 			s.netConn.Close() // the server sees the session end, and frees its locks
 		}
 	}
-	if len(waiting) > 0 {
-		ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
-		l.db.ExecContext(ctx, `SELECT pg_cancel_backend(pid) FROM pg_locks
-			WHERE pid = ANY($1) AND locktype = 'advisory' AND NOT granted`, pq.Array(waiting))
-		cancel()
-	}
 	done := make(chan struct{})
 	go func() {
+		if len(waiting) > 0 {
+			// Their requests leave the server's queues now, rather than
+			// when the server finds their connections closed (within
+			// client_connection_check_interval) or gets to them.
+			ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
+			l.db.ExecContext(ctx, `SELECT pg_cancel_backend(pid) FROM pg_locks
+				WHERE pid = ANY($1) AND locktype = 'advisory' AND NOT granted`, pq.Array(waiting))
+			cancel()
+		}
 		l.wg.Wait() // waits, verifications, background releases: each bounded
 		var discards sync.WaitGroup
 		for _, s := range sessions {

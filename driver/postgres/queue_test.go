@@ -250,6 +250,48 @@ func TestQueueKeptKeyPassedOn(t *testing.T) {
 	}
 }
 
+// Close ends the client's waits in the server at once, on connections it
+// dialed (their sockets closed) and on the application's (cancelled), and
+// their Locks return.
+func TestQueueCloseEndsWaits(t *testing.T) {
+	dsn, db := adminDB(t)
+	for _, kind := range []string{"dsn", "db"} {
+		t.Run(kind, func(t *testing.T) {
+			ns := namespace(t)
+			holder, _ := testClient(t, dsn, ns)
+			lease, err := holder.NewMutex("k").TryLock(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lease.Unlock(t.Context())
+			conn := driver.Connector(FromDB(db, WithNamespace(ns)))
+			if kind == "dsn" {
+				conn, err = NewConnector(dsn, WithNamespace(ns))
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			w, _ := wrapClient(t, conn)
+			got := lockAsync(t.Context(), w.NewMutex("k"))
+			waitFor(t, "the waiter in the server's queue", func() bool { return waitingIn(t, db, ns, "k") == 1 })
+			start := time.Now()
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case l := <-got:
+				if l != nil {
+					t.Fatal("a Lock of a closed client returned a lease")
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the Lock did not return within 30s of Close")
+			}
+			waitFor(t, "the wait gone from the server", func() bool { return waitingIn(t, db, ns, "k") == 0 })
+			t.Logf("the wait left the server %v after Close", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
 // withServerWait shortens the lock_timeout of waits in the server.
 func withServerWait(d time.Duration) Option { return func(c *config) { c.serverWait = d } }
 
