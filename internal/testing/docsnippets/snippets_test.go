@@ -6,6 +6,7 @@ package docsnippets
 import (
 	"fmt"
 	"go/ast"
+	"go/build"
 	"go/importer"
 	"go/parser"
 	"go/token"
@@ -69,6 +70,30 @@ func newHarness(context.Context, *testing.T) (conformance.Harness, error) { retu
 
 `
 
+// modules are the pages about a module of their own (a driver with its own
+// go.mod): their snippets are checked in that module, where its package
+// resolves, with a prelude of their own, since that module's go.sum need
+// not know the core's other dependencies.
+var modules = map[string]struct{ dir, prelude string }{
+	"docs/MYSQL.md": {"driver/mysql", `package snippet
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver/mysql"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+var (
+	ctx context.Context
+	db  *sql.DB
+)
+`},
+}
+
 var goBlock = regexp.MustCompile("(?s)```go\n(.*?)```")
 
 func TestSnippetsCompile(t *testing.T) {
@@ -82,7 +107,13 @@ func TestSnippetsCompile(t *testing.T) {
 		files = append(files, m...)
 	}
 	fset := token.NewFileSet()
-	imp := cachedImporter{importer.ForCompiler(fset, "source", nil).(types.ImporterFrom), map[string]*types.Package{}}
+	source := importer.ForCompiler(fset, "source", nil).(types.ImporterFrom)
+	imp := cachedImporter{source, map[string]*types.Package{}, ""}
+	moduleImp := map[string]cachedImporter{}
+	for page, m := range modules {
+		own := importer.ForCompiler(fset, "source", nil).(types.ImporterFrom)
+		moduleImp[page] = cachedImporter{own, map[string]*types.Package{}, filepath.Join(root, m.dir)}
+	}
 	checked := 0
 	for _, f := range files {
 		text, err := os.ReadFile(f)
@@ -94,7 +125,11 @@ func TestSnippetsCompile(t *testing.T) {
 			line := 1 + strings.Count(string(text[:m[2]]), "\n")
 			page := strings.TrimPrefix(f, root+string(filepath.Separator))
 			t.Run(fmt.Sprint(filepath.Base(f), "#", i+1), func(t *testing.T) {
-				checkSnippet(t, fset, imp, page, line, code)
+				if m, ok := modules[filepath.ToSlash(page)]; ok {
+					checkSnippet(t, fset, moduleImp[filepath.ToSlash(page)], m.prelude, page, line, code)
+					return
+				}
+				checkSnippet(t, fset, imp, prelude, page, line, code)
 			})
 			checked++
 		}
@@ -106,7 +141,7 @@ func TestSnippetsCompile(t *testing.T) {
 
 // checkSnippet type-checks one snippet: declarations at the top level, and
 // anything else as the body of a function returning error.
-func checkSnippet(t *testing.T, fset *token.FileSet, imp types.Importer, page string, line int, code string) {
+func checkSnippet(t *testing.T, fset *token.FileSet, imp types.Importer, prelude, page string, line int, code string) {
 	name := fmt.Sprintf("%s:%d", page, line)
 	code = stripImports(code)
 	at := fmt.Sprintf("\n//line %s:%d\n", page, line) // errors point into the page
@@ -150,6 +185,7 @@ func topLevel(code string) bool {
 type cachedImporter struct {
 	types.ImporterFrom
 	pkgs map[string]*types.Package
+	dir  string // where the go command resolves imports; "" for this module
 }
 
 func (c cachedImporter) Import(path string) (*types.Package, error) { return c.ImportFrom(path, "", 0) }
@@ -157,6 +193,13 @@ func (c cachedImporter) Import(path string) (*types.Package, error) { return c.I
 func (c cachedImporter) ImportFrom(path, dir string, mode types.ImportMode) (*types.Package, error) {
 	if p := c.pkgs[path]; p != nil {
 		return p, nil
+	}
+	if c.dir != "" {
+		// The source importer runs the go command in build.Default.Dir
+		// (srcDir only tells it whether modules are on). Subtests run one
+		// at a time, so the swap is seen by this call alone.
+		defer func(was string) { build.Default.Dir = was }(build.Default.Dir)
+		build.Default.Dir, dir = c.dir, c.dir
 	}
 	p, err := c.ImporterFrom.ImportFrom(path, dir, mode)
 	if err == nil {
