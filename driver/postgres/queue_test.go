@@ -292,6 +292,36 @@ func TestQueueCloseEndsWaits(t *testing.T) {
 	}
 }
 
+// A Lock waiting in the server keeps new readers out: TryLockTxShared
+// fails while it waits behind a reader, so readers cannot starve it.
+func TestQueueWaitingLockBlocksNewReaders(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	reader, err := db.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Rollback()
+	if err := LockTxShared(t.Context(), reader, ns, "k"); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := testClient(t, dsn, ns)
+	got := lockAsync(t.Context(), w.NewMutex("k"))
+	waitFor(t, "the Lock in the server's queue", func() bool { return waitingIn(t, db, ns, "k") == 1 })
+	late, err := db.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Rollback()
+	if ok, err := TryLockTxShared(t.Context(), late, ns, "k"); err != nil || ok {
+		t.Fatalf("TryLockTxShared while a Lock waits behind a reader: %v, %v; want false", ok, err)
+	}
+	if err := reader.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	served(t, got, "the waiting Lock").Unlock(t.Context())
+}
+
 // withServerWait shortens the lock_timeout of waits in the server.
 func withServerWait(d time.Duration) Option { return func(c *config) { c.serverWait = d } }
 
