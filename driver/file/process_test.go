@@ -126,8 +126,14 @@ func runHelper(role string) error {
 		time.Sleep(abandonSeconds * time.Second)
 		return syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
+	if run := linuxRoles[role]; run != nil {
+		return run(ctx, l, key)
+	}
 	return fmt.Errorf("unknown role %q", role)
 }
+
+// linuxRoles are the roles of tests that run on Linux only.
+var linuxRoles = map[string]func(ctx context.Context, l driver.Locker, key string) error{}
 
 func TestTwoProcessesExclude(t *testing.T) {
 	if testing.Short() {

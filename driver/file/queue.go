@@ -335,11 +335,9 @@ func (e *entry) touch(now time.Time) (inQueue bool) {
 	if err != nil || err2 != nil || !os.SameFile(fi, own) {
 		return false
 	}
-	tv := syscall.NsecToTimeval(now.UnixNano())
-	if rc, err := e.f.SyscallConn(); err == nil {
-		// Best effort: a failure only ages the entry.
-		rc.Control(func(fd uintptr) { syscall.Futimes(int(fd), []syscall.Timeval{tv, tv}) })
-	}
+	// A failure (EIO, say) leaves the entry with its last stamp: probers
+	// pass it over QueueHold after the last touch that worked.
+	setTimes(e.f, now.UnixNano())
 	return true
 }
 

@@ -1,0 +1,113 @@
+//go:build linux
+
+package file_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+)
+
+func init() { linuxRoles["waitnoproc"] = waitWithoutProc }
+
+// waitWithoutProc hides /proc (the child has a mount namespace of its own)
+// and waits for key as package mutex does: an attempt every half second.
+func waitWithoutProc(ctx context.Context, l driver.Locker, key string) error {
+	if err := syscall.Mount("none", "/proc", "tmpfs", 0, ""); err != nil {
+		return err
+	}
+	if _, err := os.Stat("/proc/self/fd"); err == nil {
+		return errors.New("/proc/self/fd still there")
+	}
+	o := driver.NewOwner()
+	for i := 0; ; i++ {
+		_, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: o, Wait: true})
+		if err == nil {
+			fmt.Println("granted")
+			time.Sleep(time.Hour) // until killed
+		}
+		if !errors.Is(err, driver.ErrLocked) {
+			return err
+		}
+		if i == 0 {
+			fmt.Println("queued")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// entries lists the waiters' entries in key's queue, in arrival order.
+func entries(t *testing.T, dir, key string) []string {
+	t.Helper()
+	des, err := os.ReadDir(queueDirOf(dir, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, de := range des {
+		if strings.HasSuffix(de.Name(), ".w") {
+			names = append(names, de.Name())
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestQueueTouchWithoutProc: a waiter in a process without /proc (a
+// container, a chroot) records its attempts in its entry all the same, so
+// it keeps its place past QueueHold while others look at the queue, and is
+// served first.
+func TestQueueTouchWithoutProc(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a process")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs a mount namespace of its own (root) to hide /proc")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	holder := connect(t, dir)
+	h := driver.NewOwner()
+	acquire(t, holder, "k", h)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.timeout=10m")
+	cmd.Env = append(os.Environ(), helperEnv+"=waitnoproc", "MUTEXKIT_FILE_DIR="+dir, "MUTEXKIT_FILE_KEY=k")
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no mount namespace: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	stdout := bufio.NewReader(out)
+	readLine(t, stdout, "queued")
+	child := entries(t, dir, "k")
+
+	// A waiter behind it looks at the head at each of its attempts.
+	b := newQueuer(t, dir, "k")
+	for end := time.Now().Add(driver.QueueHold + 1500*time.Millisecond); time.Now().Before(end); {
+		time.Sleep(500 * time.Millisecond)
+		b.try(t, "k", false)
+	}
+	if got := entries(t, dir, "k"); len(got) != 2 || got[0] != child[0] {
+		t.Fatalf("queue %v, want the child's entry %v still at the head", got, child)
+	}
+	if err := holder.Release(ctx, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	b.try(t, "k", false) // kept for the child
+	readLine(t, stdout, "granted")
+}
