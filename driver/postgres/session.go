@@ -40,6 +40,7 @@ type session struct {
 	waitStmt                       *sql.Stmt
 	fenceStmt, tokenStmt           *sql.Stmt // prepared on first use, as are the two below; guarded by sem
 	queuedStmt, endStmt            *sql.Stmt // a lock session's, about a waiter session (see wait.go)
+	holdsStmt, clearStmt           *sql.Stmt // a waiter session's, about itself (see wait.go)
 
 	waiter bool // a waiter session (wait.go), never in the pool
 
@@ -169,14 +170,14 @@ func (s *session) init() error {
 	if err != nil {
 		return fmt.Errorf("postgres: configure the session: %w", err)
 	}
-	lock, lockQ := &s.lockStmt, sqlLock
+	lock, lockQ, unlockQ := &s.lockStmt, sqlLock, sqlUnlock
 	if s.waiter {
-		lock, lockQ = &s.waitStmt, sqlWait
+		lock, lockQ, unlockQ = &s.waitStmt, sqlWait, sqlWaiterUnlock
 	}
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		q    string
-	}{{&s.beatStmt, sqlBeat}, {&s.unlockStmt, sqlUnlock}, {lock, lockQ}} {
+	}{{&s.beatStmt, sqlBeat}, {&s.unlockStmt, unlockQ}, {lock, lockQ}} {
 		st, err := s.prepare(p.q)
 		if err != nil {
 			return err

@@ -56,13 +56,24 @@ const serverWaitFor = 30 * time.Second
 // nothing, for its next waits.
 const idleWaiters = 2
 
-// The statements of waits: sqlWait on a waiter session; sqlQueued and
-// sqlEndWait on a lock session, about the waiter session $1's request for
-// the key whose pg_locks tag is $2, $3.
+// The statements of waits: sqlWait, sqlHolds (does it hold the key whose
+// pg_locks tag is $1, $2), sqlWaiterUnlock (its unlock statement) and
+// sqlClear on a waiter session; sqlQueued and sqlEndWait on a lock session,
+// about the waiter session $1's request for the key whose tag is $2, $3.
+//
+// A waiter session holds at most the key it waited for, so its unlock
+// also clears whatever else it may hold (pg_advisory_unlock_all: a stacked
+// grant, say) before it waits for the client's next wait; CASE orders the
+// two calls.
 const (
-	sqlWait   = `SELECT pg_backend_pid() FROM pg_advisory_lock($1)`
+	sqlWait         = `SELECT pg_backend_pid() FROM pg_advisory_lock($1)`
+	sqlWaiterUnlock = `SELECT CASE WHEN pg_advisory_unlock($1) THEN pg_advisory_unlock_all() IS NOT NULL ELSE false END,
+		pg_backend_pid()`
+	sqlClear  = `SELECT pg_backend_pid() FROM pg_advisory_unlock_all()`
 	sqlQueued = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory'
 		AND classid = $2 AND objid = $3 AND objsubid = 1), pg_backend_pid()`
+	sqlHolds = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'
+		AND classid = $1 AND objid = $2 AND objsubid = 1 AND granted), pg_backend_pid()`
 	sqlEndWait = `SELECT count(pg_cancel_backend(pid)), pg_backend_pid() FROM pg_locks WHERE pid = $1
 		AND locktype = 'advisory' AND classid = $2 AND objid = $3 AND objsubid = 1 AND NOT granted`
 )
@@ -194,6 +205,18 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 			}
 			s = nil
 		}
+		if err != nil && sessionSurvives(err) && !l.waitOver(w) {
+			// The server may grant the lock and still raise the error
+			// (lock_timeout, or a cancel, as the grant lands), and a session
+			// lock outlives the failed statement: asking again would stack
+			// it. The session says whether it holds the key.
+			var held bool
+			if herr := l.holdsKey(s, h.id, &held); herr != nil {
+				err = herr
+			} else if held {
+				err = nil
+			}
+		}
 		l.mu.Lock()
 		switch {
 		case w.over || l.closed:
@@ -240,6 +263,25 @@ func (l *locker) serverWait(s *session, id int64) error {
 	return err
 }
 
+// waitOver reports whether w ended, or its client closed.
+func (l *locker) waitOver(w *wait) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return w.over || l.closed
+}
+
+// holdsKey asks waiter session s, whose slot the caller holds, whether it
+// holds the key id.
+func (l *locker) holdsKey(s *session, id int64, held *bool) error {
+	classid, objid := LockTag(id)
+	var pid int
+	err := s.prepared(&s.holdsStmt, sqlHolds, []any{int64(classid), int64(objid)}, held, &pid)
+	if err == nil {
+		err = s.checkPID(pid, true)
+	}
+	return err
+}
+
 // isLockTimeout reports SQLSTATE 55P03, lock_not_available.
 func isLockTimeout(err error) bool {
 	pe, ok := errors.AsType[*pq.Error](err)
@@ -264,7 +306,7 @@ func (l *locker) waitEnded(w *wait, s *session, err error) {
 	if sent && (err == nil || sessionSurvives(err)) {
 		// Granted, or cancelled (perhaps after the grant): a session lock
 		// outlives a failed statement.
-		_, err = l.unlockOnce(s, w.h.id)
+		err = l.clear(s)
 	}
 	s.give()
 	if err != nil && !errors.Is(err, errNoReply) {
@@ -272,6 +314,17 @@ func (l *locker) waitEnded(w *wait, s *session, err error) {
 		return
 	}
 	l.recycleWaiter(s)
+}
+
+// clear frees whatever waiter session s, whose slot the caller holds, may
+// hold.
+func (l *locker) clear(s *session) error {
+	var pid int
+	err := s.prepared(&s.clearStmt, sqlClear, nil, &pid)
+	if err == nil {
+		err = s.checkPID(pid, true)
+	}
+	return err
 }
 
 // attemptWaiting is an attempt of h's owner while it waits in the server:
