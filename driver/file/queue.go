@@ -27,8 +27,9 @@ import (
 // for as long as it waits, so anyone can tell a live waiter from a dead one
 // with a non-blocking flock of its own, at once: the kernel drops the flock
 // of a killed process. An entry is also passed over once its mtime, which
-// each attempt of its owner touches, is older than driver.QueueHold (a
-// process that lives but stopped asking). A release wakes the live head by
+// each attempt of its owner sets to the monotonic clock (not the wall
+// clock, which steps), is more than driver.QueueHold from it (a process
+// that lives but stopped asking). A release wakes the live head by
 // opening its entry for writing, which is an IN_CLOSE_WRITE that only the
 // head's Locker watches.
 //
@@ -92,7 +93,8 @@ type entry struct {
 }
 
 // stamp is the host's monotonic clock, shared by its processes and never
-// stepped, unlike the wall clock.
+// stepped, unlike the wall clock. It orders entries (their names) and ages
+// them (their mtimes).
 func stamp() uint64 {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(clockMonotonic, &ts); err != nil {
@@ -121,7 +123,7 @@ func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err 
 		return "", false, err
 	}
 	slices.Sort(names) // arrival order
-	now := time.Now()
+	now := stamp()
 	left := len(names)
 	for _, name := range names {
 		if name == markName {
@@ -153,7 +155,7 @@ func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err 
 // made) at path belongs to a live waiter, and removes it if not: unflocked
 // (its process died), or untouched for QueueHold. An entry being made is
 // unflocked for a moment, so only its age removes it.
-func probe(path string, now time.Time, isEntry bool) (live bool, err error) {
+func probe(path string, now uint64, isEntry bool) (live bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|openFlags, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // its owner left
@@ -166,7 +168,7 @@ func probe(path string, now time.Time, isEntry bool) (live bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	stale := now.Sub(fi.ModTime()) > driver.QueueHold
+	stale := aged(now, uint64(fi.ModTime().UnixNano()))
 	err = flock(f, syscall.LOCK_SH|syscall.LOCK_NB)
 	switch {
 	case err == nil && (isEntry || stale), err != nil && isWouldBlock(err) && stale:
@@ -176,6 +178,14 @@ func probe(path string, now time.Time, isEntry bool) (live bool, err error) {
 		return true, nil
 	}
 	return false, err
+}
+
+// aged reports whether the stamp then is more than QueueHold from now,
+// either way: one ahead of the monotonic clock was not set by it (a wall
+// clock time, as older versions set), and would never age.
+func aged(now, then uint64) bool {
+	const hold = uint64(driver.QueueHold)
+	return then+hold < now || then > now+hold
 }
 
 func isWouldBlock(err error) bool {
@@ -195,13 +205,18 @@ func makeEntry(qdir, lockPath string, owner driver.Owner) (*os.File, string, err
 	if err := markQueue(qdir, lockPath); err != nil {
 		return nil, "", err
 	}
-	path := filepath.Join(qdir, entryName(stamp(), owner))
+	now := stamp()
+	path := filepath.Join(qdir, entryName(now, owner))
 	tmp := strings.TrimSuffix(path, entrySuffix) + tempSuffix
 	f, err := os.OpenFile(tmp, os.O_RDONLY|os.O_CREATE|os.O_EXCL|openFlags, 0o644)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	err = setTimes(f, int64(now)) // its age: a wall clock mtime is passed over
+	if err == nil {
+		err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return nil, "", err
@@ -327,9 +342,10 @@ func clearQueue(qdir string) {
 	os.Remove(qdir)
 }
 
-// touch records an attempt in the entry's mtime, and reports whether the
-// entry is still in the queue: a prober removes one it finds stale.
-func (e *entry) touch(now time.Time) (inQueue bool) {
+// touch records an attempt in the entry's mtime (the monotonic clock), and
+// reports whether the entry is still in the queue: a prober removes one it
+// finds stale.
+func (e *entry) touch() (inQueue bool) {
 	fi, err := os.Lstat(e.path)
 	own, err2 := e.f.Stat()
 	if err != nil || err2 != nil || !os.SameFile(fi, own) {
@@ -337,7 +353,7 @@ func (e *entry) touch(now time.Time) (inQueue bool) {
 	}
 	// A failure (EIO, say) leaves the entry with its last stamp: probers
 	// pass it over QueueHold after the last touch that worked.
-	setTimes(e.f, now.UnixNano())
+	setTimes(e.f, int64(stamp()))
 	return true
 }
 

@@ -28,7 +28,7 @@ func (l *locker) queueUp(req driver.AcquireRequest, name string, head bool, lock
 		return errClosed()
 	}
 	if e := l.queued[req.Owner]; e != nil {
-		if e.key == req.Key && e.touch(now) {
+		if e.key == req.Key && e.touch() {
 			e.last, e.head = now, head
 			l.mu.Unlock()
 			return locked

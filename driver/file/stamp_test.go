@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -110,4 +113,50 @@ func TestQueueTouchWithoutProc(t *testing.T) {
 	}
 	b.try(t, "k", false) // kept for the child
 	readLine(t, stdout, "granted")
+}
+
+// TestQueueStampMonotonic: a waiter's attempts stamp its entry's mtime with
+// the host's monotonic clock, which no step of the wall clock moves, so a
+// step can neither age a live waiter nor keep a stopped one young. An entry
+// stamped by the wall clock (by hand, or by an older version) is passed
+// over.
+func TestQueueStampMonotonic(t *testing.T) {
+	dir := t.TempDir()
+	holder := connect(t, dir)
+	acquire(t, holder, "k", driver.NewOwner())
+	mono := func() int64 {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+			t.Fatal(err)
+		}
+		return ts.Nano()
+	}
+	check := func(when string, before, after int64) string {
+		t.Helper()
+		names := entries(t, dir, "k")
+		path := filepath.Join(queueDirOf(dir, "k"), names[0])
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.ModTime().UnixNano(); m < before || m > after {
+			t.Fatalf("%s: entry stamped %d, want the monotonic clock, in [%d, %d]", when, m, before, after)
+		}
+		return path
+	}
+	before := mono()
+	a := newQueuer(t, dir, "k")
+	check("first attempt", before, mono())
+	before = mono()
+	a.try(t, "k", false)
+	path := check("next attempt", before, mono())
+
+	now := time.Now()
+	if err := os.Chtimes(path, now, now); err != nil {
+		t.Fatal(err)
+	}
+	b := newQueuer(t, dir, "k") // looks at the head
+	if got := entries(t, dir, "k"); len(got) != 1 || !strings.HasSuffix(got[0], b.owner.String()+".w") {
+		t.Fatalf("queue %v, want b's entry alone: a wall clock stamp is passed over", got)
+	}
 }
