@@ -293,7 +293,10 @@ func (c *Client) reserve(ctx context.Context, l *Lease, wait bool) error {
 	var err error
 	select {
 	case <-l.turn:
-		return nil
+		if ctx.Err() == nil {
+			return nil
+		}
+		err = waitEnded(ctxErr(ctx), errLocalHeld) // both came: the ctx wins
 	case <-ctx.Done():
 		err = waitEnded(ctxErr(ctx), errLocalHeld)
 	case <-c.closeCtx.Done():

@@ -198,14 +198,14 @@ func (m *Mutex) attempt(ctx context.Context, wait bool) (*Lease, int, error) {
 			if w == nil {
 				w = newWaiter()
 			}
-			if locker != nil && !w.watchTried {
-				// Subscribe, then try again at once: a release between the
-				// first attempt and the subscription is not missed, and an
-				// uncontended Lock never pays for a subscription.
-				w.watch(locker, m.key, l.owner)
+			if locker != nil && errors.Is(err, ErrLocked) && w.watch(locker, m.key, l.owner) {
+				// Subscribed, once the key was found held (and the owner
+				// queued, where the driver queues): try again at once, so a
+				// release between the attempt and the subscription is not
+				// missed. An uncontended Lock never pays for a subscription.
 				continue
 			}
-			if err := w.wait(ctx, c.closeCtx.Done(), attempts); err != nil {
+			if err := w.wait(ctx, c.closeCtx.Done(), attempts, errors.Is(err, ErrLocked)); err != nil {
 				// Release also takes the owner out of the key's queue.
 				return c.giveUp(l, locker, maybeGranted || queued, attempts, waitEnded(err, last))
 			}

@@ -3,8 +3,10 @@ package mutex_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,5 +182,147 @@ func TestWaitersInAClientTakeTurns(t *testing.T) {
 	}
 	if want := []int{0, 1, 3, 4, 5}; !slices.Equal(order, want) {
 		t.Fatalf("waiters took the key in the order %v; want %v", order, want)
+	}
+}
+
+// queuedOnly fails the first attempts with ErrUnavailable, and, as a
+// driver that sees releases only through its queue may, refuses to Watch an
+// owner it has not queued (one whose attempt did not find the key held).
+type queuedOnly struct {
+	driver.Locker
+	failures *atomic.Int32
+	mu       *sync.Mutex
+	queued   map[driver.Owner]bool
+	watches  *[]bool // per Watch call: whether the owner was queued
+}
+
+func (l queuedOnly) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	if l.failures.Add(-1) >= 0 {
+		return driver.Grant{}, fmt.Errorf("read: connection reset: %w", driver.ErrUnavailable)
+	}
+	g, err := l.Locker.Acquire(ctx, req)
+	if errors.Is(err, driver.ErrLocked) {
+		l.mu.Lock()
+		l.queued[req.Owner] = true
+		l.mu.Unlock()
+	}
+	return g, err
+}
+
+func (l queuedOnly) Watch(key string, owner driver.Owner, wake chan<- struct{}) (func(), error) {
+	l.mu.Lock()
+	queued := l.queued[owner]
+	*l.watches = append(*l.watches, queued)
+	l.mu.Unlock()
+	if !queued {
+		return nil, fmt.Errorf("owner not queued: %w", driver.ErrUnimplemented)
+	}
+	return l.Locker.Watch(key, owner, wake)
+}
+
+// TestWatchOnceQueued: a Lock whose first attempt met an outage watches
+// only once an attempt found the key held, so a driver that watches queued
+// owners alone still wakes it, rather than leaving it to poll.
+func TestWatchOnceQueued(t *testing.T) {
+	ctx := context.Background()
+	table := mem.NewTable()
+	holder := mutex.NewClient(mem.FromTable(table))
+	defer holder.Close()
+	held, err := holder.NewMutex("k").TryLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		failures atomic.Int32
+		mu       sync.Mutex
+		watches  []bool
+	)
+	failures.Store(1)
+	c := mutex.NewClient(mem.FromTable(table), mutex.WithMiddleware(mutex.Middleware{
+		Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker {
+			return queuedOnly{next, &failures, &mu, map[driver.Owner]bool{}, &watches}
+		},
+	}))
+	defer c.Close()
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		held.Unlock(ctx)
+	}()
+	lease, err := c.NewMutex("k").Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Unlock(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(watches) == 0 || !watches[0] {
+		t.Fatalf("Watch calls, each with whether the owner was queued: %v; want the first after the key was found held", watches)
+	}
+}
+
+// TestWaiterHandedKeyAsItsWaitEnds: a waiter inside a client whose ctx
+// ends just as the key is handed to it passes the key on: the client is
+// never left with a key nobody holds.
+func TestWaiterHandedKeyAsItsWaitEnds(t *testing.T) {
+	ctx := context.Background()
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()))
+	defer c.Close()
+	for round := range 300 {
+		held, err := c.NewMutex("k").TryLock(ctx)
+		if err != nil {
+			t.Fatalf("round %d: the key was left taken: %v", round, err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			lease, err := c.NewMutex("k").Lock(wctx)
+			if err == nil {
+				err = lease.Unlock(ctx)
+			}
+			done <- err
+		}()
+		for mutex.QueuedInClient(c, "k") != 1 {
+			time.Sleep(50 * time.Microsecond)
+		}
+		cancel()
+		held.Unlock(ctx)
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: waiter: %v", round, err)
+		}
+	}
+}
+
+// TestCloseWithWaitersInClient: Close while Mutex values wait inside the
+// client, racing an Unlock, ends every wait with ErrClosed or a lease, and
+// hands nothing on after it began.
+func TestCloseWithWaitersInClient(t *testing.T) {
+	ctx := context.Background()
+	c := mutex.NewClient(mem.FromTable(mem.NewTable()))
+	held, err := c.NewMutex("k").TryLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const waiters = 5
+	errs := make(chan error, waiters)
+	for range waiters {
+		go func() {
+			_, err := c.NewMutex("k").Lock(ctx)
+			errs <- err
+		}()
+	}
+	for mutex.QueuedInClient(c, "k") != waiters {
+		time.Sleep(time.Millisecond)
+	}
+	go held.Unlock(ctx)
+	c.Close()
+	for range waiters {
+		select {
+		case err := <-errs:
+			if err != nil && !errors.Is(err, mutex.ErrClosed) {
+				t.Errorf("waiter: %v; want ErrClosed or a lease", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a waiter inside the client did not return after Close")
+		}
 	}
 }

@@ -2,6 +2,7 @@ package mutex
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -33,10 +34,10 @@ const (
 // waiter is one Lock's wait for a held key: the driver's wake-ups, and a
 // timer with capped, jittered exponential backoff.
 type waiter struct {
-	wake       chan struct{}
-	watchTried bool   // Watch was called, whatever it returned
-	stopWatch  func() // set while the driver signals
-	timer      *time.Timer
+	wake         chan struct{}
+	watchRefused bool   // Watch returned ErrUnimplemented: the driver is polled
+	stopWatch    func() // set while the driver signals
+	timer        *time.Timer
 
 	// fruitless counts the wake-ups in a row that did not lead to a grant.
 	// Each doubles the time a wake-up must wait after the previous attempt,
@@ -52,26 +53,34 @@ func newWaiter() *waiter {
 	return &waiter{wake: make(chan struct{}, 1)}
 }
 
-// watch subscribes to key's releases, once. Lock calls it before its next
-// attempt, so a release between an attempt and the wait is not missed.
-func (w *waiter) watch(l driver.Locker, key string, owner driver.Owner) {
-	if w.watchTried {
-		return
+// watch subscribes to owner's turn on key, and reports whether it did just
+// now. Lock calls it after an attempt found the key held, so that a driver
+// that queues has queued the owner. A driver that cannot watch
+// (ErrUnimplemented) is polled and never asked again; one that failed
+// otherwise is asked again after the next attempt that finds the key held.
+func (w *waiter) watch(l driver.Locker, key string, owner driver.Owner) bool {
+	if w.stopWatch != nil || w.watchRefused {
+		return false
 	}
-	w.watchTried = true // a driver that cannot watch is polled, never asked again
-	if stop, err := l.Watch(key, owner, w.wake); err == nil {
-		w.stopWatch = stop
+	stop, err := l.Watch(key, owner, w.wake)
+	if err != nil {
+		w.watchRefused = errors.Is(err, driver.ErrUnimplemented)
+		return false
 	}
+	w.stopWatch = stop
+	return true
 }
 
 // wait returns when the key may be free, or with ctx's cause or
-// errClientClosed. It is called after a failed attempt.
-func (w *waiter) wait(ctx context.Context, closing <-chan struct{}, attempts int) error {
+// errClientClosed. It is called after a failed attempt; held says that the
+// attempt found the key held (rather than the backend out of reach, which
+// no wake-up announces the end of).
+func (w *waiter) wait(ctx context.Context, closing <-chan struct{}, attempts int, held bool) error {
 	if w.woken {
 		w.fruitless++
 	}
 	d := min(minBackoff<<min(attempts-1, 20), maxBackoff)
-	if w.stopWatch != nil {
+	if w.stopWatch != nil && held {
 		d = watchPoll
 	}
 	d = d/2 + rand.N(d/2+1) // jitter keeps waiters from retrying in step
