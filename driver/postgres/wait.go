@@ -41,16 +41,27 @@ import (
 //     unlocked, which grants it to the next waiter.
 //   - A wait whose session fails (pg_terminate_backend, a network cut) wakes
 //     its owner, whose next attempt asks again, at the tail of the queue.
-//   - lock_timeout (serverWaitFor) bounds each wait on the server: the
-//     request is then made again, at the tail, while the owner still asks.
+//   - lock_timeout (serverWaitFor, minutes) bounds each wait on the
+//     server: the request is then made again, at the tail, while the owner
+//     still asks. PostgreSQL may grant the lock and still raise the
+//     timeout (or a cancel): the session is asked whether it holds the key
+//     before anything is asked again, as a session lock outlives the failed
+//     statement and a second request would stack it.
 //
 // At most MaxWaiters waiter sessions per client are in use at once
 // (waiting, or holding the key they got); beyond, waiting attempts return
 // driver.ErrLocked and their Locks poll.
 
 // serverWaitFor is the lock_timeout of a waiter session: how long one
-// pg_advisory_lock waits in the server before it is made again.
-const serverWaitFor = 30 * time.Second
+// pg_advisory_lock waits in the server before it is made again, at the
+// tail of the queue. It is long so that a queue that takes long to drain
+// keeps its order. The client waits for the reply that long plus the reply
+// deadline (a server that stops answering); a network cut ends the wait
+// sooner on both sides, as for a lock session: TCP keepalives and
+// tcp_user_timeout on the server (and client_connection_check_interval,
+// which ends a wait whose connection is gone) and on the sockets this
+// driver dials.
+const serverWaitFor = 5 * time.Minute
 
 // idleWaiters is how many waiter sessions a client keeps, once they hold
 // nothing, for its next waits.

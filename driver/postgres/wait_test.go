@@ -100,3 +100,43 @@ func TestQueueWaiterSessionClearedWhenIdle(t *testing.T) {
 		t.Fatalf("after the Release, %d grants of the key remain on the idle waiter session", n)
 	}
 }
+
+// idleWaiterSettings reads statement_timeout and lock_timeout (ms) on w's
+// idle waiter session.
+func idleWaiterSettings(t *testing.T, w *locker) (stmt, lock int64) {
+	t.Helper()
+	w.mu.Lock()
+	if len(w.idle) == 0 {
+		w.mu.Unlock()
+		t.Fatal("no idle waiter session")
+	}
+	s := w.idle[0]
+	w.mu.Unlock()
+	s.sem <- struct{}{}
+	defer s.give()
+	if err := s.queryRow(`SELECT EXTRACT(epoch FROM current_setting('statement_timeout')::interval)::bigint * 1000,
+		EXTRACT(epoch FROM current_setting('lock_timeout')::interval)::bigint * 1000`, nil, &stmt, &lock); err != nil {
+		t.Fatal(err)
+	}
+	return stmt, lock
+}
+
+// A wait in the server lasts minutes before it is made again (at the
+// tail), so a queue that takes long to drain keeps its order: the waiter
+// session's lock_timeout is serverWaitFor, and its statement timeout and
+// the client's wait for the reply are longer.
+func TestQueueWaitLastsMinutes(t *testing.T) {
+	dsn, _ := adminDB(t)
+	ns := namespace(t)
+	_, a := testClient(t, dsn, ns)
+	_, w := testClient(t, dsn, ns)
+	wo := takeKept(t, a, w, "k", 0)
+	if err := w.Release(t.Context(), "k", wo); err != nil {
+		t.Fatal(err)
+	}
+	stmt, lock := idleWaiterSettings(t, w)
+	if lock < (5 * time.Minute).Milliseconds() || stmt <= lock || w.cfg.serverWait+w.cfg.replyTimeout() <= time.Duration(stmt)*time.Millisecond {
+		t.Fatalf("waiter session: lock_timeout %d ms, statement_timeout %d ms, reply awaited %v; want at least 5 min, longer, longer",
+			lock, stmt, w.cfg.serverWait+w.cfg.replyTimeout())
+	}
+}
