@@ -27,6 +27,7 @@ type locker struct {
 	queued      map[driver.Owner]*entry          // waiting owners' places (queue.go)
 	byWD        map[int]*entry                   // inotify watch -> entry
 	sweeping    bool                             // the sweeper runs (while queued is not empty)
+	noLinks     bool                             // no queue can be marked in dir: waiters poll unqueued
 	done        chan struct{}                    // closed by Close: stops the sweeper
 	watchers    map[string]map[*watcher]struct{} // file name -> registrations
 	notify      io.Closer                        // inotify file; nil if not started or unavailable

@@ -270,3 +270,50 @@ func TestQueueMarkReplacedLockFile(t *testing.T) {
 	w.try(t, "k", true)
 	checkQueue(t, dir, "k", false, "the waiter served")
 }
+
+// TestQueueNoLinks: on a filesystem that makes no hard links (link(2) fails
+// with EPERM, as on vfat; played here), a waiting attempt is not queued and
+// leaves no queue directory behind, and its Locker does not try again, on
+// any key. A link that fails otherwise (EACCES) leaves nothing behind
+// either, and is tried again.
+func TestQueueNoLinks(t *testing.T) {
+	calls := 0
+	errno := syscall.EPERM
+	file.SetLink(t, func(oldname, newname string) error {
+		calls++
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: errno}
+	})
+	ctx := context.Background()
+	dir := t.TempDir()
+	holder := connect(t, dir)
+	acquire(t, holder, "k", driver.NewOwner())
+	acquire(t, holder, "k2", driver.NewOwner())
+	attempt := func(l driver.Locker, key string, o driver.Owner) {
+		t.Helper()
+		if _, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: o, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+			t.Fatalf("waiting attempt: %v, want ErrLocked", err)
+		}
+		if _, err := os.Lstat(queueDirOf(dir, key)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("queue directory after a failed mark: %v, want none", err)
+		}
+		if links(t, dir, key) != 1 {
+			t.Fatal("lock file marked")
+		}
+	}
+	w, o := connect(t, dir), driver.NewOwner()
+	for range 2 {
+		attempt(w, "k", o)
+		attempt(w, "k2", driver.NewOwner())
+	}
+	if calls != 1 {
+		t.Fatalf("%d links tried, want 1: a filesystem without links is found once per Locker", calls)
+	}
+
+	errno = syscall.EACCES
+	w2, o2 := connect(t, dir), driver.NewOwner()
+	attempt(w2, "k", o2)
+	attempt(w2, "k", o2)
+	if calls != 3 {
+		t.Fatalf("%d links tried, want 3: a link refused for another cause is tried again", calls)
+	}
+}

@@ -56,7 +56,11 @@ const (
 // errKept: the key is free, but kept for the waiter at the head of its queue.
 var errKept = fmt.Errorf("file: kept for a waiting owner: %w", driver.ErrLocked)
 
-var errNoLinks = errors.New("the filesystem does not count hard links")
+var errNoLinks = errors.New("the filesystem makes or counts no hard links")
+
+// linkFile makes the mark; tests replace it to play a filesystem without
+// hard links.
+var linkFile = os.Link
 
 // queueDir returns the path of the queue directory for the lock file name
 // (dir is absolute and clean: Connect made it so).
@@ -203,6 +207,7 @@ func makeEntry(qdir, lockPath string, owner driver.Owner) (*os.File, string, err
 	}
 	defer d.Close() // unlocks
 	if err := markQueue(qdir, lockPath); err != nil {
+		clearLocked(d, qdir) // made for this entry, most likely
 		return nil, "", err
 	}
 	now := stamp()
@@ -285,7 +290,10 @@ func flockQueue(d *os.File, wait bool) error {
 func markQueue(qdir, lockPath string) error {
 	mark := filepath.Join(qdir, markName)
 	for attempt := 0; ; attempt++ {
-		if err := os.Link(lockPath, mark); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := linkFile(lockPath, mark); err != nil && !errors.Is(err, fs.ErrExist) {
+			if linksUnsupported(err, lockPath) {
+				return errNoLinks
+			}
 			return err
 		}
 		fi, err := os.Lstat(lockPath)
@@ -314,6 +322,25 @@ func markQueue(qdir, lockPath string) error {
 	}
 }
 
+// linksUnsupported reports whether a failed link of the lock file at
+// lockPath says that the filesystem makes no hard links: ENOTSUP, or EPERM
+// (as vfat says) on a lock file of our own; on another user's file EPERM
+// may be fs.protected_hardlinks, which refuses that file alone.
+func linksUnsupported(err error, lockPath string) bool {
+	if errors.Is(err, syscall.ENOTSUP) || errors.Is(err, syscall.EOPNOTSUPP) {
+		return true
+	}
+	if !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	fi, err := os.Lstat(lockPath)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid()
+}
+
 // clearQueue removes the queue directory qdir and its mark if the queue is
 // empty, under the queue's flock, so that no waiter takes a place in
 // between. If another process holds the flock (it is taking a place) the
@@ -325,6 +352,11 @@ func clearQueue(qdir string) {
 		return
 	}
 	defer d.Close() // unlocks, after the removal
+	clearLocked(d, qdir)
+}
+
+// clearLocked is clearQueue under the queue's flock, held through d.
+func clearLocked(d *os.File, qdir string) {
 	names, err := d.Readdirnames(-1)
 	if err != nil {
 		return

@@ -3,6 +3,7 @@
 package file
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,7 +17,9 @@ import (
 // head says that the attempt found the owner at the head (the key is held,
 // not kept). A place that cannot be made (a full disk, a read-only queue)
 // leaves the owner unqueued: the attempt's outcome is still that the key
-// is held, the owner still polls, and the others keep their places.
+// is held, the owner still polls, and the others keep their places. A
+// filesystem without hard links leaves every owner of the Locker unqueued,
+// found once.
 func (l *locker) queueUp(req driver.AcquireRequest, name string, head bool, locked error) error {
 	if !req.Wait {
 		return locked
@@ -35,11 +38,20 @@ func (l *locker) queueUp(req driver.AcquireRequest, name string, head bool, lock
 		}
 		l.dropEntryLocked(e) // passed over (stale), or another key: a new place
 	}
+	noLinks := l.noLinks
 	l.mu.Unlock()
+	if noLinks {
+		return locked
+	}
 
 	qdir := queueDir(l.dir, name)
 	f, path, err := makeEntry(qdir, filepath.Join(l.dir, name), req.Owner)
 	if err != nil {
+		if errors.Is(err, errNoLinks) { // the filesystem's: not tried again
+			l.mu.Lock()
+			l.noLinks = true
+			l.mu.Unlock()
+		}
 		return locked
 	}
 	e := &entry{key: req.Key, lockName: name, qdir: qdir, path: path, owner: req.Owner, f: f, wd: -1, last: now, head: head}
