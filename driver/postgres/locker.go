@@ -379,11 +379,29 @@ func (l *locker) Ping(ctx context.Context) error {
 	return redactErr(fmt.Errorf("postgres: ping: %w", err), l.dsn.password)
 }
 
+// cancelWaits cancels the requests of the waiter sessions whose backends
+// are waiting, on free (whose slot the caller holds) or, if nil, on a new
+// connection of the pool, within the reply deadline.
+func (l *locker) cancelWaits(free *session, waiting []int) {
+	const q = `SELECT count(pg_cancel_backend(pid)) FROM pg_locks
+		WHERE pid = ANY($1) AND locktype = 'advisory' AND NOT granted`
+	if free != nil {
+		var n int
+		free.queryRow(q, []any{pq.Array(waiting)}, &n)
+		free.give()
+		return
+	}
+	ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
+	l.db.ExecContext(ctx, q, pq.Array(waiting))
+	cancel()
+}
+
 // Close closes every session, which frees the locks still on them, and
 // ends the waits in the server. Leases still held are not reported lost:
 // their client is closing them. A statement in flight on a connection
 // this driver dialed is ended by closing its socket; a wait in the server
-// is also cancelled (pg_cancel_backend, on a new connection of the pool).
+// is also cancelled (pg_cancel_backend, on a free session of the client's,
+// else on a new connection of the pool).
 // Close returns within the reply deadline: what is still in flight then
 // (a statement on an application's connection to a silent server) ends in
 // the background, and the session is closed once its statement ends.
@@ -422,9 +440,14 @@ func (l *locker) Close() error {
 	}
 	l.mu.Unlock()
 
+	var free *session // one free session, kept to cancel the waits on
 	for _, s := range sessions {
 		switch {
 		case s.tryTake():
+			if free == nil && len(waiting) > 0 {
+				free = s
+				continue
+			}
 			s.give()
 		case s.netConn != nil:
 			s.netConn.Close() // the server sees the session end, and frees its locks
@@ -435,11 +458,11 @@ func (l *locker) Close() error {
 		if len(waiting) > 0 {
 			// Their requests leave the server's queues now, rather than
 			// when the server finds their connections closed (within
-			// client_connection_check_interval) or gets to them.
-			ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
-			l.db.ExecContext(ctx, `SELECT pg_cancel_backend(pid) FROM pg_locks
-				WHERE pid = ANY($1) AND locktype = 'advisory' AND NOT granted`, pq.Array(waiting))
-			cancel()
+			// client_connection_check_interval) or gets to them. On a
+			// session of the client's own when one is free: an
+			// application's pool (FromDB) may have no connection to spare
+			// until Close frees those of the client.
+			l.cancelWaits(free, waiting)
 		}
 		l.wg.Wait() // waits, verifications, background releases: each bounded
 		var discards sync.WaitGroup

@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -135,8 +136,45 @@ func TestQueueWaitLastsMinutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	stmt, lock := idleWaiterSettings(t, w)
-	if lock < (5 * time.Minute).Milliseconds() || stmt <= lock || w.cfg.serverWait+w.cfg.replyTimeout() <= time.Duration(stmt)*time.Millisecond {
+	if lock < (5*time.Minute).Milliseconds() || stmt <= lock || w.cfg.serverWait+w.cfg.replyTimeout() <= time.Duration(stmt)*time.Millisecond {
 		t.Fatalf("waiter session: lock_timeout %d ms, statement_timeout %d ms, reply awaited %v; want at least 5 min, longer, longer",
 			lock, stmt, w.cfg.serverWait+w.cfg.replyTimeout())
 	}
+}
+
+// Close ends a client's waits in the server even when the application's
+// pool (FromDB) has no connection to spare: the cancel goes on one of the
+// client's own free sessions. Before, it waited for a pool connection that
+// only Close itself would free, so the wait stayed in the server's queue
+// after Close, with its goroutine and connections.
+func TestQueueCloseOnFullPool(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	holder, _ := testClient(t, dsn, ns)
+	lease, err := holder.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Unlock(t.Context())
+	app, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	app.SetMaxOpenConns(2) // a lock session and a waiter session
+	before := runtime.NumGoroutine()
+	w, _ := wrapClient(t, FromDB(app, WithNamespace(ns)))
+	got := lockAsync(t.Context(), w.NewMutex("k"))
+	waitFor(t, "the Lock in the server's queue", func() bool { return waitingIn(t, db, ns, "k") == 1 })
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := waitingIn(t, db, ns, "k"); n != 0 {
+		t.Fatalf("Close returned with %d waits of its client in the server's queue", n)
+	}
+	if l := <-got; l != nil {
+		t.Fatal("the Lock got the key after Close")
+	}
+	waitFor(t, "the application's pool emptied", func() bool { return app.Stats().OpenConnections == 0 })
+	waitFor(t, "the client's goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 }
