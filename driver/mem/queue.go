@@ -51,28 +51,33 @@ func (t *Table) headLocked(key string) (head *waiting, passedOver bool) {
 	return q[0], q[0] != first
 }
 
-// leaveLocked takes owner out of key's queue, and reports whether it was
-// the head. Callers hold mu.
-func (t *Table) leaveLocked(key string, owner driver.Owner) (wasHead bool) {
-	q := t.queues[key]
-	i := slices.IndexFunc(q, func(w *waiting) bool { return w.owner == owner })
-	if i < 0 {
+// leaveLocked takes owner out of key's queue, and reports whether the key
+// is to be handed on: owner was its live head (places that ran out in
+// front of it are dropped first), or dropping them made a head no release
+// told. Callers hold mu.
+func (t *Table) leaveLocked(key string, owner driver.Owner) (handOn bool) {
+	head, passedOver := t.headLocked(key)
+	if head == nil {
 		return false
 	}
-	t.setQueueLocked(key, slices.Delete(q, i, i+1))
-	return i == 0
+	q := t.queues[key]
+	if i := slices.IndexFunc(q, func(w *waiting) bool { return w.owner == owner }); i >= 0 {
+		t.setQueueLocked(key, slices.Delete(q, i, i+1))
+	}
+	return head.owner == owner || passedOver
 }
 
 // leaveAllLocked takes l's waiters out of every queue (l is closing), and
-// hands on each key whose head it took. Callers hold mu.
+// hands on each key whose live head it took, or whose head is new for
+// places that ran out. Callers hold mu.
 func (t *Table) leaveAllLocked(l *locker) {
-	for key, q := range t.queues {
-		if len(q) == 0 {
+	for key := range t.queues {
+		head, passedOver := t.headLocked(key)
+		if head == nil {
 			continue
 		}
-		wasHead := q[0].by == l
-		t.setQueueLocked(key, slices.DeleteFunc(q, func(w *waiting) bool { return w.by == l }))
-		if wasHead {
+		t.setQueueLocked(key, slices.DeleteFunc(t.queues[key], func(w *waiting) bool { return w.by == l }))
+		if head.by == l || passedOver {
 			t.handOnLocked(key)
 		}
 	}

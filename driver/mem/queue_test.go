@@ -195,6 +195,40 @@ func TestQueueCloseLeaves(t *testing.T) {
 	q.mustGet(b, bo, "second waiter")
 }
 
+// TestQueueLeaveBehindDeadHead: the key is kept for the first waiter, whose
+// place then runs out without any attempt finding it, so it still stands in
+// front of the live head, the second waiter. When the second waiter leaves
+// (Release, or its Locker's Close), the third is woken at once, not at its
+// next poll.
+func TestQueueLeaveBehindDeadHead(t *testing.T) {
+	for _, how := range []string{"Release", "Close"} {
+		t.Run(how, func(t *testing.T) {
+			q := newQueueFixture(t)
+			h, a, b, c := q.locker(), q.locker(), q.locker(), q.locker()
+			ho, ao, bo, co := driver.NewOwner(), driver.NewOwner(), driver.NewOwner(), driver.NewOwner()
+			q.mustGet(h, ho, "holder")
+			q.mustWait(a, ao, true, "first waiter") // its last attempt
+			q.clock.Advance(time.Second)
+			q.mustWait(b, bo, true, "second waiter")
+			q.mustWait(c, co, true, "third waiter")
+			wc := q.watch(c, co)
+			h.Release(q.ctx, "k", ho) // kept for the first waiter
+			q.clock.Advance(driver.QueueHold - time.Second)
+			if how == "Release" {
+				if err := b.Release(q.ctx, "k", bo); !errors.Is(err, driver.ErrNotHeld) {
+					t.Fatalf("Release by the live head: %v; want ErrNotHeld", err)
+				}
+			} else {
+				b.Close()
+			}
+			if !woken(wc) {
+				t.Fatalf("the live head behind a dead one left (%s): the next waiter was not woken", how)
+			}
+			q.mustGet(c, co, "third waiter")
+		})
+	}
+}
+
 // TestQueueRestartEmpty: RestartEmpty loses grants and queues; the holder
 // finds its loss by renewing, the waiters find the key free.
 func TestQueueRestartEmpty(t *testing.T) {
