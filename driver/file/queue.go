@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -70,6 +71,16 @@ func queueDir(dir, lockName string) string {
 
 func entryName(stamp uint64, owner driver.Owner) string {
 	return fmt.Sprintf("%0*d-%s%s", stampDigits, stamp, owner, entrySuffix)
+}
+
+// nameStamp returns the stamp in an entry's name, or in the name of an
+// entry being made.
+func nameStamp(name string) (uint64, bool) {
+	if len(name) != entryLen || name[stampDigits] != '-' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name[:stampDigits], 10, 64)
+	return n, err == nil
 }
 
 // entryOwner reports whether name is an entry's name, and whose.
@@ -138,16 +149,24 @@ func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err 
 		if isEntry && o == self {
 			return name, true, nil
 		}
-		live, err := probe(filepath.Join(qdir, name), now, isEntry)
+		if !isEntry {
+			// An entry being made is judged by the age in its name alone:
+			// a flock, even a shared one, could make its maker's fail.
+			if st, ok := nameStamp(name); ok && strings.HasSuffix(name, tempSuffix) && !aged(now, st) {
+				continue
+			}
+			os.Remove(filepath.Join(qdir, name)) // its maker died, or not ours
+			left--
+			continue
+		}
+		live, err := probe(filepath.Join(qdir, name), now)
 		if err != nil {
 			return "", false, err
 		}
-		if live && isEntry {
+		if live {
 			return name, false, nil
 		}
-		if !live {
-			left--
-		}
+		left--
 	}
 	if left == 0 {
 		clearQueue(qdir)
@@ -155,11 +174,11 @@ func queueHead(qdir string, self driver.Owner) (head string, selfHead bool, err 
 	return "", false, nil
 }
 
-// probe reports whether the entry (or, isEntry false, the entry being
-// made) at path belongs to a live waiter, and removes it if not: unflocked
-// (its process died), or untouched for QueueHold. An entry being made is
-// unflocked for a moment, so only its age removes it.
-func probe(path string, now uint64, isEntry bool) (live bool, err error) {
+// probe reports whether the entry at path belongs to a live waiter, and
+// removes it if not: unflocked (its process died), or untouched for
+// QueueHold. Its maker flocked it before it got its name, so the shared
+// flock tried here cannot make the maker's fail.
+func probe(path string, now uint64) (live bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|openFlags, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // its owner left
@@ -175,7 +194,7 @@ func probe(path string, now uint64, isEntry bool) (live bool, err error) {
 	stale := aged(now, uint64(fi.ModTime().UnixNano()))
 	err = flock(f, syscall.LOCK_SH|syscall.LOCK_NB)
 	switch {
-	case err == nil && (isEntry || stale), err != nil && isWouldBlock(err) && stale:
+	case err == nil, isWouldBlock(err) && stale:
 		os.Remove(path)
 		return false, nil
 	case err == nil || isWouldBlock(err):
@@ -199,17 +218,29 @@ func isWouldBlock(err error) bool {
 // makeEntry puts owner into qdir's queue, under the queue's flock: it
 // marks the lock file at lockPath as queued, then creates the entry under
 // a temporary name, flocks it and renames it into place, so that a prober
-// never sees an unflocked entry of a live waiter.
+// never sees an unflocked entry of a live waiter. On failure the mark goes
+// too, unless others wait.
 func makeEntry(qdir, lockPath string, owner driver.Owner) (*os.File, string, error) {
 	d, err := lockQueue(qdir, true)
 	if err != nil {
 		return nil, "", err
 	}
 	defer d.Close() // unlocks
-	if err := markQueue(qdir, lockPath); err != nil {
+	err = markQueue(qdir, lockPath)
+	var f *os.File
+	var path string
+	if err == nil {
+		f, path, err = newEntry(qdir, owner)
+	}
+	if err != nil {
 		clearLocked(d, qdir) // made for this entry, most likely
 		return nil, "", err
 	}
+	return f, path, nil
+}
+
+// newEntry makes owner's entry in qdir (makeEntry, under the queue's flock).
+func newEntry(qdir string, owner driver.Owner) (*os.File, string, error) {
 	now := stamp()
 	path := filepath.Join(qdir, entryName(now, owner))
 	tmp := strings.TrimSuffix(path, entrySuffix) + tempSuffix
@@ -221,12 +252,10 @@ func makeEntry(qdir, lockPath string, owner driver.Owner) (*os.File, string, err
 	if err == nil {
 		err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
 	}
-	if err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return nil, "", err
+	if err == nil {
+		err = os.Rename(tmp, path)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return nil, "", err

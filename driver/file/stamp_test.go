@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,4 +160,44 @@ func TestQueueStampMonotonic(t *testing.T) {
 	if got := entries(t, dir, "k"); len(got) != 1 || !strings.HasSuffix(got[0], b.owner.String()+".w") {
 		t.Fatalf("queue %v, want b's entry alone: a wall clock stamp is passed over", got)
 	}
+}
+
+// TestQueueTempEntryAgedByName: an entry being made (".t", not yet
+// flocked) is judged by the stamp in its name alone, never opened nor
+// flocked (a prober's flock could make its maker's fail): a fresh one stays,
+// whatever its mtime or kind, and an old one is removed.
+func TestQueueTempEntryAgedByName(t *testing.T) {
+	dir := t.TempDir()
+	holder := connect(t, dir)
+	acquire(t, holder, "k", driver.NewOwner())
+	a := newQueuer(t, dir, "k")
+	head := entries(t, dir, "k")[0]
+	st, err := strconv.ParseUint(head[:20], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qdir := queueDirOf(dir, "k")
+	name := func(stamp uint64) string {
+		return filepath.Join(qdir, fmt.Sprintf("%020d-%s.t", stamp, driver.NewOwner()))
+	}
+	old := name(st - uint64(driver.QueueHold) - uint64(time.Second))
+	fresh, freshLink := name(st-2), name(st-1) // fresh, and ahead of a
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil { // mtime: the wall clock
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("/nonexistent", freshLink); err != nil {
+		t.Fatal(err)
+	}
+	stranger := connect(t, dir)
+	if _, err := stranger.Acquire(context.Background(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("TryLock looking past entries being made: %v, want ErrLocked", err)
+	}
+	for p, want := range map[string]bool{old: false, fresh: true, freshLink: true} {
+		if _, err := os.Lstat(p); (err == nil) != want {
+			t.Errorf("%s after a look: %v, want it there: %v", filepath.Base(p), err, want)
+		}
+	}
+	a.try(t, "k", false)
 }
