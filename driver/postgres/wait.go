@@ -63,6 +63,10 @@ import (
 // driver dials.
 const serverWaitFor = 5 * time.Minute
 
+// keptFresh is how long after the server granted a kept key its waiter
+// session is handed over with no statement; later, it is checked first.
+const keptFresh = 100 * time.Millisecond
+
 // idleWaiters is how many waiter sessions a client keeps, once they hold
 // nothing, for its next waits.
 const idleWaiters = 2
@@ -101,7 +105,8 @@ type wait struct {
 	sent    bool     // a statement was sent on s
 	asking  bool     // a statement is in flight on s
 	kept    bool     // the server granted the key on s
-	over    bool     // ended: granted to the owner, given up, or Close
+	keptAt  time.Time
+	over    bool // ended: granted to the owner, given up, or Close
 	lastTry time.Time
 }
 
@@ -235,7 +240,7 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 			l.waitEnded(w, s, err)
 			return
 		case err == nil:
-			w.kept = true
+			w.kept, w.keptAt = true, time.Now()
 			w.timer.Reset(driver.QueueHold) // the owner has that long to take it
 			s.give()
 			l.wakeLocked(watchKey{h.key, h.owner})
@@ -353,7 +358,23 @@ func (l *locker) attemptWaiting(h *hold, req driver.AcquireRequest) (driver.Gran
 	w.timer.Stop()
 	close(w.ended)
 	h.w = nil
-	if s.dead { // its session ended: the server freed the key
+	if !s.dead && time.Since(w.keptAt) > keptFresh {
+		// The session was last heard from as the server granted the key:
+		// check it is alive (and its backend the same) before handing the
+		// key over. Its slot is free once the key is kept.
+		l.mu.Unlock()
+		select {
+		case s.sem <- struct{}{}:
+			err := s.beat()
+			s.give()
+			if err != nil {
+				l.kill(s, err)
+			}
+		case <-s.stop:
+		}
+		l.mu.Lock()
+	}
+	if s.dead || l.closed { // its session ended: the server freed the key
 		if l.held[h.key] == h {
 			delete(l.held, h.key)
 		}

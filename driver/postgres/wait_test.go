@@ -178,3 +178,44 @@ func TestQueueCloseOnFullPool(t *testing.T) {
 	waitFor(t, "the application's pool emptied", func() bool { return app.Stats().OpenConnections == 0 })
 	waitFor(t, "the client's goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// A key kept for a waiter is checked before it is handed over when the
+// server granted it a while ago: a waiter session that died since (here
+// terminated on the server while idle) gives no grant, and the owner's
+// attempt returns ErrLocked (its Lock asks again) instead of a lease lost
+// at the next heartbeat.
+func TestQueueKeptKeyCheckedWhenStale(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	ctx := t.Context()
+	_, a := testClient(t, dsn, ns)
+	_, w := testClient(t, dsn, ns)
+	ao, wo := driver.NewOwner(), driver.NewOwner()
+	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: ao}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: wo, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiter: %v; want ErrLocked", err)
+	}
+	if err := a.Release(ctx, "k", ao); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	waitFor(t, "the key kept for the waiter", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		h := w.held["k"]
+		if h != nil && h.w != nil && h.w.kept {
+			pid = h.w.s.pid
+		}
+		return pid != 0
+	})
+	if _, err := db.Exec(`SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the waiter session gone", func() bool { return grantedOn(t, db, ns, "k") == 0 })
+	time.Sleep(2 * keptFresh)
+	if _, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: wo, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("claiming the key kept on a dead waiter session: %v; want ErrLocked", err)
+	}
+}
