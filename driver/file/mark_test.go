@@ -184,7 +184,8 @@ func TestQueueMarkRace(t *testing.T) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				o := driver.NewOwner()
-				if _, err := l.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: o, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+				_, err := l.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: o, Wait: true})
+				if !errors.Is(err, driver.ErrLocked) && !(ctx.Err() != nil && errors.Is(err, ctx.Err())) {
 					t.Errorf("waiting attempt: %v", err)
 					return
 				}
@@ -316,4 +317,24 @@ func TestQueueNoLinks(t *testing.T) {
 	if calls != 3 {
 		t.Fatalf("%d links tried, want 3: a link refused for another cause is tried again", calls)
 	}
+}
+
+// TestQueueLockWaitCtx: a waiting attempt that waits for the queue's flock
+// (another process holds it, taking a place) gives up when ctx ends, with
+// ctx's error.
+func TestQueueLockWaitCtx(t *testing.T) {
+	dir := t.TempDir()
+	holder := connect(t, dir)
+	acquire(t, holder, "k", driver.NewOwner())
+	newQueuer(t, dir, "k")
+	unlock := lockQueueDir(t, dir, "k")
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	late := connect(t, dir)
+	_, err := late.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), Wait: true})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting attempt while the queue is locked, ctx ending: %v, want DeadlineExceeded", err)
+	}
+	checkKeyFree(t, "wait for a queue's flock", err)
 }

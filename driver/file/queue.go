@@ -3,6 +3,7 @@
 package file
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -220,8 +221,8 @@ func isWouldBlock(err error) bool {
 // a temporary name, flocks it and renames it into place, so that a prober
 // never sees an unflocked entry of a live waiter. On failure the mark goes
 // too, unless others wait.
-func makeEntry(qdir, lockPath string, owner driver.Owner) (*os.File, string, error) {
-	d, err := lockQueue(qdir, true)
+func makeEntry(ctx context.Context, qdir, lockPath string, owner driver.Owner) (*os.File, string, error) {
+	d, err := lockQueue(ctx, qdir, true)
 	if err != nil {
 		return nil, "", err
 	}
@@ -266,9 +267,10 @@ func newEntry(qdir string, owner driver.Owner) (*os.File, string, error) {
 // lockQueue opens the queue directory qdir (making it first with create)
 // and takes its flock, which orders the making of entries and the mark
 // with the removal of an empty queue. It waits up to queueLockWait for the
-// flock with create, not at all without. A directory removed before the
-// flock was had is made again (create) or reported missing.
-func lockQueue(qdir string, create bool) (*os.File, error) {
+// flock with create (or until ctx ends: ctx.Err()), not at all without. A
+// directory removed before the flock was had is made again (create) or
+// reported missing.
+func lockQueue(ctx context.Context, qdir string, create bool) (*os.File, error) {
 	for attempt := 0; attempt <= maxReplacedRetries; attempt++ {
 		if create {
 			if err := os.Mkdir(qdir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -282,7 +284,7 @@ func lockQueue(qdir string, create bool) (*os.File, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := flockQueue(d, create); err != nil {
+		if err := flockQueue(ctx, d, create); err != nil {
 			d.Close()
 			return nil, err
 		}
@@ -301,15 +303,22 @@ func lockQueue(qdir string, create bool) (*os.File, error) {
 	return nil, errReplaced
 }
 
-// flockQueue takes d's flock, trying again for up to queueLockWait if wait.
-func flockQueue(d *os.File, wait bool) error {
+// flockQueue takes d's flock, trying again for up to queueLockWait if wait,
+// or until ctx ends.
+func flockQueue(ctx context.Context, d *os.File, wait bool) error {
 	deadline := time.Now().Add(queueLockWait)
 	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
 		err := flock(d, syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil || !wait || !isWouldBlock(err) || time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(pause)
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
 }
 
@@ -376,7 +385,7 @@ func linksUnsupported(err error, lockPath string) bool {
 // mark stays: a mark on an empty queue only costs attempts a look, and the
 // next attempt or release that looks removes it.
 func clearQueue(qdir string) {
-	d, err := lockQueue(qdir, false)
+	d, err := lockQueue(context.Background(), qdir, false) // does not wait
 	if err != nil {
 		return
 	}

@@ -3,7 +3,9 @@
 package file
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,10 +19,12 @@ import (
 // head says that the attempt found the owner at the head (the key is held,
 // not kept). A place that cannot be made (a full disk, a read-only queue)
 // leaves the owner unqueued: the attempt's outcome is still that the key
-// is held, the owner still polls, and the others keep their places. A
+// is held, the owner still polls, and the others keep their places; but if
+// ctx ends while the attempt waits for the queue's flock, it returns an
+// error matching ctx.Err(). A
 // filesystem without hard links leaves every owner of the Locker unqueued,
 // found once.
-func (l *locker) queueUp(req driver.AcquireRequest, name string, head bool, locked error) error {
+func (l *locker) queueUp(ctx context.Context, req driver.AcquireRequest, name string, head bool, locked error) error {
 	if !req.Wait {
 		return locked
 	}
@@ -45,8 +49,11 @@ func (l *locker) queueUp(req driver.AcquireRequest, name string, head bool, lock
 	}
 
 	qdir := queueDir(l.dir, name)
-	f, path, err := makeEntry(qdir, filepath.Join(l.dir, name), req.Owner)
+	f, path, err := makeEntry(ctx, qdir, filepath.Join(l.dir, name), req.Owner)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return fmt.Errorf("file: wait for a wait queue in %s: %w", l.dir, err)
+		}
 		if errors.Is(err, errNoLinks) { // the filesystem's: not tried again
 			l.mu.Lock()
 			l.noLinks = true
