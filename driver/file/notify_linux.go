@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mutexkit/mutexkit/driver"
 )
 
@@ -48,12 +50,24 @@ func (l *locker) startNotifyLocked() {
 // IN_CLOSE_WRITE by which a release wakes it, and returns the watch, or -1
 // without inotify. Only this Locker watches the entry, so a release wakes
 // one process. Callers hold mu.
+//
+// The path is not followed (an entry replaced by a symlink), and a path
+// that names an inode this instance watches already (the directory,
+// another entry) must not change that watch's mask: IN_MASK_CREATE makes
+// that EEXIST from Linux 4.18; older kernels ignore the flag and return the
+// watch in use, which is refused, and the directory's mask restored.
 func (l *locker) watchEntryLocked(path string) int {
 	if l.notify == nil {
 		return -1
 	}
-	wd, err := syscall.InotifyAddWatch(l.notifyFD, path, syscall.IN_CLOSE_WRITE)
-	if err != nil { // fs.inotify.max_user_watches: woken by polling
+	wd, err := syscall.InotifyAddWatch(l.notifyFD, path, syscall.IN_CLOSE_WRITE|unix.IN_DONT_FOLLOW|unix.IN_MASK_CREATE)
+	switch {
+	case err != nil: // EEXIST, fs.inotify.max_user_watches: woken by polling
+		return -1
+	case wd == l.dirWD:
+		syscall.InotifyAddWatch(l.notifyFD, l.dir, notifyMask)
+		return -1
+	case l.byWD[wd] != nil:
 		return -1
 	}
 	return wd
