@@ -75,7 +75,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	name := FileName(req.Key)
 	if g, err, done := l.heldBy(req); done {
 		if err == errHeldHere {
-			err = l.queueUp(ctx, req, name, false, err)
+			err = l.queueUp(ctx, req, name, false, true, err)
 		}
 		return g, err
 	}
@@ -98,7 +98,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			}
 			if head != "" && !selfHead {
 				lf.Close()
-				return driver.Grant{}, l.queueUp(ctx, req, name, false, errKept)
+				return driver.Grant{}, l.queueUp(ctx, req, name, false, true, errKept)
 			}
 		}
 		h, err = lockOpened(l.dir, path, lf)
@@ -111,7 +111,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 			if g, err2, done := l.heldBy(req); done && err2 != errHeldHere {
 				return g, err2
 			}
-			return driver.Grant{}, l.queueUp(ctx, req, name, true, err)
+			return driver.Grant{}, l.queueUp(ctx, req, name, true, queued, err)
 		}
 		if !errors.Is(err, errReplaced) {
 			return driver.Grant{}, err

@@ -338,3 +338,34 @@ func TestQueueLockWaitCtx(t *testing.T) {
 	}
 	checkKeyFree(t, "wait for a queue's flock", err)
 }
+
+// TestQueueMarkReplacedWhileQueued: a lock file replaced (by hand) while
+// owners wait leaves the mark on the old file; the next attempt of a
+// waiter that sees the new one unmarked marks it again, so that the key is
+// kept for the head once released.
+func TestQueueMarkReplacedWhileQueued(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	holder := connect(t, dir)
+	acquire(t, holder, "k", driver.NewOwner())
+	w := newQueuer(t, dir, "k")
+	lockPath := filepath.Join(dir, file.FileName("k"))
+	if err := os.WriteFile(lockPath+".new", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(lockPath+".new", lockPath); err != nil {
+		t.Fatal(err)
+	}
+	s1, o1 := connect(t, dir), driver.NewOwner()
+	acquire(t, s1, "k", o1) // the new file, unmarked: nobody seems to wait
+	w.try(t, "k", false)
+	checkQueue(t, dir, "k", true, "a waiter's attempt saw the new lock file")
+	if err := s1.Release(ctx, "k", o1); err != nil {
+		t.Fatal(err)
+	}
+	s2 := connect(t, dir)
+	if _, err := s2.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("TryLock of a key kept for a waiter: %v, want ErrLocked", err)
+	}
+	w.try(t, "k", true)
+}

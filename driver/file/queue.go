@@ -360,6 +360,17 @@ func markQueue(qdir, lockPath string) error {
 	}
 }
 
+// remarkQueue makes the mark of the queue qdir again if no other process
+// holds the queue's flock (else the next attempt does).
+func remarkQueue(qdir, lockPath string) {
+	d, err := lockQueue(context.Background(), qdir, false) // does not wait
+	if err != nil {
+		return
+	}
+	defer d.Close() // unlocks
+	markQueue(qdir, lockPath)
+}
+
 // linksUnsupported reports whether a failed link of the lock file at
 // lockPath says that the filesystem makes no hard links: ENOTSUP, or EPERM
 // (as vfat says) on a lock file of our own; on another user's file EPERM

@@ -17,14 +17,14 @@ import (
 // waiter, and returns locked. With req.Wait the owner takes a place at the
 // tail of the key's queue, or keeps its place and records the attempt.
 // head says that the attempt found the owner at the head (the key is held,
-// not kept). A place that cannot be made (a full disk, a read-only queue)
+// not kept); marked that it saw the lock file marked, or did not look. A place that cannot be made (a full disk, a read-only queue)
 // leaves the owner unqueued: the attempt's outcome is still that the key
 // is held, the owner still polls, and the others keep their places; but if
 // ctx ends while the attempt waits for the queue's flock, it returns an
 // error matching ctx.Err(). A
 // filesystem without hard links leaves every owner of the Locker unqueued,
 // found once.
-func (l *locker) queueUp(ctx context.Context, req driver.AcquireRequest, name string, head bool, locked error) error {
+func (l *locker) queueUp(ctx context.Context, req driver.AcquireRequest, name string, head, marked bool, locked error) error {
 	if !req.Wait {
 		return locked
 	}
@@ -38,6 +38,11 @@ func (l *locker) queueUp(ctx context.Context, req driver.AcquireRequest, name st
 		if e.key == req.Key && e.touch() {
 			e.last, e.head = now, head
 			l.mu.Unlock()
+			if !marked {
+				// The lock file was replaced since the mark was made: the
+				// queue is invisible on the new one until marked again.
+				remarkQueue(e.qdir, filepath.Join(l.dir, name))
+			}
 			return locked
 		}
 		l.dropEntryLocked(e) // passed over (stale), or another key: a new place
