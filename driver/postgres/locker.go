@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lib/pq"
-
 	"github.com/mutexkit/mutexkit/driver"
 )
 
@@ -379,23 +377,6 @@ func (l *locker) Ping(ctx context.Context) error {
 	return redactErr(fmt.Errorf("postgres: ping: %w", err), l.dsn.password)
 }
 
-// cancelWaits cancels the requests of the waiter sessions whose backends
-// are waiting, on free (whose slot the caller holds) or, if nil, on a new
-// connection of the pool, within the reply deadline.
-func (l *locker) cancelWaits(free *session, waiting []int) {
-	const q = `SELECT count(pg_cancel_backend(pid)) FROM pg_locks
-		WHERE pid = ANY($1) AND locktype = 'advisory' AND NOT granted`
-	if free != nil {
-		var n int
-		free.queryRow(q, []any{pq.Array(waiting)}, &n)
-		free.give()
-		return
-	}
-	ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
-	l.db.ExecContext(ctx, q, pq.Array(waiting))
-	cancel()
-}
-
 // Close closes every session, which frees the locks still on them, and
 // ends the waits in the server. Leases still held are not reported lost:
 // their client is closing them. A statement in flight on a connection
@@ -419,14 +400,14 @@ func (l *locker) Close() error {
 		sessions = append(sessions, s)
 	}
 	l.wsess, l.idle = nil, nil
-	var waiting []int // backends of waits in the server
+	var waiting []*wait // waits in the server
 	for _, h := range l.held {
 		if w := h.w; w != nil && !w.over {
 			w.over = true
 			w.timer.Stop()
 			close(w.ended)
 			if w.sent && !w.kept {
-				waiting = append(waiting, w.s.pid)
+				waiting = append(waiting, w)
 			}
 		}
 	}

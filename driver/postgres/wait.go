@@ -89,8 +89,17 @@ const (
 		AND classid = $2 AND objid = $3 AND objsubid = 1), pg_backend_pid()`
 	sqlHolds = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'
 		AND classid = $1 AND objid = $2 AND objsubid = 1 AND granted), pg_backend_pid()`
-	sqlEndWait = `SELECT count(pg_cancel_backend(pid)), pg_backend_pid() FROM pg_locks WHERE pid = $1
-		AND locktype = 'advisory' AND classid = $2 AND objid = $3 AND objsubid = 1 AND NOT granted`
+	sqlEndWait = `SELECT count(pg_cancel_backend(l.pid)), pg_backend_pid() FROM pg_locks l
+		JOIN pg_stat_activity a ON a.pid = l.pid AND ($4::timestamptz IS NULL OR a.backend_start = $4)
+		WHERE l.pid = $1 AND l.locktype = 'advisory' AND l.classid = $2 AND l.objid = $3 AND l.objsubid = 1 AND NOT l.granted`
+	// sqlEndWaits is sqlEndWait for several waits ($1 to $4: arrays of
+	// their pids, backend starts, tags), sent by Close.
+	sqlEndWaits = `SELECT count(pg_cancel_backend(l.pid))
+		FROM unnest($1::int[], $2::text[], $3::oid[], $4::oid[]) AS w(pid, started, classid, objid)
+		JOIN pg_locks l ON l.pid = w.pid AND l.locktype = 'advisory' AND l.classid = w.classid
+			AND l.objid = w.objid AND l.objsubid = 1 AND NOT l.granted
+		JOIN pg_stat_activity a ON a.pid = w.pid
+			AND (w.started = '' OR a.backend_start = NULLIF(w.started, '')::timestamptz)`
 )
 
 // wait is one owner's wait in the server for a key.
@@ -488,7 +497,7 @@ func (l *locker) cancelWait(w *wait, s *session) {
 	for pause := 100 * time.Microsecond; ctx.Err() == nil; pause = min(2*pause, 10*time.Millisecond) {
 		var n int
 		err := l.ask(ctx, func(o *session) **sql.Stmt { return &o.endStmt }, sqlEndWait,
-			[]any{s.pid, int64(classid), int64(objid)}, &n)
+			[]any{s.pid, int64(classid), int64(objid), s.started}, &n)
 		if err != nil || n > 0 {
 			return
 		}
@@ -504,6 +513,35 @@ func (l *locker) cancelWait(w *wait, s *session) {
 		case <-time.After(pause):
 		}
 	}
+}
+
+// cancelWaits cancels the requests of waits in the server, on free (whose
+// slot the caller holds) or, if nil, on a new connection of the pool,
+// within the reply deadline.
+func (l *locker) cancelWaits(free *session, waits []*wait) {
+	var pids []int64
+	var started []string
+	var classids, objids []int64
+	for _, w := range waits {
+		classid, objid := LockTag(w.h.id)
+		pids = append(pids, int64(w.s.pid))
+		t := ""
+		if w.s.started.Valid {
+			t = w.s.started.Time.Format(time.RFC3339Nano)
+		}
+		started = append(started, t)
+		classids, objids = append(classids, int64(classid)), append(objids, int64(objid))
+	}
+	args := []any{pq.Array(pids), pq.Array(started), pq.Array(classids), pq.Array(objids)}
+	if free != nil {
+		var n int
+		free.queryRow(sqlEndWaits, args, &n)
+		free.give()
+		return
+	}
+	ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
+	l.db.ExecContext(ctx, sqlEndWaits, args...)
+	cancel()
 }
 
 // waiterSession takes an idle waiter session or opens one.

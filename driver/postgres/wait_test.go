@@ -1,10 +1,13 @@
 package postgres
 
 import (
+	"context"
 	"database/sql"
+	sqldriver "database/sql/driver"
 	"errors"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -217,5 +220,80 @@ func TestQueueKeptKeyCheckedWhenStale(t *testing.T) {
 	time.Sleep(2 * keptFresh)
 	if _, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: wo, Wait: true}); !errors.Is(err, driver.ErrLocked) {
 		t.Fatalf("claiming the key kept on a dead waiter session: %v; want ErrLocked", err)
+	}
+}
+
+// fakeWait records a wait of owner for key on a waiter session that is
+// backend pid, begun at started: a pid the server may have given since to
+// another backend. Only the cancel of Release or Close reaches it.
+func fakeWait(l *locker, key string, owner driver.Owner, pid int, started sql.NullTime) *wait {
+	s := &session{l: l, pid: pid, started: started, waiter: true, sem: make(chan struct{}, 1), stop: make(chan struct{})}
+	h := &hold{key: key, id: KeyID(l.cfg.namespace, key), owner: owner}
+	h.w = &wait{h: h, s: s, sent: true, replied: make(chan struct{}), ended: make(chan struct{}), timer: time.NewTimer(time.Hour)}
+	l.mu.Lock()
+	l.held[key] = h
+	l.mu.Unlock()
+	return h.w
+}
+
+// The cancels that end waits (Release's, Close's) reach only the waiter
+// session's own request for its key: a backend with the same pid that is
+// not that session (another backend_start), or the session's request for
+// another key, is left waiting.
+func TestQueueCancelOnlyTheWait(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	holder, _ := testClient(t, dsn, ns)
+	lease, err := holder.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Unlock(t.Context())
+	for _, tc := range []struct {
+		name          string
+		key           string        // of the fake wait: the foreign backend waits for "k"
+		startedOffset time.Duration // of the fake wait's session, from the foreign backend's
+		byClose       bool
+	}{
+		{"Release/OtherBackend", "k", time.Microsecond, false},
+		{"Close/OtherBackend", "k", time.Microsecond, true},
+		{"Close/OtherKey", "k2", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			foreign, err := db.Conn(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer foreign.Raw(func(any) error { return sqldriver.ErrBadConn })
+			var pid int
+			var started sql.NullTime
+			if err := foreign.QueryRowContext(t.Context(), `SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&pid, &started); err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan error, 1)
+			go func() {
+				_, err := foreign.ExecContext(context.Background(), `SET statement_timeout = '20s'; SELECT pg_advisory_lock(`+strconv.FormatInt(KeyID(ns, "k"), 10)+`)`)
+				waited <- err
+			}()
+			waitFor(t, "the foreign backend waiting", func() bool { return waitingIn(t, db, ns, "k") == 1 })
+			_, w := testClient(t, dsn, ns)
+			owner := driver.NewOwner()
+			started.Time = started.Time.Add(tc.startedOffset)
+			fw := fakeWait(w, tc.key, owner, pid, started)
+			if !tc.byClose {
+				w.Release(t.Context(), tc.key, owner)
+				<-fw.ended // its cancel done
+			}
+			w.Close()
+			select {
+			case err := <-waited:
+				t.Fatalf("the foreign backend's wait ended: %v", err)
+			case <-time.After(200 * time.Millisecond):
+			}
+			if _, err := db.Exec(`SELECT pg_cancel_backend($1)`, pid); err != nil {
+				t.Fatal(err)
+			}
+			<-waited
+		})
 	}
 }
