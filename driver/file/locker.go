@@ -142,11 +142,15 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		stale.close()
 	}
 	l.held[req.Key] = h
-	if e := l.queued[req.Owner]; e != nil {
-		l.dropEntryLocked(e) // served
+	served := l.queued[req.Owner]
+	if served != nil {
+		l.dropEntryLocked(served)
 	}
 	l.startNotifyOnceLocked() // reports a removed or replaced lock file at once
 	l.mu.Unlock()
+	if served != nil {
+		clearQueue(served.qdir)
+	}
 	if stale != nil && stale.onLost != nil {
 		stale.onLost(lostError(l.dir))
 	}
@@ -367,7 +371,7 @@ func (l *locker) Close() error {
 	var queues []string
 	for _, e := range l.queued {
 		l.dropEntryLocked(e)
-		queues = append(queues, e.qdir)
+		queues = append(queues, e.qdir) // passOn clears it if empty
 	}
 	close(l.done)
 	notify := l.notify

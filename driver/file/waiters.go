@@ -46,6 +46,7 @@ func (l *locker) queueUp(ctx context.Context, req driver.AcquireRequest, name st
 			return locked
 		}
 		l.dropEntryLocked(e) // passed over (stale), or another key: a new place
+		defer clearQueue(e.qdir)
 	}
 	noLinks := l.noLinks
 	l.mu.Unlock()
@@ -68,16 +69,18 @@ func (l *locker) queueUp(ctx context.Context, req driver.AcquireRequest, name st
 	}
 	e := &entry{key: req.Key, lockName: name, qdir: qdir, path: path, owner: req.Owner, f: f, wd: -1, last: now, head: head}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed || l.queued[req.Owner] != nil { // a concurrent attempt of the owner queued it
+		closed := l.closed
+		l.mu.Unlock()
 		os.Remove(path)
 		f.Close()
 		clearQueue(qdir)
-		if l.closed {
+		if closed {
 			return errClosed()
 		}
 		return locked
 	}
+	defer l.mu.Unlock()
 	l.queued[req.Owner] = e
 	l.startNotifyOnceLocked()
 	if e.wd = l.watchEntryLocked(path); e.wd >= 0 {
@@ -92,7 +95,10 @@ func (l *locker) queueUp(ctx context.Context, req driver.AcquireRequest, name st
 }
 
 // dropEntryLocked takes e out of its queue: a grant, a Release, Close, or
-// QueueHold without an attempt. Callers hold mu.
+// QueueHold without an attempt. Callers hold mu, and after unlocking it
+// call clearQueue(e.qdir) (or passOn, which clears an empty queue): the
+// last one out removes the queue and its mark. Not under mu, which the
+// inotify reader needs: that lists the directory.
 func (l *locker) dropEntryLocked(e *entry) {
 	delete(l.queued, e.owner)
 	if e.wd >= 0 {
@@ -101,8 +107,6 @@ func (l *locker) dropEntryLocked(e *entry) {
 	}
 	os.Remove(e.path) // before the flock goes, so no prober takes it for dead
 	e.f.Close()
-	clearQueue(e.qdir) // the last one out removes the queue and its mark
-
 }
 
 // leaveQueue takes e out of its queue for a Release by a waiter that gave
@@ -110,12 +114,15 @@ func (l *locker) dropEntryLocked(e *entry) {
 func (l *locker) leaveQueue(e *entry) {
 	_, wasHead, _ := queueHead(e.qdir, e.owner)
 	l.mu.Lock()
-	if l.queued[e.owner] == e {
+	dropped := l.queued[e.owner] == e
+	if dropped {
 		l.dropEntryLocked(e)
 	}
 	l.mu.Unlock()
 	if wasHead {
-		l.passOn(e.qdir)
+		l.passOn(e.qdir) // clears the queue if empty
+	} else if dropped {
+		clearQueue(e.qdir)
 	}
 }
 
@@ -148,7 +155,7 @@ func (l *locker) sweep() {
 		for _, e := range l.queued {
 			if time.Since(e.last) >= driver.QueueHold {
 				l.dropEntryLocked(e)
-				queues = append(queues, e.qdir)
+				queues = append(queues, e.qdir) // passOn clears it if empty
 			}
 		}
 		idle := len(l.queued) == 0
