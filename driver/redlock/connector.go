@@ -8,6 +8,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock/internal/backend"
 	"github.com/mutexkit/mutexkit/driver/redlock/internal/pipeline"
 	"github.com/mutexkit/mutexkit/mutex"
 )
@@ -74,8 +75,9 @@ func FromPools(pools []*redis.Pool, opts ...Option) driver.Connector {
 }
 
 type connector struct {
-	cfg   config
-	pools []*redis.Pool // the application's; nil: the driver dials cfg.addrs
+	cfg      config
+	pools    []*redis.Pool                  // the application's; nil: the driver dials cfg.addrs
+	external func() ([]backend.Node, error) // another module's nodes (external.go)
 }
 
 func (c *connector) DriverName() string { return Name }
@@ -88,6 +90,9 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 	if cfg.err != nil {
 		return nil, cfg.err
 	}
+	if c.external != nil {
+		return c.connectExternal(&cfg)
+	}
 	var nodes []*node
 	if c.pools != nil {
 		for i, p := range c.pools {
@@ -98,7 +103,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 			case p.Dial != nil:
 				dial = func(context.Context) (redis.Conn, error) { return p.Dial() }
 			}
-			nodes = append(nodes, &node{name: fmt.Sprintf("pool %d", i), dial: dial, t: &pooled{pool: p, dial: dial}})
+			nodes = append(nodes, &node{name: fmt.Sprintf("pool %d", i), sub: subDial(dial), t: &pooled{pool: p, dial: dial}})
 		}
 		return newLocker(&cfg, nodes), nil
 	}
@@ -130,7 +135,7 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		if cfg.pipeConns > 0 {
 			t = &pipelined{pipe: pipeline.New(cfg.pipeConns, cfg.pipeDial(addr, pipeOpts)), pooled: p, solo: !cfg.pipeAlways}
 		}
-		nodes = append(nodes, &node{name: addr, dial: dial, t: t})
+		nodes = append(nodes, &node{name: addr, sub: subDial(dial), t: t})
 	}
 	return newLocker(&cfg, nodes), nil
 }

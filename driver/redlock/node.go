@@ -7,8 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
-
+	"github.com/mutexkit/mutexkit/driver/redlock/internal/backend"
 	"github.com/mutexkit/mutexkit/driver/redlock/internal/pipeline"
 )
 
@@ -17,7 +16,7 @@ import (
 type node struct {
 	name string // host:port, or "pool N" for an application's pool; never credentials
 	t    transport
-	dial func(context.Context) (redis.Conn, error) // nil: no subscription (no dial function known)
+	sub  func(context.Context) (backend.Sub, error) // nil: no subscription (no dial function known)
 
 	noSetGet atomic.Bool // the server refused SET with NX and GET (before Redis 7.0): acquire by script
 }

@@ -7,9 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
-
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock/internal/backend"
 )
 
 // watcher keeps this Locker subscribed to its own wake channel (queue.go)
@@ -43,7 +42,7 @@ type watcher struct {
 // disconnected; it is written under watcher.mu and read by its goroutine.
 type subscription struct {
 	n    *node
-	conn redis.Conn
+	conn backend.Sub
 	up   bool // confirmed; under watcher.mu
 }
 
@@ -80,7 +79,7 @@ func (w *watcher) start() {
 	w.started = true
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	for _, n := range w.l.nodes {
-		if n.dial == nil {
+		if n.sub == nil {
 			continue
 		}
 		s := &subscription{n: n}
@@ -133,8 +132,8 @@ func (w *watcher) pinger() {
 		}
 		w.mu.Lock()
 		for _, s := range w.subs {
-			if s.conn != nil && s.conn.Send("PING") == nil {
-				s.conn.Flush()
+			if s.conn != nil {
+				s.conn.Ping()
 			}
 		}
 		w.mu.Unlock()
@@ -153,7 +152,7 @@ func (w *watcher) run(s *subscription) {
 	backoff := minResubscribe
 	for {
 		dctx, cancel := context.WithTimeout(w.ctx, w.l.cfg.connectTimeout)
-		conn, err := s.n.dial(dctx)
+		conn, err := s.n.sub(dctx)
 		cancel()
 		if err == nil {
 			began := time.Now()
@@ -173,7 +172,7 @@ func (w *watcher) run(s *subscription) {
 // serve subscribes conn to the Locker's channel and delivers what it
 // receives until it fails. It reports whether the subscription was
 // confirmed.
-func (w *watcher) serve(s *subscription, conn redis.Conn) (confirmed bool) {
+func (w *watcher) serve(s *subscription, conn backend.Sub) (confirmed bool) {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
@@ -181,34 +180,14 @@ func (w *watcher) serve(s *subscription, conn redis.Conn) (confirmed bool) {
 		return false
 	}
 	s.conn = conn
-	psc := redis.PubSubConn{Conn: conn}
-	psc.Subscribe(w.channel)
+	conn.Subscribe(w.channel)
 	w.mu.Unlock()
 
-	_, bounded := conn.(redis.ConnWithTimeout)
 	readTimeout := 2*subPing + w.l.cfg.opTimeout()
 	for {
-		var msg any
-		if bounded {
-			msg = psc.ReceiveWithTimeout(readTimeout)
-		} else {
-			msg = psc.Receive() // an application's dial function: its own read timeout, if any
-		}
-		switch m := msg.(type) {
-		case redis.Message:
-			w.l.waits.woken(m.Data)
-		case redis.Subscription:
-			if m.Kind == "subscribe" {
-				confirmed = true
-				w.mu.Lock()
-				if !s.up && s.conn == conn {
-					s.up = true
-					w.up.Add(1)
-				}
-				w.mu.Unlock()
-				w.l.waits.wakeAll() // a wake-up may have come before the server subscribed us
-			}
-		case error:
+		ev, err := conn.Receive(readTimeout)
+		switch {
+		case err != nil:
 			w.mu.Lock()
 			if s.conn == conn {
 				s.conn = nil
@@ -217,6 +196,17 @@ func (w *watcher) serve(s *subscription, conn redis.Conn) (confirmed bool) {
 			w.mu.Unlock()
 			conn.Close()
 			return confirmed
+		case ev.Kind == backend.Message:
+			w.l.waits.woken(ev.Data)
+		case ev.Kind == backend.Subscribed:
+			confirmed = true
+			w.mu.Lock()
+			if !s.up && s.conn == conn {
+				s.up = true
+				w.up.Add(1)
+			}
+			w.mu.Unlock()
+			w.l.waits.wakeAll() // a wake-up may have come before the server subscribed us
 		}
 	}
 }
