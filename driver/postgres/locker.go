@@ -240,7 +240,12 @@ func (l *locker) tryLock(s *session, h *hold, req driver.AcquireRequest) (ok boo
 func (l *locker) unlockOnce(s *session, id int64) (bool, error) {
 	var ok bool
 	var pid int
-	err := s.scan(s.unlockStmt, []any{id}, &ok, &pid)
+	args := []any{id}
+	if s.waiter { // it sets its waiting timeouts (see wait.go)
+		stmt, lock := l.cfg.waitTimeouts()
+		args = append(args, stmt, lock)
+	}
+	err := s.scan(s.unlockStmt, args, &ok, &pid)
 	if err != nil {
 		return false, err
 	}

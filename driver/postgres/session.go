@@ -132,7 +132,6 @@ func (s *session) init() error {
 	var b [8]byte
 	rand.Read(b[:])
 	s.mark = hex.EncodeToString(b[:])
-	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	secs := func(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) }
 	c := l.cfg
 	q := `SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $8, false),
@@ -145,11 +144,11 @@ func (s *session) init() error {
 		// session, and its locks with it.
 		q += `, set_config('idle_session_timeout', '0', false)`
 	}
-	stmtTimeout, lockTimeout := c.stmtTimeout, c.stmtTimeout
+	stmtTimeout, lockTimeout := c.holdTimeouts()
 	if s.waiter {
 		// Its wait in the server is bounded by lock_timeout (see wait.go),
 		// which statement_timeout must not cut short.
-		stmtTimeout, lockTimeout = c.serverWait+c.stmtTimeout, c.serverWait
+		stmtTimeout, lockTimeout = c.waitTimeouts()
 		if version >= 140000 {
 			// A waiter whose client is gone (its process died) leaves the
 			// server's queue within a second, instead of when it comes
@@ -159,9 +158,9 @@ func (s *session) init() error {
 		}
 	}
 	err := s.exchange(func() error {
-		rows, err := s.conn.QueryContext(background, q, ms(stmtTimeout), l.appName, s.mark,
-			secs(c.keepIdle), secs(c.keepIntvl), strconv.Itoa(c.keepCount), ms(c.keepIdle+c.keepIntvl*time.Duration(c.keepCount)),
-			ms(lockTimeout))
+		rows, err := s.conn.QueryContext(background, q, stmtTimeout, l.appName, s.mark,
+			secs(c.keepIdle), secs(c.keepIntvl), strconv.Itoa(c.keepCount), msString(c.keepIdle+c.keepIntvl*time.Duration(c.keepCount)),
+			lockTimeout)
 		if err == nil {
 			err = rows.Close()
 		}

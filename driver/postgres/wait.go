@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/lib/pq"
@@ -67,6 +68,19 @@ const serverWaitFor = 5 * time.Minute
 // session is handed over with no statement; later, it is checked first.
 const keptFresh = 100 * time.Millisecond
 
+// waitTimeouts are statement_timeout and lock_timeout (ms) of a waiter
+// session while it waits, or is idle; holdTimeouts while it holds the key
+// it got: a lock session's.
+func (c *config) waitTimeouts() (stmt, lock string) {
+	return msString(c.serverWait + c.stmtTimeout), msString(c.serverWait)
+}
+
+func (c *config) holdTimeouts() (stmt, lock string) {
+	return msString(c.stmtTimeout), msString(c.stmtTimeout)
+}
+
+func msString(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
 // idleWaiters is how many waiter sessions a client keeps, once they hold
 // nothing, for its next waits.
 const idleWaiters = 2
@@ -76,19 +90,32 @@ const idleWaiters = 2
 // sqlClear on a waiter session; sqlQueued and sqlEndWait on a lock session,
 // about the waiter session $1's request for the key whose tag is $2, $3.
 //
+// A waiter session has two sets of timeouts: while it waits, or is idle,
+// lock_timeout serverWait and statement_timeout longer; while it holds the
+// key it got, a lock session's (its unlock, verification and fencing
+// statements have the reply deadline of a lock session's). Each statement
+// that changes what it holds sets them for the next, in the same round
+// trip ($2 and $3, or $3 and $4): the wait as it is granted, the unlock
+// and sqlClear as it goes idle.
+//
 // A waiter session holds at most the key it waited for, so its unlock
 // also clears whatever else it may hold (pg_advisory_unlock_all: a stacked
 // grant, say) before it waits for the client's next wait; CASE orders the
-// two calls.
+// calls.
 const (
-	sqlWait         = `SELECT pg_backend_pid() FROM pg_advisory_lock($1)`
-	sqlWaiterUnlock = `SELECT CASE WHEN pg_advisory_unlock($1) THEN pg_advisory_unlock_all() IS NOT NULL ELSE false END,
-		pg_backend_pid()`
-	sqlClear  = `SELECT pg_backend_pid() FROM pg_advisory_unlock_all()`
+	sqlWait = `SELECT pg_backend_pid(), set_config('statement_timeout', $2, false), set_config('lock_timeout', $3, false)
+		FROM pg_advisory_lock($1)`
+	sqlWaiterUnlock = `SELECT CASE WHEN pg_advisory_unlock($1) THEN pg_advisory_unlock_all() IS NOT NULL
+		AND set_config('statement_timeout', $2, false) IS NOT NULL AND set_config('lock_timeout', $3, false) IS NOT NULL
+		ELSE false END, pg_backend_pid()`
+	sqlClear = `SELECT pg_backend_pid(), set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false)
+		FROM pg_advisory_unlock_all()`
 	sqlQueued = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory'
 		AND classid = $2 AND objid = $3 AND objsubid = 1), pg_backend_pid()`
-	sqlHolds = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'
-		AND classid = $1 AND objid = $2 AND objsubid = 1 AND granted), pg_backend_pid()`
+	sqlHolds = `SELECT h, pg_backend_pid(), CASE WHEN h THEN
+			set_config('statement_timeout', $3, false) || set_config('lock_timeout', $4, false) END
+		FROM (SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'
+			AND classid = $1 AND objid = $2 AND objsubid = 1 AND granted) AS h) x`
 	sqlEndWait = `SELECT count(pg_cancel_backend(l.pid)), pg_backend_pid() FROM pg_locks l
 		JOIN pg_stat_activity a ON a.pid = l.pid AND ($4::timestamptz IS NULL OR a.backend_start = $4)
 		WHERE l.pid = $1 AND l.locktype = 'advisory' AND l.classid = $2 AND l.objid = $3 AND l.objsubid = 1 AND NOT l.granted`
@@ -280,7 +307,9 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 func (l *locker) serverWait(s *session, id int64) error {
 	var pid int
 	err := txPoolingErr(s.exchangeWithin(l.cfg.serverWait+l.cfg.replyTimeout(), func() error {
-		return s.waitStmt.QueryRowContext(background, id).Scan(&pid)
+		stmt, lock := l.cfg.holdTimeouts()
+		var a, b string
+		return s.waitStmt.QueryRowContext(background, id, stmt, lock).Scan(&pid, &a, &b)
 	}))
 	if err == nil {
 		err = s.checkPID(pid, true)
@@ -300,7 +329,9 @@ func (l *locker) waitOver(w *wait) bool {
 func (l *locker) holdsKey(s *session, id int64, held *bool) error {
 	classid, objid := LockTag(id)
 	var pid int
-	err := s.prepared(&s.holdsStmt, sqlHolds, []any{int64(classid), int64(objid)}, held, &pid)
+	stmt, lock := l.cfg.holdTimeouts()
+	var set sql.NullString
+	err := s.prepared(&s.holdsStmt, sqlHolds, []any{int64(classid), int64(objid), stmt, lock}, held, &pid, &set)
 	if err == nil {
 		err = s.checkPID(pid, true)
 	}
@@ -345,7 +376,9 @@ func (l *locker) waitEnded(w *wait, s *session, err error) {
 // hold.
 func (l *locker) clear(s *session) error {
 	var pid int
-	err := s.prepared(&s.clearStmt, sqlClear, nil, &pid)
+	stmt, lock := l.cfg.waitTimeouts()
+	var a, b string
+	err := s.prepared(&s.clearStmt, sqlClear, []any{stmt, lock}, &pid, &a, &b)
 	if err == nil {
 		err = s.checkPID(pid, true)
 	}

@@ -70,6 +70,9 @@ func TestQueueLockTimeoutAsGrantedNotStacked(t *testing.T) {
 	_, w := testClient(t, dsn, ns, withServerWait(20*time.Millisecond))
 	for i := range 500 {
 		wo := takeKept(t, a, w, key, time.Duration(rand.IntN(20000))*time.Microsecond)
+		if stmt, lock := heldWaiterSettings(t, w, key); stmt != w.cfg.stmtTimeout.Milliseconds() || lock != stmt {
+			t.Fatalf("trial %d: the waiter session holding the key has statement_timeout %d ms, lock_timeout %d ms; want a lock session's", i, stmt, lock)
+		}
 		if err := w.Release(t.Context(), key, wo); err != nil {
 			t.Fatal(err)
 		}
@@ -116,6 +119,12 @@ func idleWaiterSettings(t *testing.T, w *locker) (stmt, lock int64) {
 	}
 	s := w.idle[0]
 	w.mu.Unlock()
+	return sessionSettings(t, s)
+}
+
+// sessionSettings reads statement_timeout and lock_timeout (ms) on s.
+func sessionSettings(t *testing.T, s *session) (stmt, lock int64) {
+	t.Helper()
 	s.sem <- struct{}{}
 	defer s.give()
 	if err := s.queryRow(`SELECT EXTRACT(epoch FROM current_setting('statement_timeout')::interval)::bigint * 1000,
@@ -295,5 +304,38 @@ func TestQueueCancelOnlyTheWait(t *testing.T) {
 			}
 			<-waited
 		})
+	}
+}
+
+// heldWaiterSettings reads statement_timeout and lock_timeout (ms) on the
+// waiter session that holds key for w.
+func heldWaiterSettings(t *testing.T, w *locker, key string) (stmt, lock int64) {
+	t.Helper()
+	w.mu.Lock()
+	s := w.held[key].s
+	w.mu.Unlock()
+	return sessionSettings(t, s)
+}
+
+// A waiter session that holds the key it got has a lock session's
+// statement_timeout and lock_timeout, matching the reply deadline its
+// unlock, verification and fencing statements have; idle again, it has its
+// waiting ones.
+func TestQueueHeldWaiterHasLockSessionTimeouts(t *testing.T) {
+	dsn, _ := adminDB(t)
+	ns := namespace(t)
+	_, a := testClient(t, dsn, ns)
+	_, w := testClient(t, dsn, ns)
+	for i := range 2 { // a new waiter session, then the same one again
+		wo := takeKept(t, a, w, "k", 0)
+		if stmt, lock := heldWaiterSettings(t, w, "k"); stmt != w.cfg.stmtTimeout.Milliseconds() || lock != stmt {
+			t.Fatalf("wait %d: holding the key: statement_timeout %d ms, lock_timeout %d ms; want %v both", i, stmt, lock, w.cfg.stmtTimeout)
+		}
+		if err := w.Release(t.Context(), "k", wo); err != nil {
+			t.Fatal(err)
+		}
+		if stmt, lock := idleWaiterSettings(t, w); lock != w.cfg.serverWait.Milliseconds() || stmt != (w.cfg.serverWait+w.cfg.stmtTimeout).Milliseconds() {
+			t.Fatalf("wait %d: idle: statement_timeout %d ms, lock_timeout %d ms; want the waiting ones", i, stmt, lock)
+		}
 	}
 }
