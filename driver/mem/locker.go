@@ -142,7 +142,7 @@ func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (fu
 	if l.closed {
 		return nil, errClosed
 	}
-	w := &watcher{owner: owner, wake: wake}
+	w := &watcher{owner: owner, wake: wake, by: l}
 	if t.watchers[key] == nil {
 		t.watchers[key] = make(map[*watcher]struct{})
 	}
@@ -191,8 +191,8 @@ func (l *locker) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close removes every grant this Locker holds and its waiters' places,
-// handing the keys on. A second Close returns nil.
+// Close removes every grant this Locker holds, its waiters' places and its
+// watches, handing the keys on. A second Close returns nil.
 func (l *locker) Close() error {
 	t := l.t
 	t.mu.Lock()
@@ -201,6 +201,16 @@ func (l *locker) Close() error {
 		return nil
 	}
 	l.closed = true
+	for key, ws := range t.watchers { // first: what Close hands on wakes none of them
+		for w := range ws {
+			if w.by == l {
+				delete(ws, w)
+			}
+		}
+		if len(ws) == 0 {
+			delete(t.watchers, key)
+		}
+	}
 	for key, owner := range l.held {
 		if g := t.grants[key]; g != nil && g.owner == owner {
 			t.removeLocked(key)

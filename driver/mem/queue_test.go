@@ -229,6 +229,25 @@ func TestQueueLeaveBehindDeadHead(t *testing.T) {
 	}
 }
 
+// TestCloseEndsWatches: a Locker's Close ends the watches registered
+// through it, stopped or not: a later release wakes none of them.
+func TestCloseEndsWatches(t *testing.T) {
+	q := newQueueFixture(t)
+	h, a, b := q.locker(), q.locker(), q.locker()
+	ho, ao := driver.NewOwner(), driver.NewOwner()
+	q.mustGet(h, ho, "holder")
+	q.mustWait(a, ao, true, "waiter")
+	wa, wb := q.watch(a, ao), q.watch(b, driver.NewOwner())
+	a.Close()
+	h.Release(q.ctx, "k", ho)
+	if woken(wa) {
+		t.Fatal("a watch registered through a closed Locker was woken")
+	}
+	if !woken(wb) {
+		t.Fatal("a release with nobody queued: the open Locker's watcher was not woken")
+	}
+}
+
 // TestQueueRestartEmpty: RestartEmpty loses grants and queues; the holder
 // finds its loss by renewing, the waiters find the key free.
 func TestQueueRestartEmpty(t *testing.T) {

@@ -34,7 +34,10 @@ type TableOption func(*Table)
 
 // WithClock makes the table read time from now rather than time.Now: a test
 // can move it forward to expire grants without sleeping. The client's own
-// renewal still runs on the real clock.
+// renewal still runs on the real clock. Wait-queue places run on the
+// table's clock too (driver.QueueHold after a waiter's last attempt): a jump
+// of QueueHold or more passes over every place, and a clock that stands
+// still never passes over a dead head.
 func WithClock(now func() time.Time) TableOption {
 	return func(t *Table) { t.now = now }
 }
@@ -81,6 +84,7 @@ type grant struct {
 type watcher struct {
 	owner driver.Owner
 	wake  chan<- struct{}
+	by    *locker // whose Close ends it
 }
 
 // Drop removes the grant on key, as a fault would, and tells its holder at
