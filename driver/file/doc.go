@@ -42,7 +42,11 @@
 // file could let one waiter lock the old inode while another creates and
 // locks a new one, and both would hold the key. A directory of many keys
 // keeps one small file per key; removing files of keys no one uses is
-// safe only while nothing runs.
+// safe only while nothing runs, and the same goes for the ".queue"
+// directories beside them (see Waiting order). A waiter that crashes
+// leaves its entry and the queue's mark until the key is next used (the
+// next attempt or release on it removes both), so a key never used again
+// keeps them.
 //
 // # Crash release and loss
 //
@@ -85,21 +89,33 @@
 // free. A release wakes the head alone.
 //
 // A waiter is passed over (and its entry removed by whoever meets it) when
-// its flock is gone, that is at once when its process dies, even by
-// SIGKILL; or when it made no attempt for driver.QueueHold, as when its
-// process is stopped; a Locker also drops, after QueueHold, the place of an
-// owner that stopped asking without Release. Release by a waiter that gave
+// its flock is gone, that is when its process dies, even by SIGKILL: at
+// once if the key is held or another waiter is ahead of it, but if the key
+// was kept for it, at the next waiter's next poll (up to about a second,
+// driver.QueueHold/3), since no release follows; or when it made no attempt
+// for driver.QueueHold, as when its process is stopped, judged by its
+// entry's mtime, which each attempt sets to the host's monotonic clock (so
+// steps of the wall clock change nothing; every process sharing the
+// directory must share that clock, with no time namespace of its own). A
+// Locker also drops, after QueueHold, the place of an owner that stopped
+// asking without Release. Release by a waiter that gave
 // up leaves the queue, and if the key was kept for it, wakes the next
 // waiter. While the queue has entries it also holds a hard link to the lock
 // file, its mark, which attempts and releases see in the lock file's link
 // count, read by the fstat and lstat they make anyway; the last one out
 // removes the mark and the queue directory, so a key nobody waits for costs
-// no system call more than before the queue. A waiter can be passed over
-// only by attempts that had looked at the lock file before its entry
-// appeared; a holder that crashes while the head waits for it wakes the
-// head too (its lock file's close). On a filesystem without hard links (or
-// whose link counts do not show them) waiters cannot queue: they poll, in
-// no order.
+// no system call more than before the queue. A queued waiter can be passed
+// over only by attempts that had looked at the lock file before its entry
+// appeared, or as dead or stopped; a holder that crashes while the head
+// waits for it wakes the head too (its lock file's close). A waiter that
+// could not take a place is in no order and may be passed over by anyone
+// until an attempt of its own takes one: its attempt waited 100 ms for the
+// queue directory's flock (or until ctx ended, with ctx's error), the mark
+// could not be linked, or the disk is full. A process stopped while it
+// holds a queue's flock thus stops new queueing on that key until it
+// resumes or dies. On a filesystem without hard links (or whose link
+// counts do not show them) waiters cannot queue: they poll, in no order,
+// and each Locker finds this once.
 //
 // Anyone who can write to the directory can add or remove entries, as with
 // lock files: that changes the order, never who holds the key, which stays
@@ -111,7 +127,9 @@
 // grant, waiting attempt or Watch, with a watch on the directory and one on
 // each of its own queue entries. A release wakes the head by opening its
 // entry for writing, an IN_CLOSE_WRITE that only the head's Locker
-// watches: one release wakes one waiter, in one process. An attempt opens
+// watches: one release wakes one queued waiter. Every Locker watching the
+// directory also reads the release's close of the lock file (below), but
+// wakes only its owners not queued behind others. An attempt opens
 // the lock file read-only, and only the winner opens it for writing as
 // well, keeping that descriptor until it releases; so a release, or the
 // holder's death, is the IN_CLOSE_WRITE of that file, which wakes watchers
