@@ -17,13 +17,13 @@ import (
 // waiter, and returns locked. With req.Wait the owner takes a place at the
 // tail of the key's queue, or keeps its place and records the attempt.
 // head says that the attempt found the owner at the head (the key is held,
-// not kept); marked that it saw the lock file marked, or did not look. A place that cannot be made (a full disk, a read-only queue)
-// leaves the owner unqueued: the attempt's outcome is still that the key
-// is held, the owner still polls, and the others keep their places; but if
-// ctx ends while the attempt waits for the queue's flock, it returns an
-// error matching ctx.Err(). A
-// filesystem without hard links leaves every owner of the Locker unqueued,
-// found once.
+// not kept); marked, that it saw the lock file marked (or did not look).
+// A place that cannot be made (a full disk, a read-only queue) leaves the
+// owner unqueued: the attempt's outcome is still that the key is held, the
+// owner still polls, and the others keep their places. If ctx ends while
+// the attempt waits for the queue's flock, it returns an error matching
+// ctx.Err(). A filesystem without hard links, found once, leaves every
+// owner of the Locker unqueued.
 func (l *locker) queueUp(ctx context.Context, req driver.AcquireRequest, name string, head, marked bool, locked error) error {
 	if !req.Wait {
 		return locked
