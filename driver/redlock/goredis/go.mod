@@ -1,0 +1,18 @@
+module github.com/mutexkit/mutexkit/driver/redlock/goredis
+
+go 1.26.0
+
+require (
+	github.com/gomodule/redigo v1.9.3
+	github.com/mutexkit/mutexkit v0.0.0
+	github.com/redis/go-redis/v9 v9.23.0
+)
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/lib/pq v1.12.3 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+)
+
+replace github.com/mutexkit/mutexkit => ../../..

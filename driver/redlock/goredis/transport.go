@@ -1,0 +1,92 @@
+package goredis
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	redigo "github.com/gomodule/redigo/redis"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mutexkit/mutexkit/driver/redlock/internal/backend"
+)
+
+// transport sends a node's commands through the application's client.
+// Replies and errors are turned into redigo's shapes, which package
+// redlock parses (see backend).
+type transport struct{ c redis.UniversalClient }
+
+func (t transport) Do(ctx context.Context, deadline time.Time, cmd string, args []any) (any, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	c := t.c.Do(ctx, argv(cmd, args)...)
+	return reply(c.Val(), c.Err())
+}
+
+func (t transport) DoAll(ctx context.Context, deadline time.Time, cmds []backend.Cmd, out []backend.Result) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	p := t.c.Pipeline()
+	rs := make([]*redis.Cmd, len(cmds))
+	for i, c := range cmds {
+		rs[i] = p.Do(ctx, argv(c.Name, c.Args)...)
+	}
+	p.Exec(ctx) // each command's error is its own
+	for i, r := range rs {
+		out[i].Reply, out[i].Err = reply(r.Val(), r.Err())
+	}
+}
+
+// Close leaves the client alone: it is the application's.
+func (transport) Close() {}
+
+// argv is a command and its arguments as go-redis takes them.
+func argv(cmd string, args []any) []any {
+	a := make([]any, 1+len(args))
+	a[0] = cmd
+	copy(a[1:], args)
+	return a
+}
+
+// reply turns go-redis's reply into redigo's shapes: a nil reply is nil,
+// not an error; a bulk string is []byte; a RESP3 map is a flat array, a
+// boolean 1 or nil (as RESP2 gives Lua's true and false); a server's
+// error is a redigo redis.Error.
+func reply(v any, err error) (any, error) {
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, nil
+	case err != nil:
+		var re redis.Error
+		if errors.As(err, &re) {
+			return nil, redigo.Error(re.Error())
+		}
+		return nil, err
+	}
+	return conv(v), nil
+}
+
+func conv(v any) any {
+	switch v := v.(type) {
+	case string:
+		return []byte(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = conv(e)
+		}
+		return out
+	case map[any]any:
+		out := make([]any, 0, 2*len(v))
+		for k, e := range v {
+			out = append(out, conv(k), conv(e))
+		}
+		return out
+	case bool:
+		if v {
+			return int64(1)
+		}
+		return nil
+	}
+	return v
+}
