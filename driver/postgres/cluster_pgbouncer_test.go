@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"strings"
@@ -122,6 +123,39 @@ func TestClusterPgBouncer(t *testing.T) {
 		c := openClient(t, b.DSN("txpool", ""), uniqueNamespace(t))
 		_, err = c.NewMutex("k").TryLock(t.Context())
 		checkTxPooling(t, "TryLock", err)
+	})
+
+	t.Run("TransactionPoolingWait", func(t *testing.T) {
+		// A Lock that waits in the server, on a waiter session of its own,
+		// fails as TryLock does: the lock session that checks the wait is
+		// queued reaches another backend (the waiter's is busy waiting).
+		// Before, the error was dropped: the Lock took the key kept on the
+		// waiter session, lost it at the next heartbeat, and left it held
+		// on the proxy's server connection.
+		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{})
+		warmPool(t, b, "txpool", 3)
+		ns := uniqueNamespace(t)
+		holder := openClient(t, pg.DSN("", nil), ns)
+		lease, err := holder.NewMutex("k").TryLock(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := openClient(t, b.DSN("txpool", ""), ns)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		_, err = c.NewMutex("k").Lock(ctx)
+		checkTxPooling(t, "Lock", err)
+		if err := lease.Unlock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		deadline := time.Now().Add(30 * time.Second)
+		for lockHolderPID(t, admin, ns, "k") != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the key is still held on the server 30s after the holder released it and the waiting client closed")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	})
 
 	t.Run("TransactionPoolingLeaseLost", func(t *testing.T) {

@@ -105,10 +105,19 @@ func isTxPooling(err error) bool { return errors.Is(err, ErrTransactionPooling) 
 // passes prepared statements through unchanged). Other errors are returned
 // as they are. The result does not unwrap to the *pq.Error, so
 // sessionSurvives reports the session lost.
+//
+// "prepared statement ... already exists" (42P05) counts the same: lib/pq
+// names a connection's statements "1", "2", ... afresh, so a backend that
+// knows the name already is shared with another client's session.
 func txPoolingErr(err error) error {
 	var pe *pq.Error
-	if errors.As(err, &pe) && pe.Code == "26000" {
-		return fmt.Errorf("postgres: %s, though this session prepared it: %w", pe.Message, errTxPooling)
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "26000":
+			return fmt.Errorf("postgres: %s, though this session prepared it: %w", pe.Message, errTxPooling)
+		case "42P05":
+			return fmt.Errorf("postgres: %s, though this session did not prepare it: %w", pe.Message, errTxPooling)
+		}
 	}
 	return err
 }

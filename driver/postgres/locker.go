@@ -42,6 +42,7 @@ type locker struct {
 	maxKeys   int
 	lockTable int64 // entries in the server's lock table; 0: unknown yet
 
+	failed  map[watchKey]error    // waits the server refused, until their owner's next call
 	waiters int                   // waiter sessions waiting or holding a key: MaxWaiters at most
 	wsess   map[*session]struct{} // every waiter session, for Close
 	idle    []*session            // waiter sessions that hold nothing
@@ -75,6 +76,7 @@ func newLocker(cfg config, db *sql.DB, ownDB bool, d *dialer, dsn dsnInfo) *lock
 		changed: make(chan struct{}),
 		held:    make(map[string]*hold),
 		wsess:   make(map[*session]struct{}),
+		failed:  make(map[watchKey]error),
 		watches: make(map[watchKey]map[*watchReg]struct{}),
 	}
 	l.appName = appName(newClientID(), l.procPID, host)
@@ -136,6 +138,10 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		l.mu.Unlock()
 		return driver.Grant{}, errClosedLock
 	}
+	if err := l.failedWaitLocked(req.Key, req.Owner); err != nil {
+		l.mu.Unlock()
+		return driver.Grant{}, err
+	}
 	if cur := l.held[req.Key]; cur != nil {
 		switch {
 		case cur.owner == req.Owner && cur.w != nil:
@@ -170,11 +176,15 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	if !ok {
 		if req.Wait {
-			if waiting, err := l.startWait(ctx, h); waiting {
-				if err != nil {
-					return driver.Grant{}, err
-				}
+			waiting, err := l.startWait(ctx, h)
+			switch {
+			case waiting && err == nil:
 				return driver.Grant{}, fmt.Errorf("postgres: waiting in the server's queue: %w", driver.ErrLocked)
+			case err != nil: // the wait, if it started, is over
+				if !waiting {
+					l.forget(h)
+				}
+				return driver.Grant{}, err
 			}
 		}
 		l.forget(h)
@@ -280,6 +290,10 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	if l.closed {
 		l.mu.Unlock()
 		return errClosedLock
+	}
+	if l.failedWaitLocked(key, owner) != nil {
+		l.mu.Unlock()
+		return fmt.Errorf("postgres: key not held by this owner (the server refused its wait): %w", driver.ErrNotHeld)
 	}
 	h := l.held[key]
 	if h != nil && h.owner == owner && h.w != nil {
@@ -405,6 +419,7 @@ func (l *locker) Close() error {
 		sessions = append(sessions, s)
 	}
 	l.wsess, l.idle = nil, nil
+	clear(l.failed)
 	var waiting []*wait // waits in the server
 	for _, h := range l.held {
 		if w := h.w; w != nil && !w.over {

@@ -264,8 +264,12 @@ func (s *session) beat() error {
 }
 
 func (s *session) checkPID(pid int, markOK bool) error {
-	if pid != s.pid || !markOK {
+	switch {
+	case pid != s.pid:
 		return fmt.Errorf("postgres: session began on backend %d, a statement ran on backend %d: %w", s.pid, pid, errTxPooling)
+	case !markOK:
+		// Same pid, but another client's session set the setting there.
+		return fmt.Errorf("postgres: session's setting mutexkit.session changed on backend %d, as another session set it there: %w", s.pid, errTxPooling)
 	}
 	return nil
 }

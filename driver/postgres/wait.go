@@ -148,9 +148,11 @@ type wait struct {
 
 // startWait makes h, in flight and just refused by the server, wait in the
 // server's queue. It reports false, leaving h to the caller, when the wait
-// cannot be had (MaxWaiters waiter sessions in use, closing, no session). Once it started, it
-// returns an error only when ctx ended as the request was being queued
-// (the wait stays, until Release).
+// cannot be had (MaxWaiters waiter sessions in use, closing, no session),
+// with an error when that is what the attempt should return: a
+// transaction-pooling proxy. Once it started, it returns an error only
+// when ctx ended as the request was being queued, or the lock session that
+// checks it found a transaction-pooling proxy; the wait is then ended.
 func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
 	l.mu.Lock()
 	if l.closed || l.waiters >= MaxWaiters || l.held[h.key] != h {
@@ -164,7 +166,10 @@ func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
 	if err != nil {
 		l.waiters--
 		l.mu.Unlock()
-		return false, nil
+		if isTxPooling(err) {
+			return false, err
+		}
+		return false, nil // the Lock polls
 	}
 	if l.closed || l.held[h.key] != h {
 		l.mu.Unlock()
@@ -178,7 +183,16 @@ func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
 	l.mu.Unlock()
 	s.sem <- struct{}{} // free: idle or new
 	go l.waitInServer(w, reused)
-	return true, l.confirmQueued(ctx, w)
+	if err := l.confirmQueued(ctx, w); err != nil {
+		l.mu.Lock()
+		if h.w == w && !w.over {
+			l.endWaitLocked(h, w) // unlocks mu
+		} else {
+			l.mu.Unlock()
+		}
+		return true, err
+	}
+	return true, nil
 }
 
 // confirmQueued returns once pg_locks shows w's request on the server
@@ -203,10 +217,12 @@ func (l *locker) confirmQueued(ctx context.Context, w *wait) error {
 		var queued bool
 		err := l.ask(ctx, func(o *session) **sql.Stmt { return &o.queuedStmt }, sqlQueued,
 			[]any{s.pid, int64(classid), int64(objid)}, &queued)
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return fmt.Errorf("postgres: waiting in the server: %w", ctx.Err())
-		}
-		if err != nil || queued {
+		case isTxPooling(err):
+			return fmt.Errorf("postgres: checking the wait in the server: %w", err)
+		case err != nil || queued:
 			return nil
 		}
 	}
@@ -257,7 +273,7 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 			}
 			s = nil
 		}
-		if err != nil && sessionSurvives(err) && !l.waitOver(w) {
+		if err != nil && s != nil && sessionSurvives(err) && !l.waitOver(w) {
 			// The server may grant the lock and still raise the error
 			// (lock_timeout, or a cancel, as the grant lands), and a session
 			// lock outlives the failed statement: asking again would stack
@@ -282,24 +298,60 @@ func (l *locker) waitInServer(w *wait, reused bool) {
 			l.wakeLocked(watchKey{h.key, h.owner})
 			l.mu.Unlock()
 			return
-		case isLockTimeout(err):
+		case isLockTimeout(err), isCancelled(err):
+			// lock_timeout, or a cancel from outside (an operator's): the
+			// session is fine; ask again, at the tail.
 			l.mu.Unlock()
-			continue // lock_timeout: ask again, at the tail
+			continue
 		}
-		// The session failed: the owner's next attempt asks again.
+		// The session failed, or the server refused the wait: the owner is
+		// woken. Its next attempt asks again, but for a refusal (or a
+		// transaction-pooling proxy), which it gets as its error.
 		w.over = true
 		w.timer.Stop()
 		h.w = nil
 		if l.held[h.key] == h {
 			delete(l.held, h.key)
 		}
+		refused := s != nil && sessionSurvives(err)
+		if refused || isTxPooling(err) {
+			kind := errTxPooling
+			if !isTxPooling(err) {
+				kind = failureKind(err)
+			}
+			l.failed[watchKey{h.key, h.owner}] = fmt.Errorf("postgres: waiting in the server: %w: %w", err, kind)
+		}
 		l.wakeLocked(watchKey{h.key, h.owner})
 		l.mu.Unlock()
-		if s != nil {
+		switch {
+		case refused:
+			if cerr := l.clear(s); cerr != nil {
+				s.give()
+				l.kill(s, cerr)
+				return
+			}
+			s.give()
+			l.recycleWaiter(s)
+		case s != nil:
 			l.kill(s, err)
 		}
 		return
 	}
+}
+
+// failedWaitLocked returns, and forgets, the error of owner's wait for key that
+// the server refused (see waitInServer). The caller holds l.mu.
+func (l *locker) failedWaitLocked(key string, owner driver.Owner) error {
+	k := watchKey{key, owner}
+	err := l.failed[k]
+	delete(l.failed, k)
+	return err
+}
+
+// isCancelled reports SQLSTATE 57014, query_canceled.
+func isCancelled(err error) bool {
+	pe, ok := errors.AsType[*pq.Error](err)
+	return ok && pe.Code == "57014"
 }
 
 // serverWait runs pg_advisory_lock on s, whose slot the caller holds,

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -337,5 +338,47 @@ func TestQueueHeldWaiterHasLockSessionTimeouts(t *testing.T) {
 		if stmt, lock := idleWaiterSettings(t, w); lock != w.cfg.serverWait.Milliseconds() || stmt != (w.cfg.serverWait+w.cfg.stmtTimeout).Milliseconds() {
 			t.Fatalf("wait %d: idle: statement_timeout %d ms, lock_timeout %d ms; want the waiting ones", i, stmt, lock)
 		}
+	}
+}
+
+// A wait cancelled from outside (an operator's pg_cancel_backend) is asked
+// again on the same waiter session, which stays healthy, and the Lock is
+// served at the release; before, the session was closed as if it had failed.
+func TestQueueOutsideCancelKeepsSession(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	holder, _ := testClient(t, dsn, ns)
+	lease, err := holder.NewMutex("k").TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := testClient(t, dsn, ns)
+	got := lockAsync(t.Context(), w.NewMutex("k"))
+	waitFor(t, "the Lock in the server's queue", func() bool { return waitingIn(t, db, ns, "k") == 1 })
+	pid := waiterPID(t, db, ns, "k")
+	var cancelled time.Time
+	if err := db.QueryRow(`SELECT now() FROM pg_cancel_backend($1)`, pid).Scan(&cancelled); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the wait asked again", func() bool {
+		var again bool
+		db.QueryRow(`SELECT query_start > $2 AND wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1`, pid, cancelled).Scan(&again)
+		return again
+	})
+	if n, p := waitingIn(t, db, ns, "k"), waiterPID(t, db, ns, "k"); n != 1 || p != pid {
+		t.Fatalf("after the cancel: %d waiting, on backend %d; want 1, on %d", n, p, pid)
+	}
+	if err := lease.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	served(t, got, "the Lock").Unlock(t.Context())
+}
+
+// A session whose setting changed under it, its pid the same, says so.
+func TestCheckPIDSettingChanged(t *testing.T) {
+	s := &session{pid: 42}
+	err := s.checkPID(42, false)
+	if !errors.Is(err, ErrTransactionPooling) || !strings.Contains(err.Error(), "changed on backend 42") {
+		t.Fatalf("checkPID: %v", err)
 	}
 }
