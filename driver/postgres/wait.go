@@ -149,8 +149,8 @@ type wait struct {
 // startWait makes h, in flight and just refused by the server, wait in the
 // server's queue. It reports false, leaving h to the caller, when the wait
 // cannot be had (MaxWaiters waiter sessions in use, closing, no session),
-// with an error when that is what the attempt should return: a
-// transaction-pooling proxy. Once it started, it returns an error only
+// with an error when that is what the attempt should return: ctx ended, or
+// a transaction-pooling proxy. Once it started, it returns an error only
 // when ctx ended as the request was being queued, or the lock session that
 // checks it found a transaction-pooling proxy; the wait is then ended.
 func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
@@ -166,7 +166,10 @@ func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
 	if err != nil {
 		l.waiters--
 		l.mu.Unlock()
-		if isTxPooling(err) {
+		switch {
+		case ctx.Err() != nil:
+			return false, fmt.Errorf("postgres: opening a waiter session: %w", ctx.Err())
+		case isTxPooling(err):
 			return false, err
 		}
 		return false, nil // the Lock polls

@@ -382,3 +382,28 @@ func TestCheckPIDSettingChanged(t *testing.T) {
 		t.Fatalf("checkPID: %v", err)
 	}
 }
+
+// A waiting attempt whose ctx ends while its waiter session is being
+// opened (here: the application's pool has no connection to spare) returns
+// an error matching ctx.Err(), not ErrLocked.
+func TestQueueCtxEndsOpeningWaiterSession(t *testing.T) {
+	dsn, _ := adminDB(t)
+	ns := namespace(t)
+	_, a := testClient(t, dsn, ns)
+	if _, err := a.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); err != nil {
+		t.Fatal(err)
+	}
+	app, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	app.SetMaxOpenConns(1) // the lock session's
+	_, w := wrapClient(t, FromDB(app, WithNamespace(ns)))
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err = w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), Wait: true})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire: %v; want one matching context.DeadlineExceeded", err)
+	}
+}
