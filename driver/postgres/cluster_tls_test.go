@@ -49,7 +49,7 @@ func TestClusterTLSVerifyFull(t *testing.T) {
 	if err != nil || n == 0 || ssl != n {
 		t.Errorf("lock sessions: %d, over TLS: %d (%v); want all over TLS", n, ssl, err)
 	}
-	// A waiter (whose LISTEN connection also verifies the server) gets
+	// A waiter (whose waiter session also verifies the server) gets
 	// the key once it is released.
 	c2 := openClient(t, pg.DSN("localhost", verify("verify-full", pg.CAFile)), t.Name())
 	got := make(chan error, 1)
