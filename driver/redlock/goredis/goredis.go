@@ -31,7 +31,7 @@ func FromClients(cs []redis.UniversalClient, opts ...redlock.Option) driver.Conn
 			if c == nil {
 				return nil, fmt.Errorf("goredis: client %d is nil: %w", i, driver.ErrInvalid)
 			}
-			nodes[i] = backend.Node{Name: fmt.Sprintf("go-redis client %d", i), T: transport{c}, Dial: dial(c)}
+			nodes[i] = backend.Node{Name: fmt.Sprintf("go-redis client %d", i), T: newTransport(c), Dial: dial(c)}
 		}
 		return nodes, nil
 	}, opts)

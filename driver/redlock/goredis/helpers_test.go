@@ -31,11 +31,17 @@ func startNodes(t testing.TB, n int) *nodes {
 }
 
 // clients makes one go-redis client per server, closed when the test ends
-// (after the Lockers over them: cleanups run last first).
-func (ns *nodes) clients() []redis.UniversalClient {
+// (after the Lockers over them: cleanups run last first). Tests use the
+// options docs/REDIS.md advises; plain clients (go-redis's defaults) are
+// for the benchmark.
+func (ns *nodes) clients(plain ...bool) []redis.UniversalClient {
 	var cs []redis.UniversalClient
 	for _, s := range ns.servers {
-		c := redis.NewClient(&redis.Options{Addr: s.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
+		o := &redis.Options{Addr: s.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1}
+		if len(plain) > 0 && plain[0] {
+			o = &redis.Options{Addr: s.Addr()}
+		}
+		c := redis.NewClient(o)
 		ns.t.Cleanup(func() { c.Close() })
 		cs = append(cs, c)
 	}

@@ -14,17 +14,40 @@ import (
 // transport sends a node's commands through the application's client.
 // Replies and errors are turned into redigo's shapes, which package
 // redlock parses (see backend).
-type transport struct{ c redis.UniversalClient }
+type transport struct {
+	c        redis.UniversalClient
+	deadline bool // the call's deadline goes in its ctx: the client may heed it
+}
+
+func newTransport(c redis.UniversalClient) transport {
+	// A *redis.Client made without ContextTimeoutEnabled bounds reads and
+	// writes by its own timeouts alone, and a pool wait by PoolTimeout:
+	// the ctx would cost allocations and change nothing but a wait for a
+	// pool already exhausted.
+	rc, ok := c.(*redis.Client)
+	return transport{c: c, deadline: !ok || rc.Options().ContextTimeoutEnabled}
+}
+
+// bound puts deadline in ctx when the client may heed it.
+func (t transport) bound(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	if !t.deadline {
+		return ctx, func() {}
+	}
+	if dl, ok := ctx.Deadline(); ok && !dl.After(deadline) {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, deadline)
+}
 
 func (t transport) Do(ctx context.Context, deadline time.Time, cmd string, args []any) (any, error) {
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	ctx, cancel := t.bound(ctx, deadline)
 	defer cancel()
 	c := t.c.Do(ctx, argv(cmd, args)...)
 	return reply(c.Val(), c.Err())
 }
 
 func (t transport) DoAll(ctx context.Context, deadline time.Time, cmds []backend.Cmd, out []backend.Result) {
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	ctx, cancel := t.bound(ctx, deadline)
 	defer cancel()
 	p := t.c.Pipeline()
 	rs := make([]*redis.Cmd, len(cmds))
