@@ -89,7 +89,10 @@
 // waiter, with no NOTIFY and no table. A waiter that gives up leaves the
 // queue at once (pg_cancel_backend), one whose process dies leaves with
 // its connection, and one that stops asking is passed over
-// driver.QueueHold after its last attempt.
+// driver.QueueHold after its last attempt. A wait lasts up to five minutes
+// in the server (lock_timeout) before it is made again, at the tail: a
+// Lock that waits longer may be passed, once per five minutes, by those
+// that came in its last five.
 //
 // # Refused setups
 //

@@ -36,10 +36,13 @@ import (
 //   - The owner's attempts while it waits ask nothing of the server.
 //   - A wait ends by Release(key, owner) (a Lock that gave up), or when
 //     driver.QueueHold passes without an attempt of its owner: a request
-//     still queued is cancelled (pg_cancel_backend from a lock session,
-//     only while pg_locks shows the waiter session waiting for that key,
-//     so it cannot hit a statement that holds anything), and a kept key is
-//     unlocked, which grants it to the next waiter.
+//     still queued is cancelled (pg_cancel_backend from a lock session, in
+//     the statement that finds the waiter session's request for that key
+//     ungranted in pg_locks, its backend_start the session's), and a kept
+//     key is unlocked, which grants it to the next waiter. The server may
+//     grant the request between that read and the signal: the wait then
+//     ends with 57014 holding the key, and the waiter session is cleared
+//     (pg_advisory_unlock_all) like any ended wait.
 //   - A wait whose session fails (pg_terminate_backend, a network cut) wakes
 //     its owner, whose next attempt asks again, at the tail of the queue.
 //   - lock_timeout (serverWaitFor, minutes) bounds each wait on the
@@ -575,9 +578,8 @@ func (l *locker) endWaitLocked(h *hold, w *wait) {
 
 // cancelWait cancels s's request for w's key while pg_locks shows it
 // waiting, until its statement in flight has a reply or the reply deadline
-// passes.
-// It is never sent to a session that holds anything: a request not yet
-// granted is all s has.
+// passes. A grant that lands between the read and the signal ends the wait
+// with 57014, the key held; waitEnded clears it.
 func (l *locker) cancelWait(w *wait, s *session) {
 	classid, objid := LockTag(w.h.id)
 	ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
