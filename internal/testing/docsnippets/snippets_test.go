@@ -92,6 +92,26 @@ var (
 	db  *sql.DB
 )
 `},
+	// docs/REDIS.md shows go-redis beside redigo: checked where both resolve.
+	"docs/REDIS.md": {"driver/redlock/goredis", `package snippet
+
+import (
+	"context"
+	"time"
+
+	redigo "github.com/gomodule/redigo/redis"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mutexkit/mutexkit/driver/redlock"
+	"github.com/mutexkit/mutexkit/driver/redlock/goredis"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+var (
+	ctx   context.Context
+	pools []*redigo.Pool
+)
+`},
 }
 
 var goBlock = regexp.MustCompile("(?s)```go\n(.*?)```")
