@@ -23,6 +23,11 @@
 //
 //	client := mutex.NewClient(redlock.FromPools([]*redis.Pool{pool}))
 //
+// An application with go-redis clients passes them to the module
+// github.com/mutexkit/mutexkit/driver/redlock/goredis (FromClient,
+// FromClients): its transport under this package's Locker, scripts, record
+// and queue, which it reaches through internal/backend.
+//
 // Acquiring sends one SET NX PX (with GET, Redis 7.0 on; a script on older
 // servers) to every node at once; the lock is held when a quorum (N/2+1)
 // granted it and the grant's validity (TTL less clock drift, counted from
