@@ -319,11 +319,11 @@ func testDriverWatchQueue(f *fixture) {
 		stopped := r == 4
 		holder, owner := f.holdKey(key)
 		ws := f.queueUp(key, 2, true)
+		if stopped { // before the drain: a wake-up until stop returns is legal
+			ws[0].stop()
+		}
 		for _, w := range ws {
 			drain(w.wake) // a subscription's own "try again"
-		}
-		if stopped {
-			ws[0].stop()
 		}
 		f.release(holder, key, owner)
 		for i, w := range ws {
