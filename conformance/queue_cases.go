@@ -152,22 +152,39 @@ func testQueueFIFO(f *fixture) {
 	}
 }
 
-// testQueueCancelMidQueue: a waiter that gives up mid-queue (its Lock's
-// context ended: package mutex calls Release) leaves the queue at once: the
-// waiters behind it are served promptly, never held up for its place.
+// testQueueCancelMidQueue: a waiter that gives up (its Lock's context
+// ended: package mutex calls Release) leaves the queue at once, and holds
+// up nobody: mid-queue; at the head, the key kept for it, which it then
+// passes on; and at the head as its Locker closes. The waiters behind are
+// served well within driver.QueueHold.
 func testQueueCancelMidQueue(f *fixture) {
 	const key = "queue-cancel"
-	holder, owner := f.holdKey(key)
-	ws := f.queueUp(key, 3, false)
-	if err := ws[1].l.Release(f.ctx, key, ws[1].owner); !errors.Is(err, driver.ErrNotHeld) {
-		f.Fatalf("Release by waiter 2, which holds nothing: %v; want driver.ErrNotHeld", err)
+	for _, head := range []string{"is served", "calls Release", "closes its Locker"} {
+		holder, owner := f.holdKey(key)
+		ws := f.queueUp(key, 3, false)
+		if err := ws[1].l.Release(f.ctx, key, ws[1].owner); !errors.Is(err, driver.ErrNotHeld) {
+			f.Fatalf("Release by waiter 2, which holds nothing: %v; want driver.ErrNotHeld", err)
+		}
+		f.release(holder, key, owner) // the key is kept for waiter 1
+		after := "waiter 1's release, waiter 2 having left the queue"
+		switch head {
+		case "is served":
+			f.mustServe(key, []*queueWaiter{ws[0], ws[2]}, ws[0], queuePrompt, "the holder's release")
+			f.release(ws[0].l, key, ws[0].owner)
+		case "calls Release":
+			if err := ws[0].l.Release(f.ctx, key, ws[0].owner); !errors.Is(err, driver.ErrNotHeld) {
+				f.Fatalf("Release by waiter 1, the key kept for it but not granted: %v; want driver.ErrNotHeld", err)
+			}
+			after = "waiter 1 gave up (Release) while the key was kept for it, waiter 2 having left the queue"
+		case "closes its Locker":
+			if err := ws[0].l.Close(); err != nil {
+				f.Fatalf("Close of waiter 1's Locker: %v", err)
+			}
+			after = "waiter 1's Locker closed while the key was kept for it, waiter 2 having left the queue"
+		}
+		f.mustServe(key, ws[2:], ws[2], queuePrompt, after)
+		f.release(ws[2].l, key, ws[2].owner)
 	}
-	rest := []*queueWaiter{ws[0], ws[2]}
-	f.release(holder, key, owner)
-	f.mustServe(key, rest, ws[0], queuePrompt, "the holder's release")
-	f.release(ws[0].l, key, ws[0].owner)
-	f.mustServe(key, rest[1:], ws[2], queuePrompt, "waiter 1's release, waiter 2 having left the queue")
-	f.release(ws[2].l, key, ws[2].owner)
 }
 
 // testQueueHeadKilled: a waiter that stops asking without leaving (its

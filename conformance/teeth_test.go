@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,8 @@ var brokenDrivers = map[string][]string{
 	// Wait queues.
 	"requeuesEachAttempt":   {"Queue/FIFO"},
 	"leavingKeepsPlace":     {"Queue/CancelMidQueue"},
+	"headLeavingKeepsKey":   {"Queue/CancelMidQueue"},
+	"closeKeepsPlaces":      {"Queue/CancelMidQueue"},
 	"deadHeadKept":          {"Queue/HeadKilled"},
 	"wakesEveryWaiter":      {"Queue/OneWake"},
 	"restartGrantsWaiters":  {"Queue/RestartEmpty"},
@@ -51,6 +54,8 @@ var brokenDrivers = map[string][]string{
 
 // mustSay maps a fault to what the failing run's output must say.
 var mustSay = map[string][]string{
+	"headLeavingKeepsKey": {"after waiter 1 gave up (Release) while the key was kept for it"},
+	"closeKeepsPlaces":    {"after waiter 1's Locker closed while the key was kept for it"},
 	"unknownLacks": {
 		`Capabilities.Lacks names no case: ["LossRepoted" "Vanish"]`,
 		"the cases are Exclusion, TryLockHeld,",
@@ -75,6 +80,8 @@ var onlyCases = map[string]string{
 
 	"requeuesEachAttempt":   "^Queue$/^FIFO$",
 	"leavingKeepsPlace":     "^Queue$/^CancelMidQueue$",
+	"headLeavingKeepsKey":   "^Queue$/^CancelMidQueue$",
+	"closeKeepsPlaces":      "^Queue$/^CancelMidQueue$",
 	"deadHeadKept":          "^Queue$/^HeadKilled$",
 	"wakesEveryWaiter":      "^Queue$/^OneWake$",
 	"restartGrantsWaiters":  "^Queue$/^RestartEmpty$",
@@ -240,8 +247,11 @@ func (l brokenLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (d
 		}
 	}
 	g, err := l.Locker.Acquire(ctx, req)
-	if err == nil && l.h.fault == "leavingKeepsPlace" {
+	if err == nil {
 		l.h.st.granted.Store(req.Owner, true)
+		if l.h.fault == "closeKeepsPlaces" {
+			l.h.st.held(l.n, req.Key, req.Owner)
+		}
 	}
 	return g, err
 }
@@ -277,6 +287,11 @@ func (l brokenLocker) Release(ctx context.Context, key string, owner driver.Owne
 		return l.h.Vanish(ctx, key) // whoever holds it
 	case "leavingKeepsPlace": // a waiter's Release leaves its place in the queue
 		if _, granted := l.h.st.granted.Load(owner); !granted {
+			return fmt.Errorf("broken: %w", driver.ErrNotHeld)
+		}
+	case "headLeavingKeepsKey": // a waiter leaves, but not a key kept for it (the key reads as free)
+		_, granted := l.h.st.granted.Load(owner)
+		if _, held, err := l.Locker.Inspect(ctx, key); !granted && err == nil && !held {
 			return fmt.Errorf("broken: %w", driver.ErrNotHeld)
 		}
 	case "wakesEveryWaiter":
@@ -335,6 +350,11 @@ func (l brokenLocker) Close() error {
 	switch l.h.fault {
 	case "closeKeepsKeys":
 		return nil // keys stay held until their TTL
+	case "closeKeepsPlaces": // releases its keys, but its waiters keep their places until they run out
+		for _, k := range l.h.st.heldBy(l.n) {
+			l.Locker.Release(context.Background(), k.key, k.owner)
+		}
+		return nil
 	case "secondCloseFails":
 		if err := l.Locker.Ping(context.Background()); errors.Is(err, driver.ErrClosed) {
 			return err
@@ -347,11 +367,34 @@ func (l brokenLocker) Close() error {
 type brokenState struct {
 	connectors atomic.Int32
 	restarted  atomic.Bool
-	granted    sync.Map // driver.Owner: owners ever granted (leavingKeepsPlace)
+	granted    sync.Map // driver.Owner: owners ever granted
 
 	mu      sync.Mutex
 	heads   map[string]driver.Owner                  // deadHeadKept
 	watches map[string]map[*chan<- struct{}]struct{} // wakesEveryWaiter
+	grants  map[int][]keyOwner                       // per Locker (closeKeepsPlaces)
+}
+
+type keyOwner struct {
+	key   string
+	owner driver.Owner
+}
+
+// held records a grant made through Locker n.
+func (st *brokenState) held(n int, key string, owner driver.Owner) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.grants == nil {
+		st.grants = make(map[int][]keyOwner)
+	}
+	st.grants[n] = append(st.grants[n], keyOwner{key, owner})
+}
+
+// heldBy returns the grants ever made through Locker n.
+func (st *brokenState) heldBy(n int) []keyOwner {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return slices.Clone(st.grants[n])
 }
 
 // wakeUntilStop sends spurious wake-ups on wake as fast as it can until the
