@@ -23,6 +23,15 @@ const queuePrompt = driver.QueueHold / 2
 // attempt a head that stopped asking may still hold up the next waiter.
 const deadHeadSlack = 2 * time.Second
 
+// keepAliveEvery is how often the waiters of testQueueHeadKilled ask: as
+// package mutex does at worst (driver.QueueHold/3), and no more often.
+const keepAliveEvery = 500 * time.Millisecond
+
+// keepAliveHeld is how long testQueueHeadKilled's waiters wait for the
+// holder before its release: so much longer than keepAliveEvery that a
+// place that is never refreshed runs out while the dead head still stands.
+const keepAliveHeld = 1 * time.Second
+
 // wakeGrace is how long after the head's wake-up the case waits for
 // wake-ups of other waiters, which a herd would send at the same time.
 const wakeGrace = 50 * time.Millisecond
@@ -79,10 +88,10 @@ func (f *fixture) queueUp(key string, n int, watch bool) []*queueWaiter {
 }
 
 // served has each of ws make waiting attempts, the last to arrive first,
-// round after round, until one is granted or within has passed (then it
-// returns nil). The attempts keep every waiter's place, and show a driver
-// that grants anyone but the head.
-func (f *fixture) served(key string, ws []*queueWaiter, within time.Duration) (*queueWaiter, time.Duration) {
+// round after round every every, until one is granted or within has passed
+// (then it returns nil). The attempts keep every waiter's place, and show a
+// driver that grants anyone but the head.
+func (f *fixture) served(key string, ws []*queueWaiter, within, every time.Duration) (*queueWaiter, time.Duration) {
 	f.Helper()
 	start := time.Now()
 	for {
@@ -98,14 +107,14 @@ func (f *fixture) served(key string, ws []*queueWaiter, within time.Duration) (*
 		if time.Since(start) > within {
 			return nil, time.Since(start)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 
 // mustServe fails unless want, of ws, is the next served, within within.
 func (f *fixture) mustServe(key string, ws []*queueWaiter, want *queueWaiter, within time.Duration, after string) {
 	f.Helper()
-	got, took := f.served(key, ws, within)
+	got, took := f.served(key, ws, within, 10*time.Millisecond)
 	switch {
 	case got == nil:
 		f.Fatalf("after %s, no waiter served within %v; waiter %d was due", after, within, want.n)
@@ -187,18 +196,35 @@ func testQueueCancelMidQueue(f *fixture) {
 	}
 }
 
-// testQueueHeadKilled: a waiter that stops asking without leaving (its
-// process died) holds up the next one for driver.QueueHold after its last
-// attempt, and no longer.
+// testQueueHeadKilled: waiters that keep asking (every keepAliveEvery, as
+// package mutex may) keep their places past driver.QueueHold, and a head
+// that stops asking without leaving (its process died) holds up the next
+// waiter for QueueHold after its last attempt, and no longer. A driver that
+// never refreshes a place loses the places of the waiters behind the dead
+// head first, and serves them in the order of their later attempts: the
+// last to arrive first.
 func testQueueHeadKilled(f *fixture) {
 	const key = "queue-dead-head"
 	holder, owner := f.holdKey(key)
-	ws := f.queueUp(key, 2, false)
+	ws := f.queueUp(key, 3, false)
+	queued := time.Now()
+	for end := queued.Add(keepAliveHeld); ; { // the head too, so it is alive when the key is kept for it
+		time.Sleep(keepAliveEvery)
+		for i := len(ws) - 1; i >= 0; i-- {
+			f.mustQueue(ws[i], key)
+		}
+		if time.Now().After(end) {
+			break
+		}
+	}
 	dead := ws[0] // asks no more from here
 	f.release(holder, key, owner)
 	within := driver.QueueHold + deadHeadSlack - time.Since(dead.lastTry)
-	if got, _ := f.served(key, ws[1:], within); got == nil {
-		f.Fatalf("the waiter behind a head that stopped asking was not served within QueueHold (%v) + %v of the head's last attempt", driver.QueueHold, deadHeadSlack)
+	switch got, _ := f.served(key, ws[1:], within, keepAliveEvery); got {
+	case nil:
+		f.Fatalf("the waiters behind a head that stopped asking were not served within QueueHold (%v) + %v of the head's last attempt", driver.QueueHold, deadHeadSlack)
+	case ws[2]:
+		f.Fatalf("waiter 3 served before waiter 2, which arrived first: a waiter that asks every %v must keep its place (driver.QueueHold after its last attempt); these had asked for %v", keepAliveEvery, time.Since(queued).Round(100*time.Millisecond))
 	}
 	f.Logf("served %v after the dead head's last attempt", time.Since(dead.lastTry).Round(time.Millisecond))
 	f.release(ws[1].l, key, ws[1].owner)

@@ -43,6 +43,7 @@ var brokenDrivers = map[string][]string{
 	"headLeavingKeepsKey":   {"Queue/CancelMidQueue"},
 	"closeKeepsPlaces":      {"Queue/CancelMidQueue"},
 	"deadHeadKept":          {"Queue/HeadKilled"},
+	"neverRefreshesPlace":   {"Queue/HeadKilled"},
 	"wakesEveryWaiter":      {"Queue/OneWake"},
 	"restartGrantsWaiters":  {"Queue/RestartEmpty"},
 	"restartStrandsWaiters": {"Queue/RestartEmpty"},
@@ -56,6 +57,7 @@ var brokenDrivers = map[string][]string{
 var mustSay = map[string][]string{
 	"headLeavingKeepsKey": {"after waiter 1 gave up (Release) while the key was kept for it"},
 	"closeKeepsPlaces":    {"after waiter 1's Locker closed while the key was kept for it"},
+	"neverRefreshesPlace": {"waiter 3 served before waiter 2"},
 	"unknownLacks": {
 		`Capabilities.Lacks names no case: ["LossRepoted" "Vanish"]`,
 		"the cases are Exclusion, TryLockHeld,",
@@ -83,6 +85,7 @@ var onlyCases = map[string]string{
 	"headLeavingKeepsKey":   "^Queue$/^CancelMidQueue$",
 	"closeKeepsPlaces":      "^Queue$/^CancelMidQueue$",
 	"deadHeadKept":          "^Queue$/^HeadKilled$",
+	"neverRefreshesPlace":   "^Queue$/^HeadKilled$",
 	"wakesEveryWaiter":      "^Queue$/^OneWake$",
 	"restartGrantsWaiters":  "^Queue$/^RestartEmpty$",
 	"restartStrandsWaiters": "^Queue$/^RestartEmpty$",
@@ -229,6 +232,10 @@ func (l brokenLocker) Acquire(ctx context.Context, req driver.AcquireRequest) (d
 		if req.Wait {
 			l.Locker.Release(ctx, req.Key, req.Owner)
 		}
+	case "neverRefreshesPlace": // only an owner's first waiting attempt sets how long its place lasts
+		if _, seen := l.h.st.waited.LoadOrStore(req.Owner, true); seen {
+			req.Wait = false
+		}
 	case "deadHeadKept":
 		return l.keepDeadHead(ctx, req)
 	case "restartGrantsWaiters": // after a restart, a waiter takes its queue's loss for a free key
@@ -368,6 +375,7 @@ type brokenState struct {
 	connectors atomic.Int32
 	restarted  atomic.Bool
 	granted    sync.Map // driver.Owner: owners ever granted
+	waited     sync.Map // driver.Owner: owners that have queued (neverRefreshesPlace)
 
 	mu      sync.Mutex
 	heads   map[string]driver.Owner                  // deadHeadKept
