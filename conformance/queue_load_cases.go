@@ -28,8 +28,10 @@ func (f *fixture) restartServeWithin() time.Duration {
 }
 
 // testQueueRestartEmpty: waiters queue behind a holder, and the backend
-// restarts empty. Every waiter is then served, one at a time, and the
-// Unlock of the holder whose grant the restart took frees nothing.
+// restarts empty. Every waiter is then served, one at a time. The first
+// served holds the key until the holder whose grant the restart took has
+// called Unlock: that Unlock must say the lease was lost (mutex.ErrLockLost)
+// and must leave the key held.
 func testQueueRestartEmpty(f *fixture) {
 	const key, waiters = "queue-restart", 3
 	hold := f.lock(f.client(), key)
@@ -37,13 +39,16 @@ func testQueueRestartEmpty(f *fixture) {
 		s       section
 		wg      sync.WaitGroup
 		first   = make(chan struct{})
-		once    sync.Once
+		firstIn atomic.Bool
+		checked = make(chan struct{}) // the first served leaves its section after it
 		pending atomic.Int64
 	)
 	pending.Store(waiters)
 	errs := make(chan error, waiters)
 	ctx, cancel := context.WithCancel(f.ctx)
 	defer cancel()
+	release := sync.OnceFunc(func() { close(checked) })
+	defer release()
 	for range waiters {
 		c := f.client()
 		wg.Add(1)
@@ -54,10 +59,21 @@ func testQueueRestartEmpty(f *fixture) {
 				errs <- err
 				return
 			}
-			once.Do(func() { close(first) })
+			isFirst := firstIn.CompareAndSwap(false, true)
+			if isFirst {
+				close(first)
+				select {
+				case <-checked:
+				case <-ctx.Done():
+				}
+			}
 			s.run(100 * time.Millisecond)
 			pending.Add(-1)
-			if err := l.Unlock(f.ctx); err != nil {
+			err = l.Unlock(f.ctx)
+			switch {
+			case err != nil && isFirst:
+				errs <- fmt.Errorf("first waiter served, its Unlock after the lost holder's (which must not free the key): %w", err)
+			case err != nil:
 				errs <- err
 			}
 		}()
@@ -73,9 +89,15 @@ func testQueueRestartEmpty(f *fixture) {
 	case <-time.After(f.caps.LossWithin):
 		f.Errorf("after RestartEmpty, the holder's lease was not reported lost within LossWithin (%v), nor was its key taken", f.caps.LossWithin)
 	}
-	if err := hold.Unlock(f.ctx); err != nil && !errors.Is(err, mutex.ErrNotHeld) {
-		f.Errorf("Unlock of the lease the restart took: %v; want nil or ErrNotHeld", err)
+	select {
+	case <-first:
+	case <-time.After(f.restartServeWithin() - time.Since(restarted)):
+		f.Fatalf("no waiter served within %v of the restart", f.restartServeWithin())
 	}
+	if err := hold.Unlock(f.ctx); !errors.Is(err, mutex.ErrLockLost) {
+		f.Errorf("Unlock of the lease the restart took, a waiter holding the key: %v; want an error matching mutex.ErrLockLost: the critical sections may have overlapped", err)
+	}
+	release()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {

@@ -38,16 +38,18 @@ var brokenDrivers = map[string][]string{
 	"unqueuedWatchNeverWakes":  {"Driver/Watch"},
 	"unqueuedWatchIgnoresStop": {"Driver/Watch"},
 	// Wait queues.
-	"requeuesEachAttempt":   {"Queue/FIFO"},
-	"leavingKeepsPlace":     {"Queue/CancelMidQueue"},
-	"headLeavingKeepsKey":   {"Queue/CancelMidQueue"},
-	"closeKeepsPlaces":      {"Queue/CancelMidQueue"},
-	"deadHeadKept":          {"Queue/HeadKilled"},
-	"neverRefreshesPlace":   {"Queue/HeadKilled"},
-	"wakesEveryWaiter":      {"Queue/OneWake"},
-	"restartGrantsWaiters":  {"Queue/RestartEmpty"},
-	"restartStrandsWaiters": {"Queue/RestartEmpty"},
-	"starvesOneClient":      {"Queue/Contention"},
+	"requeuesEachAttempt":       {"Queue/FIFO"},
+	"leavingKeepsPlace":         {"Queue/CancelMidQueue"},
+	"headLeavingKeepsKey":       {"Queue/CancelMidQueue"},
+	"closeKeepsPlaces":          {"Queue/CancelMidQueue"},
+	"deadHeadKept":              {"Queue/HeadKilled"},
+	"neverRefreshesPlace":       {"Queue/HeadKilled"},
+	"wakesEveryWaiter":          {"Queue/OneWake"},
+	"restartGrantsWaiters":      {"Queue/RestartEmpty"},
+	"restartStrandsWaiters":     {"Queue/RestartEmpty"},
+	"restartUnlockSaysReleased": {"Queue/RestartEmpty"},
+	"restartUnlockFreesWaiter":  {"Queue/RestartEmpty"},
+	"starvesOneClient":          {"Queue/Contention"},
 	// Not a driver's fault but its harness's: the run fails before any
 	// case, naming the unknown names and the real ones.
 	"unknownLacks": nil,
@@ -55,9 +57,11 @@ var brokenDrivers = map[string][]string{
 
 // mustSay maps a fault to what the failing run's output must say.
 var mustSay = map[string][]string{
-	"headLeavingKeepsKey": {"after waiter 1 gave up (Release) while the key was kept for it"},
-	"closeKeepsPlaces":    {"after waiter 1's Locker closed while the key was kept for it"},
-	"neverRefreshesPlace": {"waiter 3 served before waiter 2"},
+	"headLeavingKeepsKey":       {"after waiter 1 gave up (Release) while the key was kept for it"},
+	"closeKeepsPlaces":          {"after waiter 1's Locker closed while the key was kept for it"},
+	"neverRefreshesPlace":       {"waiter 3 served before waiter 2"},
+	"restartUnlockSaysReleased": {"want an error matching mutex.ErrLockLost"},
+	"restartUnlockFreesWaiter":  {"first waiter served, its Unlock after the lost holder's"},
 	"unknownLacks": {
 		`Capabilities.Lacks names no case: ["LossRepoted" "Vanish"]`,
 		"the cases are Exclusion, TryLockHeld,",
@@ -80,16 +84,18 @@ var onlyCases = map[string]string{
 	"unqueuedWatchNeverWakes":  "^Driver$/^Watch$",
 	"unqueuedWatchIgnoresStop": "^Driver$/^Watch$",
 
-	"requeuesEachAttempt":   "^Queue$/^FIFO$",
-	"leavingKeepsPlace":     "^Queue$/^CancelMidQueue$",
-	"headLeavingKeepsKey":   "^Queue$/^CancelMidQueue$",
-	"closeKeepsPlaces":      "^Queue$/^CancelMidQueue$",
-	"deadHeadKept":          "^Queue$/^HeadKilled$",
-	"neverRefreshesPlace":   "^Queue$/^HeadKilled$",
-	"wakesEveryWaiter":      "^Queue$/^OneWake$",
-	"restartGrantsWaiters":  "^Queue$/^RestartEmpty$",
-	"restartStrandsWaiters": "^Queue$/^RestartEmpty$",
-	"starvesOneClient":      "^Queue$/^Contention$",
+	"requeuesEachAttempt":       "^Queue$/^FIFO$",
+	"leavingKeepsPlace":         "^Queue$/^CancelMidQueue$",
+	"headLeavingKeepsKey":       "^Queue$/^CancelMidQueue$",
+	"closeKeepsPlaces":          "^Queue$/^CancelMidQueue$",
+	"deadHeadKept":              "^Queue$/^HeadKilled$",
+	"neverRefreshesPlace":       "^Queue$/^HeadKilled$",
+	"wakesEveryWaiter":          "^Queue$/^OneWake$",
+	"restartGrantsWaiters":      "^Queue$/^RestartEmpty$",
+	"restartStrandsWaiters":     "^Queue$/^RestartEmpty$",
+	"restartUnlockSaysReleased": "^Queue$/^RestartEmpty$",
+	"restartUnlockFreesWaiter":  "^Queue$/^RestartEmpty$",
+	"starvesOneClient":          "^Queue$/^Contention$",
 
 	"wakesUntilStop": "^Driver$/^Watch$",
 }
@@ -301,6 +307,17 @@ func (l brokenLocker) Release(ctx context.Context, key string, owner driver.Owne
 		if _, held, err := l.Locker.Inspect(ctx, key); !granted && err == nil && !held {
 			return fmt.Errorf("broken: %w", driver.ErrNotHeld)
 		}
+	case "restartUnlockSaysReleased": // the grant the restart took reads as released
+		if err := l.Locker.Release(ctx, key, owner); err != nil && !(errors.Is(err, driver.ErrNotHeld) && l.h.st.restarted.Load()) {
+			return err
+		}
+		return nil
+	case "restartUnlockFreesWaiter": // after a restart, a Release frees whoever holds the key
+		err := l.Locker.Release(ctx, key, owner)
+		if errors.Is(err, driver.ErrNotHeld) && l.h.st.restarted.Load() {
+			l.h.Vanish(ctx, key)
+		}
+		return err
 	case "wakesEveryWaiter":
 		err := l.Locker.Release(ctx, key, owner)
 		if err == nil {
@@ -312,7 +329,9 @@ func (l brokenLocker) Release(ctx context.Context, key string, owner driver.Owne
 }
 
 func (l brokenLocker) Renew(ctx context.Context, batch []driver.Renewal) {
-	if l.h.fault == "neverReportsLoss" {
+	if l.h.fault == "neverReportsLoss" || (strings.HasPrefix(l.h.fault, "restartUnlock") && l.h.st.restarted.Load()) {
+		// Blind to losses; after a restart, so that the holder's Unlock
+		// reaches Release.
 		for i := range batch {
 			batch[i].Validity, batch[i].Err = batch[i].TTL, nil
 		}
