@@ -11,10 +11,10 @@
 //	}
 //
 // Cases run through package mutex, as users do, except the "Driver/..."
-// cases and the first "Queue/..." ones, which check the driver's single
-// calls directly. The Queue/ cases that check a wait queue itself need
-// Capabilities.Queue; Queue/RestartEmpty needs a Harness that is also a
-// Restarter. Run it under
+// cases and Queue/FIFO, Queue/CancelMidQueue, Queue/HeadKilled and
+// Queue/OneWake, which check the driver's single calls directly. Those four
+// check a wait queue itself and need Capabilities.Queue; Queue/RestartEmpty
+// needs a Harness that is also a Restarter. Run it under
 // -race. Cases a backend cannot take part in are declared by name in
 // Capabilities.Lacks and skipped saying so, never silently; a name that is
 // no case fails the run. Options passed to Run (middleware, say) apply to
@@ -55,10 +55,10 @@
 //   - Driver/AfterClose: a second Close returns nil; every other call after Close returns driver.ErrClosed.
 //   - Driver/Watch: Watch returns driver.ErrUnimplemented, or wakes on another client's release (with Capabilities.Queue, the head of the queue's watch) and not after stop.
 //   - Queue/FIFO: waiters are served in the order they queued, whatever the order of their later attempts.
-//   - Queue/CancelMidQueue: a waiter that leaves mid-queue (Release) holds up nobody: the next ones are served well within driver.QueueHold.
-//   - Queue/HeadKilled: a head that stops asking without leaving is passed over within driver.QueueHold (+2 s) of its last attempt.
-//   - Queue/OneWake: a release wakes the head of the queue and, but for rare spurious wake-ups, no other waiter.
-//   - Queue/RestartEmpty: after Restarter.RestartEmpty, every waiter is served, one at a time, and the lost holder's Unlock frees nothing.
+//   - Queue/CancelMidQueue: a waiter that leaves (Release) mid-queue, or at the head with the key kept for it, or whose Locker closes there, holds up nobody: the next is served within driver.QueueHold/2.
+//   - Queue/HeadKilled: waiters asking every 500 ms keep their places past driver.QueueHold, and a head that stops asking without leaving is passed over within driver.QueueHold (+2 s) of its last attempt, for the next in arrival order.
+//   - Queue/OneWake: a release wakes the head of the queue and no other waiter; spurious wake-ups are forgiven up to one per four releases.
+//   - Queue/RestartEmpty: after Restarter.RestartEmpty, every waiter is served, one at a time, and the lost holder's Unlock says so (mutex.ErrLockLost) and frees nothing.
 //   - Queue/Contention: 3 clients x 50 goroutines on one key: never two holders, and, on a driver with a queue, none passed over more than 1,500 times.
 package conformance
 

@@ -64,8 +64,11 @@ type Capabilities struct {
 	// a release keeps the key for the oldest waiter, wakes only its Watch,
 	// and waiters are served in arrival order. The Queue/ cases that check
 	// the queue itself skip without it, and Driver/Watch then expects every
-	// watcher woken on a release. A driver that queues but cannot promise
-	// arrival order names "Queue/FIFO" in Lacks.
+	// watcher woken on a release. Those cases, and Driver/Watch with Queue,
+	// expect the oldest waiter served: a driver that queues but cannot
+	// promise arrival order names each of "Queue/FIFO",
+	// "Queue/CancelMidQueue", "Queue/HeadKilled", "Queue/OneWake" and
+	// "Driver/Watch" in Lacks, saying why.
 	Queue bool
 
 	// Lacks names cases the backend cannot take part in, with the reason,
