@@ -26,6 +26,7 @@
 // grant whose reply was lost takes no second token, as it recognises its
 // owner's grant.
 //
-// Redis Cluster, Sentinel and WAIT are not supported yet: pass a
-// *redis.Client (one server) per node.
+// Redis Cluster (a *redis.ClusterClient or *redis.Ring is refused),
+// Sentinel and WAIT are not supported yet: pass a *redis.Client (one
+// server) per node.
 package goredis

@@ -70,12 +70,14 @@ func TestUnavailable(t *testing.T) {
 	}
 }
 
-// TestInvalid: a nil client, or two clients, fail Connect with
-// driver.ErrInvalid.
+// TestInvalid: a nil client, two clients, none, or a cluster client (not
+// supported yet) fail Connect with driver.ErrInvalid.
 func TestInvalid(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
-	for name, cs := range map[string][]redis.UniversalClient{"nil": {nil}, "two": {c, c}, "none": nil} {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cc.Close()
+	for name, cs := range map[string][]redis.UniversalClient{"nil": {nil}, "two": {c, c}, "none": nil, "cluster": {cc}} {
 		if _, err := goredis.FromClients(cs).Connect(t.Context()); !errors.Is(err, driver.ErrInvalid) {
 			t.Errorf("%s: Connect: %v; want driver.ErrInvalid", name, err)
 		}

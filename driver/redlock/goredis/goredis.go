@@ -20,7 +20,8 @@ func FromClient(c redis.UniversalClient, opts ...redlock.Option) driver.Connecto
 
 // FromClients returns a Connector for Redlock over independent servers,
 // one client each: three or more (or one: FromClient). A wrong number of
-// clients, a nil client or a bad Option is reported by Connect, matching
+// clients, a nil client, a *redis.ClusterClient or *redis.Ring (not
+// supported yet) or a bad Option is reported by Connect, matching
 // driver.ErrInvalid. The Lockers it makes share the clients and never
 // close them.
 func FromClients(cs []redis.UniversalClient, opts ...redlock.Option) driver.Connector {
@@ -28,8 +29,12 @@ func FromClients(cs []redis.UniversalClient, opts ...redlock.Option) driver.Conn
 	return backend.NewConnector(func() ([]backend.Node, error) {
 		nodes := make([]backend.Node, len(cs))
 		for i, c := range cs {
-			if c == nil {
+			switch c.(type) {
+			case nil:
 				return nil, fmt.Errorf("goredis: client %d is nil: %w", i, driver.ErrInvalid)
+			case *redis.ClusterClient, *redis.Ring:
+				// Not tested yet (slots moving, failover, sharded pub/sub).
+				return nil, fmt.Errorf("goredis: client %d: Redis Cluster and Ring clients are not supported yet: %w", i, driver.ErrInvalid)
 			}
 			nodes[i] = backend.Node{Name: fmt.Sprintf("go-redis client %d", i), T: newTransport(c), Dial: dial(c)}
 		}
