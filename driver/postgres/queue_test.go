@@ -18,10 +18,17 @@ import (
 // server's lock queue (ungranted in pg_locks).
 func waitingIn(t *testing.T, db *sql.DB, ns, key string) int {
 	t.Helper()
+	return requestsOn(t, db, ns, key, false)
+}
+
+// requestsOn counts the requests for key in namespace ns in pg_locks,
+// granted or waiting.
+func requestsOn(t *testing.T, db *sql.DB, ns, key string, granted bool) int {
+	t.Helper()
 	classid, objid := LockTag(KeyID(ns, key))
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted
-		AND classid = $1 AND objid = $2`, int64(classid), int64(objid)).Scan(&n); err != nil {
+	if err := db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted = $3
+		AND classid = $1 AND objid = $2`, int64(classid), int64(objid), granted).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

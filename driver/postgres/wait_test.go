@@ -13,18 +13,32 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// grantedOn counts the grants of key in namespace ns on the server.
-func grantedOn(t *testing.T, db *sql.DB, ns, key string) int {
+// holdKey holds key in namespace ns on a client of its own until the test
+// ends.
+func holdKey(t *testing.T, dsn, ns, key string) *mutex.Lease {
 	t.Helper()
-	classid, objid := LockTag(KeyID(ns, key))
-	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted
-		AND classid = $1 AND objid = $2`, int64(classid), int64(objid)).Scan(&n); err != nil {
+	holder, _ := testClient(t, dsn, ns)
+	lease, err := holder.NewMutex(key).TryLock(t.Context())
+	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	t.Cleanup(func() { lease.Unlock(context.Background()) })
+	return lease
+}
+
+// smallPool is an application's pool of at most n connections.
+func smallPool(t *testing.T, dsn string, n int) *sql.DB {
+	t.Helper()
+	app, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	app.SetMaxOpenConns(n)
+	return app
 }
 
 // takeKept makes owner wo of w wait for key, held by a, releases it, and
@@ -77,7 +91,7 @@ func TestQueueLockTimeoutAsGrantedNotStacked(t *testing.T) {
 		if err := w.Release(t.Context(), key, wo); err != nil {
 			t.Fatal(err)
 		}
-		if n := grantedOn(t, db, ns, key); n != 0 {
+		if n := requestsOn(t, db, ns, key, true); n != 0 {
 			t.Fatalf("trial %d: after both owners released, %d grants of the key remain on the server", i, n)
 		}
 	}
@@ -104,7 +118,7 @@ func TestQueueWaiterSessionClearedWhenIdle(t *testing.T) {
 	if err := w.Release(t.Context(), key, wo); err != nil {
 		t.Fatal(err)
 	}
-	if n := grantedOn(t, db, ns, key); n != 0 {
+	if n := requestsOn(t, db, ns, key, true); n != 0 {
 		t.Fatalf("after the Release, %d grants of the key remain on the idle waiter session", n)
 	}
 }
@@ -163,18 +177,8 @@ func TestQueueWaitLastsMinutes(t *testing.T) {
 func TestQueueCloseOnFullPool(t *testing.T) {
 	dsn, db := adminDB(t)
 	ns := namespace(t)
-	holder, _ := testClient(t, dsn, ns)
-	lease, err := holder.NewMutex("k").TryLock(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lease.Unlock(t.Context())
-	app, err := sql.Open("postgres", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	app.SetMaxOpenConns(2) // a lock session and a waiter session
+	holdKey(t, dsn, ns, "k")
+	app := smallPool(t, dsn, 2) // a lock session and a waiter session
 	before := runtime.NumGoroutine()
 	w, _ := wrapClient(t, FromDB(app, WithNamespace(ns)))
 	got := lockAsync(t.Context(), w.NewMutex("k"))
@@ -226,7 +230,7 @@ func TestQueueKeptKeyCheckedWhenStale(t *testing.T) {
 	if _, err := db.Exec(`SELECT pg_terminate_backend($1)`, pid); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the waiter session gone", func() bool { return grantedOn(t, db, ns, "k") == 0 })
+	waitFor(t, "the waiter session gone", func() bool { return requestsOn(t, db, ns, "k", true) == 0 })
 	time.Sleep(2 * keptFresh)
 	if _, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: wo, Wait: true}); !errors.Is(err, driver.ErrLocked) {
 		t.Fatalf("claiming the key kept on a dead waiter session: %v; want ErrLocked", err)
@@ -253,12 +257,7 @@ func fakeWait(l *locker, key string, owner driver.Owner, pid int, started sql.Nu
 func TestQueueCancelOnlyTheWait(t *testing.T) {
 	dsn, db := adminDB(t)
 	ns := namespace(t)
-	holder, _ := testClient(t, dsn, ns)
-	lease, err := holder.NewMutex("k").TryLock(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lease.Unlock(t.Context())
+	holdKey(t, dsn, ns, "k")
 	for _, tc := range []struct {
 		name          string
 		key           string        // of the fake wait: the foreign backend waits for "k"
@@ -389,20 +388,12 @@ func TestCheckPIDSettingChanged(t *testing.T) {
 func TestQueueCtxEndsOpeningWaiterSession(t *testing.T) {
 	dsn, _ := adminDB(t)
 	ns := namespace(t)
-	_, a := testClient(t, dsn, ns)
-	if _, err := a.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); err != nil {
-		t.Fatal(err)
-	}
-	app, err := sql.Open("postgres", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	app.SetMaxOpenConns(1) // the lock session's
+	holdKey(t, dsn, ns, "k")
+	app := smallPool(t, dsn, 1) // the lock session's
 	_, w := wrapClient(t, FromDB(app, WithNamespace(ns)))
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
-	_, err = w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), Wait: true})
+	_, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), Wait: true})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Acquire: %v; want one matching context.DeadlineExceeded", err)
 	}
