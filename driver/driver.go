@@ -187,7 +187,10 @@ type AcquireRequest struct {
 	// waiter alone (an attempt by anyone else, with Wait or not, gets
 	// ErrLocked), and wakes it through Watch. A waiter keeps its place for
 	// QueueHold after its last attempt; then it is passed over (its
-	// process died), and so is a key kept for it. A grant or a Release
+	// process died), and so is a key kept for it. (A driver that answers
+	// some attempts itself, nothing having changed for the waiter, counts
+	// from the last one it sent, and sends one at least every QueueHold/3.)
+	// Close takes the Locker's waiters out of their queues. A grant or a Release
 	// takes the owner out of the queue. An attempt that queues Owner
 	// returns once its place is taken on the backend, so waiters are
 	// queued in the order of their attempts. The queue only orders who is
