@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -400,8 +401,9 @@ func (l *locker) Ping(ctx context.Context) error {
 // ends the waits in the server. Leases still held are not reported lost:
 // their client is closing them. A statement in flight on a connection
 // this driver dialed is ended by closing its socket; a wait in the server
-// is also cancelled (pg_cancel_backend, on a free session of the client's,
-// else on a new connection of the pool).
+// is also cancelled (pg_cancel_backend, on a session of the client's that
+// is free, or whose statement ends within the reply deadline, else on a
+// new connection of the pool).
 // Close returns within the reply deadline: what is still in flight then
 // (a statement on an application's connection to a silent server) ends in
 // the background, and the session is closed once its statement ends.
@@ -441,7 +443,8 @@ func (l *locker) Close() error {
 	}
 	l.mu.Unlock()
 
-	var free *session // one free session, kept to cancel the waits on
+	var free *session   // one free session, kept to cancel the waits on
+	var busy []*session // sessions of the application's pool with a statement in flight
 	for _, s := range sessions {
 		switch {
 		case s.tryTake():
@@ -452,6 +455,8 @@ func (l *locker) Close() error {
 			s.give()
 		case s.netConn != nil:
 			s.netConn.Close() // the server sees the session end, and frees its locks
+		case !slices.ContainsFunc(waiting, func(w *wait) bool { return w.s == s }):
+			busy = append(busy, s)
 		}
 	}
 	done := make(chan struct{})
@@ -463,6 +468,12 @@ func (l *locker) Close() error {
 			// session of the client's own when one is free: an
 			// application's pool (FromDB) may have no connection to spare
 			// until Close frees those of the client.
+			if free == nil {
+				// One whose statement ends within the reply deadline, if
+				// any: a new pool connection may be had only once Close
+				// has discarded the client's.
+				free = firstFree(busy, l.cfg.replyTimeout())
+			}
 			l.cancelWaits(free, waiting)
 		}
 		l.wg.Wait() // waits, verifications, background releases: each bounded

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/lib/pq"
@@ -632,6 +633,42 @@ func (l *locker) cancelWaits(free *session, waits []*wait) {
 	ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
 	l.db.ExecContext(ctx, sqlEndWaits, args...)
 	cancel()
+}
+
+// firstFree takes the slot of the first of ss to be free within d, and
+// returns it, or nil.
+func firstFree(ss []*session, d time.Duration) *session {
+	if len(ss) == 0 {
+		return nil
+	}
+	got := make(chan *session, len(ss))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range ss {
+		wg.Go(func() {
+			select {
+			case s.sem <- struct{}{}:
+				got <- s
+			case <-stop:
+			}
+		})
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var first *session
+	select {
+	case first = <-got:
+	case <-t.C:
+	}
+	close(stop)
+	wg.Wait()
+	close(got)
+	for s := range got {
+		if s != first {
+			s.give()
+		}
+	}
+	return first
 }
 
 // waiterSession takes an idle waiter session or opens one.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	sqldriver "database/sql/driver"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
@@ -175,25 +176,36 @@ func TestQueueWaitLastsMinutes(t *testing.T) {
 // only Close itself would free, so the wait stayed in the server's queue
 // after Close, with its goroutine and connections.
 func TestQueueCloseOnFullPool(t *testing.T) {
-	dsn, db := adminDB(t)
-	ns := namespace(t)
-	holdKey(t, dsn, ns, "k")
-	app := smallPool(t, dsn, 2) // a lock session and a waiter session
-	before := runtime.NumGoroutine()
-	w, _ := wrapClient(t, FromDB(app, WithNamespace(ns)))
-	got := lockAsync(t.Context(), w.NewMutex("k"))
-	waitFor(t, "the Lock in the server's queue", func() bool { return waitingIn(t, db, ns, "k") == 1 })
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
+	for _, busy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("LockSessionBusy=%v", busy), func(t *testing.T) {
+			dsn, db := adminDB(t)
+			ns := namespace(t)
+			holdKey(t, dsn, ns, "k")
+			app := smallPool(t, dsn, 2) // a lock session and a waiter session
+			before := runtime.NumGoroutine()
+			w, wl := wrapClient(t, FromDB(app, WithNamespace(ns)))
+			got := lockAsync(t.Context(), w.NewMutex("k"))
+			waitFor(t, "the Lock in the server's queue", func() bool { return waitingIn(t, db, ns, "k") == 1 })
+			if busy { // a statement in flight on it as Close begins
+				wl.mu.Lock()
+				s := wl.sessions[0]
+				wl.mu.Unlock()
+				s.sem <- struct{}{}
+				time.AfterFunc(100*time.Millisecond, s.give)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if n := waitingIn(t, db, ns, "k"); n != 0 {
+				t.Fatalf("Close returned with %d waits of its client in the server's queue", n)
+			}
+			if l := <-got; l != nil {
+				t.Fatal("the Lock got the key after Close")
+			}
+			waitFor(t, "the application's pool emptied", func() bool { return app.Stats().OpenConnections == 0 })
+			waitFor(t, "the client's goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
+		})
 	}
-	if n := waitingIn(t, db, ns, "k"); n != 0 {
-		t.Fatalf("Close returned with %d waits of its client in the server's queue", n)
-	}
-	if l := <-got; l != nil {
-		t.Fatal("the Lock got the key after Close")
-	}
-	waitFor(t, "the application's pool emptied", func() bool { return app.Stats().OpenConnections == 0 })
-	waitFor(t, "the client's goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // A key kept for a waiter is checked before it is handed over when the
