@@ -77,7 +77,7 @@ func TestInvalid(t *testing.T) {
 	defer c.Close()
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	defer cc.Close()
-	for name, cs := range map[string][]redis.UniversalClient{"nil": {nil}, "two": {c, c}, "none": nil, "cluster": {cc}} {
+	for name, cs := range map[string][]redis.UniversalClient{"nil": {nil}, "two": {c, c}, "none": nil, "cluster": {cc}, "typed nil": {(*redis.Client)(nil)}} {
 		if _, err := goredis.FromClients(cs).Connect(t.Context()); !errors.Is(err, driver.ErrInvalid) {
 			t.Errorf("%s: Connect: %v; want driver.ErrInvalid", name, err)
 		}

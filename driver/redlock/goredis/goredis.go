@@ -29,9 +29,13 @@ func FromClients(cs []redis.UniversalClient, opts ...redlock.Option) driver.Conn
 	return backend.NewConnector(func() ([]backend.Node, error) {
 		nodes := make([]backend.Node, len(cs))
 		for i, c := range cs {
-			switch c.(type) {
+			switch c := c.(type) {
 			case nil:
 				return nil, fmt.Errorf("goredis: client %d is nil: %w", i, driver.ErrInvalid)
+			case *redis.Client:
+				if c == nil {
+					return nil, fmt.Errorf("goredis: client %d is nil: %w", i, driver.ErrInvalid)
+				}
 			case *redis.ClusterClient, *redis.Ring:
 				// Not tested yet (slots moving, failover, sharded pub/sub).
 				return nil, fmt.Errorf("goredis: client %d: Redis Cluster and Ring clients are not supported yet: %w", i, driver.ErrInvalid)
