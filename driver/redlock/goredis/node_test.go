@@ -92,3 +92,31 @@ func TestPausedNodeBounded(t *testing.T) {
 		t.Fatalf("Acquire on a paused node took %v; want about the node timeout", d)
 	}
 }
+
+// TestRedlockMinorityPaused: over three clients, one server paused, an
+// acquire and a release still succeed at quorum, each within seconds (the
+// node timeout bounds the paused node's call), and another owner is still
+// refused.
+func TestRedlockMinorityPaused(t *testing.T) {
+	ns := startNodes(t, 3)
+	l := ns.locker(redlock.WithNodeTimeout(200 * time.Millisecond))
+	if err := l.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ns.servers[2].Pause()
+	defer ns.servers[2].Resume()
+	owner := driver.NewOwner()
+	began := time.Now()
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "m", Owner: owner, TTL: ttl}); err != nil {
+		t.Fatalf("Acquire with one of 3 nodes paused: %v", err)
+	}
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "m", Owner: driver.NewOwner(), TTL: ttl}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("another owner's acquire: %v; want ErrLocked", err)
+	}
+	if err := l.Release(t.Context(), "m", owner); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if d := time.Since(began); d > 10*time.Second {
+		t.Fatalf("took %v with a node paused", d)
+	}
+}
