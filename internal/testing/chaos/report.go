@@ -10,9 +10,14 @@ import (
 	"time"
 )
 
-// WriteReport writes the figures of a run as docs/RELIABILITY.md; smoke
-// names the scenarios make test runs.
-func WriteReport(path string, figs []Figures, d time.Duration, smoke []string) error {
+// WriteReport writes the figures of a run as docs/RELIABILITY.md.
+func WriteReport(path string, figs []Figures, d time.Duration) error {
+	var smoke []string
+	for _, f := range figs {
+		if f.Smoke {
+			smoke = append(smoke, f.Scenario)
+		}
+	}
 	var b bytes.Buffer
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# Reliability\n\n")
@@ -27,8 +32,9 @@ func WriteReport(path string, figs []Figures, d time.Duration, smoke []string) e
 	w("and end) to a fenced store that refuses a token older than the newest it has seen.\n\n")
 	w("## The machine\n\n")
 	w("- %s\n- %d CPUs (GOMAXPROCS %d), %s/%s, %s\n", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	w("- %s\n- %s\n\n", firstLine("redis-server", "--version"), firstLine("postgres", "--version"))
-	w("Command: `make chaos` (`CHAOS_DURATION=%v`, `CHAOS_REPORT=docs/RELIABILITY.md`, `go test -count=1 -run TestChaos ./internal/testing/chaos`). ", d)
+	w("- %s\n- %s\n- %s\n\n", firstLine("redis-server", "--version"), firstLine("postgres", "--version"), firstLine("mariadb", "--version"))
+	w("Command: `make chaos` (`CHAOS_DURATION=%v`, `CHAOS_REPORT=docs/RELIABILITY.md`, `go test -count=1 -run TestChaos ./internal/testing/chaos`, ", d)
+	w("after the same `TestChaos` in driver/mysql, a module of its own, whose figures it reads from `CHAOS_FIGURES`). ")
 	w("`make test` runs a short version (3 s per scenario, under `-race`) of %d: %s.\n\n", len(smoke), strings.Join(smoke, ", "))
 	w("## Figures\n\n")
 	w("| scenario | backend | sections (failed locks) | faults | overlaps (before any loss seen) | token regressions | linearizable | stale writes refused | leases lost | loss seen after the fault: median / max | recovery after heal: median / max | Lock wait: median / max | longest passed over |\n")
@@ -80,6 +86,10 @@ const reportNotes = `## Definitions
 - PostgreSQL: see docs/POSTGRES.md. Exclusion holds while sessions live; a session that dies (terminated, cut off)
   frees its locks at once and its holder learns at its next heartbeat, so sections can overlap: fencing tokens
   (durable, strictly increasing) are the defence, and the store refuses the old holder's writes.
+- MySQL and MariaDB: see docs/MYSQL.md. As PostgreSQL: a session that ends (` + "`KILL CONNECTION`" + `, its
+  ` + "`wait_timeout`" + ` while its holder is paused) frees its locks at once and its holder learns at its next heartbeat, and
+  fencing is the defence. Cut off, a session keeps its locks until its ` + "`wait_timeout`" + ` (3 s in mysql/partition),
+  longer than the 2.5 heartbeats its holder takes to see the loss.
 - The proxy's blackhole stops application bytes; the kernel still acknowledges TCP, so peers see a silent server
   rather than a dead host. For PostgreSQL the proxy closes the server side 1 s into a partition, as the server's
   keepalive would (20 s by default).

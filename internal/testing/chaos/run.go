@@ -108,6 +108,7 @@ func (r *Run) WaitSection(ctx context.Context, client, key string, since int64) 
 type Figures struct {
 	Scenario, Backend, Promise string
 	Safe                       bool
+	Smoke                      bool // also in the short run of make test
 	Duration                   time.Duration
 	Workers, Clients           int
 	Sections, FailedLocks      int

@@ -17,10 +17,6 @@ import (
 	"time"
 
 	"github.com/mutexkit/mutexkit/mutex"
-
-	_ "github.com/mutexkit/mutexkit/driver/file"     // workers open any driver by name
-	_ "github.com/mutexkit/mutexkit/driver/postgres" //
-	_ "github.com/mutexkit/mutexkit/driver/redlock"  //
 )
 
 // workerEnv carries a worker's configuration, base64 JSON, to the
@@ -80,7 +76,8 @@ type event struct {
 }
 
 // IsWorker reports whether this process is a worker; TestMain then calls
-// WorkerMain.
+// WorkerMain. The test binary must import the drivers its workers' DSNs
+// name.
 func IsWorker() bool { return os.Getenv(workerEnv) != "" }
 
 // WorkerMain runs the worker this process was started as, and exits.
