@@ -2,6 +2,8 @@ package goredis_test
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +44,43 @@ func BenchmarkTryLockUnlock(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkParallelDistinctKeys: 64 goroutines of one client lock keys of
+// their own on one node (throughput): redigo's pipelined calls beside
+// go-redis's pooled ones.
+func BenchmarkParallelDistinctKeys(b *testing.B) {
+	ns := startNodes(b, 1)
+	for _, tc := range []struct {
+		name string
+		cl   func() *mutex.Client
+	}{
+		{"redigo", func() *mutex.Client { return mutex.NewClient(redigoConnector(b, ns)) }},
+		{"go-redis", func() *mutex.Client { return mutex.NewClient(ns.connector()) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cl := tc.cl()
+			defer cl.Close()
+			var next atomic.Int64
+			b.SetParallelism(32) // 64 goroutines on 2 CPUs
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				m := cl.NewMutex(fmt.Sprint("k", next.Add(1)), mutex.WithTTL(10*time.Second))
+				ctx := context.Background()
+				for pb.Next() {
+					l, err := m.TryLock(ctx)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if err := l.Unlock(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
 		})
 	}
 }
