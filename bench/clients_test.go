@@ -37,6 +37,8 @@ const (
 	pg       = "postgres"
 	memory   = "mem"
 	nodesOf5 = 5
+	// mysqlBackend is MySQL or MariaDB (the package name mysql is the driver's).
+	mysqlBackend = "mysql"
 )
 
 // keyFor gives each benchmark its own key, so that none meets another's
@@ -44,7 +46,7 @@ const (
 func keyFor(b testing.TB) string { return "bench/" + b.Name() }
 
 // openOurs opens a mutexkit client on backend: redlock over 1 or 5
-// nodes, postgres, or mem. Fencing is the Mutex's (mutex.WithFencing).
+// nodes, postgres, mysql, or mem. Fencing is the Mutex's (mutex.WithFencing).
 func openOurs(b testing.TB, backend string, opts ...mutex.Option) *mutex.Client {
 	b.Helper()
 	var (
@@ -58,6 +60,9 @@ func openOurs(b testing.TB, backend string, opts ...mutex.Option) *mutex.Client 
 		c, err = mutex.Open("redis://"+strings.Join(redisAddrs(b, nodesOf5), ","), opts...)
 	case pg:
 		return openOursPostgres(b, postgresDSN(b), opts...)
+	case mysqlBackend:
+		dsn, _ := mysqlDSN(b)
+		return openOursMySQL(b, dsn, opts...)
 	case memory:
 		c, err = mutex.Open("mem://"+b.Name(), opts...)
 	default:

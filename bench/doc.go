@@ -8,15 +8,18 @@
 // parallel_test.go, handoff_test.go, manykeys_test.go,
 // middleware_test.go). Each starts what it needs: redis-server processes
 // on free loopback ports (one set per test binary), PostgreSQL at
-// MUTEXKIT_POSTGRES_DSN. Run them once each, as make test does:
+// MUTEXKIT_POSTGRES_DSN, MySQL or MariaDB at MUTEXKIT_MYSQL_DSN (the
+// driver/mysql module, required by path). Run them once each, as make test
+// does:
 //
 //	cd bench && go test -short -bench . -benchtime 1x ./...
 //
 // BenchmarkHandoff (issue 14's setup) reads what the servers did per
 // handoff: the commands clients sent each Redis server, from its MONITOR
 // stream (monitor_test.go), and the transactions of a database of its own
-// on PostgreSQL, mutexkit_bench, made on first use (xacts_test.go). Under
-// -short it runs 8 waiters only.
+// on PostgreSQL, mutexkit_bench, made on first use (xacts_test.go), and the
+// statements clients sent MySQL (its Questions counter, mysql_test.go).
+// Under -short it runs 8 waiters only.
 //
 // make bench runs cmd/runbench instead, which builds the test binary,
 // runs every benchmark once per round for several interleaved rounds with
@@ -26,6 +29,7 @@
 // Environment:
 //
 //	MUTEXKIT_POSTGRES_DSN       PostgreSQL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
+//	MUTEXKIT_MYSQL_DSN          MySQL or MariaDB (default mysql://root@127.0.0.1:3306/test; not pinned)
 //	MUTEXKIT_REDIS_ADDRS        existing Redis servers to use (five or more) instead of starting them
 //	MUTEXKIT_BENCH_SERVER_CPUS  a CPU list (taskset -c) for the servers: redis-server processes are
 //	                            started on it and this process's PostgreSQL backends moved to it

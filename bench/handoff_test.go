@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -42,6 +43,11 @@ func waitersAxis(most int) []int {
 // with other tests.
 const postgresWaitersMax = 32
 
+// mysqlWaitersMax is the most clients the MySQL handoff opens: each holds
+// a lock session and a waiter session or more, and the server here allows
+// 151 (max_connections), shared with other tests.
+const mysqlWaitersMax = 32
+
 // xactsFrom is the fewest handoffs for which PostgreSQL's transactions are
 // counted: each count waits pgStatIdleFlush for the server's statistics,
 // which the one-handoff runs (go test's first run of every benchmark, and
@@ -55,7 +61,7 @@ const xactsFrom = 100
 // percentile time from the start of a release to the next Lock returning
 // (p50-us, p99-us), handoffs per second, what the servers did per handoff
 // (cmds/handoff: the commands the clients sent, summed over the nodes;
-// xacts/handoff on PostgreSQL), and the longest wait in handoffs passed
+// xacts/handoff on PostgreSQL, stmts/handoff on MySQL), and the longest wait in handoffs passed
 // over (passed-max): for each Lock, the grants to others between its call
 // and its return beyond the N-1 that arrival order allows, the most over
 // all Locks; and the share of grants that went back to the client that
@@ -83,6 +89,11 @@ func BenchmarkHandoff(b *testing.B) {
 	b.Run("backend="+pg, func(b *testing.B) {
 		byWaiters(b, postgresWaitersMax, func(b *testing.B, n int) {
 			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, pg, n) })
+		})
+	})
+	b.Run("backend="+mysqlBackend, func(b *testing.B) {
+		byWaiters(b, mysqlWaitersMax, func(b *testing.B, n int) {
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, mysqlBackend, n) })
 		})
 	})
 	b.Run("backend="+memory, func(b *testing.B) {
@@ -130,13 +141,20 @@ func redisMeter(b *testing.B, nodes int) *serverMeter {
 func handoffOurs(b *testing.B, backend string, n int) {
 	clients := make([]*mutex.Client, n)
 	var dsn string
-	if backend == pg {
+	var mysqlAdmin *sql.DB
+	switch backend {
+	case pg:
 		dsn = benchDatabaseDSN(b)
+	case mysqlBackend:
+		dsn, mysqlAdmin = mysqlDSN(b)
 	}
 	for i := range clients {
-		if backend == pg {
+		switch backend {
+		case pg:
 			clients[i] = openOursPostgres(b, dsn)
-		} else {
+		case mysqlBackend:
+			clients[i] = openOursMySQL(b, dsn)
+		default:
 			clients[i] = openOurs(b, backend)
 		}
 	}
@@ -153,6 +171,8 @@ func handoffOurs(b *testing.B, backend string, n int) {
 	}
 	var meter *serverMeter
 	switch {
+	case backend == mysqlBackend:
+		meter = questionsMeter(b, mysqlAdmin)
 	case backend == redis1:
 		meter = redisMeter(b, 1)
 	case backend == redis5:

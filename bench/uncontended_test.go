@@ -32,6 +32,11 @@ func BenchmarkUncontended(b *testing.B) {
 		b.Run("impl=ours-fencing", func(b *testing.B) { uncontendedOurs(b, openOurs(b, pg), mutex.WithFencing()) })
 		b.Run("impl=floor", uncontendedPostgresFloor)
 	})
+	b.Run("backend="+mysqlBackend, func(b *testing.B) {
+		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, mysqlBackend)) })
+		b.Run("impl=ours-fencing", func(b *testing.B) { uncontendedOurs(b, openOurs(b, mysqlBackend), mutex.WithFencing()) })
+		b.Run("impl=floor", uncontendedMySQLFloor)
+	})
 	b.Run("backend="+memory, func(b *testing.B) {
 		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, memory)) })
 	})

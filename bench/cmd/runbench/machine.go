@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
 	_ "github.com/lib/pq" // database/sql's "postgres", to ask the server's version
 )
 
@@ -18,7 +20,7 @@ import (
 type machine struct {
 	cpu, kernel, goVersion, goarch string
 	nproc                          int
-	redis, postgres                string
+	redis, postgres, mysql         string
 	commit, dirty                  string
 	clientCPUs, serverCPUs         string
 	loadBefore, loadAfter          string
@@ -36,6 +38,7 @@ func describeMachine(cfg config) machine {
 		goVersion:  output("go", "env", "GOVERSION"),
 		redis:      output("redis-server", "--version"),
 		postgres:   postgresVersion(),
+		mysql:      mysqlVersion(),
 		commit:     output("git", "rev-parse", "--short", "HEAD"),
 		clientCPUs: cfg.clientCPUs,
 		serverCPUs: cfg.serverCPUs,
@@ -114,12 +117,39 @@ func (m machine) busy() (median, highest float64, busy bool) {
 	return median, highest, median > float64(m.nproc)+1
 }
 
+// mysqlVersion asks the server at MUTEXKIT_MYSQL_DSN (a mysql:// URL), as
+// the benchmarks find it.
+func mysqlVersion() string {
+	dsn := os.Getenv("MUTEXKIT_MYSQL_DSN")
+	if dsn == "" {
+		dsn = "mysql://root@127.0.0.1:3306/test"
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "unknown"
+	}
+	mc := gomysql.NewConfig()
+	mc.User = u.User.Username()
+	mc.Passwd, _ = u.User.Password()
+	mc.Net, mc.Addr, mc.Timeout = "tcp", u.Host, 3*time.Second
+	return serverVersion("mysql", mc.FormatDSN(), "SELECT VERSION()")
+}
+
 func postgresVersion() string {
 	dsn := os.Getenv("MUTEXKIT_POSTGRES_DSN")
 	if dsn == "" {
 		dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
-	db, err := sql.Open("postgres", dsn)
+	v := serverVersion("postgres", dsn, "SHOW server_version")
+	if v == "unknown" || v == "unreachable" {
+		return v
+	}
+	return "PostgreSQL " + v
+}
+
+// serverVersion asks a database/sql server its version with query.
+func serverVersion(driverName, dsn, query string) string {
+	db, err := sql.Open(driverName, dsn)
 	if err != nil {
 		return "unknown"
 	}
@@ -127,8 +157,8 @@ func postgresVersion() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var v string
-	if err := db.QueryRowContext(ctx, "SHOW server_version").Scan(&v); err != nil {
+	if err := db.QueryRowContext(ctx, query).Scan(&v); err != nil {
 		return "unreachable"
 	}
-	return "PostgreSQL " + v
+	return v
 }

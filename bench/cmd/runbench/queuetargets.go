@@ -10,6 +10,7 @@ import (
 const (
 	cmdsHandoff  = "cmds/handoff"
 	xactsHandoff = "xacts/handoff"
+	stmtsHandoff = "stmts/handoff"
 	passedMax    = "passed-max"
 )
 
@@ -99,7 +100,7 @@ func queueTargets(r *results) []target {
 	goal = fmt.Sprintf("Issue 14, fair: no Lock passed over more than %d handoffs (ours, every backend and waiter count)", passedBound)
 	var parts, over []string
 	measured := false
-	for _, backend := range []string{"redis1", "redis5", "postgres", "mem"} {
+	for _, backend := range []string{"redis1", "redis5", "postgres", "mysql", "mem"} {
 		var cells []string
 		for _, n := range waitersAxis {
 			v, ok := r.median(hname(backend, n, "ours"), passedMax)

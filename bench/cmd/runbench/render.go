@@ -24,6 +24,7 @@ type savedRun struct {
 	NProc      int
 	Redis      string
 	Postgres   string
+	MySQL      string
 	Commit     string
 	Dirty      string
 	ClientCPUs string
@@ -41,7 +42,7 @@ func saveRun(cfg config, m machine, r *results) error {
 	data, err := json.MarshalIndent(savedRun{
 		Rounds: cfg.rounds, Order: r.order, Skipped: r.skipped, Failed: r.failed, FailedN: r.failedN,
 		CPU: m.cpu, Kernel: m.kernel, GoVersion: m.goVersion, GoArch: m.goarch, NProc: m.nproc,
-		Redis: m.redis, Postgres: m.postgres, Commit: m.commit, Dirty: m.dirty,
+		Redis: m.redis, Postgres: m.postgres, MySQL: m.mysql, Commit: m.commit, Dirty: m.dirty,
 		ClientCPUs: m.clientCPUs, ServerCPUs: m.serverCPUs,
 		LoadBefore: m.loadBefore, LoadAfter: m.loadAfter, Loads: m.loads, Started: m.started, Elapsed: m.elapsed,
 	}, "", "\t")
@@ -69,7 +70,7 @@ func render(cfg config) error {
 		before: loadBefore(cfg.before)}
 	m := machine{
 		cpu: s.CPU, kernel: s.Kernel, goVersion: s.GoVersion, goarch: s.GoArch, nproc: s.NProc,
-		redis: s.Redis, postgres: s.Postgres, commit: s.Commit, dirty: s.Dirty,
+		redis: s.Redis, postgres: s.Postgres, mysql: s.MySQL, commit: s.Commit, dirty: s.Dirty,
 		clientCPUs: s.ClientCPUs, serverCPUs: s.ServerCPUs,
 		loadBefore: s.LoadBefore, loadAfter: s.LoadAfter, loads: s.Loads, started: s.Started, elapsed: s.Elapsed,
 	}

@@ -130,6 +130,7 @@ func writeMachine(b *strings.Builder, cfg config, m machine) {
 	t.add("Go", m.goVersion)
 	t.add("Redis", m.redis+", started per benchmark process, no persistence, loopback")
 	t.add("PostgreSQL", m.postgres+", the shared server at MUTEXKIT_POSTGRES_DSN, loopback")
+	t.add("MySQL/MariaDB", m.mysql+", the shared server at MUTEXKIT_MYSQL_DSN, loopback, not pinned")
 	t.add("commit", m.commit)
 	pin := "none (taskset missing or one CPU)"
 	if m.clientCPUs != "" || m.serverCPUs != "" {
@@ -155,7 +156,8 @@ func writeUncontended(b *strings.Builder, r *results) {
 	b.WriteString("## Uncontended TryLock+Unlock\n\n" +
 		"One goroutine takes a free key and gives it back. Floors: raw redigo `SET NX PX` + `EVALSHA`\n" +
 		"compare-and-delete on one pooled connection; raw `database/sql` prepared `pg_try_advisory_lock` +\n" +
-		"`pg_advisory_unlock` on a pinned connection.\n\n")
+		"`pg_advisory_unlock` on a pinned connection; raw `database/sql` (go-sql-driver) prepared\n" +
+		"`GET_LOCK(name, 0)` + `RELEASE_LOCK(name)` on one `*sql.Conn`.\n\n")
 	t := table{head: []string{"backend", "impl", "time/op", "B/op", "allocs/op", "peer / ours", "ours / floor"}}
 	for _, n := range r.scenario("Uncontended") {
 		kv := keyValues(n)
@@ -207,8 +209,10 @@ func writeHandoff(b *strings.Builder, r *results) {
 		"INFO commandstats counts both alike); on PostgreSQL the **transactions** of the benchmark's own database\n" +
 		"(" + "`mutexkit_bench`" + ": pg_stat_database xact_commit + xact_rollback, read after the idle clients have reported\n" +
 		"the warm-up, 10.5 s, and after they closed, which reports the rest; the count also takes in the N-1\n" +
-		"waiters giving up and the clients closing at the end). PostgreSQL runs 8 and 32 waiters only: each client\n" +
-		"holds two connections or more and the server allows 100.\n\n" +
+		"waiters giving up and the clients closing at the end); on MySQL/MariaDB the **statements** clients sent the\n" +
+		"server (its global `Questions` status counter, prepared executions included, from the end of the warm-up\n" +
+		"to the last grant). PostgreSQL and MySQL run 8 and 32 waiters only: each client holds two connections or\n" +
+		"more and the servers allow 100 and 151.\n\n" +
 		"**Longest passed over**: for each Lock, the grants to other clients between its call and its return,\n" +
 		"less the N-1 that arrival order allows (every other client may be ahead of it once); the largest over the\n" +
 		"run's Locks, then the median of the rounds. 0 is first come, first served; a Lock that races the queue at\n" +
@@ -228,6 +232,9 @@ func writeHandoff(b *strings.Builder, r *results) {
 		unit, label := cmdsHandoff, " cmds"
 		if _, ok := r.median(n, xactsHandoff); ok {
 			unit, label = xactsHandoff, " xacts"
+		}
+		if _, ok := r.median(n, stmtsHandoff); ok {
+			unit, label = stmtsHandoff, " stmts"
 		}
 		work := r.fig(n, unit, "%.1f"+label, 1)
 		before := "–"
