@@ -11,25 +11,29 @@ import (
 	"github.com/mutexkit/mutexkit/driver/redlock/internal/backend"
 )
 
-// transport sends a node's commands through the application's client.
-// Replies and errors are turned into redigo's shapes, which package
-// redlock parses (see backend).
+// transport sends a node's commands through the application's client;
+// concurrent single calls share round trips (batch.go). Replies and
+// errors are turned into redigo's shapes, which package redlock parses
+// (see backend).
 type transport struct {
 	c        redis.UniversalClient
 	deadline bool // the call's deadline goes in its ctx: the client may heed it
+	b        batcher
 }
 
-func newTransport(c redis.UniversalClient) transport {
+func newTransport(c redis.UniversalClient) *transport {
 	// A *redis.Client made without ContextTimeoutEnabled bounds reads and
 	// writes by its own timeouts alone, and a pool wait by PoolTimeout:
 	// the ctx would cost allocations and change nothing but a wait for a
 	// pool already exhausted.
 	rc, ok := c.(*redis.Client)
-	return transport{c: c, deadline: !ok || rc.Options().ContextTimeoutEnabled}
+	t := &transport{c: c, deadline: !ok || rc.Options().ContextTimeoutEnabled}
+	t.b.t = t
+	return t
 }
 
 // bound puts deadline in ctx when the client may heed it.
-func (t transport) bound(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+func (t *transport) bound(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
 	if !t.deadline {
 		return ctx, func() {}
 	}
@@ -39,14 +43,19 @@ func (t transport) bound(ctx context.Context, deadline time.Time) (context.Conte
 	return context.WithDeadline(ctx, deadline)
 }
 
-func (t transport) Do(ctx context.Context, deadline time.Time, cmd string, args []any) (any, error) {
+func (t *transport) Do(ctx context.Context, deadline time.Time, cmd string, args []any) (any, error) {
+	return t.b.do(ctx, deadline, argv(cmd, args))
+}
+
+// do sends one command alone.
+func (t *transport) do(ctx context.Context, deadline time.Time, argv []any) (any, error) {
 	ctx, cancel := t.bound(ctx, deadline)
 	defer cancel()
-	c := t.c.Do(ctx, argv(cmd, args)...)
+	c := t.c.Do(ctx, argv...)
 	return reply(c.Val(), c.Err())
 }
 
-func (t transport) DoAll(ctx context.Context, deadline time.Time, cmds []backend.Cmd, out []backend.Result) {
+func (t *transport) DoAll(ctx context.Context, deadline time.Time, cmds []backend.Cmd, out []backend.Result) {
 	ctx, cancel := t.bound(ctx, deadline)
 	defer cancel()
 	p := t.c.Pipeline()
@@ -60,8 +69,9 @@ func (t transport) DoAll(ctx context.Context, deadline time.Time, cmds []backend
 	}
 }
 
-// Close leaves the client alone: it is the application's.
-func (transport) Close() {}
+// Close waits for the batches under way (each bounded by its deadline)
+// and leaves the client alone: it is the application's.
+func (t *transport) Close() { t.b.wait() }
 
 // argv is a command and its arguments as go-redis takes them.
 func argv(cmd string, args []any) []any {
