@@ -13,6 +13,8 @@
 //
 // The clients are the application's: the driver never closes them, and
 // their options apply (pool size, timeouts, retries, TLS, credentials).
+// Concurrent calls of a Locker on one node share round trips: the calls
+// made while one is under way go out together as a go-redis pipeline.
 // Waiters are woken through a PubSub of each client (a connection of its
 // own, closed with the Locker). Errors match driver.ErrUnavailable when a
 // server could not be reached and driver.ErrDenied when it refused the
