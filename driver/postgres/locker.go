@@ -44,6 +44,7 @@ type locker struct {
 	lockTable int64 // entries in the server's lock table; 0: unknown yet
 
 	failed  map[watchKey]error    // waits the server refused, until their owner's next call
+	ending  map[*wait]struct{}    // waits ended, their cancel in flight
 	waiters int                   // waiter sessions waiting or holding a key: MaxWaiters at most
 	wsess   map[*session]struct{} // every waiter session, for Close
 	idle    []*session            // waiter sessions that hold nothing
@@ -78,6 +79,7 @@ func newLocker(cfg config, db *sql.DB, ownDB bool, d *dialer, dsn dsnInfo) *lock
 		held:    make(map[string]*hold),
 		wsess:   make(map[*session]struct{}),
 		failed:  make(map[watchKey]error),
+		ending:  make(map[*wait]struct{}),
 		watches: make(map[watchKey]map[*watchReg]struct{}),
 	}
 	l.appName = appName(newClientID(), l.procPID, host)
@@ -423,6 +425,11 @@ func (l *locker) Close() error {
 	l.wsess, l.idle = nil, nil
 	clear(l.failed)
 	var waiting []*wait // waits in the server
+	for w := range l.ending {
+		// A Release (a Lock that gave up as its client closes) ended it,
+		// and its cancel, on a lock session, may not be sent now.
+		waiting = append(waiting, w)
+	}
 	for _, h := range l.held {
 		if w := h.w; w != nil && !w.over {
 			w.over = true

@@ -556,6 +556,9 @@ func (l *locker) endWaitLocked(h *hold, w *wait) {
 		delete(l.held, h.key)
 	}
 	s, kept, sent := w.s, w.kept, w.sent
+	if sent && !kept {
+		l.ending[w] = struct{}{} // Close cancels it too, if it comes first
+	}
 	l.wakeLocked(watchKey{h.key, h.owner})
 	l.wg.Add(1)
 	l.mu.Unlock()
@@ -572,6 +575,9 @@ func (l *locker) endWaitLocked(h *hold, w *wait) {
 		}
 		if sent {
 			l.cancelWait(w, s)
+			l.mu.Lock()
+			delete(l.ending, w)
+			l.mu.Unlock()
 		}
 		close(w.ended) // waitInServer cleans up
 	}()
@@ -585,6 +591,13 @@ func (l *locker) cancelWait(w *wait, s *session) {
 	classid, objid := LockTag(w.h.id)
 	ctx, cancel := context.WithTimeout(background, l.cfg.replyTimeout())
 	defer cancel()
+	go func() { // Close takes over: it cancels the waits still ending
+		select {
+		case <-l.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for pause := 100 * time.Microsecond; ctx.Err() == nil; pause = min(2*pause, 10*time.Millisecond) {
 		var n int
 		err := l.ask(ctx, func(o *session) **sql.Stmt { return &o.endStmt }, sqlEndWait,

@@ -410,3 +410,36 @@ func TestQueueCtxEndsOpeningWaiterSession(t *testing.T) {
 		t.Fatalf("Acquire: %v; want one matching context.DeadlineExceeded", err)
 	}
 }
+
+// A wait its owner ended (Release: a Lock that gave up as its client
+// closes) whose cancel could not be sent yet (the lock session busy, no
+// pool connection to spare) is cancelled by Close, which comes next:
+// before, Close saw no wait and the request stayed in the server's queue.
+func TestQueueCloseCancelsEndingWait(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	holdKey(t, dsn, ns, "k")
+	app := smallPool(t, dsn, 2) // a lock session and a waiter session
+	before := runtime.NumGoroutine()
+	_, w := wrapClient(t, FromDB(app, WithNamespace(ns)))
+	owner := driver.NewOwner()
+	if _, err := w.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: owner, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("Acquire: %v; want ErrLocked", err)
+	}
+	w.mu.Lock()
+	s := w.sessions[0]
+	w.mu.Unlock()
+	s.sem <- struct{}{} // a statement in flight on the lock session
+	time.AfterFunc(100*time.Millisecond, s.give)
+	if err := w.Release(t.Context(), "k", owner); !errors.Is(err, driver.ErrNotHeld) {
+		t.Fatalf("Release of a wait: %v; want ErrNotHeld", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := waitingIn(t, db, ns, "k"); n != 0 {
+		t.Fatalf("Close returned with %d waits of its client in the server's queue", n)
+	}
+	waitFor(t, "the application's pool emptied", func() bool { return app.Stats().OpenConnections == 0 })
+	waitFor(t, "the client's goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
+}
