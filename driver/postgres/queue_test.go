@@ -174,11 +174,16 @@ func TestQueueWaiterSessionKilled(t *testing.T) {
 	got := lockAsync(t.Context(), w.NewMutex(key))
 	waitFor(t, "the waiter in the server's queue", func() bool { return waitingIn(t, db, ns, key) == 1 })
 	first := waiterPID(t, db, ns, key)
+	classid, objid := LockTag(KeyID(ns, key))
 	if _, err := db.Exec(`SELECT pg_terminate_backend($1)`, first); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the waiter queued again", func() bool {
-		return waitingIn(t, db, ns, key) == 1 && waiterPID(t, db, ns, key) != first
+		// One query: the killed backend's request may be gone between two.
+		var n, pid int
+		db.QueryRow(`SELECT count(*), coalesce(min(pid), 0) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
+			AND NOT granted AND classid = $1 AND objid = $2`, int64(classid), int64(objid)).Scan(&n, &pid)
+		return n == 1 && pid != first
 	})
 	select {
 	case <-got:
