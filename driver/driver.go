@@ -198,7 +198,8 @@ type AcquireRequest struct {
 	Wait bool
 
 	// Holder describes who asks, for backends that store it so Inspect can
-	// tell (its Token is ignored).
+	// tell (package mutex sets Host, PID and Since; Token and Session are
+	// the backend's to report, and a caller leaves them zero).
 	Holder Holder
 
 	// OnLost may be called, at most once, from any goroutine and without
@@ -238,9 +239,17 @@ type Renewal struct {
 
 // Holder describes the holder of a key, as far as the backend keeps it.
 // Zero fields are unknown.
+//
+// Session is the backend's own id of the session or connection that holds
+// the key, as the server's views show it and as an operator passes it to
+// end that session (a PostgreSQL backend pid for pg_terminate_backend, a
+// MySQL connection id for KILL CONNECTION). It is a string so that any
+// backend's id fits, and empty where the backend has none (expiring keys,
+// files) or does not tell. Unlike PID, it names no process of the client.
 type Holder struct {
-	Host  string    // host name of the holding process
-	PID   int       // its process id
-	Since time.Time // when it acquired the key, by its wall clock
-	Token uint64    // its fencing token
+	Host    string    // host name of the holding process
+	PID     int       // its process id
+	Since   time.Time // when it acquired the key, by its wall clock
+	Token   uint64    // its fencing token
+	Session string    // the backend's id of the holding session; "" if none or unknown
 }

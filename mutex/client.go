@@ -145,7 +145,8 @@ func (c *Client) Ping(ctx context.Context) error {
 }
 
 // Holder describes the holder of a key, as far as the backend keeps it:
-// host, process id, since when, fencing token. Zero fields are unknown.
+// host, process id, since when, fencing token, and the backend's id of the
+// holding session (Session, to end it with). Zero fields are unknown.
 type Holder = driver.Holder
 
 // Inspect reports whether key is held, by any client, and by whom as far

@@ -362,3 +362,46 @@ func TestDenied(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusSession: status names the holder's session on the backend,
+// last, as the server's own views give it (PostgreSQL: the pid in pg_locks
+// of the backend holding the key, whose application_name names the holding
+// mutexkit run).
+func TestStatusSession(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	srv := postgresServer(t)
+	u, err := url.Parse(srv.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := u.Query().Get("mutexkit_namespace")
+	holder := e.command("run", "--key", "st", "--dsn", srv.dsn, "--", "sleep", "30")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	waitFor(t, "the lock to be held", func() bool {
+		code, _, _ := e.run("status", "--key", "st", "--dsn", srv.dsn)
+		return code == exitHeld
+	})
+	db, err := sql.Open("postgres", testserver.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	classid, objid := postgres.LockTag(postgres.KeyID(ns, "st"))
+	var backend int
+	var app string
+	err = db.QueryRowContext(t.Context(), `SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1 AND l.granted`,
+		int64(classid), int64(objid)).Scan(&backend, &app)
+	if err != nil || !strings.Contains(app, fmt.Sprintf(" %d ", holder.Process.Pid)) {
+		t.Fatalf("the holding backend in pg_locks: %d, %q, %v; want the run's pid %d in its application_name", backend, app, err, holder.Process.Pid)
+	}
+	code, out, _ := e.run("status", "--key", "st", "--dsn", srv.dsn)
+	want := fmt.Sprintf("pid %d, session %d\n", holder.Process.Pid, backend)
+	if code != exitHeld || !strings.HasPrefix(out, `"st" is held by `) || !strings.HasSuffix(out, want) {
+		t.Fatalf("status: exit %d, %q; want %d and a line ending %q", code, out, exitHeld, want)
+	}
+}

@@ -15,7 +15,14 @@ import (
 const statusUsage = `Usage: mutexkit status --key KEY [--dsn DSN]
 
 Tells whether the lock KEY is free or held and, as far as the backend keeps
-it, by whom: host, process id, since when, fencing token. It takes nothing.
+it, by whom: host, process id, since when, fencing token, and the backend's
+own id of the holding session (a PostgreSQL backend pid, a MySQL connection
+id), the one to end it with, e.g. SELECT pg_terminate_backend(ID) or
+KILL CONNECTION ID. It takes nothing.
+
+Output, one line: "KEY" is free, or "KEY" is held by host H, pid P,
+since T (D ago), token N, session ID, each part present only when known,
+in that order.
 
 Exit codes, for scripts: 0 free; 75 held (the code with which run would
 skip); 64 bad usage; 69 the lock backend failed; 78 the backend refused
@@ -78,6 +85,9 @@ func describe(key string, who mutex.Holder, held bool) string {
 	}
 	if who.Token != 0 {
 		parts = append(parts, fmt.Sprintf("token %d", who.Token))
+	}
+	if who.Session != "" {
+		parts = append(parts, "session "+who.Session)
 	}
 	if len(parts) == 0 {
 		return fmt.Sprintf("%q is held (the backend does not say by whom)", key)

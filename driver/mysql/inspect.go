@@ -11,11 +11,11 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 )
 
-// sqlHolder finds the connection that holds a lock name and, where they
-// are kept, who took it: the fencing table's row when its last fenced
-// grant was made on that connection, and the connection's attributes
-// (performance_schema, when the server has it on) for its process id and
-// host.
+// sqlHolder finds the connection that holds a lock name (the Holder's
+// Session: the id KILL CONNECTION takes) and, where they are kept, who
+// took it: the fencing table's row when its last fenced grant was made on
+// that connection, and the connection's attributes (performance_schema,
+// when the server has it on) for its process id and host.
 const (
 	sqlUsed    = `SELECT IS_USED_LOCK(?)`
 	sqlFenceOf = `SELECT token, holder_host, holder_pid, CAST(since AS CHAR) FROM ` + FencingTable + ` WHERE name = ? AND connection_id = ?`
@@ -24,10 +24,11 @@ const (
 )
 
 // Inspect reports whether key is held and by whom, as far as the server
-// keeps it: a key of this client is described from what it recorded; a
-// key of another is described by the fencing table's row, if its holder's
-// connection made the last fenced grant of the key, and else by its
-// connection's attributes where performance_schema is on.
+// keeps it. Session is the holding connection's id (its CONNECTION_ID()),
+// for any holder: IS_USED_LOCK returns it. A key of this client is
+// described from what it recorded; a key of another by the fencing table's
+// row, if its holder's connection made the last fenced grant of the key,
+// and else by its connection's attributes where performance_schema is on.
 func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Holder{}, false, err
@@ -39,7 +40,7 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 		return driver.Holder{}, false, errClosedLocker
 	}
 	if h := l.held[key]; h != nil && h.s != nil {
-		who := driver.Holder{Host: l.host, PID: l.procPID, Since: h.since, Token: h.token}
+		who := driver.Holder{Host: l.host, PID: l.procPID, Since: h.since, Token: h.token, Session: connID(h.s.id)}
 		l.mu.Unlock()
 		return who, true, nil
 	}
@@ -54,6 +55,7 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 	var who driver.Holder
 	if err == nil && conn.Valid {
 		who, err = l.describe(qctx, name, conn.Int64)
+		who.Session = connID(conn.Int64)
 	}
 	switch {
 	case err == nil:
@@ -108,6 +110,9 @@ func (l *locker) describe(ctx context.Context, name string, conn int64) (driver.
 	}
 	return who, rows.Err()
 }
+
+// connID is a connection id as Holder.Session gives it.
+func connID(id int64) string { return strconv.FormatInt(id, 10) }
 
 func isNoTable(err error) bool { return mysqlNumber(err) == 1146 } // ER_NO_SUCH_TABLE
 

@@ -67,7 +67,8 @@ const sqlInspectFenced = `SELECT token, COALESCE(holder_host, ''), COALESCE(hold
 	FROM ` + FencingTable + ` WHERE key_id = $1 AND backend_pid = $2`
 
 // Inspect reads pg_locks: whether key is held (by any session, our
-// clients' or SQL's), and by whom as far as can be told: the process id
+// clients' or SQL's), and by whom as far as can be told: the holding
+// backend's pid as Session (for pg_terminate_backend), the process id
 // and host from the holding session's application_name when it is one of
 // ours, and, once a fenced grant has made the fencing table, the token and
 // time of the grant (when the holding backend wrote its row).
@@ -108,6 +109,7 @@ func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, 
 			return err
 		}
 		held = true
+		h.Session = strconv.Itoa(backend)
 		if pid, host := parseAppName(app); pid != 0 {
 			h.PID = pid
 			if host != "" {
