@@ -38,9 +38,9 @@ func waitersAxis(most int) []int {
 }
 
 // postgresWaitersMax is the most clients the PostgreSQL handoff opens:
-// each holds two or more server connections (a lock session, the LISTEN
-// connection), and the server here allows 100 (max_connections), shared
-// with other tests.
+// each holds two or more server connections (a lock session, a waiter
+// session), and the server here allows 100 (max_connections), shared with
+// other tests.
 const postgresWaitersMax = 32
 
 // mysqlWaitersMax is the most clients the MySQL handoff opens: each holds
@@ -224,16 +224,30 @@ func handoffRedsync(b *testing.B, nodes, n int, opts ...redsync.Option) {
 // no two ever hold the key at once, and reports the figures (see
 // BenchmarkHandoff); meter, if not nil, measures the servers' work.
 func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
-	// Warm up: each client takes the key once, so that connections,
-	// sessions and subscriptions exist before the clock starts.
+	// Warm up: the clients take the key once each, all asking at once and
+	// holding it for holdTime, so that connections, sessions and
+	// subscriptions exist before the clock starts, those a contended Lock
+	// uses too (PostgreSQL's and MySQL's waiter sessions: without them, the
+	// first handoffs of a round wait for N connections to be dialled, which
+	// measures the dials and lets the releaser pass over the dialling).
+	var warm sync.WaitGroup
+	warmErrs := make(chan error, len(locks))
 	for _, lock := range locks {
-		unlock, err := lock(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := unlock(context.Background()); err != nil {
-			b.Fatal(err)
-		}
+		warm.Go(func() {
+			unlock, err := lock(context.Background())
+			if err == nil {
+				time.Sleep(holdTime)
+				err = unlock(context.Background())
+			}
+			if err != nil {
+				warmErrs <- err
+			}
+		})
+	}
+	warm.Wait()
+	close(warmErrs)
+	for err := range warmErrs {
+		b.Fatal(err)
 	}
 	pinPostgresIf(b)
 	if meter != nil {
