@@ -74,8 +74,8 @@ func TestWaitAsksForAQueue(t *testing.T) {
 	if _, err := c.NewMutex("k").TryLock(ctx); !errors.Is(err, mutex.ErrLocked) {
 		t.Fatalf("TryLock = %v; want ErrLocked", err)
 	}
-	go func() {
-		time.Sleep(50 * time.Millisecond)
+	go func() { // release once the Lock watches: it found the key held
+		waitFor(func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return len(rec.watched) > 0 })
 		held.Unlock(ctx)
 	}()
 	lease, err := c.NewMutex("k").Lock(ctx)
@@ -167,14 +167,10 @@ func TestWaitersInAClientTakeTurns(t *testing.T) {
 			mu.Unlock()
 			lease.Unlock(ctx)
 		}()
-		for mutex.QueuedInClient(c, "k") != i+1 {
-			time.Sleep(time.Millisecond)
-		}
+		waitFor(func() bool { return mutex.QueuedInClient(c, "k") == i+1 })
 	}
 	cancels[2]() // waiter 2 gives up in the middle of the queue
-	for mutex.QueuedInClient(c, "k") != waiters-1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(func() bool { return mutex.QueuedInClient(c, "k") == waiters-1 })
 	held.Unlock(ctx)
 	wg.Wait()
 	for _, cancel := range cancels {
@@ -244,8 +240,8 @@ func TestWatchOnceQueued(t *testing.T) {
 		},
 	}))
 	defer c.Close()
-	go func() {
-		time.Sleep(100 * time.Millisecond)
+	go func() { // release once the Lock is queued and watches
+		waitFor(func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(watches, true) })
 		held.Unlock(ctx)
 	}()
 	lease, err := c.NewMutex("k").Lock(ctx)
@@ -310,9 +306,7 @@ func TestCloseWithWaitersInClient(t *testing.T) {
 			errs <- err
 		}()
 	}
-	for mutex.QueuedInClient(c, "k") != waiters {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(func() bool { return mutex.QueuedInClient(c, "k") == waiters })
 	go held.Unlock(ctx)
 	c.Close()
 	for range waiters {
@@ -324,5 +318,13 @@ func TestCloseWithWaitersInClient(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("a waiter inside the client did not return after Close")
 		}
+	}
+}
+
+// waitFor returns once cond holds, checking it every millisecond; the
+// test's own timeout bounds it.
+func waitFor(cond func() bool) {
+	for !cond() {
+		time.Sleep(time.Millisecond)
 	}
 }
