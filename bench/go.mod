@@ -12,6 +12,7 @@ require (
 	github.com/lib/pq v1.12.3
 	github.com/mutexkit/mutexkit v0.0.0
 	github.com/mutexkit/mutexkit/driver/mysql v0.0.0-00010101000000-000000000000
+	github.com/mutexkit/mutexkit/driver/redlock/goredis v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 	go.opentelemetry.io/otel/metric v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
@@ -34,3 +35,5 @@ require (
 )
 
 replace github.com/mutexkit/mutexkit/driver/mysql => ../driver/mysql
+
+replace github.com/mutexkit/mutexkit/driver/redlock/goredis => ../driver/redlock/goredis

@@ -25,7 +25,9 @@ const workers = 64
 func BenchmarkParallel(b *testing.B) {
 	b.Run("backend="+redis1, func(b *testing.B) {
 		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, redis1)) })
+		b.Run("impl=ours-goredis", func(b *testing.B) { parallelOurs(b, openGoRedis(b, redisAddrs(b, 1)[0])) })
 		b.Run("impl=redsync", func(b *testing.B) { parallelRedsync(b, redisAddrs(b, 1)) })
+		b.Run("impl=redsync-goredis", func(b *testing.B) { parallelRedsyncOn(b, newRedsyncGoRedis(b, redisAddrs(b, 1)[0])) })
 		b.Run("impl=redislock", parallelRedislock)
 		b.Run("impl=floor", parallelRedisFloor)
 	})
@@ -33,6 +35,8 @@ func BenchmarkParallel(b *testing.B) {
 		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, redis5)) })
 		b.Run("impl=redsync", func(b *testing.B) { parallelRedsync(b, redisAddrs(b, nodesOf5)) })
 	})
+	b.Run("backend="+cluster3, func(b *testing.B) { b.Run("impl=ours-goredis", parallelCluster(3)) })
+	b.Run("backend="+cluster1, func(b *testing.B) { b.Run("impl=ours-goredis", parallelCluster(1)) })
 	b.Run("backend="+pg, func(b *testing.B) {
 		b.Run("impl=ours", func(b *testing.B) { parallelOurs(b, openOurs(b, pg)) })
 	})
@@ -91,8 +95,9 @@ func parallelOurs(b *testing.B, c *mutex.Client) {
 	})
 }
 
-func parallelRedsync(b *testing.B, addrs []string) {
-	rs := newRedsync(b, addrs)
+func parallelRedsync(b *testing.B, addrs []string) { parallelRedsyncOn(b, newRedsync(b, addrs)) }
+
+func parallelRedsyncOn(b *testing.B, rs *redsync.Redsync) {
 	ms := make([]*redsync.Mutex, workers)
 	for w := range ms {
 		ms[w] = rs.NewMutex(workerKey(b, w), redsyncExpiry)

@@ -33,6 +33,7 @@ const maxRedisNodes = 5
 func TestMain(m *testing.M) {
 	code := m.Run()
 	stopRedis()
+	stopClusters()
 	os.Exit(code)
 }
 

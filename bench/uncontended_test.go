@@ -19,6 +19,7 @@ import (
 func BenchmarkUncontended(b *testing.B) {
 	b.Run("backend="+redis1, func(b *testing.B) {
 		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, redis1)) })
+		b.Run("impl=ours-goredis", func(b *testing.B) { uncontendedOurs(b, openGoRedis(b, redisAddrs(b, 1)[0])) })
 		b.Run("impl=redsync", func(b *testing.B) { uncontendedRedsync(b, redisAddrs(b, 1)) })
 		b.Run("impl=redislock", uncontendedRedislock)
 		b.Run("impl=floor", uncontendedRedisFloor)

@@ -157,7 +157,8 @@ func writeUncontended(b *strings.Builder, r *results) {
 		"One goroutine takes a free key and gives it back. Floors: raw redigo `SET NX PX` + `EVALSHA`\n" +
 		"compare-and-delete on one pooled connection; raw `database/sql` prepared `pg_try_advisory_lock` +\n" +
 		"`pg_advisory_unlock` on a pinned connection; raw `database/sql` (go-sql-driver) prepared\n" +
-		"`GET_LOCK(name, 0)` + `RELEASE_LOCK(name)` on one `*sql.Conn`.\n\n")
+		"`GET_LOCK(name, 0)` + `RELEASE_LOCK(name)` on one `*sql.Conn`.\n" +
+		goRedisUncontendedText + "\n")
 	t := table{head: []string{"backend", "impl", "time/op", "B/op", "allocs/op", "peer / ours", "ours / floor"}}
 	for _, n := range r.scenario("Uncontended") {
 		kv := keyValues(n)
@@ -181,12 +182,15 @@ func writeUncontended(b *strings.Builder, r *results) {
 
 func writeParallel(b *strings.Builder, r *results) {
 	b.WriteString("## 64 goroutines on distinct keys\n\n" +
-		"64 goroutines of one client, each taking and giving back a key of its own as fast as it can.\n\n")
+		"64 goroutines of one client, each taking and giving back a key of its own as fast as it can.\n" +
+		goRedisParallelText + "\n")
 	t := table{head: []string{"backend", "impl", "ops/s", "ours / impl", "allocs/op"}}
 	for _, n := range r.scenario("Parallel") {
 		kv := keyValues(n)
 		vs := ""
-		if kv["impl"] != "ours" {
+		if v, ok := parallelVs(r, n, kv); ok {
+			vs = v
+		} else if kv["impl"] != "ours" {
 			vs = r.ratio(bname("Parallel", kv["backend"], "ours"), n, opsSec)
 		}
 		t.add(backendLabel(kv["backend"]), kv["impl"], r.fig(n, opsSec, "%.0f", 1), vs, r.fig(n, allocsOp, "%.0f", 1))

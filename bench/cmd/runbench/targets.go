@@ -209,6 +209,7 @@ func targets(r *results) []target {
 	}
 	ts = append(ts, judge("Redis renewal traffic: one pipelined round trip per node per interval", measured, worst <= 1.05 && lost == 0,
 		"renewal batches (pipelined round trips) per node per interval: "+figs, because))
+	ts = append(ts, goRedisTargets(r)...)
 	return append(ts, queueTargets(r)...)
 }
 
@@ -218,6 +219,10 @@ func backendLabel(b string) string {
 		return "Redis, 1 node"
 	case "redis5":
 		return "Redis, 5 nodes"
+	case cluster3:
+		return "Redis Cluster, 3 masters"
+	case cluster1:
+		return "Redis Cluster, 1 master"
 	case "postgres":
 		return "PostgreSQL"
 	case "mysql":
