@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"os"
 	"time"
-
-	"github.com/lib/pq"
 )
 
 // Every wait on a lock session has a deadline: the reply deadline, the
@@ -55,7 +53,7 @@ func (s *session) exchangeWithin(d time.Duration, f func() error) error {
 		err := f()
 		s.netConn.SetDeadline(time.Time{})
 		// An error the server sent is a reply, however late it came.
-		if _, sent := errors.AsType[*pq.Error](err); err != nil && !sent &&
+		if _, sent := serverError(err); err != nil && !sent &&
 			(errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline)) {
 			return s.noReply(d)
 		}

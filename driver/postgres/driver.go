@@ -7,6 +7,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres/internal/backend"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
@@ -65,6 +66,8 @@ type connector struct {
 	cfg config
 	dsn dsnInfo
 	db  *sql.DB // the application's, or nil
+
+	external *backend.Pool // another module's pool (external.go), or nil
 }
 
 func (c *connector) DriverName() string { return Name }
@@ -80,9 +83,15 @@ func (c *connector) Connect(ctx context.Context) (driver.Locker, error) {
 		return nil, c.cfg.err
 	}
 	var l *locker
-	if c.db != nil {
+	switch {
+	case c.external != nil:
+		var err error
+		if l, err = c.connectExternal(); err != nil {
+			return nil, err
+		}
+	case c.db != nil:
 		l = newLocker(c.cfg, c.db, false, nil, c.dsn)
-	} else {
+	default:
 		d := newDialer(&c.cfg)
 		pcfg := c.dsn.pq
 		if pcfg.ConnectTimeout == 0 {

@@ -9,6 +9,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres/internal/backend"
 )
 
 // Errors of this driver, to be checked with errors.Is.
@@ -46,13 +47,30 @@ var (
 	errBackendGone       = errors.New("its backend is no longer in pg_stat_activity")
 )
 
+// serverError reads the error the server sent, if err is one: lib/pq's
+// *pq.Error, or another client library's as its module makes it known
+// (driver/postgres/pgxv5 for pgx's *pgconn.PgError; see internal/backend).
+// Every classification below goes through it.
+func serverError(err error) (backend.ServerError, bool) {
+	if pe, ok := errors.AsType[*pq.Error](err); ok {
+		return backend.ServerError{Code: string(pe.Code), Severity: pe.Severity, Message: pe.Message}, true
+	}
+	return backend.AsServerError(err)
+}
+
+// sqlState is the SQLSTATE of the server error in err, or "".
+func sqlState(err error) string {
+	se, _ := serverError(err)
+	return se.Code
+}
+
 // sessionSurvives reports whether a statement's error leaves the session
 // usable and its locks in place: an ERROR the server reported (a statement
 // timeout, say). Anything else (FATAL, a broken connection, a closed
 // *sql.Conn) means the session, and every lock on it, may be gone.
 func sessionSurvives(err error) bool {
-	var pe *pq.Error
-	return errors.As(err, &pe) && !pe.Fatal() && pe.Severity != "PANIC"
+	se, ok := serverError(err)
+	return ok && se.Severity != "FATAL" && se.Severity != "PANIC"
 }
 
 // connGone reports an error that shows a session's connection closed, or
@@ -69,11 +87,7 @@ func connGone(err error) bool {
 // database (3D000), or a privilege it lacks (42501: CONNECT on the
 // database, CREATE for the fencing table).
 func denied(err error) bool {
-	var pe *pq.Error
-	if !errors.As(err, &pe) {
-		return false
-	}
-	code := string(pe.Code)
+	code := sqlState(err)
 	return strings.HasPrefix(code, "28") || code == "3D000" || code == "42501"
 }
 
@@ -88,10 +102,7 @@ func failureKind(err error) error {
 
 // outOfLocks reports the server's "out of shared memory" on a full lock
 // table.
-func outOfLocks(err error) bool {
-	var pe *pq.Error
-	return errors.As(err, &pe) && pe.Code == "53200"
-}
+func outOfLocks(err error) bool { return sqlState(err) == "53200" }
 
 func isTxPooling(err error) bool { return errors.Is(err, ErrTransactionPooling) }
 
@@ -103,20 +114,20 @@ func isTxPooling(err error) bool { return errors.Is(err, ErrTransactionPooling) 
 // than the one it was prepared on, which is what a transaction-pooling
 // proxy does (pgbouncer before 1.21, or without max_prepared_statements,
 // passes prepared statements through unchanged). Other errors are returned
-// as they are. The result does not unwrap to the *pq.Error, so
+// as they are. The result does not unwrap to the server's error, so
 // sessionSurvives reports the session lost.
 //
 // "prepared statement ... already exists" (42P05) counts the same: lib/pq
-// names a connection's statements "1", "2", ... afresh, so a backend that
-// knows the name already is shared with another client's session.
+// names a connection's statements "1", "2", ... afresh (pgx after a hash
+// of their text), so a backend that knows the name already is shared with
+// another client's session.
 func txPoolingErr(err error) error {
-	var pe *pq.Error
-	if errors.As(err, &pe) {
-		switch pe.Code {
+	if se, ok := serverError(err); ok {
+		switch se.Code {
 		case "26000":
-			return fmt.Errorf("postgres: %s, though this session prepared it: %w", pe.Message, errTxPooling)
+			return fmt.Errorf("postgres: %s, though this session prepared it: %w", se.Message, errTxPooling)
 		case "42P05":
-			return fmt.Errorf("postgres: %s, though this session did not prepare it: %w", pe.Message, errTxPooling)
+			return fmt.Errorf("postgres: %s, though this session did not prepare it: %w", se.Message, errTxPooling)
 		}
 	}
 	return err

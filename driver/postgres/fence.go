@@ -2,11 +2,8 @@ package postgres
 
 import (
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
 )
@@ -63,7 +60,7 @@ func (l *locker) ensureFenceTable(s *session) error {
 		err = s.exec(sqlFenceTable)
 		// Two clients creating it at once can collide on the catalog even
 		// with IF NOT EXISTS: the table is there then, so try again.
-		if pe, ok := errors.AsType[*pq.Error](err); !ok || (pe.Code != "23505" && pe.Code != "42P07") {
+		if code := sqlState(err); code != "23505" && code != "42P07" {
 			break
 		}
 	}

@@ -100,7 +100,10 @@ func (l *locker) openSession(ctx context.Context, waiter bool) (*session, error)
 func (l *locker) dial(ctx context.Context) (*sql.Conn, net.Conn, error) {
 	if l.dialer == nil {
 		c, err := l.conn(ctx)
-		return c, nil, err
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, socketOf(c), nil
 	}
 	// One dial at a time, so that the socket the dialer remembers is this
 	// connection's: sessions are never pooled (SetMaxIdleConns(0)), so

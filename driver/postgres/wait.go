@@ -356,10 +356,7 @@ func (l *locker) failedWaitLocked(key string, owner driver.Owner) error {
 }
 
 // isCancelled reports SQLSTATE 57014, query_canceled.
-func isCancelled(err error) bool {
-	pe, ok := errors.AsType[*pq.Error](err)
-	return ok && pe.Code == "57014"
-}
+func isCancelled(err error) bool { return sqlState(err) == "57014" }
 
 // serverWait runs pg_advisory_lock on s, whose slot the caller holds,
 // within lock_timeout plus the reply deadline.
@@ -398,10 +395,7 @@ func (l *locker) holdsKey(s *session, id int64, held *bool) error {
 }
 
 // isLockTimeout reports SQLSTATE 55P03, lock_not_available.
-func isLockTimeout(err error) bool {
-	pe, ok := errors.AsType[*pq.Error](err)
-	return ok && pe.Code == "55P03"
-}
+func isLockTimeout(err error) bool { return sqlState(err) == "55P03" }
 
 // waitEnded cleans s up after w ended (its statement returned err, or was
 // not sent): once no cancel of it is in flight, whatever it may have been
