@@ -70,16 +70,21 @@ func TestUnavailable(t *testing.T) {
 	}
 }
 
-// TestInvalid: a nil client, two clients, none, or a cluster client (not
-// supported yet) fail Connect with driver.ErrInvalid.
+// TestInvalid: a nil client, two clients, none, or a Ring (ErrRing too)
+// fail Connect with driver.ErrInvalid.
 func TestInvalid(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
-	defer cc.Close()
-	for name, cs := range map[string][]redis.UniversalClient{"nil": {nil}, "two": {c, c}, "none": nil, "cluster": {cc}, "typed nil": {(*redis.Client)(nil)}} {
-		if _, err := goredis.FromClients(cs).Connect(t.Context()); !errors.Is(err, driver.ErrInvalid) {
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	for name, cs := range map[string][]redis.UniversalClient{"nil": {nil}, "two": {c, c}, "none": nil, "ring": {ring},
+		"typed nil": {(*redis.Client)(nil)}, "typed nil cluster": {(*redis.ClusterClient)(nil)}} {
+		_, err := goredis.FromClients(cs).Connect(t.Context())
+		if !errors.Is(err, driver.ErrInvalid) {
 			t.Errorf("%s: Connect: %v; want driver.ErrInvalid", name, err)
+		}
+		if name == "ring" && !errors.Is(err, goredis.ErrRing) {
+			t.Errorf("ring: Connect: %v; want goredis.ErrRing", err)
 		}
 	}
 }

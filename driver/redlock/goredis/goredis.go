@@ -1,6 +1,7 @@
 package goredis
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -11,36 +12,47 @@ import (
 	"github.com/mutexkit/mutexkit/driver/redlock/internal/backend"
 )
 
-// FromClient returns a Connector that locks on the one server c talks to
-// (a single-instance lock, which can fence). The Lockers it makes share c
-// and never close it. Pass it to mutex.NewClient.
+// ErrRing is what Connect reports (wrapped, with driver.ErrInvalid) for a
+// *redis.Ring: a Ring moves the keys of a shard it marks down to the
+// others, where a held lock is not, so a second holder would get it.
+var ErrRing = errors.New("goredis: a *redis.Ring cannot lock: it hands a shard's keys to another shard when it thinks it down, where a held lock is free")
+
+// FromClient returns a Connector that locks on the one logical node c
+// talks to: a server (*redis.Client, a single-instance lock, which can
+// fence), or a Redis Cluster (*redis.ClusterClient: each key on the master
+// of its slot; see the package doc). The Lockers it makes share c and
+// never close it. Pass it to mutex.NewClient.
 func FromClient(c redis.UniversalClient, opts ...redlock.Option) driver.Connector {
 	return FromClients([]redis.UniversalClient{c}, opts...)
 }
 
-// FromClients returns a Connector for Redlock over independent servers,
-// one client each: three or more (or one: FromClient). A wrong number of
-// clients, a nil client, a *redis.ClusterClient or *redis.Ring (not
-// supported yet) or a bad Option is reported by Connect, matching
-// driver.ErrInvalid. The Lockers it makes share the clients and never
-// close them.
+// FromClients returns a Connector for Redlock over independent servers or
+// clusters, one client each: three or more (or one: FromClient). A wrong
+// number of clients, a nil client, a *redis.Ring (ErrRing) or a bad Option
+// is reported by Connect, matching driver.ErrInvalid. The Lockers it makes
+// share the clients and never close them.
 func FromClients(cs []redis.UniversalClient, opts ...redlock.Option) driver.Connector {
 	cs = slices.Clone(cs)
 	return backend.NewConnector(func() ([]backend.Node, error) {
 		nodes := make([]backend.Node, len(cs))
 		for i, c := range cs {
-			switch c := c.(type) {
+			name := fmt.Sprintf("go-redis client %d", i)
+			switch rc := c.(type) {
 			case nil:
 				return nil, fmt.Errorf("goredis: client %d is nil: %w", i, driver.ErrInvalid)
 			case *redis.Client:
-				if c == nil {
+				if rc == nil {
 					return nil, fmt.Errorf("goredis: client %d is nil: %w", i, driver.ErrInvalid)
 				}
-			case *redis.ClusterClient, *redis.Ring:
-				// Not tested yet (slots moving, failover, sharded pub/sub).
-				return nil, fmt.Errorf("goredis: client %d: Redis Cluster and Ring clients are not supported yet: %w", i, driver.ErrInvalid)
+			case *redis.ClusterClient:
+				if rc == nil {
+					return nil, fmt.Errorf("goredis: client %d is nil: %w", i, driver.ErrInvalid)
+				}
+				name = fmt.Sprintf("go-redis cluster client %d", i)
+			case *redis.Ring:
+				return nil, fmt.Errorf("client %d: %w: %w", i, ErrRing, driver.ErrInvalid)
 			}
-			nodes[i] = backend.Node{Name: fmt.Sprintf("go-redis client %d", i), T: newTransport(c), Dial: dial(c)}
+			nodes[i] = backend.Node{Name: name, T: newTransport(c), Dial: dial(c)}
 		}
 		return nodes, nil
 	}, opts)
