@@ -1,0 +1,61 @@
+package pgxv5_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/driver/postgres/internal/pgsuite"
+	"github.com/mutexkit/mutexkit/driver/postgres/pgxv5"
+)
+
+// pgxClient is the driver on an application's pgx pool (FromPool). Every
+// connector has a pool of its own, as every process would.
+var pgxClient = pgsuite.Client{Name: "pgx", Connect: suiteConnect, Pool: suitePool}
+
+// poolMaxConns sizes the tests' pools: a client's lock sessions
+// (postgres.MaxSessions) and its waits in the server are pool connections,
+// and pgxpool's default (4 on two cores) would leave a wait none.
+const poolMaxConns = 16
+
+func suiteConnect(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector {
+	conn, _ := suitePool(t, dsn, opts...)
+	return conn
+}
+
+// suitePool makes a pgx pool on dsn, closed when t ends, and returns FromPool of
+// it and a Borrow that acquires every idle connection and n more.
+func suitePool(t testing.TB, dsn string, opts ...postgres.Option) (driver.Connector, pgsuite.Borrow) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = poolMaxConns
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	borrow := func(ctx context.Context, n int) ([]int, error) {
+		var pids []int
+		for range int(p.Stat().IdleConns()) + n {
+			c, err := p.Acquire(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Release()
+			pids = append(pids, int(c.Conn().PgConn().PID()))
+		}
+		return pids, nil
+	}
+	return pgxv5.FromPool(p, opts...), borrow
+}
+
+func TestHelperProcess(t *testing.T) { pgsuite.HelperProcess(t, pgxClient) }
+
+// TestSuite runs every scenario of the PostgreSQL driver's suite on pgx.
+func TestSuite(t *testing.T) { pgsuite.Run(t, pgxClient) }
