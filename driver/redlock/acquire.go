@@ -59,6 +59,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	ttlArg := l.ttlArg(ttl.Milliseconds())
 	q.cmds.set = setCall(q.grant.lock, q.grant.rec, ttlArg)
+	q.cmds.acks = l.cfg.acks
 	if req.Fencing { // the counter only when a token is asked for: it costs Redis an INCR and a key
 		q.cmds.fence = ks.fence
 	}
@@ -82,14 +83,19 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 // goroutine.
 func (l *locker) acquireOne(ctx context.Context, q *acquisition) (driver.Grant, error) {
 	token, _, err := l.nodes[0].acquire(ctx, q.timeout, q.cmds)
+	if token > 0 {
+		q.grant.rec = withToken(q.grant.rec.(string), token) // as the script stored it
+	}
 	switch {
+	case errors.Is(err, ErrNotReplicated): // granted on the master alone: a failover would lose it
+		l.again(q)
+		l.giveBack(ctx, q, []int{0})
+		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w; given back", err)
 	case err != nil:
 		l.again(q)
 		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
 	case token < 0:
 		return driver.Grant{}, errLocked
-	case token > 0:
-		q.grant.rec = withToken(q.grant.rec.(string), token) // as the script stored it
 	}
 	if elapsed := time.Since(q.start); elapsed >= q.validity {
 		l.again(q)
@@ -201,6 +207,7 @@ type attempt struct {
 	set   call   // SET lock record NX PX ttl GET
 	fence string // "" unfenced
 	wait  call   // waitScript; s nil unless waiting
+	acks  replicaAcks
 }
 
 // waitCall is the waitScript call of waiting attempt q.
@@ -263,7 +270,9 @@ func setCall(lock, rec, ttlMs any) call {
 
 // acquire asks n for a grant of a and returns its token (0 unfenced), or
 // -1 when another owner holds the key, with that owner when the reply
-// says (the fenced script does not: nil).
+// says (the fenced script does not: nil). With replica acknowledgements
+// asked (a.acks), a grant the replicas did not acknowledge returns its
+// token and an error matching ErrNotReplicated: the caller gives it back.
 //
 // An unfenced grant is the one SET where the server takes NX with GET
 // (Redis 7.0 on): nil means granted, another owner's record held. The
@@ -275,13 +284,13 @@ func setCall(lock, rec, ttlMs any) call {
 func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (token int64, holder []byte, err error) {
 	lock, rec, ttl := a.set.args[0], a.set.args[1], a.set.args[4]
 	if a.wait.s != nil {
-		return n.acquireBy(ctx, timeout, a.wait)
+		return n.acquireBy(ctx, timeout, a.wait, a.acks)
 	}
 	if a.fence == "" && !n.noSetGet.Load() {
-		reply, err := n.do(ctx, timeout, a.set)
+		reply, err, unacked := n.send(ctx, timeout, a.set, a.acks)
 		switch cur, isValue := reply.([]byte); {
 		case err == nil && reply == nil:
-			return 0, nil, nil
+			return 0, nil, unacked
 		case err == nil && !isValue:
 			return 0, nil, fmt.Errorf("redis %s: unexpected reply %T to SET", n.name, reply)
 		case err == nil && !sameOwner(cur, rec.(string)):
@@ -301,23 +310,33 @@ func (n *node) acquire(ctx context.Context, timeout time.Duration, a attempt) (t
 		c = newCall(acquireScript, 3)
 		c.args = append(c.args, lock, rec, ttl)
 	}
-	return n.acquireBy(ctx, timeout, c)
+	return n.acquireBy(ctx, timeout, c, a.acks)
 }
 
 // acquireBy runs an acquire script: its reply is a token, or the value
 // that keeps the caller out.
-func (n *node) acquireBy(ctx context.Context, timeout time.Duration, c call) (token int64, holder []byte, err error) {
-	reply, err := n.do(ctx, timeout, c)
+func (n *node) acquireBy(ctx context.Context, timeout time.Duration, c call, acks replicaAcks) (token int64, holder []byte, err error) {
+	reply, err, unacked := n.send(ctx, timeout, c, acks)
 	if err != nil {
 		return 0, nil, err
 	}
 	switch v := reply.(type) {
 	case int64:
-		return v, nil, nil
+		return v, nil, unacked
 	case []byte: // another owner's record
 		return -1, ownerOf(v), nil
 	}
 	return 0, nil, fmt.Errorf("redis %s: unexpected reply %T to acquire", n.name, reply)
+}
+
+// send runs c on n, followed by WAIT when acks are asked; unacked is nil
+// unless they were and the replicas did not acknowledge c's writes.
+func (n *node) send(ctx context.Context, timeout time.Duration, c call, acks replicaAcks) (reply any, err, unacked error) {
+	if !acks.on() {
+		reply, err = n.do(ctx, timeout, c)
+		return reply, err, nil
+	}
+	return n.doAcked(ctx, timeout, c, acks)
 }
 
 // ownerOf returns the owner of a holder record: its first 32 bytes.

@@ -24,6 +24,10 @@ const (
 	DefaultIdleTimeout    = 5 * time.Minute
 	DefaultPipelineConns  = 1
 
+	// DefaultReplicaAcksTimeout is how long WAIT waits for the replicas
+	// when the DSN option replica_acks comes without replica_acks_timeout.
+	DefaultReplicaAcksTimeout = 100 * time.Millisecond
+
 	// defaultTimeoutFraction of the TTL bounds each node's acquire when no
 	// timeout is set: a node that answers later is as good as down, and
 	// waiting longer eats the validity of the grant.
@@ -57,6 +61,7 @@ type config struct {
 	wrapConn       func(net.Conn) net.Conn // tests: wraps each pipelined connection's socket
 	pipeAlways     bool                    // tests: a call alone takes the pipe too
 	sendAll        bool                    // tests: every waiting attempt reaches the server (none answered by the client)
+	acks           replicaAcks             // WAIT after each acquire and renewal (replicas 0: none)
 
 	err error // the first bad Option (or FromPools argument), matching driver.ErrInvalid
 }
@@ -234,6 +239,13 @@ func (cfg *config) parseOptions(query string) error {
 		case "prefix":
 			err = checkPrefix(v)
 			cfg.prefix = v
+		case "replica_acks":
+			cfg.acks.replicas, err = nonNegativeInt(v)
+			if err == nil && cfg.acks.timeout == 0 {
+				cfg.acks.timeout = DefaultReplicaAcksTimeout
+			}
+		case "replica_acks_timeout":
+			cfg.acks.timeout, err = positiveDuration(v)
 		case "tls_ca":
 			cfg.tlsCAFile = v
 		case "tls_server_name":
@@ -249,6 +261,12 @@ func (cfg *config) parseOptions(query string) error {
 	}
 	if (cfg.tlsCAFile != "" || cfg.tlsSkipVerify || cfg.tlsServerName != "") && !cfg.useTLS {
 		return dsnErrorf("tls_* options need a rediss:// DSN")
+	}
+	switch {
+	case vals.Has("replica_acks_timeout") && cfg.acks.replicas == 0:
+		return dsnErrorf("replica_acks_timeout needs replica_acks")
+	case cfg.acks.replicas > 0 && cfg.acks.timeout < time.Millisecond:
+		return dsnErrorf("replica_acks_timeout below 1ms (WAIT takes milliseconds)")
 	}
 	return nil
 }

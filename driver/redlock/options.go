@@ -113,3 +113,35 @@ func WithPool(maxIdle, maxActive int, idleTimeout time.Duration) Option {
 		c.maxIdle, c.maxActive, c.idleTimeout = maxIdle, maxActive, idleTimeout
 	}
 }
+
+// WithReplicaAcks makes every acquire and every renewal wait, with Redis's
+// WAIT, until at least replicas replicas of each node acknowledged its
+// write, for at most timeout (DSN options replica_acks and
+// replica_acks_timeout, 100ms by default). Use it with a master that has
+// replicas and a failover (Sentinel): a grant that a failover would lose
+// with the master is then never made. See docs/REDIS.md, "Sentinel and
+// replica acknowledgements (WAIT)".
+//
+// WAIT counts the writes of its own connection, so it is sent right after
+// the write, in one round trip on one connection: on a pipelined
+// connection (WithPipeline) it would hold every other call behind it, so
+// those round trips take a connection of the node's pool instead.
+//
+// A grant fewer replicas acknowledged in time is given back (best effort)
+// and the acquire fails with an error matching ErrNotReplicated and
+// driver.ErrUnavailable: Lock waits and tries again, TryLock returns it. A
+// renewal fewer replicas acknowledged fails the same way, for every lease
+// of the node's batch (one WAIT per batch): the lease is not extended as
+// far as a failover is concerned, and is lost if that lasts. Releases and
+// queue hand-offs do not wait: one a failover loses leaves the key held
+// until its TTL, never two holders. The timeout counts against the
+// grant's validity; replicas 0 turns it off.
+func WithReplicaAcks(replicas int, timeout time.Duration) Option {
+	return func(c *config) {
+		if replicas < 0 || (replicas > 0 && timeout < time.Millisecond) {
+			c.fail(errors.New("replica acks: want replicas >= 0 and a timeout of 1ms or more (WAIT's 0 would wait for ever)"))
+			return
+		}
+		c.acks = replicaAcks{replicas: replicas, timeout: timeout}
+	}
+}

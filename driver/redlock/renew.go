@@ -45,7 +45,12 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 	if len(calls) == 0 {
 		return
 	}
-	tallies := l.everywhere(ctx, l.renewTimeout(ctx, minTTL, len(calls)), calls)
+	var tallies []tally
+	if timeout := l.renewTimeout(ctx, minTTL, len(calls)); l.cfg.acks.on() {
+		tallies = l.everywhereAcked(ctx, timeout, calls) // one WAIT per node's batch
+	} else {
+		tallies = l.everywhere(ctx, timeout, calls)
+	}
 	elapsed := time.Since(start)
 	for k, t := range tallies {
 		r := &batch[sent[k]]

@@ -12,7 +12,8 @@ import (
 
 // transport carries a node's commands. Connect picks one per node: pooled
 // (each call takes a connection of a pool) or pipelined (concurrent calls
-// share round trips on the pipe's connections). Both run a command once
+// share round trips on the pipe's connections; a batch ending in WAIT
+// takes a pooled connection). Both run a command once
 // more, on a fresh connection, when the server had closed the one it met
 // (idle.go). Errors come back as redigo or the network gave them:
 // node.fail classifies them.
@@ -63,6 +64,11 @@ func (p *pooled) doAll(ctx context.Context, deadline time.Time, cmds []pipeline.
 	}
 	sendAll(conn, deadline, cmds, out)
 	conn.Close()
+	if waits(cmds) && !peerClosed(out[0].Err) {
+		// Sent again whole or not at all: a WAIT alone on another
+		// connection would count none of the batch's writes (acks.go).
+		return
+	}
 	redo(cmds, out, func(i int) bool { return peerClosed(out[i].Err) }, nil, func(cmds []pipeline.Cmd, out []result) {
 		conn, err := p.fresh(ctx, deadline)
 		if err != nil {
@@ -141,6 +147,10 @@ func (p *pipelined) do(ctx context.Context, deadline time.Time, cmd string, args
 }
 
 func (p *pipelined) doAll(ctx context.Context, deadline time.Time, cmds []pipeline.Cmd, out []result) {
+	if waits(cmds) { // WAIT would hold every call queued behind it on the pipe
+		p.pooled.doAll(ctx, deadline, cmds, out)
+		return
+	}
 	p.pipe.DoAll(ctx, deadline, cmds, out)
 	redo(cmds, out, func(i int) bool { return peerClosed(out[i].Err) }, nil, func(cmds []pipeline.Cmd, out []result) {
 		p.pipe.DoAll(ctx, deadline, cmds, out)
@@ -178,6 +188,12 @@ func redo(cmds []pipeline.Cmd, out []result, match func(i int) bool, remake func
 	for k, i := range again {
 		out[i] = res[k]
 	}
+}
+
+// waits reports a batch that ends in WAIT (WithReplicaAcks): it must go
+// on one connection of its own.
+func waits(cmds []pipeline.Cmd) bool {
+	return len(cmds) > 0 && cmds[len(cmds)-1].Name == "WAIT"
 }
 
 // failAll sets err on every result.

@@ -31,7 +31,11 @@ type Transport interface {
 	Do(ctx context.Context, deadline time.Time, cmd string, args []any) (any, error)
 
 	// DoAll sends cmds in one round trip where it can and sets out[i] to
-	// the reply or error of cmds[i].
+	// the reply or error of cmds[i]. It sends them in order on one
+	// connection, with no other command between them, and sends them
+	// again only whole, on another: a batch may end in WAIT
+	// (redlock.WithReplicaAcks), which counts the writes its own
+	// connection made.
 	DoAll(ctx context.Context, deadline time.Time, cmds []Cmd, out []Result)
 
 	// Close releases what the transport made (never an application's

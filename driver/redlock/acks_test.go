@@ -1,0 +1,160 @@
+package redlock_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
+)
+
+// startReplicated starts a master and a replica of it, waits until the
+// replica is in sync, and returns a cluster over the master alone (the
+// DSN's one node) and the replica.
+func startReplicated(t *testing.T) (*cluster, *testserver.Redis) {
+	t.Helper()
+	servers := testserver.StartRedis(t, 2, testserver.WithRedisArgs("--repl-diskless-sync-delay", "0"))
+	c := newCluster(t, servers[:1])
+	replica := newCluster(t, servers[1:])
+	host, port, _ := net.SplitHostPort(servers[0].Addr())
+	if _, err := replica.do(0, "REPLICAOF", host, port); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := redis.String(c.do(0, "INFO", "replication"))
+		if err == nil && strings.Contains(info, "state=online") {
+			return c, servers[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica did not sync: %v\n%s", err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waits returns how many WAIT commands the server ran.
+func waits(t *testing.T, c *cluster) int {
+	t.Helper()
+	info, err := redis.String(c.do(0, "INFO", "commandstats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_wait:calls="); ok {
+			var n int
+			fmt.Sscanf(rest, "%d", &n)
+			return n
+		}
+	}
+	return 0
+}
+
+// TestReplicaAcks: with replica_acks an acquire and a renewal are
+// followed by WAIT, on a pooled connection or the pipe's transport alike;
+// a grant the replicas did not acknowledge is refused and given back, and
+// a renewal they did not acknowledge fails.
+func TestReplicaAcks(t *testing.T) {
+	c, replica := startReplicated(t)
+	rc := newCluster(t, []*testserver.Redis{replica})
+	rc.prefix = c.prefix
+	for _, pipe := range []string{"pipeline=0", "pipeline=1"} {
+		t.Run(pipe, func(t *testing.T) {
+			l := c.locker(pipe, "replica_acks=1", "replica_acks_timeout=2s")
+			for _, fenced := range []bool{false, true} {
+				key, me := fmt.Sprintf("%s-%v", pipe, fenced), driver.NewOwner()
+				before := waits(t, c)
+				if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: me, TTL: ttl, Fencing: fenced}); err != nil {
+					t.Fatalf("Acquire (fenced %v) with a replica in sync: %v", fenced, err)
+				}
+				if n := waits(t, c) - before; n < 1 {
+					t.Errorf("the acquire sent %d WAIT", n)
+				}
+				if got := rc.owner(0, key); got != me.String() {
+					t.Errorf("once the acquire returned, the replica has owner %q; want %s", got, me)
+				}
+				// The first renewal may meet NOSCRIPT (then EVAL, WAIT again);
+				// the second is one round trip for the batch, one WAIT.
+				for range 2 {
+					batch := []driver.Renewal{{Key: key, Owner: me, TTL: ttl}, {Key: key + "-gone", Owner: me, TTL: ttl}}
+					before = waits(t, c)
+					if l.Renew(t.Context(), batch); batch[0].Err != nil || !errors.Is(batch[1].Err, driver.ErrNotHeld) {
+						t.Fatalf("Renew with a replica in sync: %v, %v", batch[0].Err, batch[1].Err)
+					}
+				}
+				if n := waits(t, c) - before; n != 1 {
+					t.Errorf("the renewal of a batch sent %d WAIT; want 1", n)
+				}
+				if err := l.Release(t.Context(), key, me); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			// Two replicas asked, one there: refused, and given back.
+			l2 := c.locker(pipe, "replica_acks=2", "replica_acks_timeout=50ms")
+			for _, fenced := range []bool{false, true} {
+				key := fmt.Sprintf("%s-%v-two", pipe, fenced)
+				_, err := l2.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: ttl, Fencing: fenced})
+				if !errors.Is(err, redlock.ErrNotReplicated) || !errors.Is(err, driver.ErrUnavailable) {
+					t.Fatalf("Acquire (fenced %v) asking 2 replicas of 1: %v; want ErrNotReplicated and ErrUnavailable", fenced, err)
+				}
+				if got := c.owner(0, key); got != "" {
+					t.Errorf("the refused grant was not given back: the master has owner %q", got)
+				}
+				// Nobody holds it: a Locker asking one replica gets it.
+				if _, err := acquire(t, l, key, driver.NewOwner()); err != nil {
+					t.Errorf("Acquire after the refused grant: %v", err)
+				}
+			}
+		})
+	}
+
+	// The replica stops acknowledging: a renewal fails, the lease stays
+	// as far as the master goes.
+	l := c.locker("replica_acks=1", "replica_acks_timeout=50ms")
+	me := driver.NewOwner()
+	if _, err := acquire(t, l, "paused", me); err != nil {
+		t.Fatal(err)
+	}
+	replica.Pause()
+	defer replica.Resume()
+	batch := []driver.Renewal{{Key: "paused", Owner: me, TTL: ttl}}
+	l.Renew(t.Context(), batch)
+	if err := batch[0].Err; !errors.Is(err, redlock.ErrNotReplicated) || !errors.Is(err, driver.ErrUnavailable) || errors.Is(err, driver.ErrNotHeld) {
+		t.Fatalf("Renew with the replica paused: %v; want ErrNotReplicated and ErrUnavailable, not ErrNotHeld", err)
+	}
+	if _, err := acquire(t, l, "paused-new", driver.NewOwner()); !errors.Is(err, redlock.ErrNotReplicated) {
+		t.Fatalf("Acquire with the replica paused: %v; want ErrNotReplicated", err)
+	}
+}
+
+// TestReplicaAcksOptions: bad values are refused as the other options'.
+func TestReplicaAcksOptions(t *testing.T) {
+	good := []string{"replica_acks=1", "replica_acks=2&replica_acks_timeout=250ms", "replica_acks_timeout=1ms&replica_acks=1", "replica_acks=0"}
+	for _, q := range good {
+		if _, err := redlock.NewConnector("redis://127.0.0.1:1?" + q); err != nil {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+	bad := []string{"replica_acks=-1", "replica_acks=x", "replica_acks_timeout=1s", "replica_acks=1&replica_acks_timeout=500us", "replica_acks=1&replica_acks_timeout=0s"}
+	for _, q := range bad {
+		if _, err := redlock.NewConnector("redis://127.0.0.1:1?" + q); !errors.Is(err, driver.ErrInvalid) {
+			t.Errorf("%s: %v; want ErrInvalid", q, err)
+		}
+	}
+	for _, o := range []redlock.Option{redlock.WithReplicaAcks(-1, time.Second), redlock.WithReplicaAcks(1, 0), redlock.WithReplicaAcks(1, time.Microsecond)} {
+		if _, err := redlock.NewConnector("redis://127.0.0.1:1", o); !errors.Is(err, driver.ErrInvalid) {
+			t.Errorf("WithReplicaAcks: %v; want ErrInvalid", err)
+		}
+	}
+	if _, err := redlock.NewConnector("redis://127.0.0.1:1", redlock.WithReplicaAcks(0, 0)); err != nil {
+		t.Errorf("WithReplicaAcks(0, 0) (off): %v", err)
+	}
+}

@@ -1,0 +1,141 @@
+package goredis_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
+	"github.com/mutexkit/mutexkit/driver/redlock/goredis"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
+)
+
+// A Sentinel-managed master with one replica: what a failover does to a
+// lock, without and with WithReplicaAcks. The servers are the test's own
+// (testserver.StartRedisSentinel); the clients are go-redis
+// FailoverClients, as an application has them.
+
+// sentinelLocker connects a Locker over a fresh FailoverClient of s,
+// closed (Locker, then client) when the test ends.
+func sentinelLocker(t *testing.T, s *testserver.RedisSentinel, prefix string, opts ...redlock.Option) driver.Locker {
+	t.Helper()
+	c := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:            s.MasterName(),
+		SentinelAddrs:         s.SentinelAddrs(),
+		ContextTimeoutEnabled: true,
+		DialTimeout:           time.Second,
+	})
+	t.Cleanup(func() { c.Close() })
+	return connectT(t, goredis.FromClient(c, append([]redlock.Option{redlock.WithPrefix(prefix)}, opts...)...))
+}
+
+// lockOwner returns the owner in key's lock record on the server at addr,
+// "" if there is none.
+func lockOwner(t *testing.T, addr, prefix, key string) string {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer c.Close()
+	v, err := c.Get(t.Context(), redlock.LockKey(prefix, key)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	return v[:min(len(v), 32)]
+}
+
+const sentinelTTL = time.Minute // no lease ends by itself during a test
+
+func acquireT(ctx context.Context, l driver.Locker, key string, owner driver.Owner) error {
+	_, err := l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: owner, TTL: sentinelTTL})
+	return err
+}
+
+// TestSentinelFailoverLosesLock: without WithReplicaAcks, a lock granted
+// while the replica lags is gone after the failover: a second client is
+// granted the key while the first still holds a valid grant, and the first
+// learns it only at its next renewal (ErrNotHeld).
+func TestSentinelFailoverLosesLock(t *testing.T) {
+	s := testserver.StartRedisSentinel(t)
+	prefix := "s" + driver.NewOwner().String()[:12]
+	first := sentinelLocker(t, s, prefix)
+	me := driver.NewOwner()
+
+	s.PauseReplication() // resumed when the test ends
+	if err := acquireT(t.Context(), first, "job", me); err != nil {
+		t.Fatalf("Acquire with replication paused, no replica acks asked: %v", err)
+	}
+	granted := time.Now()
+	s.KillMaster()
+
+	second := sentinelLocker(t, s, prefix)
+	if err := acquireT(t.Context(), second, "job", driver.NewOwner()); err != nil {
+		t.Fatalf("a second client's Acquire after the failover: %v; the lost lock was expected to be granted again", err)
+	}
+	if since := time.Since(granted); since >= sentinelTTL/2 {
+		t.Fatalf("the failover took %v: the first grant may have run out", since)
+	}
+	t.Logf("two holders of one key: the first's grant (TTL %v) was lost with the master", sentinelTTL)
+
+	// The first client's FailoverClient finds the new master after a
+	// moment (it refuses or times out meanwhile); then its renewal says
+	// the lease is gone.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for {
+		batch := []driver.Renewal{{Key: "job", Owner: me, TTL: sentinelTTL}}
+		first.Renew(ctx, batch)
+		if errors.Is(batch[0].Err, driver.ErrNotHeld) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the first client's renewal after the failover: %v; want ErrNotHeld", batch[0].Err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSentinelReplicaAcks: with WithReplicaAcks(1, ...), an acquire while
+// the replica lags is refused (and given back), a renewal fails, and a lock
+// granted while replication worked survives the failover: the promoted
+// replica has it, and a second client is refused.
+func TestSentinelReplicaAcks(t *testing.T) {
+	s := testserver.StartRedisSentinel(t)
+	prefix := "s" + driver.NewOwner().String()[:12]
+	acks := redlock.WithReplicaAcks(1, 500*time.Millisecond)
+	first := sentinelLocker(t, s, prefix, acks)
+	me := driver.NewOwner()
+
+	if err := acquireT(t.Context(), first, "kept", me); err != nil {
+		t.Fatalf("Acquire with the replica in sync: %v", err)
+	}
+	if got := lockOwner(t, s.Replica().Addr(), prefix, "kept"); got != me.String() {
+		t.Fatalf("once the acquire returned, the replica has owner %q; want %s", got, me)
+	}
+
+	master := s.Master().Addr()
+	s.PauseReplication() // resumed when the test ends; the master dies within 5 s
+	err := acquireT(t.Context(), first, "refused", driver.NewOwner())
+	if !errors.Is(err, redlock.ErrNotReplicated) || !errors.Is(err, driver.ErrUnavailable) {
+		t.Fatalf("Acquire with replication paused: %v; want ErrNotReplicated and ErrUnavailable", err)
+	}
+	if got := lockOwner(t, master, prefix, "refused"); got != "" {
+		t.Fatalf("the refused grant was not given back: the master has owner %q", got)
+	}
+	batch := []driver.Renewal{{Key: "kept", Owner: me, TTL: sentinelTTL}}
+	first.Renew(t.Context(), batch)
+	if err := batch[0].Err; !errors.Is(err, redlock.ErrNotReplicated) || errors.Is(err, driver.ErrNotHeld) {
+		t.Fatalf("Renew with replication paused: %v; want ErrNotReplicated, not ErrNotHeld", err)
+	}
+
+	s.KillMaster()
+	second := sentinelLocker(t, s, prefix)
+	if err := acquireT(t.Context(), second, "kept", driver.NewOwner()); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("a second client's Acquire of the acknowledged lock after the failover: %v; want ErrLocked", err)
+	}
+	if err := acquireT(t.Context(), second, "refused", driver.NewOwner()); err != nil {
+		t.Fatalf("Acquire of the key whose grant was refused: %v; nobody holds it", err)
+	}
+}
