@@ -1,15 +1,14 @@
 package postgres_test
 
 import (
-	"context"
 	"database/sql"
-	"errors"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/driver/postgres/internal/pgsuite"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
@@ -27,28 +26,10 @@ func pingErr(t *testing.T, dsn string) error {
 	return c.Ping(t.Context())
 }
 
-// lockOnce takes and releases a key through a client on dsn, and returns
-// the backend's role and whether the lock showed in pg_locks, as seen by
-// admin.
-func lockOnce(t *testing.T, dsn string, admin *sql.DB) (role string) {
-	t.Helper()
-	ns := t.Name()
-	c := openClient(t, dsn, ns)
-	lease, err := c.NewMutex("k").TryLock(t.Context())
-	if err != nil {
-		t.Fatalf("TryLock: %v", err)
-	}
-	classid, objid := postgres.LockTag(postgres.KeyID(ns, "k"))
-	err = admin.QueryRow(`SELECT a.usename FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-		WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.classid = $1 AND l.objid = $2 AND l.granted`,
-		int64(classid), int64(objid)).Scan(&role)
-	if err != nil {
-		t.Fatalf("the lock is not in pg_locks: %v", err)
-	}
-	if err := lease.Unlock(context.Background()); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	return role
+// lockOnce takes and releases a key through a lib/pq client on dsn, and
+// returns the role of the backend that held it, as seen by admin.
+func lockOnce(t *testing.T, dsn string, admin *sql.DB) string {
+	return pgsuite.LockOnce(t, libpq, dsn, admin)
 }
 
 // A wrong password gives a clear error (the server's "password
@@ -101,50 +82,6 @@ func TestClusterPasswordAuth(t *testing.T) {
 	var method string
 	if err := admin.QueryRow(`SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host' AND address = '127.0.0.1'`).Scan(&method); err != nil || method != "scram-sha-256" {
 		t.Errorf("pg_hba method for 127.0.0.1: %q, %v; want scram-sha-256", method, err)
-	}
-}
-
-// A hot standby (pg_is_in_recovery()) grants advisory locks that the
-// primary never sees: Connect (through Ping or a first TryLock) refuses it
-// with ErrStandby, which matches driver.ErrInvalid, with a message that
-// says what to do; the primary works. Both Connector kinds.
-func TestClusterStandbyRefused(t *testing.T) {
-	primary := testserver.StartPGCluster(t, testserver.PGClusterOptions{})
-	standby := primary.StartStandby()
-
-	check := func(what string, err error) {
-		t.Helper()
-		switch {
-		case !errors.Is(err, postgres.ErrStandby):
-			t.Errorf("%s: %v; want ErrStandby", what, err)
-		case !errors.Is(err, driver.ErrInvalid):
-			t.Errorf("%s: %v; want it to match driver.ErrInvalid", what, err)
-		case !strings.Contains(err.Error(), "hot standby") || !strings.Contains(err.Error(), "connect to the primary"):
-			t.Errorf("%s: %v; want a message naming the standby and the fix", what, err)
-		}
-	}
-	check("Ping", pingErr(t, standby.DSN("", nil)))
-
-	c := openClient(t, standby.DSN("", nil), t.Name())
-	if _, err := c.NewMutex("k").TryLock(t.Context()); err == nil {
-		t.Error("TryLock on a standby succeeded")
-	} else {
-		check("TryLock", err)
-	}
-
-	db, err := sql.Open("postgres", standby.DSN("", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	dc := mutex.NewClient(postgres.FromDB(db))
-	defer dc.Close()
-	check("FromDB Ping", dc.Ping(t.Context()))
-
-	admin := primary.AdminDB()
-	defer admin.Close()
-	if role := lockOnce(t, primary.DSN("", nil), admin); role != "postgres" {
-		t.Errorf("lock on the primary held by %q", role)
 	}
 }
 

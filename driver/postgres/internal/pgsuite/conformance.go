@@ -1,11 +1,9 @@
-package postgres_test
+package pgsuite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	sqldriver "database/sql/driver"
-	"encoding/hex"
 	"fmt"
 	"sync"
 	"testing"
@@ -18,21 +16,25 @@ import (
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// harnessHeartbeat is the heartbeat of the suite's clients
+// conformanceHeartbeat is the heartbeat of the conformance clients
 // (mutex.WithHeartbeat): a killed session is reported lost within about
 // two.
-const harnessHeartbeat = 250 * time.Millisecond
+const conformanceHeartbeat = 250 * time.Millisecond
 
-// TestConformance runs the suite twice: as it is, where only the fencing
-// case asks for tokens (mutex.WithFencing), and with every acquisition
-// fenced, so that each case also runs the fenced statement and reads the
-// fencing table.
-func TestConformance(t *testing.T) {
+// Conformance runs package conformance twice: as it is, where only the
+// fencing case asks for tokens (mutex.WithFencing), and with every
+// acquisition fenced, so that each case also runs the fenced statement and
+// reads the fencing table.
+func Conformance(t *testing.T, c Client) {
 	dsn := testserver.PostgresDSN(t)
 	maker := func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
-		return newHarness(t, dsn), nil
+		admin, err := sql.Open("postgres", dsn)
+		if err != nil {
+			return nil, err
+		}
+		return &harness{t: t, c: c, dsn: dsn, ns: namespace(t), admin: admin}, nil
 	}
-	hb := mutex.WithHeartbeat(harnessHeartbeat)
+	hb := mutex.WithHeartbeat(conformanceHeartbeat)
 	t.Run("fencing=asked", func(t *testing.T) { conformance.Run(t, maker, hb) })
 	t.Run("fencing=always", func(t *testing.T) {
 		conformance.Run(t, maker, hb, mutex.WithMiddleware(mutex.Middleware{
@@ -50,8 +52,10 @@ func (f fenceAll) Acquire(ctx context.Context, req driver.AcquireRequest) (drive
 }
 
 // harness: every connector is a new client of one database, with a
-// namespace of the test's own so that runs do not collide.
+// namespace of the case's own.
 type harness struct {
+	t     *testing.T
+	c     Client
 	dsn   string
 	ns    string
 	admin *sql.DB
@@ -61,22 +65,8 @@ type harness struct {
 	conns   []*sql.Conn
 }
 
-func newHarness(t testing.TB, dsn string) *harness {
-	admin, err := sql.Open("postgres", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &harness{dsn: dsn, ns: uniqueNamespace(t), admin: admin}
-}
-
-func uniqueNamespace(t testing.TB) string {
-	var b [6]byte
-	rand.Read(b[:])
-	return t.Name() + "/" + hex.EncodeToString(b[:])
-}
-
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
-	return postgres.NewConnector(h.dsn, postgres.WithNamespace(h.ns))
+	return h.c.Connect(h.t, h.dsn, postgres.WithNamespace(h.ns)), nil
 }
 
 // Vanish kills the session that holds key, found in pg_locks.
@@ -118,8 +108,8 @@ func (h *harness) Capabilities() conformance.Capabilities {
 		Fencing:    true,
 		TTL:        false,
 		Queue:      true,
-		LossWithin: 20 * harnessHeartbeat, // about two heartbeats, with room for a busy machine
-		FreeWithin: 30 * time.Second,      // Abandon's holder dies 2s after Abandon
+		LossWithin: 20 * conformanceHeartbeat, // about two heartbeats, with room for a busy machine
+		FreeWithin: 30 * time.Second,          // Abandon's holder dies 2s after Abandon
 	}
 }
 

@@ -1,4 +1,4 @@
-package postgres_test
+package pgsuite
 
 import (
 	"context"
@@ -13,20 +13,6 @@ import (
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/mutex"
 )
-
-// lockHolderPID returns the backend holding ns/key on the server behind
-// admin, or 0.
-func lockHolderPID(t *testing.T, admin *sql.DB, ns, key string) int {
-	t.Helper()
-	classid, objid := postgres.LockTag(postgres.KeyID(ns, key))
-	var pid int
-	err := admin.QueryRow(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
-		AND classid = $1 AND objid = $2 AND granted`, int64(classid), int64(objid)).Scan(&pid)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		t.Fatal(err)
-	}
-	return pid
-}
 
 // warmPool makes pgbouncer open n server connections for db: n
 // transactions open at once through it, then committed.
@@ -70,7 +56,7 @@ func checkTxPooling(t *testing.T, what string, err error) {
 	t.Logf("%s: %v", what, err)
 }
 
-// pgbouncer in front of the server: in session pooling mode the driver
+// ClusterPgBouncer: pgbouncer in front of the server: in session pooling mode the driver
 // works (a client keeps its server connection); in transaction pooling
 // mode session-level locks cannot work, and the driver refuses it as soon
 // as one session's statements reach two backends: at Connect when the
@@ -78,7 +64,7 @@ func checkTxPooling(t *testing.T, what string, err error) {
 // on the next statement or verification when it switches later (another
 // client's transaction took the backend the lock was on), reporting the
 // lease lost. Skipped when pgbouncer is not installed.
-func TestClusterPgBouncer(t *testing.T) {
+func ClusterPgBouncer(t *testing.T, c Client) {
 	if _, err := testserver.PGBouncerBinary(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
@@ -89,16 +75,16 @@ func TestClusterPgBouncer(t *testing.T) {
 	t.Run("SessionPooling", func(t *testing.T) {
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{RoundRobin: true})
 		warmPool(t, b, "sesspool", 3)
-		ns := uniqueNamespace(t)
-		c := openClient(t, b.DSN("sesspool", ""), ns)
-		lease, err := c.NewMutex("k").TryLock(t.Context())
+		ns := namespace(t)
+		mc := open(t, c, b.DSN("sesspool", ""), ns, nil)
+		lease, err := mc.NewMutex("k").TryLock(t.Context())
 		if err != nil {
 			t.Fatalf("TryLock through pgbouncer in session mode: %v", err)
 		}
-		if lockHolderPID(t, admin, ns, "k") == 0 {
+		if holderPID(t, admin, ns, "k") == 0 {
 			t.Fatal("the lock is not on the server")
 		}
-		other := openClient(t, b.DSN("sesspool", ""), ns)
+		other := open(t, c, b.DSN("sesspool", ""), ns, nil)
 		if _, err := other.NewMutex("k").TryLock(t.Context()); !errors.Is(err, mutex.ErrLocked) {
 			t.Fatalf("a second client: %v; want ErrLocked", err)
 		}
@@ -109,7 +95,7 @@ func TestClusterPgBouncer(t *testing.T) {
 		if err := lease.Unlock(t.Context()); err != nil {
 			t.Fatalf("Unlock: %v", err)
 		}
-		if pid := lockHolderPID(t, admin, ns, "k"); pid != 0 {
+		if pid := holderPID(t, admin, ns, "k"); pid != 0 {
 			t.Fatalf("backend %d still holds the key after Unlock", pid)
 		}
 	})
@@ -117,11 +103,11 @@ func TestClusterPgBouncer(t *testing.T) {
 	t.Run("TransactionPoolingRefusedAtConnect", func(t *testing.T) {
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{RoundRobin: true})
 		warmPool(t, b, "txpool", 3)
-		err := pingErr(t, b.DSN("txpool", ""))
+		err := ping(t, c, b.DSN("txpool", ""))
 		checkTxPooling(t, "Ping", err)
 
-		c := openClient(t, b.DSN("txpool", ""), uniqueNamespace(t))
-		_, err = c.NewMutex("k").TryLock(t.Context())
+		mc := open(t, c, b.DSN("txpool", ""), namespace(t), nil)
+		_, err = mc.NewMutex("k").TryLock(t.Context())
 		checkTxPooling(t, "TryLock", err)
 	})
 
@@ -134,23 +120,23 @@ func TestClusterPgBouncer(t *testing.T) {
 		// on the proxy's server connection.
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{})
 		warmPool(t, b, "txpool", 3)
-		ns := uniqueNamespace(t)
-		holder := openClient(t, pg.DSN("", nil), ns)
+		ns := namespace(t)
+		holder := open(t, c, pg.DSN("", nil), ns, nil)
 		lease, err := holder.NewMutex("k").TryLock(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := openClient(t, b.DSN("txpool", ""), ns)
+		mc := open(t, c, b.DSN("txpool", ""), ns, nil)
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		defer cancel()
-		_, err = c.NewMutex("k").Lock(ctx)
+		_, err = mc.NewMutex("k").Lock(ctx)
 		checkTxPooling(t, "Lock", err)
 		if err := lease.Unlock(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		c.Close()
+		mc.Close()
 		deadline := time.Now().Add(30 * time.Second)
-		for lockHolderPID(t, admin, ns, "k") != 0 {
+		for holderPID(t, admin, ns, "k") != 0 {
 			if time.Now().After(deadline) {
 				t.Fatal("the key is still held on the server 30s after the holder released it and the waiting client closed")
 			}
@@ -163,13 +149,13 @@ func TestClusterPgBouncer(t *testing.T) {
 		// a lone client stays on one backend, so Connect cannot tell.
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{})
 		warmPool(t, b, "txpool", 3)
-		ns := uniqueNamespace(t)
-		c := openClient(t, b.DSN("txpool", ""), ns)
-		lease, err := c.NewMutex("k").TryLock(t.Context())
+		ns := namespace(t)
+		mc := open(t, c, b.DSN("txpool", ""), ns, nil)
+		lease, err := mc.NewMutex("k").TryLock(t.Context())
 		if err != nil {
 			t.Fatalf("TryLock: %v", err)
 		}
-		pid := lockHolderPID(t, admin, ns, "k")
+		pid := holderPID(t, admin, ns, "k")
 		if pid == 0 {
 			t.Fatal("the lock is not on the server")
 		}
@@ -216,7 +202,7 @@ func TestClusterPgBouncer(t *testing.T) {
 		checkTxPooling(t, "lease", lease.Err())
 		// The lock stays on the backend the proxy gave to someone else:
 		// the hazard the docs warn of. Nothing client-side can free it.
-		if got := lockHolderPID(t, admin, ns, "k"); got != pid {
+		if got := holderPID(t, admin, ns, "k"); got != pid {
 			t.Errorf("after the loss the key is held by backend %d; expected it left on %d", got, pid)
 		}
 	})

@@ -1,8 +1,7 @@
-package postgres_test
+package pgsuite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"net/url"
 	"testing"
@@ -29,22 +28,15 @@ const (
 	silentSlack = 1500 * time.Millisecond
 )
 
-// A server that stops answering while TCP is still acknowledged (a proxy
-// in Blackhole mode: its kernel acknowledges, nothing is forwarded) is
-// given up on time (issue 12, item 1): every lease on it is reported lost
-// within about three heartbeats and a half of the cut (its verifications
-// go unanswered), an Unlock returns when its context ends (200 ms) with an
-// error matching it, Close returns within the reply deadline, and once
-// the partition heals another client takes every key. Both kinds of
-// Connector: the driver's own connections, and an application's *sql.DB.
-func TestClusterSilentPeer(t *testing.T) {
+// ClusterSilentPeer: a server that stops answering while TCP is still
+// acknowledged (a proxy in Blackhole mode: its kernel acknowledges, nothing
+// is forwarded) is given up on time (issue 12, item 1): every lease on it
+// is reported lost within about three heartbeats and a half of the cut
+// (its verifications go unanswered), an Unlock returns when its context
+// ends (200 ms) with an error matching it, Close returns within the reply
+// deadline, and once the partition heals another client takes every key.
+func ClusterSilentPeer(t *testing.T, c Client) {
 	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{})
-	for _, kind := range []string{"dsn", "db"} {
-		t.Run(kind, func(t *testing.T) { silentPeer(t, pg, kind) })
-	}
-}
-
-func silentPeer(t *testing.T, pg *testserver.PGCluster, kind string) {
 	p, err := chaos.NewProxy(pg.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -55,24 +47,10 @@ func silentPeer(t *testing.T, pg *testserver.PGCluster, kind string) {
 		t.Fatal(err)
 	}
 	u.Host = p.Addr()
-	ns := t.Name()
+	ns := namespace(t)
 	opts := []postgres.Option{postgres.WithNamespace(ns), postgres.WithStatementTimeout(silentStmt)}
 	open := func(heartbeat time.Duration) *mutex.Client {
-		if kind == "dsn" {
-			c, err := postgres.NewConnector(u.String(), opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mc := mutex.NewClient(c, mutex.WithHeartbeat(heartbeat))
-			t.Cleanup(func() { mc.Close() })
-			return mc
-		}
-		db, err := sql.Open("postgres", u.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		mc := mutex.NewClient(postgres.FromDB(db, opts...), mutex.WithHeartbeat(heartbeat))
+		mc := mutex.NewClient(c.Connect(t, u.String(), opts...), mutex.WithHeartbeat(heartbeat))
 		t.Cleanup(func() { mc.Close() })
 		return mc
 	}
@@ -148,11 +126,7 @@ func silentPeer(t *testing.T, pg *testserver.PGCluster, kind string) {
 	}
 
 	heal()
-	direct, err := postgres.NewConnector(pg.DSN("", nil), postgres.WithNamespace(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := mutex.NewClient(direct)
+	other := mutex.NewClient(c.Connect(t, pg.DSN("", nil), postgres.WithNamespace(ns)))
 	defer other.Close()
 	for _, key := range []string{"a", "b", "c"} {
 		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -166,11 +140,12 @@ func silentPeer(t *testing.T, pg *testserver.PGCluster, kind string) {
 	}
 }
 
-// A server that accepts the connection and then says nothing fails the
-// first session (Connect, through Ping) within the reply deadline, with an
-// error matching driver.ErrUnavailable: an outage, which Lock waits out.
-// Both kinds of Connector (the application's pool has no connect timeout).
-func TestClusterSilentPeerAtConnect(t *testing.T) {
+// ClusterSilentPeerAtConnect: a server that accepts the connection and
+// then says nothing fails the first session (Connect, through Ping) within
+// the reply deadline, with an error matching driver.ErrUnavailable: an
+// outage, which Lock waits out. (An application's pool may have no
+// connect timeout of its own.)
+func ClusterSilentPeerAtConnect(t *testing.T, c Client) {
 	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{})
 	p, err := chaos.NewProxy(pg.Addr())
 	if err != nil {
@@ -184,37 +159,24 @@ func TestClusterSilentPeerAtConnect(t *testing.T) {
 	}
 	u.Host = p.Addr()
 	const stmt = 500 * time.Millisecond
-	opts := []postgres.Option{postgres.WithStatementTimeout(stmt)}
-	db, err := sql.Open("postgres", u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	dsnConn, err := postgres.NewConnector(u.String(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, conn := range map[string]interface {
-		Connect(context.Context) (driver.Locker, error)
-	}{"dsn": dsnConn, "db": postgres.FromDB(db, opts...)} {
-		done := make(chan error, 1)
-		start := time.Now()
-		go func() {
-			l, err := conn.Connect(context.Background())
-			if err == nil {
-				l.Close()
-			}
-			done <- err
-		}()
-		bound := stmt + 500*time.Millisecond // the reply deadline
-		select {
-		case err := <-done:
-			t.Logf("%s: Connect failed after %v (bound %v): %v", name, time.Since(start).Round(time.Millisecond), bound, err)
-			if !errors.Is(err, driver.ErrUnavailable) || errors.Is(err, driver.ErrDenied) {
-				t.Errorf("%s: Connect to a silent server: %v; want an error matching driver.ErrUnavailable only", name, err)
-			}
-		case <-time.After(bound + silentSlack):
-			t.Errorf("%s: Connect to a silent server has not returned after %v; the bound is %v", name, time.Since(start).Round(time.Millisecond), bound)
+	conn := c.Connect(t, u.String(), postgres.WithStatementTimeout(stmt))
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		l, err := conn.Connect(context.Background())
+		if err == nil {
+			l.Close()
 		}
+		done <- err
+	}()
+	bound := stmt + 500*time.Millisecond // the reply deadline
+	select {
+	case err := <-done:
+		t.Logf("Connect failed after %v (bound %v): %v", time.Since(start).Round(time.Millisecond), bound, err)
+		if !errors.Is(err, driver.ErrUnavailable) || errors.Is(err, driver.ErrDenied) {
+			t.Errorf("Connect to a silent server: %v; want an error matching driver.ErrUnavailable only", err)
+		}
+	case <-time.After(bound + silentSlack):
+		t.Errorf("Connect to a silent server has not returned after %v; the bound is %v", time.Since(start).Round(time.Millisecond), bound)
 	}
 }

@@ -1,4 +1,4 @@
-package postgres_test
+package pgsuite
 
 import (
 	"bufio"
@@ -22,29 +22,36 @@ import (
 // helperEnv selects the role of a re-executed test binary.
 const helperEnv = "MUTEXKIT_POSTGRES_HELPER"
 
-// TestHelperProcess is the child side of the tests below; it does nothing
-// unless started by them.
-func TestHelperProcess(t *testing.T) {
+// HelperProcess is the child side of the scenarios that need processes of
+// their own; each module's TestHelperProcess calls it with its client,
+// which is the one the children use (a scenario re-executes the test
+// binary it runs in). It skips t unless a scenario started this process,
+// and otherwise never returns: it exits 0 when its role is done, 2 when it
+// fails.
+func HelperProcess(t *testing.T, c Client) {
 	role := os.Getenv(helperEnv)
 	if role == "" {
-		t.Skip("child process of the multi-process tests")
+		t.Skip("child process of the multi-process scenarios")
 	}
-	if err := runHelper(role); err != nil {
+	if err := runHelper(t, c, role); err != nil {
 		fmt.Fprintf(os.Stderr, "helper %s: %v\n", role, err)
 		os.Exit(2)
 	}
 	os.Exit(0)
 }
 
-func runHelper(role string) error {
+// runHelper plays role on the client's connector to MUTEXKIT_PG_DSN in
+// namespace MUTEXKIT_PG_NS: "rounds" (TwoProcessesExclude), "hold"
+// (CrashedProcessFreesKey) or "netcut" (ClusterNetworkCutFreesLocks).
+func runHelper(t *testing.T, c Client, role string) error {
 	ctx := context.Background()
-	conn, err := postgres.NewConnector(os.Getenv("MUTEXKIT_PG_DSN"), postgres.WithNamespace(os.Getenv("MUTEXKIT_PG_NS")))
-	if err != nil {
-		return err
+	opts := []postgres.Option{postgres.WithNamespace(os.Getenv("MUTEXKIT_PG_NS"))}
+	if role == "netcut" {
+		opts = append(opts, postgres.WithKeepalive(netcutIdle, netcutInterval, netcutCount))
 	}
-	c := mutex.NewClient(conn)
-	defer c.Close()
-	m := c.NewMutex("shared", mutex.WithFencing())
+	mc := mutex.NewClient(c.Connect(t, os.Getenv("MUTEXKIT_PG_DSN"), opts...))
+	defer mc.Close()
+	m := mc.NewMutex("shared", mutex.WithFencing())
 	switch role {
 	case "rounds":
 		rounds, err := strconv.Atoi(os.Getenv("MUTEXKIT_PG_ROUNDS"))
@@ -55,7 +62,7 @@ func runHelper(role string) error {
 		if err != nil {
 			return err
 		}
-		if err := c.Ping(ctx); err != nil {
+		if err := mc.Ping(ctx); err != nil {
 			return err
 		}
 		fmt.Println("ready")
@@ -87,33 +94,36 @@ func runHelper(role string) error {
 		}
 		fmt.Printf("ready %d\n", l.Token())
 		time.Sleep(time.Hour) // until killed
+	case "netcut":
+		if _, err := mc.NewMutex("netcut").Lock(ctx); err != nil {
+			return err
+		}
+		fmt.Println("held")
+		time.Sleep(time.Hour) // until stopped and killed
 	}
 	return fmt.Errorf("unknown role %q", role)
 }
 
-// helper starts this test binary as a child process in role.
-func helper(t *testing.T, role string, env ...string) (*exec.Cmd, io.WriteCloser, *bufio.Reader) {
-	return childproc.Start(t, helperEnv, role, env...)
-}
+// helperArgs are the arguments that run this test binary's
+// TestHelperProcess alone.
+var helperArgs = []string{"-test.run=^TestHelperProcess$", "-test.count=1", "-test.timeout=10m"}
 
-var readLine = childproc.ReadLine
-
-// Two processes contend for one key: their critical sections never
-// overlap, and fencing tokens increase across them.
-func TestTwoProcessesExclude(t *testing.T) {
+// TwoProcessesExclude: two processes contend for one key: their critical
+// sections never overlap, and fencing tokens increase across them.
+func TwoProcessesExclude(t *testing.T, c Client) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
-	dsn, _ := openDB(t)
+	dsn, _ := adminDB(t)
 	logPath := t.TempDir() + "/log"
 	const rounds = 100
-	env := []string{"MUTEXKIT_PG_DSN=" + dsn, "MUTEXKIT_PG_NS=" + t.Name() + time.Now().String(),
+	env := []string{"MUTEXKIT_PG_DSN=" + dsn, "MUTEXKIT_PG_NS=" + namespace(t),
 		"MUTEXKIT_PG_LOG=" + logPath, "MUTEXKIT_PG_ROUNDS=" + strconv.Itoa(rounds)}
 	var cmds []*exec.Cmd
 	var stdins []io.WriteCloser
 	for range 2 {
-		cmd, stdin, stdout := helper(t, "rounds", env...)
-		readLine(t, stdout, "ready")
+		cmd, stdin, stdout := childproc.Start(t, helperEnv, "rounds", env...)
+		childproc.ReadLine(t, stdout, "ready")
 		go io.Copy(io.Discard, stdout)
 		cmds, stdins = append(cmds, cmd), append(stdins, stdin)
 	}
@@ -158,26 +168,26 @@ func TestTwoProcessesExclude(t *testing.T) {
 	t.Logf("%d rounds each, the lock changed process %d times", rounds, switches)
 }
 
-// A holder killed with SIGKILL frees the key: its connection closes with
-// it, and the server ends the session.
-func TestCrashedProcessFreesKey(t *testing.T) {
+// CrashedProcessFreesKey: a holder killed with SIGKILL frees the key: its
+// connection closes with it, and the server ends the session.
+func CrashedProcessFreesKey(t *testing.T, c Client) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
-	dsn, _ := openDB(t)
-	ns := t.Name() + time.Now().String()
-	cmd, _, stdout := helper(t, "hold", "MUTEXKIT_PG_DSN="+dsn, "MUTEXKIT_PG_NS="+ns)
-	line := readLine(t, stdout, "ready")
+	dsn, _ := adminDB(t)
+	ns := namespace(t)
+	cmd, _, stdout := childproc.Start(t, helperEnv, "hold", "MUTEXKIT_PG_DSN="+dsn, "MUTEXKIT_PG_NS="+ns)
+	line := childproc.ReadLine(t, stdout, "ready")
 	childToken, _ := strconv.ParseUint(strings.TrimPrefix(line, "ready "), 10, 64)
-	c := openClient(t, dsn, ns)
-	if _, err := c.NewMutex("shared", mutex.WithFencing()).TryLock(t.Context()); err == nil {
+	mc := open(t, c, dsn, ns, nil)
+	if _, err := mc.NewMutex("shared", mutex.WithFencing()).TryLock(t.Context()); err == nil {
 		t.Fatal("TryLock succeeded while the child holds the key")
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	l, err := c.NewMutex("shared", mutex.WithFencing()).Lock(ctx)
+	l, err := mc.NewMutex("shared", mutex.WithFencing()).Lock(ctx)
 	if err != nil {
 		t.Fatalf("Lock after the holder was killed: %v", err)
 	}

@@ -1,10 +1,8 @@
-package postgres_test
+package pgsuite
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,45 +13,14 @@ import (
 
 	"github.com/mutexkit/mutexkit/driver/postgres"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
-	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// netcutHelperEnv makes a re-executed test binary the holder of
-// TestClusterNetworkCutFreesLocks.
-const netcutHelperEnv = "MUTEXKIT_NETCUT_HELPER"
-
-// Keepalive of the holder's lock sessions in TestClusterNetworkCutFreesLocks,
-// set through the DSN.
+// Keepalive of the holder's lock sessions in ClusterNetworkCutFreesLocks.
 const (
 	netcutIdle     = time.Second
 	netcutInterval = time.Second
 	netcutCount    = 3
 )
-
-// TestNetcutHelperProcess is the holder of TestClusterNetworkCutFreesLocks,
-// run inside a network namespace: it takes the key "netcut", prints "held"
-// and waits to be stopped. It does nothing unless started by that test.
-func TestNetcutHelperProcess(t *testing.T) {
-	if os.Getenv(netcutHelperEnv) == "" {
-		t.Skip("child process of TestClusterNetworkCutFreesLocks")
-	}
-	err := func() error {
-		conn, err := postgres.NewConnector(os.Getenv("MUTEXKIT_PG_DSN"), postgres.WithNamespace(os.Getenv("MUTEXKIT_PG_NS")))
-		if err != nil {
-			return err
-		}
-		c := mutex.NewClient(conn)
-		defer c.Close()
-		if _, err := c.NewMutex("netcut").Lock(context.Background()); err != nil {
-			return err
-		}
-		fmt.Println("held")
-		time.Sleep(time.Hour) // until stopped and killed
-		return nil
-	}()
-	fmt.Fprintf(os.Stderr, "netcut helper: %v\n", err)
-	os.Exit(2)
-}
 
 // netcutNet is a network namespace joined to the host by a veth pair with
 // a /30 of 10.200.0.0/16 that exists only on that pair: Host is the
@@ -138,16 +105,18 @@ func newNetcutNet(t *testing.T) *netcutNet {
 	return n
 }
 
-// A client cut off by the network, with no clean close, loses its locks
-// on the server within the bound its TCP keepalive sets (issue 3). The
-// holder runs in a network namespace and reaches a private cluster over a
-// veth pair, with a keepalive of 1 s idle, 1 s interval, 3 probes set in
-// its DSN (which the driver also sets on the server side of each lock
-// session); once it holds the key, its end of the pair goes down (no FIN
-// or RST can reach the server) and the process is stopped (it cannot close
-// anything either). The key must come free on the server within
-// idle + interval x count + 15 s of the cut, and not at once.
-func TestClusterNetworkCutFreesLocks(t *testing.T) {
+// ClusterNetworkCutFreesLocks: a client cut off by the network, with no
+// clean close, loses its locks on the server within the bound its TCP
+// keepalive sets (issue 3). The holder (HelperProcess, role "netcut") runs
+// in a network namespace and reaches a private cluster over a veth pair,
+// with a keepalive of 1 s idle, 1 s interval, 3 probes (WithKeepalive,
+// which the driver sets on the server side of each lock session); once it
+// holds the key, its end of the pair goes down (no FIN or RST can reach
+// the server) and the process is stopped (it cannot close anything
+// either). The key must come free on the server within idle + interval x
+// count + 15 s of the cut, and not at once. The holder's client is the one
+// the test binary's TestHelperProcess passes, so c goes unused.
+func ClusterNetworkCutFreesLocks(t *testing.T, c Client) {
 	if testing.Short() {
 		t.Skip("makes a network namespace and spawns a process")
 	}
@@ -176,15 +145,9 @@ func TestClusterNetworkCutFreesLocks(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // the postmaster rereads pg_hba.conf on SIGHUP
 
-	ns := t.Name() + "/" + time.Now().Format(time.RFC3339Nano)
-	dsn := pg.DSN(n.Host, url.Values{
-		"mutexkit_keepalive_idle":     {fmt.Sprint(int(netcutIdle / time.Second))},
-		"mutexkit_keepalive_interval": {fmt.Sprint(int(netcutInterval / time.Second))},
-		"mutexkit_keepalive_count":    {fmt.Sprint(netcutCount)},
-	})
-	cmd := exec.Command("ip", "netns", "exec", n.NS, os.Args[0],
-		"-test.run=^TestNetcutHelperProcess$", "-test.count=1", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), netcutHelperEnv+"=1", "MUTEXKIT_PG_DSN="+dsn, "MUTEXKIT_PG_NS="+ns)
+	ns := namespace(t)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.NS, os.Args[0]}, helperArgs...)...)
+	cmd.Env = append(os.Environ(), helperEnv+"=netcut", "MUTEXKIT_PG_DSN="+pg.DSN(n.Host, nil), "MUTEXKIT_PG_NS="+ns)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()

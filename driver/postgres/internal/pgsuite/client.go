@@ -1,0 +1,157 @@
+package pgsuite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/internal/testing/testserver"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+// Client is a PostgreSQL client library the driver runs on, as the
+// scenarios see it.
+type Client struct {
+	// Name names the client in subtests ("dsn", "db", "pgx").
+	Name string
+
+	// Connect returns a Connector of a new client on dsn, which may point
+	// at a proxy or at a private server, with opts. It fails t if it
+	// cannot; whatever it opens (a pool) is closed when t ends.
+	Connect func(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector
+
+	// Pool returns a Connector over an application's pool on dsn, as
+	// Connect does, and Borrow, which takes n of that pool's connections
+	// at once and returns their backend pids (giving them back after).
+	Pool func(t testing.TB, dsn string, opts ...postgres.Option) (driver.Connector, Borrow)
+}
+
+// Borrow takes n connections of an application's pool at once and
+// returns their backend pids; the connections go back to the pool.
+type Borrow func(ctx context.Context, n int) ([]int, error)
+
+// Scenario is one scenario of the suite.
+type Scenario struct {
+	Name string
+	Run  func(t *testing.T, c Client)
+}
+
+// Scenarios lists every scenario Run runs, under the names of the core
+// module's tests.
+var Scenarios = []Scenario{
+	{"Conformance", Conformance},
+	{"NoRegrantToSameSession", NoRegrantToSameSession},
+	{"DeadlineNeverCancelsSession", DeadlineNeverCancelsSession},
+	{"ServerSideTimeoutBoundsStatements", ServerSideTimeoutBoundsStatements},
+	{"KilledSessionLosesEveryLease", KilledSessionLosesEveryLease},
+	{"PoolDiscardsSessions", PoolDiscardsSessions},
+	{"CancelledUnlockReleases", CancelledUnlockReleases},
+	{"TwoThousandKeysFewSessions", TwoThousandKeysFewSessions},
+	{"MaxKeys", MaxKeys},
+	{"TwoProcessesExclude", TwoProcessesExclude},
+	{"CrashedProcessFreesKey", CrashedProcessFreesKey},
+	{"ClusterNetworkCutFreesLocks", ClusterNetworkCutFreesLocks},
+	{"ClusterPgBouncer", ClusterPgBouncer},
+	{"ClusterStandbyRefused", ClusterStandbyRefused},
+	{"ClusterSilentPeer", ClusterSilentPeer},
+	{"ClusterSilentPeerAtConnect", ClusterSilentPeerAtConnect},
+}
+
+// Run runs every scenario with c, each as a subtest.
+func Run(t *testing.T, c Client) {
+	for _, s := range Scenarios {
+		t.Run(s.Name, func(t *testing.T) { s.Run(t, c) })
+	}
+}
+
+// Heartbeat is how often the scenarios' clients verify their leases
+// (mutex.WithHeartbeat): a dead session is found within about two.
+const Heartbeat = 100 * time.Millisecond
+
+// open makes a client of c on dsn in namespace ns, with the scenarios'
+// heartbeat unless mopts say otherwise, closed when t ends. It connects
+// now: package mutex counts a session lease's first verification from the
+// start of its attempt, so a slow first connect (-race) inside a TryLock
+// could leave it less than a heartbeat.
+func open(t testing.TB, c Client, dsn, ns string, opts []postgres.Option, mopts ...mutex.Option) *mutex.Client {
+	t.Helper()
+	conn := c.Connect(t, dsn, append([]postgres.Option{postgres.WithNamespace(ns)}, opts...)...)
+	return newClient(t, conn, mopts...)
+}
+
+func newClient(t testing.TB, conn driver.Connector, mopts ...mutex.Option) *mutex.Client {
+	t.Helper()
+	mc := mutex.NewClient(conn, append([]mutex.Option{mutex.WithHeartbeat(Heartbeat)}, mopts...)...)
+	t.Cleanup(func() { mc.Close() })
+	mc.Ping(t.Context()) // a failure shows again at the first call
+	return mc
+}
+
+// ping opens a client of c on dsn and returns what Ping says (Connect
+// runs there: the first lock session is opened).
+func ping(t testing.TB, c Client, dsn string) error {
+	t.Helper()
+	mc := mutex.NewClient(c.Connect(t, dsn))
+	defer mc.Close()
+	return mc.Ping(t.Context())
+}
+
+// namespace is a namespace of the test's own, so that runs do not collide.
+func namespace(t testing.TB) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return t.Name() + "/" + hex.EncodeToString(b[:])
+}
+
+// adminDB returns the DSN of the shared test server and an administrator's
+// pool on it (lib/pq: the observer), closed when t ends.
+func adminDB(t testing.TB) (string, *sql.DB) {
+	t.Helper()
+	dsn := testserver.PostgresDSN(t)
+	return dsn, openDB(t, dsn)
+}
+
+// openDB opens a lib/pq pool on dsn, closed when t ends.
+func openDB(t testing.TB, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// holderPID returns the backend pid holding key in namespace ns, or 0.
+func holderPID(t testing.TB, db *sql.DB, ns, key string) int {
+	t.Helper()
+	classid, objid := postgres.LockTag(postgres.KeyID(ns, key))
+	var pid int
+	err := db.QueryRow(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+		AND classid = $1 AND objid = $2`, int64(classid), int64(objid)).Scan(&pid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// waitFor polls cond until it holds or a generous bound passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,107 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/driver/postgres/internal/pgsuite"
+)
+
+// The scenarios of package pgsuite, shared with the pgx module, run here on
+// lib/pq, each under the name its test had when it lived here.
+
+// libpq is the driver on its own connections (NewConnector); libpqDB on
+// the application's *sql.DB (FromDB).
+var (
+	libpq   = pgsuite.Client{Name: "dsn", Connect: connectDSN, Pool: poolDB}
+	libpqDB = pgsuite.Client{Name: "db", Connect: connectDB, Pool: poolDB}
+)
+
+func connectDSN(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector {
+	t.Helper()
+	conn, err := postgres.NewConnector(dsn, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+func connectDB(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector {
+	conn, _ := poolDB(t, dsn, opts...)
+	return conn
+}
+
+// poolDB opens a *sql.DB on dsn, closed when t ends, and returns FromDB of
+// it and a Borrow that takes every idle connection and n more.
+func poolDB(t testing.TB, dsn string, opts ...postgres.Option) (driver.Connector, pgsuite.Borrow) {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	borrow := func(ctx context.Context, n int) ([]int, error) {
+		var pids []int
+		for range db.Stats().Idle + n {
+			conn, err := db.Conn(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer conn.Close()
+			var pid int
+			if err := conn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+				return nil, err
+			}
+			pids = append(pids, pid)
+		}
+		return pids, nil
+	}
+	return postgres.FromDB(db, opts...), borrow
+}
+
+// eachKind runs scenario with both kinds of Connector, as subtests "dsn"
+// and "db".
+func eachKind(t *testing.T, scenario func(*testing.T, pgsuite.Client)) {
+	for _, c := range []pgsuite.Client{libpq, libpqDB} {
+		t.Run(c.Name, func(t *testing.T) { scenario(t, c) })
+	}
+}
+
+func TestHelperProcess(t *testing.T) { pgsuite.HelperProcess(t, libpq) }
+
+func TestConformance(t *testing.T) { pgsuite.Conformance(t, libpq) }
+
+func TestNoRegrantToSameSession(t *testing.T) { pgsuite.NoRegrantToSameSession(t, libpq) }
+
+func TestDeadlineNeverCancelsSession(t *testing.T) { pgsuite.DeadlineNeverCancelsSession(t, libpq) }
+
+func TestServerSideTimeoutBoundsStatements(t *testing.T) {
+	pgsuite.ServerSideTimeoutBoundsStatements(t, libpq)
+}
+
+func TestKilledSessionLosesEveryLease(t *testing.T) { pgsuite.KilledSessionLosesEveryLease(t, libpq) }
+
+func TestDBConnectorDiscardsSessions(t *testing.T) { pgsuite.PoolDiscardsSessions(t, libpq) }
+
+func TestCancelledUnlockReleases(t *testing.T) { pgsuite.CancelledUnlockReleases(t, libpq) }
+
+func TestTwoThousandKeysFewSessions(t *testing.T) { pgsuite.TwoThousandKeysFewSessions(t, libpq) }
+
+func TestMaxKeys(t *testing.T) { pgsuite.MaxKeys(t, libpq) }
+
+func TestTwoProcessesExclude(t *testing.T) { pgsuite.TwoProcessesExclude(t, libpq) }
+
+func TestCrashedProcessFreesKey(t *testing.T) { pgsuite.CrashedProcessFreesKey(t, libpq) }
+
+func TestClusterNetworkCutFreesLocks(t *testing.T) { pgsuite.ClusterNetworkCutFreesLocks(t, libpq) }
+
+func TestClusterPgBouncer(t *testing.T) { pgsuite.ClusterPgBouncer(t, libpq) }
+
+func TestClusterStandbyRefused(t *testing.T) { eachKind(t, pgsuite.ClusterStandbyRefused) }
+
+func TestClusterSilentPeer(t *testing.T) { eachKind(t, pgsuite.ClusterSilentPeer) }
+
+func TestClusterSilentPeerAtConnect(t *testing.T) { eachKind(t, pgsuite.ClusterSilentPeerAtConnect) }
