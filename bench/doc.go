@@ -21,6 +21,14 @@
 // statements clients sent MySQL (its Questions counter, mysql_test.go).
 // Under -short it runs 8 waiters only.
 //
+// goredis_test.go adds issue 15's rows to the uncontended and parallel
+// benchmarks: ours through an application's go-redis client (the
+// driver/redlock/goredis module, required by path), redsync over go-redis,
+// and ours over Redis Clusters of 3 masters and of 1, which the test
+// binary starts once each on first need (internal/testing/testserver;
+// MUTEXKIT_REDIS_ADDRS plays no part) and stops when it ends. Under -short
+// only the 3-master cluster runs.
+//
 // make bench runs cmd/runbench instead, which builds the test binary,
 // runs every benchmark once per round for several interleaved rounds with
 // the client and the servers pinned to separate cores, and writes
@@ -32,6 +40,7 @@
 //	MUTEXKIT_MYSQL_DSN          MySQL or MariaDB (default mysql://root@127.0.0.1:3306/test; not pinned)
 //	MUTEXKIT_REDIS_ADDRS        existing Redis servers to use (five or more) instead of starting them
 //	MUTEXKIT_BENCH_SERVER_CPUS  a CPU list (taskset -c) for the servers: redis-server processes are
-//	                            started on it and this process's PostgreSQL backends moved to it
+//	                            started on it (cluster nodes moved to it) and this process's
+//	                            PostgreSQL backends moved to it
 //	MUTEXKIT_REQUIRE_SERVICES=1 fail, rather than skip, when a server is unavailable
 package bench
