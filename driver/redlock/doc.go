@@ -15,7 +15,8 @@
 // DSN: redis[s]://[user:pass@]host:port[,host:port...][/db][?options], the
 // options being timeout (per node, per call), connect_timeout,
 // drift_factor, drift_fixed, pipeline, pool_max_idle, pool_max_active,
-// pool_idle_timeout, prefix, and for rediss:// tls_ca, tls_server_name and
+// pool_idle_timeout, prefix, replica_acks and replica_acks_timeout
+// (WithReplicaAcks), and for rediss:// tls_ca, tls_server_name and
 // tls_skip_verify. Two hosts are refused: give one, or three and more.
 // NewConnector parses a DSN with Options beside it (a *tls.Config); an
 // application that has redigo pools already passes them to FromPools, and
