@@ -1,10 +1,13 @@
 package redlock_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/redlock"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // startReplicated starts a master and a replica of it, waits until the
@@ -156,5 +160,116 @@ func TestReplicaAcksOptions(t *testing.T) {
 	}
 	if _, err := redlock.NewConnector("redis://127.0.0.1:1", redlock.WithReplicaAcks(0, 0)); err != nil {
 		t.Errorf("WithReplicaAcks(0, 0) (off): %v", err)
+	}
+}
+
+// waitSpotter records whether WAIT was ever written on a socket.
+type waitSpotter struct {
+	net.Conn
+	seen *atomic.Bool
+}
+
+func (c waitSpotter) Write(b []byte) (int, error) {
+	if bytes.Contains(b, []byte("WAIT")) {
+		c.seen.Store(true)
+	}
+	return c.Conn.Write(b)
+}
+
+// TestReplicaAcksOffThePipe: a WAIT never goes on the pipelined
+// connection, so a call on the pipe does not queue behind one: with the
+// replica paused, a release through the pipe returns while an acquire
+// waits for its acknowledgement.
+func TestReplicaAcksOffThePipe(t *testing.T) {
+	c, replica := startReplicated(t)
+	var onPipe atomic.Bool
+	conn, err := redlock.NewConnector(c.dsn("pipeline=1", "replica_acks=1", "replica_acks_timeout=10s"),
+		redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn { return waitSpotter{nc, &onPipe} }))
+	l := connect(t, conn, err)
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "warm", Owner: driver.NewOwner(), TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	replica.Pause()
+	defer replica.Resume()
+	acquired := make(chan error, 1)
+	go func() {
+		_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "slow", Owner: driver.NewOwner(), TTL: time.Minute})
+		acquired <- err
+	}()
+	// Once the acquire's WAIT is under way on the server, a release
+	// through the pipe.
+	deadline := time.Now().Add(10 * time.Second)
+	for !blockedOnWait(t, c) {
+		if time.Now().After(deadline) {
+			t.Fatal("the acquire's WAIT never blocked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := l.Release(t.Context(), "other", driver.NewOwner()); !errors.Is(err, driver.ErrNotHeld) {
+		t.Fatalf("Release through the pipe: %v; want ErrNotHeld", err)
+	}
+	select {
+	case err := <-acquired:
+		t.Fatalf("the acquire returned (%v) before the release: the release waited behind it", err)
+	default:
+	}
+	replica.Resume()
+	if err := <-acquired; err != nil {
+		t.Fatalf("Acquire once the replica resumed: %v", err)
+	}
+	if onPipe.Load() {
+		t.Error("WAIT was written on the pipelined connection")
+	}
+}
+
+// blockedOnWait reports whether a client of the server is blocked in WAIT.
+func blockedOnWait(t *testing.T, c *cluster) bool {
+	t.Helper()
+	list, err := redis.String(c.do(0, "CLIENT", "LIST"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(list, "cmd=wait")
+}
+
+// TestReplicaAcksExclusion: Lock and Unlock by clients asking a replica's
+// acknowledgement (the queue's scripts followed by WAIT) never let two
+// holders in: a counter guarded by the lock alone, checked under -race.
+func TestReplicaAcksExclusion(t *testing.T) {
+	c, _ := startReplicated(t)
+	var (
+		inside, entries int
+		wg              sync.WaitGroup
+	)
+	for range 4 {
+		conn, err := redlock.NewConnector(c.dsn("replica_acks=1", "replica_acks_timeout=1s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := mutex.NewClient(conn)
+		t.Cleanup(func() { cl.Close() })
+		wg.Go(func() {
+			for range 10 {
+				lease, err := cl.NewMutex("counter", mutex.WithTTL(5*time.Second)).Lock(t.Context())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				inside++
+				if inside != 1 {
+					t.Errorf("%d holders at once", inside)
+				}
+				entries++
+				inside--
+				if err := lease.Unlock(t.Context()); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if entries != 40 {
+		t.Fatalf("%d entries; want 40", entries)
 	}
 }
