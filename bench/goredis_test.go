@@ -61,6 +61,30 @@ func newRedsyncGoRedis(b testing.TB, addr string) *redsync.Redsync {
 	return redsync.New(redsyncgoredis.NewPool(rdb))
 }
 
+// openCluster opens ours over a *redis.ClusterClient of this process's
+// cluster of masters masters, and returns the masters' addresses.
+func openCluster(b *testing.B, masters int) (*mutex.Client, []string) {
+	b.Helper()
+	cl := startCluster(b, masters)
+	cc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: cl.Addrs(), PoolSize: poolSize, ContextTimeoutEnabled: true})
+	b.Cleanup(func() { cc.Close() })
+	c := mutex.NewClient(mkgoredis.FromClient(cc))
+	b.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+	defer cancel()
+	if err := c.Ping(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return c, clusterMasterAddrs(b, cl)
+}
+
+// uncontendedCluster is BenchmarkUncontended over a cluster of 3 masters:
+// one key, so one master; what it adds to one node is the routing.
+func uncontendedCluster(b *testing.B) {
+	c, _ := openCluster(b, 3)
+	uncontendedOurs(b, c)
+}
+
 // parallelCluster is BenchmarkParallel's 64 goroutines on distinct keys,
 // ours over a *redis.ClusterClient of a cluster of the given masters. It
 // also reports the share of the commands the busiest master ran, which
@@ -70,17 +94,7 @@ func parallelCluster(masters int) func(*testing.B) {
 		if masters == 1 && testing.Short() {
 			b.Skip("-short (make test's smoke run) starts one cluster only: the 3 masters")
 		}
-		cl := startCluster(b, masters)
-		addrs := clusterMasterAddrs(b, cl)
-		cc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: cl.Addrs(), PoolSize: poolSize, ContextTimeoutEnabled: true})
-		b.Cleanup(func() { cc.Close() })
-		c := mutex.NewClient(mkgoredis.FromClient(cc))
-		b.Cleanup(func() { c.Close() })
-		ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
-		defer cancel()
-		if err := c.Ping(ctx); err != nil {
-			b.Fatal(err)
-		}
+		c, addrs := openCluster(b, masters)
 		before := clientCalls(b, addrs)
 		parallelOurs(b, c)
 		after := clientCalls(b, addrs)

@@ -24,6 +24,7 @@ func BenchmarkUncontended(b *testing.B) {
 		b.Run("impl=redislock", uncontendedRedislock)
 		b.Run("impl=floor", uncontendedRedisFloor)
 	})
+	b.Run("backend="+cluster3, func(b *testing.B) { b.Run("impl=ours-goredis", uncontendedCluster) })
 	b.Run("backend="+redis5, func(b *testing.B) {
 		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, redis5)) })
 		b.Run("impl=redsync", func(b *testing.B) { uncontendedRedsync(b, redisAddrs(b, nodesOf5)) })

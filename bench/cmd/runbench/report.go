@@ -165,6 +165,8 @@ func writeUncontended(b *strings.Builder, r *results) {
 		ours := bname("Uncontended", kv["backend"], "ours")
 		vsOurs, vsFloor := "", ""
 		switch {
+		case kv["backend"] == cluster3: // issue 15: beside ours-goredis on one node
+			vsOurs = r.ratio(n, bname("Uncontended", "redis1", "ours-goredis"), nsOp) + " (of ours-goredis, 1 node)"
 		case kv["impl"] == "floor":
 			vsFloor = r.ratio(ours, n, nsOp)
 		case strings.HasPrefix(kv["impl"], "ours"):
