@@ -92,6 +92,31 @@ var (
 	db  *sql.DB
 )
 `},
+	// docs/POSTGRES.md shows pgx beside lib/pq: checked where both resolve.
+	"docs/POSTGRES.md": {"driver/postgres/pgxv5", `package snippet
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/driver/postgres/pgxv5"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+var (
+	ctx  context.Context
+	dsn  string
+	db   *sql.DB
+	pool *pgxpool.Pool
+)
+`},
 	// docs/REDIS.md shows go-redis beside redigo: checked where both resolve.
 	"docs/REDIS.md": {"driver/redlock/goredis", `package snippet
 
