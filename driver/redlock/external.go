@@ -48,8 +48,16 @@ func (c *connector) connectExternal(cfg *config) (driver.Locker, error) {
 		return nil, fmt.Errorf("redlock: a node without a transport: %w", driver.ErrInvalid)
 	}
 	nodes := make([]*node, len(bs))
+	var shards []func(context.Context, string) (backend.Sub, error)
 	for i, b := range bs {
 		nodes[i] = &node{name: b.Name, t: external{b.T}, sub: b.Dial}
+		if b.DialShard != nil {
+			shards = append(shards, b.DialShard)
+		}
 	}
-	return newLocker(cfg, nodes), nil
+	l := newLocker(cfg, nodes)
+	if len(shards) == len(bs) { // Redis Clusters all: sharded pub/sub (watch.go)
+		l.shard(shards)
+	}
+	return l, nil
 }

@@ -16,7 +16,10 @@ import (
 // restarted empty gets their order back as they ask again. Ties go by
 // member. A release keeps the key for the head and publishes its owner on
 // its client's channel, <prefix>:wake:<client id>, to which each Locker
-// subscribes once per node (watch.go): one release wakes one waiter.
+// subscribes once per node (watch.go): one release wakes one waiter. On a
+// Redis Cluster the channel is the lock key's, <lock key>:wake:<client
+// id>, published by SPUBLISH in the key's slot, and a Locker subscribes
+// per key it waits on.
 //
 // A waiter's attempts need the server only when something may have
 // changed for it: its first, one after a wake-up (or after the
@@ -55,6 +58,13 @@ type waiters struct {
 	id     string // this Locker's client id: 16 hex digits
 	byOwn  map[driver.Owner]*waiting
 	closed bool
+
+	// On a Redis Cluster a wake-up is published in the lock key's slot
+	// (watch.go): watchKey(key, true) is called under mu when a key gets
+	// its first wait, watchKey(key, false) when its last one ends, so that
+	// the watcher subscribes per key. nil: one channel for every key.
+	watchKey func(key string, on bool)
+	keys     map[string]int // waits per key, when watchKey is set
 }
 
 // sweepWaits is how many waits are kept before those nobody asked about
@@ -83,14 +93,12 @@ func (ws *waiters) ask(key string, owner driver.Owner, subsUp bool) (w *waiting,
 		if len(ws.byOwn) >= sweepWaits {
 			for o, x := range ws.byOwn {
 				if now.Sub(x.sent) > 2*driver.QueueHold && x.wake == nil {
-					delete(ws.byOwn, o)
+					ws.forget(o, x)
 				}
 			}
 		}
 		w = &waiting{key: key, member: owner.String() + ws.id, stamp: now.UnixMicro()}
-		if !ws.closed {
-			ws.byOwn[owner] = w
-		}
+		ws.keep(owner, w)
 	} else if subsUp && !w.woken && now.Sub(w.sent) < refreshEvery {
 		return w, false
 	}
@@ -116,8 +124,33 @@ func (ws *waiters) leave(owner driver.Owner) any {
 	if w == nil {
 		return ""
 	}
-	delete(ws.byOwn, owner)
+	ws.forget(owner, w)
 	return w.member
+}
+
+// keep records owner's new wait w (unless the Locker closed). Callers
+// hold mu.
+func (ws *waiters) keep(owner driver.Owner, w *waiting) {
+	if ws.closed {
+		return
+	}
+	ws.byOwn[owner] = w
+	if ws.watchKey != nil {
+		if ws.keys[w.key]++; ws.keys[w.key] == 1 {
+			ws.watchKey(w.key, true)
+		}
+	}
+}
+
+// forget ends owner's wait w. Callers hold mu.
+func (ws *waiters) forget(owner driver.Owner, w *waiting) {
+	delete(ws.byOwn, owner)
+	if ws.watchKey != nil {
+		if ws.keys[w.key]--; ws.keys[w.key] <= 0 {
+			delete(ws.keys, w.key)
+			ws.watchKey(w.key, false)
+		}
+	}
 }
 
 // watch registers wake for owner's wake-ups, and wakes it at once if one
@@ -128,9 +161,7 @@ func (ws *waiters) watch(key string, owner driver.Owner, wake chan<- struct{}) (
 	w := ws.byOwn[owner]
 	if w == nil { // not queued (yet): its next attempt goes to the server
 		w = &waiting{key: key, member: owner.String() + ws.id, stamp: time.Now().UnixMicro(), woken: true}
-		if !ws.closed {
-			ws.byOwn[owner] = w
-		}
+		ws.keep(owner, w)
 	}
 	w.wake = wake
 	if w.woken {
@@ -173,6 +204,19 @@ func (ws *waiters) wakeAll() {
 	}
 }
 
+// wakeKey wakes every waiter on key: the subscription to that key's
+// channel (Redis Cluster) was (re)confirmed.
+func (ws *waiters) wakeKey(key string) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for _, w := range ws.byOwn {
+		if w.key == key {
+			w.woken = true
+			notify(w.wake)
+		}
+	}
+}
+
 // close forgets every wait, and returns them: Close takes their owners
 // out of the queues.
 func (ws *waiters) close() map[driver.Owner]*waiting {
@@ -181,6 +225,7 @@ func (ws *waiters) close() map[driver.Owner]*waiting {
 	ws.closed = true
 	waits := ws.byOwn
 	ws.byOwn = make(map[driver.Owner]*waiting)
+	ws.keys = nil // the watcher has stopped: no key to unwatch
 	return waits
 }
 

@@ -129,9 +129,10 @@ return tonumber(token)
 // so no number of dead waiters hides a live one; a member without a
 // deadline (its place lost) is dropped too. And it keeps the lock
 // for that head ("q <member>", expiring with the head's deadline) and
-// publishes the head's owner on its client's channel. A reservation is
-// nobody's grant: no owner's 32 hex digits begin it, so SET NX, renewals,
-// releases and the acquire scripts all see another owner's record.
+// publishes the head's owner on its client's channel (queue.go). A
+// reservation is nobody's grant: no owner's 32 hex digits begin it, so SET
+// NX, renewals, releases and the acquire scripts all see another owner's
+// record.
 //
 // They read the server's clock (TIME) and then write, which Redis 3.2
 // to 4.x refuse from a script replicated whole: replicate_commands, first,
@@ -179,11 +180,20 @@ local function dequeue(member)
 end
 local function keep(h, d, chan, wake)
   redis.call('SET', KEYS[1], 'q ' .. h, 'PX', math.max(d - clock(), 1))
-  if wake then
+  if not wake then return end
+  if chan == '' then
+    redis.call('SPUBLISH', KEYS[1] .. ':wake:' .. string.sub(h, 33), string.sub(h, 1, 32))
+  else
     redis.call('PUBLISH', chan .. string.sub(h, 33), string.sub(h, 1, 32))
   end
 end
 `
+
+// shardedWake is the channel prefix the queue scripts take on a Redis
+// Cluster: they then wake the head by SPUBLISH on <lock key>:wake:<client
+// id>, a channel in the lock key's slot (the only one a script there may
+// publish to), rather than by PUBLISH on <prefix>:wake:<client id>.
+const shardedWake = ""
 
 // waitScript is a waiting attempt (AcquireRequest.Wait). It grants the
 // key when it is the caller's own grant (a retried attempt, rewritten as

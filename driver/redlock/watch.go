@@ -3,6 +3,7 @@ package redlock
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,14 @@ import (
 // connection is pinged every subPing, and a read that sees nothing, not
 // even the pong, for twice that (plus the node timeout) ends it, and it is
 // dialled again with backoff.
+//
+// On a Redis Cluster (every node has a backend.Node.DialShard) a release
+// publishes in the lock key's slot (scripts.go, shardedWake), so the
+// watcher subscribes per key instead: from the key's first wait until its
+// last ends, one connection per key and node, to the master serving the
+// key's slot (SSUBSCRIBE). When the slot moves, the server ends the
+// subscription and it is dialled again, to the new master. Its
+// confirmation wakes the key's waiters.
 type watcher struct {
 	l *locker
 
@@ -32,18 +41,29 @@ type watcher struct {
 	stopped bool
 	channel string // <prefix>:wake:<client id>
 	subs    []*subscription
-	up      atomic.Int32 // subscriptions confirmed and not yet failed
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+
+	// Redis Cluster: each node's sharded dial (nil: not sharded), and the
+	// subscriptions of each key waited on.
+	shards []func(ctx context.Context, channel string) (backend.Sub, error)
+	keys   map[string][]*subscription
+
+	up     atomic.Int32 // subscriptions confirmed and not yet failed
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-// subscription is one node's subscription connection. conn is nil while
-// disconnected; it is written under watcher.mu and read by its goroutine.
+// subscription is one node's subscription connection, or on a Redis
+// Cluster one node's for one key. conn is nil while disconnected; it is
+// written under watcher.mu and read by its goroutine.
 type subscription struct {
-	n    *node
+	dial func(context.Context) (backend.Sub, error)
+	key  string // Redis Cluster: the lock key whose channel it subscribes; "" else
 	conn backend.Sub
 	up   bool // confirmed; under watcher.mu
+
+	ctx    context.Context // ends with the watcher, or when the key is no longer waited on
+	cancel context.CancelFunc
 }
 
 // subPing is how often an idle subscription connection is pinged.
@@ -54,6 +74,17 @@ var errNoSubscription = fmt.Errorf("redlock: no pool can dial a subscription con
 func (w *watcher) init(l *locker, channel string) {
 	w.l = l
 	w.channel = channel
+}
+
+// shard makes l wake its waiters by sharded pub/sub: dials has each
+// node's sharded dial (backend.Node.DialShard). Called before l is used.
+func (l *locker) shard(dials []func(ctx context.Context, channel string) (backend.Sub, error)) {
+	w := &l.watch
+	w.shards = dials
+	w.keys = make(map[string][]*subscription)
+	l.wakeArg = shardedWake
+	l.waits.keys = make(map[string]int)
+	l.waits.watchKey = w.watchKey
 }
 
 // ensure starts the subscriptions if they are not yet, and reports
@@ -67,27 +98,79 @@ func (w *watcher) ensure() bool {
 	if !w.started {
 		w.start()
 	}
-	return len(w.subs) > 0
+	return len(w.subs) > 0 || w.shards != nil
 }
 
-// healthy reports whether at least n subscriptions are confirmed and up.
-func (w *watcher) healthy(n int) bool { return int(w.up.Load()) >= n }
+// healthy reports whether at least n subscriptions are confirmed and up;
+// on a Redis Cluster, whether every key's are.
+func (w *watcher) healthy(n int) bool {
+	if w.shards != nil {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return int(w.up.Load()) == len(w.subs)
+	}
+	return int(w.up.Load()) >= n
+}
 
 // start launches one subscription goroutine per node that can dial, and
 // the pinger. Callers hold mu.
 func (w *watcher) start() {
 	w.started = true
 	w.ctx, w.cancel = context.WithCancel(context.Background())
+	if w.shards != nil {
+		w.wg.Go(w.pinger) // the keys' subscriptions start with their waits (watchKey)
+		return
+	}
 	for _, n := range w.l.nodes {
 		if n.sub == nil {
 			continue
 		}
-		s := &subscription{n: n}
+		s := &subscription{dial: n.sub, ctx: w.ctx, cancel: func() {}}
 		w.subs = append(w.subs, s)
 		w.wg.Go(func() { w.run(s) })
 	}
 	if len(w.subs) > 0 {
 		w.wg.Go(w.pinger)
+	}
+}
+
+// watchKey starts (on) or ends the subscriptions to key's channel on a
+// Redis Cluster, one per node. waiters calls it under its own mu, so it
+// never calls waiters itself.
+func (w *watcher) watchKey(key string, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	if !w.started {
+		w.start()
+	}
+	if !on {
+		for _, s := range w.keys[key] {
+			w.end(s)
+		}
+		delete(w.keys, key)
+		w.subs = slices.DeleteFunc(w.subs, func(s *subscription) bool { return s.key == key })
+		return
+	}
+	channel := keysOf(w.l.cfg.prefix, key).lock + ":wake:" + w.l.waits.id
+	for _, shard := range w.shards {
+		s := &subscription{key: key, dial: func(ctx context.Context) (backend.Sub, error) { return shard(ctx, channel) }}
+		s.ctx, s.cancel = context.WithCancel(w.ctx)
+		w.keys[key] = append(w.keys[key], s)
+		w.subs = append(w.subs, s)
+		w.wg.Go(func() { w.run(s) })
+	}
+}
+
+// end closes s's connection and ends its goroutine. Callers hold mu.
+func (w *watcher) end(s *subscription) {
+	s.cancel()
+	w.down(s)
+	if s.conn != nil {
+		s.conn.Close() // ends the reader's Receive
+		s.conn = nil
 	}
 }
 
@@ -97,11 +180,7 @@ func (w *watcher) stop() {
 	w.mu.Lock()
 	w.stopped = true
 	for _, s := range w.subs {
-		w.down(s)
-		if s.conn != nil {
-			s.conn.Close() // ends the reader's Receive
-			s.conn = nil
-		}
+		w.end(s)
 	}
 	if w.cancel != nil {
 		w.cancel()
@@ -151,8 +230,8 @@ const (
 func (w *watcher) run(s *subscription) {
 	backoff := minResubscribe
 	for {
-		dctx, cancel := context.WithTimeout(w.ctx, w.l.cfg.connectTimeout)
-		conn, err := s.n.sub(dctx)
+		dctx, cancel := context.WithTimeout(s.ctx, w.l.cfg.connectTimeout)
+		conn, err := s.dial(dctx)
 		cancel()
 		if err == nil {
 			began := time.Now()
@@ -161,7 +240,7 @@ func (w *watcher) run(s *subscription) {
 			}
 		}
 		select {
-		case <-w.ctx.Done():
+		case <-s.ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
@@ -169,25 +248,28 @@ func (w *watcher) run(s *subscription) {
 	}
 }
 
-// serve subscribes conn to the Locker's channel and delivers what it
-// receives until it fails. It reports whether the subscription was
+// serve subscribes conn to the Locker's channel (a key's sharded dial
+// has subscribed it) and delivers what it receives until it fails or the
+// server ends the subscription. It reports whether the subscription was
 // confirmed.
 func (w *watcher) serve(s *subscription, conn backend.Sub) (confirmed bool) {
 	w.mu.Lock()
-	if w.stopped {
+	if w.stopped || s.ctx.Err() != nil {
 		w.mu.Unlock()
 		conn.Close()
 		return false
 	}
 	s.conn = conn
-	conn.Subscribe(w.channel)
+	if s.key == "" {
+		conn.Subscribe(w.channel)
+	}
 	w.mu.Unlock()
 
 	readTimeout := 2*subPing + w.l.cfg.opTimeout()
 	for {
 		ev, err := conn.Receive(readTimeout)
 		switch {
-		case err != nil:
+		case err != nil, ev.Kind == backend.Unsubscribed: // a sharded channel's slot moved
 			w.mu.Lock()
 			if s.conn == conn {
 				s.conn = nil
@@ -206,7 +288,11 @@ func (w *watcher) serve(s *subscription, conn backend.Sub) (confirmed bool) {
 				w.up.Add(1)
 			}
 			w.mu.Unlock()
-			w.l.waits.wakeAll() // a wake-up may have come before the server subscribed us
+			if s.key != "" {
+				w.l.waits.wakeKey(s.key) // a wake-up may have come before the server subscribed us
+			} else {
+				w.l.waits.wakeAll()
+			}
 		}
 	}
 }

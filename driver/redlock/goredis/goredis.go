@@ -53,6 +53,9 @@ func FromClients(cs []redis.UniversalClient, opts ...redlock.Option) driver.Conn
 				return nil, fmt.Errorf("client %d: %w: %w", i, ErrRing, driver.ErrInvalid)
 			}
 			nodes[i] = backend.Node{Name: name, T: newTransport(c), Dial: dial(c)}
+			if cc, ok := c.(*redis.ClusterClient); ok {
+				nodes[i].DialShard = dialShard(cc)
+			}
 		}
 		return nodes, nil
 	}, opts)

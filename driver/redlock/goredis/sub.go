@@ -45,8 +45,11 @@ func (s sub) Receive(timeout time.Duration) (backend.Event, error) {
 	case *redis.Message:
 		return backend.Event{Kind: backend.Message, Data: []byte(m.Payload)}, nil
 	case *redis.Subscription:
-		if m.Kind == "subscribe" {
+		switch m.Kind {
+		case "subscribe", "ssubscribe":
 			return backend.Event{Kind: backend.Subscribed}, nil
+		case "sunsubscribe": // unasked: the channel's slot moved
+			return backend.Event{Kind: backend.Unsubscribed}, nil
 		}
 	}
 	return backend.Event{}, nil

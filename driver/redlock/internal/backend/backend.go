@@ -71,9 +71,10 @@ type Event struct {
 type EventKind int
 
 const (
-	Other      EventKind = iota // a pong, an unsubscribe...
-	Message                     // a message published on the channel
-	Subscribed                  // the server confirmed the subscription
+	Other        EventKind = iota // a pong, an unsubscribe...
+	Message                       // a message published on the channel
+	Subscribed                    // the server confirmed the subscription
+	Unsubscribed                  // the server ended a sharded subscription (its slot moved): dial again
 )
 
 // Node is one server as a module supplies it.
@@ -81,6 +82,14 @@ type Node struct {
 	Name string                                 // never credentials
 	T    Transport                              // its commands
 	Dial func(ctx context.Context) (Sub, error) // a subscription connection; nil: waiters poll
+
+	// DialShard, for a Redis Cluster (nil otherwise), dials a connection
+	// to the master serving channel's slot and subscribes it to channel
+	// by SSUBSCRIBE (sharded pub/sub, Redis 7), waiting for the
+	// confirmation, which its first Receive returns. When every node has
+	// one, releases wake waiters by SPUBLISH in the lock key's slot and a
+	// Locker subscribes per key it waits on (Dial is then not used).
+	DialShard func(ctx context.Context, channel string) (Sub, error)
 }
 
 // NewConnector is set by package redlock: a Connector whose Connect makes
