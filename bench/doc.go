@@ -29,6 +29,10 @@
 // MUTEXKIT_REDIS_ADDRS plays no part) and stops when it ends. Under -short
 // only the 3-master cluster runs.
 //
+// pgx_test.go adds issue 15's PostgreSQL row to the uncontended
+// benchmark: ours through an application's pgx pool (pgxv5.FromPool, the
+// driver/postgres/pgxv5 module, required by path) beside ours on lib/pq.
+//
 // make bench runs cmd/runbench instead, which builds the test binary,
 // runs every benchmark once per round for several interleaved rounds with
 // the client and the servers pinned to separate cores, and writes

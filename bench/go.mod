@@ -9,9 +9,11 @@ require (
 	github.com/go-redsync/redsync/v4 v4.18.1
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/gomodule/redigo v1.9.3
+	github.com/jackc/pgx/v5 v5.12.0
 	github.com/lib/pq v1.12.3
 	github.com/mutexkit/mutexkit v0.0.0
 	github.com/mutexkit/mutexkit/driver/mysql v0.0.0-00010101000000-000000000000
+	github.com/mutexkit/mutexkit/driver/postgres/pgxv5 v0.0.0-00010101000000-000000000000
 	github.com/mutexkit/mutexkit/driver/redlock/goredis v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 	go.opentelemetry.io/otel/metric v1.47.0
@@ -27,13 +29,20 @@ require (
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.41.0 // indirect
 )
 
 replace github.com/mutexkit/mutexkit/driver/mysql => ../driver/mysql
 
 replace github.com/mutexkit/mutexkit/driver/redlock/goredis => ../driver/redlock/goredis
+
+replace github.com/mutexkit/mutexkit/driver/postgres/pgxv5 => ../driver/postgres/pgxv5

@@ -32,6 +32,7 @@ func BenchmarkUncontended(b *testing.B) {
 	b.Run("backend="+pg, func(b *testing.B) {
 		b.Run("impl=ours", func(b *testing.B) { uncontendedOurs(b, openOurs(b, pg)) })
 		b.Run("impl=ours-fencing", func(b *testing.B) { uncontendedOurs(b, openOurs(b, pg), mutex.WithFencing()) })
+		b.Run("impl=ours-pgx", func(b *testing.B) { uncontendedOurs(b, openPgx(b)) })
 		b.Run("impl=floor", uncontendedPostgresFloor)
 	})
 	b.Run("backend="+mysqlBackend, func(b *testing.B) {

@@ -210,6 +210,7 @@ func targets(r *results) []target {
 	ts = append(ts, judge("Redis renewal traffic: one pipelined round trip per node per interval", measured, worst <= 1.05 && lost == 0,
 		"renewal batches (pipelined round trips) per node per interval: "+figs, because))
 	ts = append(ts, goRedisTargets(r)...)
+	ts = append(ts, pgxTargets(r)...)
 	return append(ts, queueTargets(r)...)
 }
 
