@@ -16,27 +16,23 @@ import (
 // libpq is the driver on its own connections (NewConnector); libpqDB on
 // the application's *sql.DB (FromDB).
 var (
-	libpq   = pgsuite.Client{Name: "dsn", Connect: connectDSN, Pool: poolDB}
-	libpqDB = pgsuite.Client{Name: "db", Connect: connectDB, Pool: poolDB}
+	libpq   = pgsuite.Client{Name: "dsn", Open: openDSN}
+	libpqDB = pgsuite.Client{Name: "db", Open: openSQLDB}
 )
 
-func connectDSN(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector {
-	t.Helper()
-	conn, err := postgres.NewConnector(dsn, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn
+func openDSN(t testing.TB, dsn string) (func(...postgres.Option) driver.Connector, pgsuite.Borrow) {
+	return func(opts ...postgres.Option) driver.Connector {
+		t.Helper()
+		conn, err := postgres.NewConnector(dsn, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}, nil
 }
 
-func connectDB(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector {
-	conn, _ := poolDB(t, dsn, opts...)
-	return conn
-}
-
-// poolDB opens a *sql.DB on dsn, closed when t ends, and returns FromDB of
-// it and a Borrow that takes every idle connection and n more.
-func poolDB(t testing.TB, dsn string, opts ...postgres.Option) (driver.Connector, pgsuite.Borrow) {
+// openSQLDB opens a *sql.DB on dsn, closed when t ends, for FromDB.
+func openSQLDB(t testing.TB, dsn string) (func(...postgres.Option) driver.Connector, pgsuite.Borrow) {
 	t.Helper()
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
@@ -59,7 +55,7 @@ func poolDB(t testing.TB, dsn string, opts ...postgres.Option) (driver.Connector
 		}
 		return pids, nil
 	}
-	return postgres.FromDB(db, opts...), borrow
+	return func(opts ...postgres.Option) driver.Connector { return postgres.FromDB(db, opts...) }, borrow
 }
 
 // eachKind runs scenario with both kinds of Connector, as subtests "dsn"
@@ -84,7 +80,7 @@ func TestServerSideTimeoutBoundsStatements(t *testing.T) {
 
 func TestKilledSessionLosesEveryLease(t *testing.T) { pgsuite.KilledSessionLosesEveryLease(t, libpq) }
 
-func TestDBConnectorDiscardsSessions(t *testing.T) { pgsuite.PoolDiscardsSessions(t, libpq) }
+func TestDBConnectorDiscardsSessions(t *testing.T) { pgsuite.PoolDiscardsSessions(t, libpqDB) }
 
 func TestCancelledUnlockReleases(t *testing.T) { pgsuite.CancelledUnlockReleases(t, libpq) }
 

@@ -21,19 +21,27 @@ type Client struct {
 	// Name names the client in subtests ("dsn", "db", "pgx").
 	Name string
 
-	// Connect returns a Connector of a new client on dsn, which may point
-	// at a proxy or at a private server, with opts. It fails t if it
-	// cannot; whatever it opens (a pool) is closed when t ends.
-	Connect func(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector
-
-	// Pool returns a Connector over an application's pool on dsn, as
-	// Connect does, and Borrow, which takes n of that pool's connections
-	// at once and returns their backend pids (giving them back after).
-	Pool func(t testing.TB, dsn string, opts ...postgres.Option) (driver.Connector, Borrow)
+	// Open opens the client on dsn, which may point at a proxy or at a
+	// private server, and returns connect, which makes a Connector of a
+	// new client with opts. Connectors of one Open share what an
+	// application's Lockers share (a pool, for a client on a pool), so
+	// that what Open made outlives each of them; it is closed when t
+	// ends. borrow takes connections of that pool (nil when the client
+	// has none). Open fails t if it cannot.
+	Open func(t testing.TB, dsn string) (connect func(opts ...postgres.Option) driver.Connector, borrow Borrow)
 }
 
-// Borrow takes n connections of an application's pool at once and
-// returns their backend pids; the connections go back to the pool.
+// Connect returns a Connector of a new client on dsn, with opts, from an
+// Open of its own.
+func (c Client) Connect(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector {
+	t.Helper()
+	connect, _ := c.Open(t, dsn)
+	return connect(opts...)
+}
+
+// Borrow takes every idle connection of an application's pool and n more,
+// at once, and returns their backend pids; the connections go back to the
+// pool.
 type Borrow func(ctx context.Context, n int) ([]int, error)
 
 // Scenario is one scenario of the suite.

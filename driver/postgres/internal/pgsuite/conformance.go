@@ -32,7 +32,10 @@ func Conformance(t *testing.T, c Client) {
 		if err != nil {
 			return nil, err
 		}
-		return &harness{t: t, c: c, dsn: dsn, ns: namespace(t), admin: admin}, nil
+		// One Open per case, before the case counts goroutines: a pool's
+		// own are the application's, not the driver's.
+		connect, _ := c.Open(t, dsn)
+		return &harness{connect: connect, ns: namespace(t), admin: admin}, nil
 	}
 	hb := mutex.WithHeartbeat(conformanceHeartbeat)
 	t.Run("fencing=asked", func(t *testing.T) { conformance.Run(t, maker, hb) })
@@ -51,14 +54,12 @@ func (f fenceAll) Acquire(ctx context.Context, req driver.AcquireRequest) (drive
 	return f.Locker.Acquire(ctx, req)
 }
 
-// harness: every connector is a new client of one database, with a
-// namespace of the case's own.
+// harness: every connector is a new client of one database, from one Open
+// of the client, with a namespace of the case's own.
 type harness struct {
-	t     *testing.T
-	c     Client
-	dsn   string
-	ns    string
-	admin *sql.DB
+	connect func(...postgres.Option) driver.Connector
+	ns      string
+	admin   *sql.DB
 
 	mu      sync.Mutex
 	pending []*time.Timer
@@ -66,7 +67,7 @@ type harness struct {
 }
 
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
-	return h.c.Connect(h.t, h.dsn, postgres.WithNamespace(h.ns)), nil
+	return h.connect(postgres.WithNamespace(h.ns)), nil
 }
 
 // Vanish kills the session that holds key, found in pg_locks.
