@@ -28,7 +28,10 @@
 // grant whose reply was lost takes no second token, as it recognises its
 // owner's grant.
 //
-// Redis Cluster (a *redis.ClusterClient or *redis.Ring is refused),
-// Sentinel and WAIT are not supported yet: pass a *redis.Client (one
-// server) per node.
+// Redis Cluster (a *redis.ClusterClient or *redis.Ring is refused) is not
+// supported yet: pass a *redis.Client (one server) per node. Sentinel's
+// FailoverClient is a *redis.Client, which FromClient takes; with
+// redlock.WithReplicaAcks each grant and renewal waits for the replicas
+// (WAIT), so that a failover keeps it, as far as WAIT goes (see
+// docs/REDIS.md, "Sentinel and replica acknowledgements (WAIT)").
 package goredis
