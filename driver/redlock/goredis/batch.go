@@ -131,7 +131,7 @@ func (b *batcher) send(batch []*pending) {
 	}
 	pl.Exec(ctx) // each command's error is its own
 	for i, p := range batch {
-		p.reply, p.err = reply(cmds[i].Val(), cmds[i].Err())
+		p.reply, p.err = b.t.reply(cmds[i].Val(), cmds[i].Err())
 		close(p.done)
 	}
 }

@@ -2,7 +2,11 @@ package goredis_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +17,7 @@ import (
 	"github.com/mutexkit/mutexkit/driver/redlock"
 	"github.com/mutexkit/mutexkit/driver/redlock/goredis"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
+	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // TestCluster runs everything that needs a Redis Cluster on one: 3 masters
@@ -25,6 +30,269 @@ func TestCluster(t *testing.T) {
 			return &clusterHarness{cluster: newCluster(t, rc)}, nil
 		})
 	})
+	t.Run("Wake", func(t *testing.T) { testClusterWake(t, newCluster(t, rc)) })
+	t.Run("Spread", func(t *testing.T) { testClusterSpread(t, newCluster(t, rc)) })
+	t.Run("Reshard", func(t *testing.T) { testClusterReshard(t, newCluster(t, rc)) })
+	t.Run("FailoverLoses", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), false) })
+	t.Run("FailoverKeeps", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), true) })
+}
+
+// testClusterSpread: keys of one Locker land on every master, each on the
+// master of its slot, where a plain GET finds the holder record.
+func testClusterSpread(t *testing.T, c *cluster) {
+	l := c.locker()
+	byMaster := map[string]int{}
+	for i := range 24 {
+		key := fmt.Sprint("s", i)
+		owner := driver.NewOwner()
+		if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: owner, TTL: ttl, Fencing: true}); err != nil {
+			t.Fatal(err)
+		}
+		lock := redlock.LockKey(c.prefix, key)
+		master := c.rc.SlotOwner(c.rc.KeySlot(lock))
+		n := redis.NewClient(&redis.Options{Addr: master.Addr()})
+		rec, err := n.Get(t.Context(), lock).Result()
+		n.Close()
+		if err != nil || !strings.HasPrefix(rec, owner.String()) {
+			t.Fatalf("GET %s on its slot's master: %q, %v; want the holder's record", key, rec, err)
+		}
+		byMaster[master.Addr()]++
+	}
+	if len(byMaster) != 3 {
+		t.Fatalf("24 keys on %d masters (%v); want all 3", len(byMaster), byMaster)
+	}
+	t.Logf("24 keys over the masters: %v", byMaster)
+}
+
+// testClusterReshard: while Lockers take turns on one key, Lock waiting
+// for it, its slot moves to another master step by step (MigrateSlot):
+// the source answers -ASK once the keys have moved, the target -MOVED to
+// a client that did not ask (checked below at each step), and the go-redis
+// clients follow them. A shared counter, checked under -race, never sees
+// two holders, and every Lock is served: its waiters are woken (their
+// subscriptions follow the slot: the source ends them, SUNSUBSCRIBE) or
+// poll.
+func testClusterReshard(t *testing.T, c *cluster) {
+	lock := redlock.LockKey(c.prefix, "r")
+	slot := c.rc.KeySlot(lock)
+	from := c.rc.SlotOwner(slot)
+	var to *testserver.ClusterNode
+	for _, m := range c.rc.Masters() {
+		if m != from {
+			to = m
+		}
+	}
+	var (
+		inside, entries int // guarded by the lock under test alone
+		served          atomic.Int64
+		stop            atomic.Bool
+		wg              sync.WaitGroup
+	)
+	for range 4 {
+		cl := mutex.NewClient(c.connector())
+		t.Cleanup(func() { cl.Close() })
+		wg.Go(func() {
+			for !stop.Load() {
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				l, err := cl.NewMutex("r", mutex.WithTTL(ttl)).Lock(ctx)
+				cancel()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				inside++
+				if inside != 1 {
+					t.Errorf("%d holders at once", inside)
+				}
+				entries++
+				served.Add(1)
+				time.Sleep(5 * time.Millisecond)
+				inside--
+				if err := l.Unlock(t.Context()); err != nil {
+					t.Logf("Unlock: %v", err) // the grant then ends at its TTL
+				}
+			}
+		})
+	}
+	raw := func(n *testserver.ClusterNode) string {
+		rc := redis.NewClient(&redis.Options{Addr: n.Addr()})
+		defer rc.Close()
+		err := rc.Get(t.Context(), lock).Err()
+		if err == nil || errors.Is(err, redis.Nil) {
+			return "served"
+		}
+		return strings.Fields(err.Error())[0]
+	}
+	var steps []string
+	c.rc.MigrateSlot(slot, to, func(step testserver.MigrationStep) {
+		steps = append(steps, fmt.Sprintf("%s at %d", step, served.Load()))
+		if step == testserver.MigrationKeysMoved {
+			if got := raw(from); got != "ASK" {
+				t.Errorf("keys moved: the source answers %s; want ASK", got)
+			}
+			if got := raw(to); got != "MOVED" {
+				t.Errorf("keys moved: the target answers %s without ASKING; want MOVED", got)
+			}
+		}
+		time.Sleep(time.Second) // Lockers at work in this state
+	})
+	if got := raw(from); got != "MOVED" {
+		t.Errorf("after the move the source answers %s; want MOVED", got)
+	}
+	moved := served.Load()
+	time.Sleep(2 * time.Second) // and after it
+	// The waiters' subscriptions followed the slot: the source ended them
+	// (SUNSUBSCRIBE) and they were dialled again, to the target.
+	followed := false
+	for deadline := time.Now().Add(5 * time.Second); !followed && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		followed = len(c.pubsub(to, "SHARDCHANNELS", lock+":wake:*")) > 0 && len(c.pubsub(from, "SHARDCHANNELS", lock+":wake:*")) == 0
+	}
+	if !followed {
+		t.Errorf("after the move: shard channels %q on the target, %q on the source; want the waiters' on the target alone",
+			c.pubsub(to, "SHARDCHANNELS", lock+":wake:*"), c.pubsub(from, "SHARDCHANNELS", lock+":wake:*"))
+	}
+	stop.Store(true)
+	wg.Wait()
+	if served.Load() == moved {
+		t.Fatal("no Lock served after the move")
+	}
+	t.Logf("Locks served: %s, %d when moved, %d in all", strings.Join(steps, ", "), moved, entries)
+}
+
+// testClusterFailover: a key's master is killed while a Locker holds the
+// key, and a replica takes over. Redis replicates asynchronously: with the
+// replica paused (PauseReplication) the grant never reached it, so the
+// promoted replica has no lock, another Locker takes the key, and the
+// holder's renewal reports the lease lost (keeps false). With the grant
+// replicated before the kill, the lock survives: the other Locker is
+// refused and the holder renews (keeps true).
+func testClusterFailover(t *testing.T, c *cluster, keeps bool) {
+	master, key := c.keyWithReplica(t)
+	a, b := c.locker(), c.locker()
+	owner := driver.NewOwner()
+	var resume func()
+	if !keeps {
+		resume = c.rc.PauseReplication(c.rc.Replicas(master)[0])
+	}
+	if _, err := a.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: owner, TTL: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if keeps {
+		c.rc.WaitOK() // the replica has applied the grant
+	}
+	promoted := c.rc.KillMaster(master)
+	if resume != nil {
+		resume() // the promoted replica takes writes again
+	}
+	t.Logf("killed master %s, replica %s promoted", master.Addr(), promoted.Addr())
+
+	// Each client finds the new master once it has reloaded its slot map
+	// (its calls until then fail, unavailable); then b is refused or
+	// granted, and a's renewal succeeds or finds the lease lost.
+	err := untilReached(t, func() error {
+		_, err := b.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: ttl})
+		return err
+	})
+	renewal := []driver.Renewal{{Key: key, Owner: owner, TTL: 30 * time.Second}}
+	untilReached(t, func() error {
+		a.Renew(t.Context(), renewal)
+		return renewal[0].Err
+	})
+	if keeps {
+		if !errors.Is(err, driver.ErrLocked) {
+			t.Fatalf("after a failover with the grant replicated, another Locker's acquire: %v; want ErrLocked", err)
+		}
+		if renewal[0].Err != nil {
+			t.Fatalf("the holder's renewal: %v; want it held", renewal[0].Err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("after a failover that lost the grant, another Locker's acquire: %v; want it granted (the lock was lost)", err)
+	}
+	if !errors.Is(renewal[0].Err, driver.ErrNotHeld) {
+		t.Fatalf("the first holder's renewal: %v; want ErrNotHeld (its lease lost)", renewal[0].Err)
+	}
+}
+
+// keyWithReplica returns a running master that has a running replica and
+// a key whose lock lives on it.
+func (c *cluster) keyWithReplica(t *testing.T) (*testserver.ClusterNode, string) {
+	t.Helper()
+	for _, m := range c.rc.Masters() {
+		if len(c.rc.Replicas(m)) == 0 {
+			continue
+		}
+		for i := range 1000 {
+			key := fmt.Sprint("f", i)
+			if c.rc.SlotOwner(c.rc.KeySlot(redlock.LockKey(c.prefix, key))) == m {
+				return m, key
+			}
+		}
+	}
+	t.Fatal("no master with a replica")
+	return nil, ""
+}
+
+// testClusterWake: a waiter on a cluster is subscribed by SSUBSCRIBE to
+// its key's channel on the master serving the key's slot (PUBSUB
+// SHARDCHANNELS there lists it, no node has a plain channel), and the
+// release's SPUBLISH wakes it.
+func testClusterWake(t *testing.T, c *cluster) {
+	holderL, waiterL := c.locker(), c.locker()
+	holder, waiter := driver.NewOwner(), driver.NewOwner()
+	if _, err := holderL.Acquire(t.Context(), driver.AcquireRequest{Key: "w", Owner: holder, TTL: ttl}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "w", Owner: waiter, TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
+	}
+	wake := make(chan struct{}, 1)
+	stop, err := waiterL.Watch("w", waiter, wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	select { // the subscription's confirmation wakes the key's waiters once
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no wake-up at the subscription's confirmation")
+	}
+	lock := redlock.LockKey(c.prefix, "w")
+	master := c.rc.SlotOwner(c.rc.KeySlot(lock))
+	for _, n := range c.rc.Nodes() {
+		shard := c.pubsub(n, "SHARDCHANNELS", c.prefix+"*")
+		plain := c.pubsub(n, "CHANNELS", c.prefix+"*")
+		if n == master && (len(shard) != 1 || !strings.HasPrefix(shard[0], lock+":wake:")) {
+			t.Errorf("the key's master %s has shard channels %q; want %s:wake:<client id>", n.Addr(), shard, lock)
+		}
+		if n != master && len(shard) > 0 || len(plain) > 0 {
+			t.Errorf("node %s has shard channels %q and channels %q; want none", n.Addr(), shard, plain)
+		}
+	}
+	if err := holderL.Release(t.Context(), "w", holder); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the release woke no waiter within 10s")
+	}
+	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "w", Owner: waiter, TTL: ttl, Wait: true}); err != nil {
+		t.Fatalf("the woken waiter's attempt: %v", err)
+	}
+}
+
+// pubsub returns what PUBSUB sub pattern answers on node n.
+func (c *cluster) pubsub(n *testserver.ClusterNode, sub, pattern string) []string {
+	c.t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: n.Addr()})
+	defer rc.Close()
+	v, err := rc.Do(context.Background(), "PUBSUB", sub, pattern).StringSlice()
+	if err != nil {
+		c.t.Fatalf("PUBSUB %s on %s: %v", sub, n.Addr(), err)
+	}
+	return v
 }
 
 // cluster is a Redis Cluster and a key prefix private to one test.
@@ -107,5 +375,19 @@ func (h *clusterHarness) Capabilities() conformance.Capabilities {
 		LossWithin: 5 * time.Second,
 		FreeWithin: 15 * time.Second,
 		Queue:      true,
+	}
+}
+
+// untilReached calls f until it returns an error other than
+// driver.ErrUnavailable, for up to 15 s, and returns that error.
+func untilReached(t *testing.T, f func() error) error {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := f()
+		if !errors.Is(err, driver.ErrUnavailable) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

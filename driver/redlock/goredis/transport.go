@@ -3,6 +3,7 @@ package goredis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	redigo "github.com/gomodule/redigo/redis"
@@ -17,7 +18,8 @@ import (
 // (see backend).
 type transport struct {
 	c        redis.UniversalClient
-	deadline bool // the call's deadline goes in its ctx: the client may heed it
+	cc       *redis.ClusterClient // c, when it is one
+	deadline bool                 // the call's deadline goes in its ctx: the client may heed it
 	b        batcher
 }
 
@@ -28,8 +30,35 @@ func newTransport(c redis.UniversalClient) *transport {
 	// pool already exhausted.
 	rc, ok := c.(*redis.Client)
 	t := &transport{c: c, deadline: !ok || rc.Options().ContextTimeoutEnabled}
+	t.cc, _ = c.(*redis.ClusterClient)
 	t.b.t = t
 	return t
+}
+
+// reply is the package's reply for one command of the transport. A
+// cluster client reloads its slot map only on -MOVED or every minute
+// (ClusterStateReloadInterval), and until then sends a dead master's
+// slots to it, refused: a call that could not reach its node has it
+// reload (in the background, at most every 200 ms), so that a failover's
+// new master is found within a call or two.
+//
+// A -MOVED or -ASK left once the client's redirections (MaxRedirects) ran
+// out is a slot on the move, which passes: it is reported as a failure to
+// reach the node (driver.ErrUnavailable, tried again), not as the server's
+// error reply.
+func (t *transport) reply(v any, err error) (any, error) {
+	v, err = reply(v, err)
+	if err == nil || t.cc == nil {
+		return v, err
+	}
+	var re redigo.Error
+	switch {
+	case !errors.As(err, &re):
+		t.cc.ReloadState(context.Background())
+	case moved(err):
+		err = fmt.Errorf("goredis: a slot moving: redirections ran out: %s", err)
+	}
+	return v, err
 }
 
 // bound puts deadline in ctx when the client may heed it.
@@ -52,7 +81,7 @@ func (t *transport) do(ctx context.Context, deadline time.Time, argv []any) (any
 	ctx, cancel := t.bound(ctx, deadline)
 	defer cancel()
 	c := t.c.Do(ctx, argv...)
-	return reply(c.Val(), c.Err())
+	return t.reply(c.Val(), c.Err())
 }
 
 func (t *transport) DoAll(ctx context.Context, deadline time.Time, cmds []backend.Cmd, out []backend.Result) {
@@ -65,7 +94,7 @@ func (t *transport) DoAll(ctx context.Context, deadline time.Time, cmds []backen
 	}
 	p.Exec(ctx) // each command's error is its own
 	for i, r := range rs {
-		out[i].Reply, out[i].Err = reply(r.Val(), r.Err())
+		out[i].Reply, out[i].Err = t.reply(r.Val(), r.Err())
 	}
 }
 
