@@ -28,8 +28,12 @@
 // grant whose reply was lost takes no second token, as it recognises its
 // owner's grant.
 //
-// Redis Cluster (a *redis.ClusterClient or *redis.Ring is refused) is not
-// supported yet: pass a *redis.Client (one server) per node. Sentinel's
+// A *redis.ClusterClient is one node to FromClient: each key is locked on
+// the master of its slot, and waiters are woken by sharded pub/sub
+// (Redis 7): SPUBLISH in the key's slot, SSUBSCRIBE per key waited on,
+// dialled again when the slot moves. A master's failover can lose a grant
+// it had not replicated (docs/REDIS.md, "Redis Cluster"). A *redis.Ring is
+// refused (ErrRing). Sentinel's
 // FailoverClient is a *redis.Client, which FromClient takes; with
 // redlock.WithReplicaAcks each grant and renewal waits for the replicas
 // (WAIT), so that a failover keeps it, as far as WAIT goes (see
