@@ -12,23 +12,19 @@ import (
 	"github.com/mutexkit/mutexkit/driver/postgres/pgxv5"
 )
 
-// pgxClient is the driver on an application's pgx pool (FromPool). Every
-// connector has a pool of its own, as every process would.
-var pgxClient = pgsuite.Client{Name: "pgx", Connect: suiteConnect, Pool: suitePool}
+// pgxClient is the driver on an application's pgx pool (FromPool).
+var pgxClient = pgsuite.Client{Name: "pgx", Open: openPool}
 
-// poolMaxConns sizes the tests' pools: a client's lock sessions
-// (postgres.MaxSessions) and its waits in the server are pool connections,
-// and pgxpool's default (4 on two cores) would leave a wait none.
-const poolMaxConns = 16
+// poolMaxConns caps the tests' pools. Each client's lock sessions (up to
+// postgres.MaxSessions) and its waits in the server are connections of
+// the pool, and the conformance cases keep up to about twenty clients
+// open on one pool at once (the driver on its own connections opens as
+// many); pgxpool's default (4 on two cores) would leave them waiting.
+const poolMaxConns = 64
 
-func suiteConnect(t testing.TB, dsn string, opts ...postgres.Option) driver.Connector {
-	conn, _ := suitePool(t, dsn, opts...)
-	return conn
-}
-
-// suitePool makes a pgx pool on dsn, closed when t ends, and returns FromPool of
-// it and a Borrow that acquires every idle connection and n more.
-func suitePool(t testing.TB, dsn string, opts ...postgres.Option) (driver.Connector, pgsuite.Borrow) {
+// openPool makes a pgx pool on dsn, closed when t ends, for FromPool, and
+// a Borrow that acquires every idle connection and n more.
+func openPool(t testing.TB, dsn string) (func(...postgres.Option) driver.Connector, pgsuite.Borrow) {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -52,7 +48,7 @@ func suitePool(t testing.TB, dsn string, opts ...postgres.Option) (driver.Connec
 		}
 		return pids, nil
 	}
-	return pgxv5.FromPool(p, opts...), borrow
+	return func(opts ...postgres.Option) driver.Connector { return pgxv5.FromPool(p, opts...) }, borrow
 }
 
 func TestHelperProcess(t *testing.T) { pgsuite.HelperProcess(t, pgxClient) }
