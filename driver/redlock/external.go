@@ -50,6 +50,9 @@ func (c *connector) connectExternal(cfg *config) (driver.Locker, error) {
 	nodes := make([]*node, len(bs))
 	var shards []func(context.Context, string) (backend.Sub, error)
 	for i, b := range bs {
+		if cfg.acks.on() && b.NoReplicaAcks != "" {
+			return nil, fmt.Errorf("redlock: %s: WithReplicaAcks: %s: %w", b.Name, b.NoReplicaAcks, driver.ErrInvalid)
+		}
 		nodes[i] = &node{name: b.Name, t: external{b.T}, sub: b.Dial}
 		if b.DialShard != nil {
 			shards = append(shards, b.DialShard)

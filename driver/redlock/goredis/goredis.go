@@ -55,6 +55,7 @@ func FromClients(cs []redis.UniversalClient, opts ...redlock.Option) driver.Conn
 			nodes[i] = backend.Node{Name: name, T: newTransport(c), Dial: dial(c)}
 			if cc, ok := c.(*redis.ClusterClient); ok {
 				nodes[i].DialShard = dialShard(cc)
+				nodes[i].NoReplicaAcks = "not supported over a Redis Cluster client, which would send WAIT to another node than the write's"
 			}
 		}
 		return nodes, nil

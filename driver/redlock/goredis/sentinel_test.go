@@ -139,3 +139,23 @@ func TestSentinelReplicaAcks(t *testing.T) {
 		t.Fatalf("Acquire of the key whose grant was refused: %v; nobody holds it", err)
 	}
 }
+
+// TestReplicaAcksRefusedOnCluster: a Redis Cluster client would send a
+// keyless WAIT to another node than the write's, where it counts nothing:
+// WithReplicaAcks over one is refused at Connect (no I/O needed).
+func TestReplicaAcksRefusedOnCluster(t *testing.T) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cc.Close()
+	l, err := goredis.FromClient(cc, redlock.WithReplicaAcks(1, time.Second)).Connect(t.Context())
+	if !errors.Is(err, driver.ErrInvalid) {
+		if l != nil {
+			l.Close()
+		}
+		t.Fatalf("Connect with WithReplicaAcks over a cluster client: %v; want ErrInvalid", err)
+	}
+	l, err = goredis.FromClient(cc).Connect(t.Context())
+	if err != nil {
+		t.Fatalf("Connect over a cluster client without the option: %v", err)
+	}
+	l.Close()
+}

@@ -31,11 +31,11 @@ type Transport interface {
 	Do(ctx context.Context, deadline time.Time, cmd string, args []any) (any, error)
 
 	// DoAll sends cmds in one round trip where it can and sets out[i] to
-	// the reply or error of cmds[i]. It sends them in order on one
-	// connection, with no other command between them, and sends them
-	// again only whole, on another: a batch may end in WAIT
-	// (redlock.WithReplicaAcks), which counts the writes its own
-	// connection made.
+	// the reply or error of cmds[i]. Unless the Node says NoReplicaAcks,
+	// it sends them in order on one connection, with no other command
+	// between them, and sends them again only whole, on another: a batch
+	// may end in WAIT (redlock.WithReplicaAcks), which counts the writes
+	// its own connection made.
 	DoAll(ctx context.Context, deadline time.Time, cmds []Cmd, out []Result)
 
 	// Close releases what the transport made (never an application's
@@ -90,6 +90,12 @@ type Node struct {
 	// one, releases wake waiters by SPUBLISH in the lock key's slot and a
 	// Locker subscribes per key it waits on (Dial is then not used).
 	DialShard func(ctx context.Context, channel string) (Sub, error)
+
+	// NoReplicaAcks, when not "", says why T cannot send a batch on one
+	// connection of the server its writes go to (a Redis Cluster client
+	// routes a keyless WAIT elsewhere): redlock.WithReplicaAcks is then
+	// refused at Connect, with it.
+	NoReplicaAcks string
 }
 
 // NewConnector is set by package redlock: a Connector whose Connect makes
