@@ -273,3 +273,20 @@ func TestReplicaAcksExclusion(t *testing.T) {
 		t.Fatalf("%d entries; want 40", entries)
 	}
 }
+
+// TestReplicaAcksRedlock: over three nodes without replicas every node's
+// grant goes unacknowledged: the acquire fails with ErrNotReplicated, and
+// the partial grants are taken back on every node.
+func TestReplicaAcksRedlock(t *testing.T) {
+	c := newCluster(t, startRedisArgs(t, 3, "--repl-diskless-sync-delay", "0")) // servers of its own: none has a replica
+	l := c.locker("replica_acks=1", "replica_acks_timeout=20ms")
+	_, err := acquire(t, l, "k", driver.NewOwner())
+	if !errors.Is(err, redlock.ErrNotReplicated) || !errors.Is(err, driver.ErrUnavailable) {
+		t.Fatalf("Acquire over 3 nodes without replicas: %v; want ErrNotReplicated and ErrUnavailable", err)
+	}
+	for i := range c.servers {
+		if got := c.owner(i, "k"); got != "" {
+			t.Errorf("node %d keeps the unacknowledged grant (owner %q)", i, got)
+		}
+	}
+}
