@@ -32,6 +32,8 @@ func TestCluster(t *testing.T) {
 	})
 	t.Run("Wake", func(t *testing.T) { testClusterWake(t, newCluster(t, rc)) })
 	t.Run("Spread", func(t *testing.T) { testClusterSpread(t, newCluster(t, rc)) })
+	t.Run("ScriptsFlushed", func(t *testing.T) { testClusterScriptsFlushed(t, newCluster(t, rc)) })
+	t.Run("ParallelDistinctKeys", func(t *testing.T) { testClusterParallel(t, newCluster(t, rc)) })
 	t.Run("Reshard", func(t *testing.T) { testClusterReshard(t, newCluster(t, rc)) })
 	t.Run("FailoverLoses", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), false) })
 	t.Run("FailoverKeeps", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), true) })
@@ -62,6 +64,92 @@ func testClusterSpread(t *testing.T, c *cluster) {
 		t.Fatalf("24 keys on %d masters (%v); want all 3", len(byMaster), byMaster)
 	}
 	t.Logf("24 keys over the masters: %v", byMaster)
+}
+
+// testClusterScriptsFlushed: with every master's script cache flushed,
+// each waiting acquire, renewal batch (a pipeline go-redis splits per
+// master) and release is answered NOSCRIPT by its key's master and sent
+// again as EVAL, on keys over every master; then every master has
+// scripts cached again.
+func testClusterScriptsFlushed(t *testing.T, c *cluster) {
+	l := c.locker()
+	keys, owners := make([]string, 24), make([]driver.Owner, 24)
+	masters := map[string]bool{}
+	for i := range keys {
+		keys[i], owners[i] = fmt.Sprint("n", i), driver.NewOwner()
+		masters[c.rc.SlotOwner(c.rc.KeySlot(redlock.LockKey(c.prefix, keys[i]))).Addr()] = true
+	}
+	if len(masters) != 3 {
+		t.Fatalf("keys on %d masters; want 3", len(masters))
+	}
+	c.eachMaster(func(n *redis.Client) error { return n.ScriptFlush(t.Context()).Err() })
+	var rs []driver.Renewal
+	for i, key := range keys {
+		if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: owners[i], TTL: ttl, Wait: true}); err != nil {
+			t.Fatalf("acquire %s after SCRIPT FLUSH: %v", key, err)
+		}
+		rs = append(rs, driver.Renewal{Key: key, Owner: owners[i], TTL: ttl})
+	}
+	c.eachMaster(func(n *redis.Client) error { return n.ScriptFlush(t.Context()).Err() })
+	l.Renew(t.Context(), rs)
+	for _, r := range rs {
+		if r.Err != nil || r.Validity <= 0 {
+			t.Fatalf("renewal of %s after SCRIPT FLUSH: %v, validity %v", r.Key, r.Err, r.Validity)
+		}
+	}
+	c.eachMaster(func(n *redis.Client) error { return n.ScriptFlush(t.Context()).Err() })
+	for i, key := range keys {
+		if err := l.Release(t.Context(), key, owners[i]); err != nil {
+			t.Fatalf("release %s after SCRIPT FLUSH: %v", key, err)
+		}
+	}
+	c.eachMaster(func(n *redis.Client) error {
+		info, err := n.Info(t.Context(), "memory").Result()
+		if err == nil && !strings.Contains(info, "number_of_cached_scripts:") || strings.Contains(info, "number_of_cached_scripts:0\r") {
+			t.Errorf("master %s after the releases: no script cached", n.Options().Addr)
+		}
+		return err
+	})
+}
+
+// eachMaster runs f on a client of each master, failing the test on an
+// error.
+func (c *cluster) eachMaster(f func(*redis.Client) error) {
+	c.t.Helper()
+	for _, m := range c.rc.Masters() {
+		n := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		err := f(n)
+		n.Close()
+		if err != nil {
+			c.t.Fatalf("master %s: %v", m.Addr(), err)
+		}
+	}
+}
+
+// testClusterParallel: 64 goroutines, each on a key of its own, take and
+// give back their keys through one cluster client (what bench/ measures
+// beside one node): every TryLock is granted, every Unlock succeeds.
+func testClusterParallel(t *testing.T, c *cluster) {
+	cl := mutex.NewClient(c.connector())
+	defer cl.Close()
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			m := cl.NewMutex(fmt.Sprint("p", g), mutex.WithTTL(ttl))
+			for range 20 {
+				l, err := m.TryLock(t.Context())
+				if err != nil {
+					t.Errorf("goroutine %d: TryLock: %v", g, err)
+					return
+				}
+				if err := l.Unlock(t.Context()); err != nil {
+					t.Errorf("goroutine %d: Unlock: %v", g, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // testClusterReshard: while Lockers take turns on one key, Lock waiting
@@ -236,8 +324,8 @@ func (c *cluster) keyWithReplica(t *testing.T) (*testserver.ClusterNode, string)
 
 // testClusterWake: a waiter on a cluster is subscribed by SSUBSCRIBE to
 // its key's channel on the master serving the key's slot (PUBSUB
-// SHARDCHANNELS there lists it, no node has a plain channel), and the
-// release's SPUBLISH wakes it.
+// SHARDCHANNELS there lists it, no node has a plain channel), the
+// release's SPUBLISH wakes it, and the subscription ends with its wait.
 func testClusterWake(t *testing.T, c *cluster) {
 	holderL, waiterL := c.locker(), c.locker()
 	holder, waiter := driver.NewOwner(), driver.NewOwner()
@@ -280,6 +368,12 @@ func testClusterWake(t *testing.T, c *cluster) {
 	}
 	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "w", Owner: waiter, TTL: ttl, Wait: true}); err != nil {
 		t.Fatalf("the woken waiter's attempt: %v", err)
+	}
+	// Its wait ended with the grant: the key's subscription is closed.
+	for deadline := time.Now().Add(5 * time.Second); len(c.pubsub(master, "SHARDCHANNELS", c.prefix+"*")) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the key's channel still subscribed 5 s after its last wait ended: %q", c.pubsub(master, "SHARDCHANNELS", c.prefix+"*"))
+		}
 	}
 }
 
