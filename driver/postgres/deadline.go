@@ -93,7 +93,12 @@ func (l *locker) conn(ctx context.Context) (*sql.Conn, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		c, err := l.db.Conn(ctx)
+		// Bounded as well, a little after the wait below, so that this
+		// goroutine ends even when the pool's own connect has no timeout
+		// (a pgx pool's connect to a silent server waits on its context).
+		cctx, cancel := context.WithTimeout(ctx, l.cfg.replyTimeout()+replyMargin)
+		defer cancel()
+		c, err := l.db.Conn(cctx)
 		ch <- result{c, err}
 	}()
 	late := func() {

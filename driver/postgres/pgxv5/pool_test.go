@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mutexkit/mutexkit/driver/postgres"
@@ -377,4 +378,55 @@ func TestKeepaliveOnServerSide(t *testing.T) {
 		t.Fatalf("the server's keepalive timer of the session fires in %d ticks (%s); want at most 700 (7 s)", when, timer)
 	}
 	t.Logf("server socket timer %s (%.2f s)", timer, float64(when)/100)
+}
+
+// A pool in the simple protocol (pgx.QueryExecModeSimpleProtocol, common
+// behind poolers) locks as well: the driver's statements do not depend on
+// the pool's exec mode. A fenced TryLock, a Lock that waits in the
+// server's queue and is granted on the release, and the exclusion of a
+// second client.
+func TestSimpleProtocolPool(t *testing.T) {
+	dsn := testserver.PostgresDSN(t)
+	ns := uniqueNamespace(t)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	cfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	a, b := openClient(t, pool, ns), openClient(t, pool, ns)
+
+	l, err := a.NewMutex("k", mutex.WithFencing()).TryLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Token() == 0 {
+		t.Fatal("no fencing token")
+	}
+	if _, err := b.NewMutex("k").TryLock(t.Context()); !errors.Is(err, mutex.ErrLocked) {
+		t.Fatalf("second client's TryLock: %v; want ErrLocked", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		l, err := b.NewMutex("k").Lock(ctx)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		got <- err
+	}()
+	admin := openAdmin(t, dsn)
+	waitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "k")) == 1 })
+	if err := l.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the waiting Lock: %v", err)
+	}
 }
