@@ -21,6 +21,9 @@
 //	conn, err := postgres.NewConnector("host=db dbname=app user=app mutexkit_namespace=billing")
 //	client := mutex.NewClient(conn)
 //
+// or through the application's pgx pool (*pgxpool.Pool), with
+// FromPool of the module github.com/mutexkit/mutexkit/driver/postgres/pgxv5.
+//
 // docs/POSTGRES.md has the whole story; in short:
 //
 // # DSN and options
