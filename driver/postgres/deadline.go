@@ -35,7 +35,8 @@ func (c *config) replyTimeout() time.Duration { return c.stmtTimeout + replyMarg
 // with the session then given up (kill). The caller holds sem, or owns the
 // session alone.
 //
-// When this driver dialed the socket, its read and write deadline ends the
+// When this driver dialed the socket, or a module's pool gives it
+// (backend.Socket: pgxv5.FromPool), its read and write deadline ends the
 // wait in f itself. An application's connection (FromDB) is out of
 // reach: f then runs in a goroutine of its own, which is left to finish
 // when the connection finally breaks; the caller must not read what f

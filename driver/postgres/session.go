@@ -28,7 +28,7 @@ import (
 type session struct {
 	l       *locker
 	conn    *sql.Conn
-	netConn net.Conn     // the socket, when this driver dialed it; else nil
+	netConn net.Conn     // the socket, when this driver dialed it or a module's pool gives it (FromPool); else nil
 	pid     int          // backend pid
 	started sql.NullTime // the backend's start, to tell it from a later one with its pid
 	mark    string       // this session's value of mutexkit.session
