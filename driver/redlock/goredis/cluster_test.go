@@ -30,7 +30,14 @@ func TestCluster(t *testing.T) {
 			return &clusterHarness{cluster: newCluster(t, rc)}, nil
 		})
 	})
-	t.Run("Wake", func(t *testing.T) { testClusterWake(t, newCluster(t, rc)) })
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprint("Wake/resp", proto), func(t *testing.T) {
+			c := newCluster(t, rc)
+			c.proto = proto
+			testClusterWake(t, c)
+		})
+	}
+	t.Run("Quiet", func(t *testing.T) { testClusterQuiet(t, newCluster(t, rc)) })
 	t.Run("Spread", func(t *testing.T) { testClusterSpread(t, newCluster(t, rc)) })
 	t.Run("ScriptsFlushed", func(t *testing.T) { testClusterScriptsFlushed(t, newCluster(t, rc)) })
 	t.Run("ParallelDistinctKeys", func(t *testing.T) { testClusterParallel(t, newCluster(t, rc)) })
@@ -325,7 +332,8 @@ func (c *cluster) keyWithReplica(t *testing.T) (*testserver.ClusterNode, string)
 // testClusterWake: a waiter on a cluster is subscribed by SSUBSCRIBE to
 // its key's channel on the master serving the key's slot (PUBSUB
 // SHARDCHANNELS there lists it, no node has a plain channel), the
-// release's SPUBLISH wakes it, and the subscription ends with its wait.
+// release's SPUBLISH wakes it, and the subscription ends with its wait;
+// over RESP2 and RESP3.
 func testClusterWake(t *testing.T, c *cluster) {
 	holderL, waiterL := c.locker(), c.locker()
 	holder, waiter := driver.NewOwner(), driver.NewOwner()
@@ -377,6 +385,50 @@ func testClusterWake(t *testing.T, c *cluster) {
 	}
 }
 
+// testClusterQuiet: a key's sharded subscription lives on its pings'
+// answers: for 12 s (two pings and more than its read deadline) no wake-up
+// comes, which a subscription dialled again would give (its confirmation
+// wakes the key's waiters); then a release wakes the waiter.
+func testClusterQuiet(t *testing.T, c *cluster) {
+	holderL, waiterL := c.locker(), c.locker()
+	holder, waiter := driver.NewOwner(), driver.NewOwner()
+	if _, err := holderL.Acquire(t.Context(), driver.AcquireRequest{Key: "q", Owner: holder, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "q", Owner: waiter, TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
+	}
+	wake := make(chan struct{}, 1)
+	stop, err := waiterL.Watch("q", waiter, wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	select {
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no confirmation")
+	}
+	select {
+	case <-wake:
+		t.Fatal("a wake-up with nothing released: the subscription was dialled again")
+	case <-time.After(12 * time.Second):
+	}
+	// The waiter's place lapsed in the quiet (QueueHold): it asks again,
+	// as Lock does every second, before the release.
+	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "q", Owner: waiter, TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
+	}
+	if err := holderL.Release(t.Context(), "q", holder); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the release woke no waiter")
+	}
+}
+
 // pubsub returns what PUBSUB sub pattern answers on node n.
 func (c *cluster) pubsub(n *testserver.ClusterNode, sub, pattern string) []string {
 	c.t.Helper()
@@ -394,6 +446,7 @@ type cluster struct {
 	t      testing.TB
 	rc     *testserver.RedisCluster
 	prefix string
+	proto  int // the clients' RESP version; 0: go-redis's default (3)
 }
 
 func newCluster(t testing.TB, rc *testserver.RedisCluster) *cluster {
@@ -406,7 +459,7 @@ func newCluster(t testing.TB, rc *testserver.RedisCluster) *cluster {
 // first call does that within the call's bound, and makes the client's
 // own goroutines, which NoGoroutineAfterClose would count).
 func (c *cluster) client() *redis.ClusterClient {
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.rc.Addrs(), ContextTimeoutEnabled: true})
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.rc.Addrs(), ContextTimeoutEnabled: true, Protocol: c.proto})
 	c.t.Cleanup(func() { cc.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
