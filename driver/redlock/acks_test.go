@@ -2,6 +2,7 @@ package redlock_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -288,5 +289,38 @@ func TestReplicaAcksRedlock(t *testing.T) {
 		if got := c.owner(i, "k"); got != "" {
 			t.Errorf("node %d keeps the unacknowledged grant (owner %q)", i, got)
 		}
+	}
+}
+
+// TestReplicaAcksLockWaits: Lock treats an unacknowledged grant as the
+// backend being out of reach: it keeps trying until its ctx ends (saying
+// so), leaves nothing held, and is granted once the replica answers again.
+func TestReplicaAcksLockWaits(t *testing.T) {
+	c, replica := startReplicated(t)
+	conn, err := redlock.NewConnector(c.dsn("replica_acks=1", "replica_acks_timeout=50ms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := mutex.NewClient(conn)
+	defer cl.Close()
+	replica.Pause()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	_, err = cl.NewMutex("job").Lock(ctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, mutex.ErrUnavailable) || !errors.Is(err, redlock.ErrNotReplicated) {
+		t.Fatalf("Lock with the replica paused: %v; want the deadline, ErrUnavailable and ErrNotReplicated", err)
+	}
+	if got := c.owner(0, "job"); got != "" {
+		t.Fatalf("after the Lock gave up the master holds the key for %q", got)
+	}
+	replica.Resume()
+	ctx, cancel = context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	lease, err := cl.NewMutex("job").Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock once the replica answers: %v", err)
+	}
+	if err := lease.Unlock(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
