@@ -19,9 +19,11 @@
 // Tests that stay with lib/pq alone, in the core module: the DSN's parsing
 // and its mutexkit_ parameters (dsn_test.go, fuzz_test.go), TLS and
 // passwords given in the DSN (cluster_tls_test.go, TestClusterPasswordAuth,
-// TestClusterRefusedClient: pgx reads its own DSN, and its authentication
-// errors are its pool's to report), the keepalive the driver sets on a
-// socket it dialled itself (TestKeepaliveSet: a pgx pool dials its own),
+// TestClusterRefusedClient: a pgx pool reads its own DSN and does its own
+// TLS; pgxv5's TestRefusedPool checks how its refusals are classified),
+// the keepalive the driver sets on a socket it dialled itself
+// (TestKeepaliveSet: a pgx pool dials its own; pgxv5's
+// TestKeepaliveOnServerSide checks the server's side),
 // and traps that reach into the driver's sessions behind its back
 // (TestUnlockFalseIsNotHeld, TestTransactionPoolingRefused; the real
 // pgbouncer scenario covers the latter on every client).
