@@ -99,8 +99,8 @@ func waitingOnLock(t *testing.T, db *sql.DB, pid int) bool {
 
 // DeadlineNeverCancelsSession: a user's context must never cancel a
 // statement on a session that holds other leases (lib/pq cancels by
-// closing the connection, which drops every lock on it; a cancel request
-// would end the statement in a transaction a pool may share). A TryLock
+// closing the connection, pgx by default by a deadline on its socket,
+// which ends the connection too: either drops every lock on it). A TryLock
 // whose deadline passes while its statement waits on the server leaves
 // the session, and the lease on it, alone.
 func DeadlineNeverCancelsSession(t *testing.T, c Client) {
