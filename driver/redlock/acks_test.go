@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -329,5 +330,64 @@ func TestReplicaAcksLockWaits(t *testing.T) {
 	}
 	if err := lease.Unlock(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// cutAfterWrite is a socket that, once armed, lets the first read after
+// a write holding WAIT through and then reads EOF, as if the server
+// closed the connection between the write's reply and WAIT's.
+type cutAfterWrite struct {
+	net.Conn
+	armed *atomic.Bool
+	cut   atomic.Int32 // 1: WAIT written here; 2: one read since
+}
+
+func (c *cutAfterWrite) Write(b []byte) (int, error) {
+	if bytes.Contains(b, []byte("WAIT")) && c.armed.CompareAndSwap(true, false) {
+		c.cut.Store(1)
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *cutAfterWrite) Read(b []byte) (int, error) {
+	switch c.cut.Load() {
+	case 2:
+		return 0, io.EOF
+	case 1:
+		c.cut.Store(2)
+	}
+	return c.Conn.Read(b)
+}
+
+// TestReplicaAcksBrokenBeforeWait: a connection the server closed after
+// the grant's reply but before WAIT's is not tried again in part: a WAIT
+// alone on a fresh connection counts none of the grant's writes (with the
+// replica paused, it would say 1 at once). The grant is refused.
+func TestReplicaAcksBrokenBeforeWait(t *testing.T) {
+	c, replica := startReplicated(t)
+	var armed atomic.Bool
+	pool := &redis.Pool{Dial: func() (redis.Conn, error) {
+		return redis.Dial("tcp", c.servers[0].Addr(), redis.DialNetDial(func(network, addr string) (net.Conn, error) {
+			nc, err := net.Dial(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &cutAfterWrite{Conn: nc, armed: &armed}, nil
+		}))
+	}}
+	defer pool.Close()
+	l := connect(t, redlock.FromPools([]*redis.Pool{pool}, redlock.WithPrefix(c.prefix), redlock.WithReplicaAcks(1, 5*time.Second)), nil)
+	if _, err := acquire(t, l, "warm", driver.NewOwner()); err != nil {
+		t.Fatal(err)
+	}
+	replica.Pause()
+	defer replica.Resume()
+	armed.Store(true)
+	_, err := acquire(t, l, "k", driver.NewOwner())
+	if !errors.Is(err, redlock.ErrNotReplicated) || !errors.Is(err, driver.ErrUnavailable) {
+		t.Fatalf("Acquire whose connection broke before WAIT's reply, replica paused: %v; want ErrNotReplicated and ErrUnavailable", err)
+	}
+	if armed.Load() {
+		t.Fatal("no WAIT was sent")
 	}
 }
