@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"net/url"
 	"syscall"
 	"testing"
 	"time"
@@ -161,7 +162,29 @@ func TestTransactionPoolingRefused(t *testing.T) {
 // keepalive on the server side of each session, and on our socket.
 func TestKeepaliveSet(t *testing.T) {
 	dsn, _ := adminDB(t)
-	_, l := testClient(t, dsn, namespace(t), WithKeepalive(7*time.Second, 2*time.Second, 4))
+	t.Run("option", func(t *testing.T) {
+		_, l := testClient(t, dsn, namespace(t), WithKeepalive(7*time.Second, 2*time.Second, 4))
+		checkKeepalive(t, l)
+	})
+	// The same through the DSN (pgsuite's network cut sets it by option).
+	t.Run("dsn", func(t *testing.T) {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Skip("needs a URL DSN")
+		}
+		q := u.Query()
+		q.Set("mutexkit_keepalive_idle", "7")
+		q.Set("mutexkit_keepalive_interval", "2")
+		q.Set("mutexkit_keepalive_count", "4")
+		u.RawQuery = q.Encode()
+		_, l := testClient(t, u.String(), namespace(t))
+		checkKeepalive(t, l)
+	})
+}
+
+// checkKeepalive checks a keepalive of 7 s idle, 2 s interval and 4
+// probes on both sides of l's first session.
+func checkKeepalive(t *testing.T, l *locker) {
 	l.mu.Lock()
 	s := l.sessions[0]
 	l.mu.Unlock()
