@@ -182,7 +182,7 @@ local function keep(h, d, chan, wake)
   redis.call('SET', KEYS[1], 'q ' .. h, 'PX', math.max(d - clock(), 1))
   if not wake then return end
   if chan == '' then
-    redis.call('SPUBLISH', KEYS[1] .. ':wake:' .. string.sub(h, 33), string.sub(h, 1, 32))
+    redis.pcall('SPUBLISH', KEYS[1] .. ':wake:' .. string.sub(h, 33), string.sub(h, 1, 32))
   else
     redis.call('PUBLISH', chan .. string.sub(h, 33), string.sub(h, 1, 32))
   end
@@ -192,7 +192,9 @@ end
 // shardedWake is the channel prefix the queue scripts take on a Redis
 // Cluster: they then wake the head by SPUBLISH on <lock key>:wake:<client
 // id>, a channel in the lock key's slot (the only one a script there may
-// publish to), rather than by PUBLISH on <prefix>:wake:<client id>.
+// publish to), rather than by PUBLISH on <prefix>:wake:<client id>. By
+// pcall: a server without SPUBLISH (before Redis 7) keeps the key all the
+// same, and its waiters, whose SSUBSCRIBE fails too, poll.
 const shardedWake = ""
 
 // waitScript is a waiting attempt (AcquireRequest.Wait). It grants the

@@ -38,6 +38,7 @@ func TestCluster(t *testing.T) {
 		})
 	}
 	t.Run("Quiet", func(t *testing.T) { testClusterQuiet(t, newCluster(t, rc)) })
+	t.Run("NoShardedPubSub", func(t *testing.T) { testClusterNoShardedPubSub(t, newCluster(t, rc)) })
 	t.Run("Spread", func(t *testing.T) { testClusterSpread(t, newCluster(t, rc)) })
 	t.Run("ScriptsFlushed", func(t *testing.T) { testClusterScriptsFlushed(t, newCluster(t, rc)) })
 	t.Run("ParallelDistinctKeys", func(t *testing.T) { testClusterParallel(t, newCluster(t, rc)) })
@@ -426,6 +427,50 @@ func testClusterQuiet(t *testing.T, c *cluster) {
 	case <-wake:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the release woke no waiter")
+	}
+}
+
+// testClusterNoShardedPubSub: where SPUBLISH and SSUBSCRIBE fail (here an
+// ACL forbids them; a server before Redis 7 lacks them), a release still
+// keeps the key for the head and succeeds, and a Lock waiting for the key
+// is served by polling.
+func testClusterNoShardedPubSub(t *testing.T, c *cluster) {
+	user := "nosharded" + c.prefix
+	for _, n := range c.rc.Nodes() {
+		rc := redis.NewClient(&redis.Options{Addr: n.Addr()})
+		err := rc.Do(t.Context(), "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-spublish", "-ssubscribe").Err()
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.rc.Addrs(), ContextTimeoutEnabled: true, Username: user, Password: "pw"})
+	defer cc.Close()
+	holderL := c.locker()
+	waiter := mutex.NewClient(goredis.FromClient(cc, redlock.WithPrefix(c.prefix)))
+	defer waiter.Close()
+	holder := driver.NewOwner()
+	if _, err := holderL.Acquire(t.Context(), driver.AcquireRequest{Key: "d", Owner: holder, TTL: ttl}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+		defer cancel()
+		l, err := waiter.NewMutex("d", mutex.WithTTL(ttl)).Lock(ctx)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // the waiter queued, its SSUBSCRIBE refused
+	// A release by the waiter's client keeps the key for it: SPUBLISH refused.
+	noPub := connectT(t, goredis.FromClient(cc, redlock.WithPrefix(c.prefix)))
+	if err := noPub.Release(t.Context(), "d", holder); err != nil {
+		t.Fatalf("release where SPUBLISH is refused: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the waiting Lock: %v", err)
 	}
 }
 
