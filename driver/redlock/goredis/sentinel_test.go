@@ -1,8 +1,11 @@
 package goredis_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,4 +161,84 @@ func TestReplicaAcksRefusedOnCluster(t *testing.T) {
 		t.Fatalf("Connect over a cluster client without the option: %v", err)
 	}
 	l.Close()
+}
+
+// TestReplicaAcksWritesConnection: WAIT counts the writes of its own
+// connection, so it must follow the grant or renewal on the connection
+// that sent it. MONITOR on the master shows each command with its
+// client's address: every WAIT's client sent a lock write (SET, EVALSHA
+// or EVAL) just before it.
+func TestReplicaAcksWritesConnection(t *testing.T) {
+	servers := testserver.StartRedis(t, 2, testserver.WithRedisArgs("--repl-diskless-sync-delay", "0"))
+	master, replica := servers[0], servers[1]
+	host, port, _ := strings.Cut(master.Addr(), ":")
+	admin := redis.NewClient(&redis.Options{Addr: replica.Addr(), MaxRetries: -1})
+	defer admin.Close()
+	if err := admin.Do(t.Context(), "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: master.Addr(), ContextTimeoutEnabled: true})
+	defer c.Close()
+	for deadline := time.Now().Add(20 * time.Second); c.Do(t.Context(), "WAIT", 1, 100).Val() != int64(1); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not come online")
+		}
+	}
+
+	mon, err := net.DialTimeout("tcp", master.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	mon.SetDeadline(time.Now().Add(30 * time.Second))
+	lines := bufio.NewReader(mon)
+	if _, err := mon.Write([]byte("MONITOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := lines.ReadString('\n'); err != nil || ok != "+OK\r\n" {
+		t.Fatalf("MONITOR: %q, %v", ok, err)
+	}
+
+	prefix := "w" + driver.NewOwner().String()[:12]
+	l := connectT(t, goredis.FromClient(c, redlock.WithPrefix(prefix), redlock.WithReplicaAcks(1, 2*time.Second)))
+	me := driver.NewOwner()
+	if err := acquireT(t.Context(), l, "plain", me); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "fenced", Owner: driver.NewOwner(), TTL: sentinelTTL, Fencing: true}); err != nil {
+		t.Fatalf("Acquire (fenced): %v", err)
+	}
+	for range 2 { // the first may meet NOSCRIPT: EVAL, WAIT again
+		batch := []driver.Renewal{{Key: "plain", Owner: me, TTL: sentinelTTL}}
+		if l.Renew(t.Context(), batch); batch[0].Err != nil {
+			t.Fatalf("Renew: %v", batch[0].Err)
+		}
+	}
+
+	// Read until the last renewal's WAIT: at least one WAIT per acquire
+	// and per renewal.
+	last := map[string]string{} // client address -> its last command before the WAIT
+	waits := 0
+	for waits < 4 {
+		line, err := lines.ReadString('\n')
+		if err != nil {
+			t.Fatalf("MONITOR after %d WAIT: %v", waits, err)
+		}
+		// +1700000000.000000 [0 127.0.0.1:50000] "SET" "key" ...
+		_, rest, ok1 := strings.Cut(line, " [")
+		client, rest, ok2 := strings.Cut(rest, "] \"")
+		cmd, _, ok3 := strings.Cut(rest, "\"")
+		if !ok1 || !ok2 || !ok3 {
+			continue
+		}
+		_, client, _ = strings.Cut(client, " ") // the db first
+		cmd = strings.ToUpper(cmd)
+		if cmd == "WAIT" {
+			waits++
+			if prev := last[client]; prev != "SET" && prev != "EVALSHA" && prev != "EVAL" {
+				t.Fatalf("WAIT %d from %s, whose command before it was %q: not on the write's connection", waits, client, prev)
+			}
+		}
+		last[client] = cmd
+	}
 }
