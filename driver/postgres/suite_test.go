@@ -3,7 +3,10 @@ package postgres_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"testing"
+
+	"github.com/lib/pq"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
@@ -16,9 +19,17 @@ import (
 // libpq is the driver on its own connections (NewConnector); libpqDB on
 // the application's *sql.DB (FromDB).
 var (
-	libpq   = pgsuite.Client{Name: "dsn", Open: openDSN}
-	libpqDB = pgsuite.Client{Name: "db", Open: openSQLDB}
+	libpq   = pgsuite.Client{Name: "dsn", Open: openDSN, SQLState: pqState}
+	libpqDB = pgsuite.Client{Name: "db", Open: openSQLDB, SQLState: pqState}
 )
+
+// pqState is the SQLSTATE of lib/pq's *pq.Error in err's chain, or "".
+func pqState(err error) string {
+	if pe, ok := errors.AsType[*pq.Error](err); ok {
+		return string(pe.Code)
+	}
+	return ""
+}
 
 func openDSN(t testing.TB, dsn string) (func(...postgres.Option) driver.Connector, pgsuite.Borrow) {
 	return func(opts ...postgres.Option) driver.Connector {

@@ -1,103 +1,19 @@
 package pgxv5_test
 
 import (
-	"context"
 	"errors"
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/driver/postgres/internal/pgsuite"
 	"github.com/mutexkit/mutexkit/driver/postgres/pgxv5"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
-	"github.com/mutexkit/mutexkit/mutex"
 )
-
-// A statement that the server ends at its statement or lock timeout is a
-// reply (pgx's *pgconn.PgError, severity ERROR): the attempt fails, and
-// the session and the other lease on it stay. Without the classification
-// of pgx's errors the session would be given up and "held" lost.
-func TestStatementTimeoutKeepsSession(t *testing.T) {
-	dsn := testserver.PostgresDSN(t)
-	admin := openAdmin(t, dsn)
-	ns := uniqueNamespace(t)
-	mc := openClient(t, newPool(t, dsn, 8), ns, postgres.WithStatementTimeout(300*time.Millisecond))
-	held, err := mc.NewMutex("held").TryLock(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := holderPID(t, admin, ns, "held")
-	blockFencedAcquire(t, admin, mc, ns, "slow")
-
-	_, err = mc.NewMutex("slow", mutex.WithFencing()).TryLock(t.Context())
-	pe, ok := errors.AsType[*pgconn.PgError](err)
-	if !ok || (pe.Code != "55P03" && pe.Code != "57014") {
-		t.Fatalf("TryLock blocked on the server: %v; want pgx's lock or statement timeout (55P03, 57014)", err)
-	}
-	if !errors.Is(err, driver.ErrUnavailable) {
-		t.Errorf("TryLock: %v; want driver.ErrUnavailable", err)
-	}
-	t.Logf("TryLock: %v", err)
-	if err := held.Err(); err != nil {
-		t.Fatalf("the other lease: %v", err)
-	}
-	if got := holderPID(t, admin, ns, "held"); got != pid {
-		t.Fatalf("held key on backend %d, was %d", got, pid)
-	}
-	if got := holderPID(t, admin, ns, "slow"); got != 0 {
-		t.Fatalf("the failed attempt left \"slow\" held by %d", got)
-	}
-	if err := held.Unlock(t.Context()); err != nil {
-		t.Fatalf("Unlock on the session after the timeout: %v", err)
-	}
-}
-
-// A backend ended on the server (pg_terminate_backend: FATAL, then the
-// connection closes) loses every lease on its session, reported as
-// mutex.ErrLockLost; the client goes on with another pool connection.
-func TestTerminatedBackendLosesLeases(t *testing.T) {
-	dsn := testserver.PostgresDSN(t)
-	admin := openAdmin(t, dsn)
-	ns := uniqueNamespace(t)
-	mc := openClient(t, newPool(t, dsn, 8), ns)
-	var leases []*mutex.Lease
-	for _, k := range []string{"k0", "k1", "k2"} {
-		l, err := mc.NewMutex(k).TryLock(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		leases = append(leases, l)
-	}
-	pid := holderPID(t, admin, ns, "k0")
-	if _, err := admin.Exec(`SELECT pg_terminate_backend($1)`, pid); err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range leases {
-		select {
-		case <-l.Done():
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s: loss not reported", l.Key())
-		}
-		if !errors.Is(l.Err(), mutex.ErrLockLost) {
-			t.Fatalf("%s: Err = %v; want ErrLockLost", l.Key(), l.Err())
-		}
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	l, err := mc.NewMutex("k0").Lock(ctx) // the dying backend frees its locks as it exits
-	if err != nil {
-		t.Fatalf("Lock after the loss: %v", err)
-	}
-	if got := holderPID(t, admin, ns, "k0"); got == pid || got == 0 {
-		t.Fatalf("k0 held by backend %d after the kill of %d", got, pid)
-	}
-	l.Unlock(t.Context())
-}
 
 // The server's refusals are driver.ErrDenied (not an outage to wait out),
 // with the server's reason, and never carry the password: a wrong password
@@ -141,7 +57,7 @@ func TestRefusedPool(t *testing.T) {
 		})
 	}
 	// The right password connects.
-	mc := openClient(t, newPool(t, pg.DSN("", nil), 4), uniqueNamespace(t))
+	mc := openClient(t, newPool(t, pg.DSN("", nil), 4), pgsuite.Namespace(t))
 	if err := mc.Ping(t.Context()); err != nil {
 		t.Fatalf("Ping with the right password: %v", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mutexkit/mutexkit/driver/postgres"
+	"github.com/mutexkit/mutexkit/driver/postgres/internal/pgsuite"
 	"github.com/mutexkit/mutexkit/driver/postgres/pgxv5"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/mutex"
@@ -74,8 +75,8 @@ func waiters(t testing.TB, admin *sql.DB, ns, key string) []int {
 // the same backends, as pg_locks shows to a separate connection.
 func TestCancelledWaitKeepsOtherKeys(t *testing.T) {
 	dsn := testserver.PostgresDSN(t)
-	admin := openAdmin(t, dsn)
-	ns := uniqueNamespace(t)
+	admin := pgsuite.OpenDB(t, dsn)
+	ns := pgsuite.Namespace(t)
 	mc := openClient(t, newPool(t, dsn, 8), ns)
 	var leases []*mutex.Lease
 	pids := map[string]int{}
@@ -85,7 +86,7 @@ func TestCancelledWaitKeepsOtherKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		leases = append(leases, l)
-		pids[k] = holderPID(t, admin, ns, k)
+		pids[k] = pgsuite.HolderPID(t, admin, ns, k)
 	}
 	release := holdWithSQL(t, admin, ns, "w")
 
@@ -98,17 +99,17 @@ func TestCancelledWaitKeepsOtherKeys(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "w")) == 1 })
+	pgsuite.WaitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "w")) == 1 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Lock: %v; want context.Canceled", err)
 	}
-	waitFor(t, "the wait leaves the server's queue", func() bool { return len(waiters(t, admin, ns, "w")) == 0 })
+	pgsuite.WaitFor(t, "the wait leaves the server's queue", func() bool { return len(waiters(t, admin, ns, "w")) == 0 })
 	for i, k := range []string{"a", "b"} {
 		if err := leases[i].Err(); err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}
-		if got := holderPID(t, admin, ns, k); got != pids[k] {
+		if got := pgsuite.HolderPID(t, admin, ns, k); got != pids[k] {
 			t.Fatalf("%s held by backend %d after the cancel; was %d", k, got, pids[k])
 		}
 	}
@@ -131,8 +132,8 @@ func TestCancelledWaitKeepsOtherKeys(t *testing.T) {
 // backend that was a session.
 func TestCloseDiscardsSessions(t *testing.T) {
 	dsn := testserver.PostgresDSN(t)
-	admin := openAdmin(t, dsn)
-	ns := uniqueNamespace(t)
+	admin := pgsuite.OpenDB(t, dsn)
+	ns := pgsuite.Namespace(t)
 	const maxConns = 8
 	pool := newPool(t, dsn, maxConns)
 	mc := openClient(t, pool, ns)
@@ -150,11 +151,11 @@ func TestCloseDiscardsSessions(t *testing.T) {
 	// And a waiter session: a Lock waiting in the server's queue.
 	holdWithSQL(t, admin, ns, "w")
 	go mc.NewMutex("w").Lock(t.Context())
-	waitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "w")) == 1 })
+	pgsuite.WaitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "w")) == 1 })
 
 	sessions := waiters(t, admin, ns, "w")
 	for i := range 16 {
-		sessions = append(sessions, holderPID(t, admin, ns, fmt.Sprint("k", i)))
+		sessions = append(sessions, pgsuite.HolderPID(t, admin, ns, fmt.Sprint("k", i)))
 	}
 	slices.Sort(sessions)
 	sessions = slices.Compact(sessions)
@@ -196,7 +197,7 @@ func TestCloseDiscardsSessions(t *testing.T) {
 		}
 	}
 	// The sessions' backends are gone, and with them their locks.
-	waitFor(t, "the sessions' backends end", func() bool {
+	pgsuite.WaitFor(t, "the sessions' backends end", func() bool {
 		var n int
 		if err := admin.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = ANY($1::int[])`,
 			pgArray(sessions)).Scan(&n); err != nil {
@@ -219,8 +220,8 @@ func pgArray(ints []int) string {
 // and the application's pool open.
 func TestCloseLeavesNoGoroutine(t *testing.T) {
 	dsn := testserver.PostgresDSN(t)
-	admin := openAdmin(t, dsn)
-	ns := uniqueNamespace(t)
+	admin := pgsuite.OpenDB(t, dsn)
+	ns := pgsuite.Namespace(t)
 	pool := newPool(t, dsn, 8)
 	if err := pool.Ping(t.Context()); err != nil {
 		t.Fatal(err)
@@ -237,7 +238,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { _, err := mc.NewMutex("w").Lock(ctx); done <- err }()
-	waitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "w")) == 1 })
+	pgsuite.WaitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "w")) == 1 })
 	cancel()
 	<-done
 	l.Unlock(t.Context())
@@ -263,7 +264,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 // counted in a shared critical section under -race, never overlap.
 func TestInteropWithLibPQ(t *testing.T) {
 	dsn := testserver.PostgresDSN(t)
-	ns := uniqueNamespace(t)
+	ns := pgsuite.Namespace(t)
 	pgx := openClient(t, newPool(t, dsn, 8), ns)
 	conn, err := postgres.NewConnector(dsn, postgres.WithNamespace(ns))
 	if err != nil {
@@ -334,8 +335,8 @@ func TestKeepaliveOnServerSide(t *testing.T) {
 	if serverPort == 0 {
 		serverPort = 5432
 	}
-	admin := openAdmin(t, dsn)
-	ns := uniqueNamespace(t)
+	admin := pgsuite.OpenDB(t, dsn)
+	ns := pgsuite.Namespace(t)
 	mc := openClient(t, newPool(t, dsn, 4), ns, postgres.WithKeepalive(7*time.Second, 2*time.Second, 4))
 	l, err := mc.NewMutex("k").TryLock(t.Context())
 	if err != nil {
@@ -343,13 +344,13 @@ func TestKeepaliveOnServerSide(t *testing.T) {
 	}
 	defer l.Unlock(t.Context())
 	var clientPort int
-	if err := admin.QueryRow(`SELECT client_port FROM pg_stat_activity WHERE pid = $1`, holderPID(t, admin, ns, "k")).Scan(&clientPort); err != nil {
+	if err := admin.QueryRow(`SELECT client_port FROM pg_stat_activity WHERE pid = $1`, pgsuite.HolderPID(t, admin, ns, "k")).Scan(&clientPort); err != nil {
 		t.Fatal(err)
 	}
 	local := fmt.Sprintf("0100007F:%04X", serverPort)
 	remote := fmt.Sprintf("0100007F:%04X", clientPort)
 	var timer string
-	waitFor(t, "the keepalive timer of the server's socket", func() bool {
+	pgsuite.WaitFor(t, "the keepalive timer of the server's socket", func() bool {
 		f, err := os.Open("/proc/net/tcp")
 		if err != nil {
 			t.Skipf("no /proc/net/tcp: %v", err)
@@ -387,7 +388,7 @@ func TestKeepaliveOnServerSide(t *testing.T) {
 // second client.
 func TestSimpleProtocolPool(t *testing.T) {
 	dsn := testserver.PostgresDSN(t)
-	ns := uniqueNamespace(t)
+	ns := pgsuite.Namespace(t)
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -421,8 +422,8 @@ func TestSimpleProtocolPool(t *testing.T) {
 		}
 		got <- err
 	}()
-	admin := openAdmin(t, dsn)
-	waitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "k")) == 1 })
+	admin := pgsuite.OpenDB(t, dsn)
+	pgsuite.WaitFor(t, "the Lock waits in the server's queue", func() bool { return len(waiters(t, admin, ns, "k")) == 1 })
 	if err := l.Unlock(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,10 @@ package pgxv5_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
@@ -13,7 +14,15 @@ import (
 )
 
 // pgxClient is the driver on an application's pgx pool (FromPool).
-var pgxClient = pgsuite.Client{Name: "pgx", Open: openPool}
+var pgxClient = pgsuite.Client{Name: "pgx", Open: openPool, SQLState: pgxState}
+
+// pgxState is the SQLSTATE of pgx's *pgconn.PgError in err's chain, or "".
+func pgxState(err error) string {
+	if pe, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return pe.Code
+	}
+	return ""
+}
 
 // poolMaxConns caps the tests' pools. Each client's lock sessions (up to
 // postgres.MaxSessions) and its waits in the server are connections of
@@ -26,16 +35,7 @@ const poolMaxConns = 64
 // a Borrow that acquires every idle connection and n more.
 func openPool(t testing.TB, dsn string) (func(...postgres.Option) driver.Connector, pgsuite.Borrow) {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = poolMaxConns
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := newPool(t, dsn, poolMaxConns)
 	borrow := func(ctx context.Context, n int) ([]int, error) {
 		var pids []int
 		for range int(p.Stat().IdleConns()) + n {

@@ -29,6 +29,12 @@ type Client struct {
 	// ends. borrow takes connections of that pool (nil when the client
 	// has none). Open fails t if it cannot.
 	Open func(t testing.TB, dsn string) (connect func(opts ...postgres.Option) driver.Connector, borrow Borrow)
+
+	// SQLState returns the SQLSTATE of the client library's own server
+	// error (lib/pq's *pq.Error, pgx's *pgconn.PgError) in err's chain, or
+	// "": the scenarios check that the driver's errors carry it, for an
+	// application's errors.As.
+	SQLState func(err error) string
 }
 
 // Connect returns a Connector of a new client on dsn, with opts, from an
@@ -110,8 +116,8 @@ func ping(t testing.TB, c Client, dsn string) error {
 	return mc.Ping(t.Context())
 }
 
-// namespace is a namespace of the test's own, so that runs do not collide.
-func namespace(t testing.TB) string {
+// Namespace is a namespace of the test's own, so that runs do not collide.
+func Namespace(t testing.TB) string {
 	var b [6]byte
 	rand.Read(b[:])
 	return t.Name() + "/" + hex.EncodeToString(b[:])
@@ -122,11 +128,11 @@ func namespace(t testing.TB) string {
 func adminDB(t testing.TB) (string, *sql.DB) {
 	t.Helper()
 	dsn := testserver.PostgresDSN(t)
-	return dsn, openDB(t, dsn)
+	return dsn, OpenDB(t, dsn)
 }
 
-// openDB opens a lib/pq pool on dsn, closed when t ends.
-func openDB(t testing.TB, dsn string) *sql.DB {
+// OpenDB opens a lib/pq pool on dsn, closed when t ends.
+func OpenDB(t testing.TB, dsn string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
@@ -136,8 +142,8 @@ func openDB(t testing.TB, dsn string) *sql.DB {
 	return db
 }
 
-// holderPID returns the backend pid holding key in namespace ns, or 0.
-func holderPID(t testing.TB, db *sql.DB, ns, key string) int {
+// HolderPID returns the backend pid holding key in namespace ns, or 0.
+func HolderPID(t testing.TB, db *sql.DB, ns, key string) int {
 	t.Helper()
 	classid, objid := postgres.LockTag(postgres.KeyID(ns, key))
 	var pid int
@@ -152,8 +158,8 @@ func holderPID(t testing.TB, db *sql.DB, ns, key string) int {
 	return pid
 }
 
-// waitFor polls cond until it holds or a generous bound passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
+// WaitFor polls cond until it holds or a generous bound passes.
+func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

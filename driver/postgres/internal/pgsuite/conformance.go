@@ -35,7 +35,7 @@ func Conformance(t *testing.T, c Client) {
 		// One Open per case, before the case counts goroutines: a pool's
 		// own are the application's, not the driver's.
 		connect, _ := c.Open(t, dsn)
-		return &harness{connect: connect, ns: namespace(t), admin: admin}, nil
+		return &harness{connect: connect, ns: Namespace(t), admin: admin}, nil
 	}
 	hb := mutex.WithHeartbeat(conformanceHeartbeat)
 	t.Run("fencing=asked", func(t *testing.T) { conformance.Run(t, maker, hb) })

@@ -38,4 +38,6 @@
 // Administration (reading pg_locks, killing backends, the other
 // application's transactions) goes through database/sql and lib/pq
 // whatever the client under test: it is the observer, not the subject.
+// Its helpers (Namespace, OpenDB, HolderPID, BlockFencedAcquire, WaitFor)
+// serve a module's own tests too, so that each is written once.
 package pgsuite

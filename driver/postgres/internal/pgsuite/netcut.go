@@ -145,7 +145,7 @@ func ClusterNetworkCutFreesLocks(t *testing.T, c Client) {
 	}
 	time.Sleep(200 * time.Millisecond) // the postmaster rereads pg_hba.conf on SIGHUP
 
-	ns := namespace(t)
+	ns := Namespace(t)
 	cmd := exec.Command("ip", append([]string{"netns", "exec", n.NS, os.Args[0]}, helperArgs...)...)
 	cmd.Env = append(os.Environ(), helperEnv+"=netcut", "MUTEXKIT_PG_DSN="+pg.DSN(n.Host, nil), "MUTEXKIT_PG_NS="+ns)
 	cmd.Stderr = os.Stderr

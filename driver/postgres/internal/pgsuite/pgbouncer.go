@@ -75,13 +75,13 @@ func ClusterPgBouncer(t *testing.T, c Client) {
 	t.Run("SessionPooling", func(t *testing.T) {
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{RoundRobin: true})
 		warmPool(t, b, "sesspool", 3)
-		ns := namespace(t)
+		ns := Namespace(t)
 		mc := open(t, c, b.DSN("sesspool", ""), ns, nil)
 		lease, err := mc.NewMutex("k").TryLock(t.Context())
 		if err != nil {
 			t.Fatalf("TryLock through pgbouncer in session mode: %v", err)
 		}
-		if holderPID(t, admin, ns, "k") == 0 {
+		if HolderPID(t, admin, ns, "k") == 0 {
 			t.Fatal("the lock is not on the server")
 		}
 		other := open(t, c, b.DSN("sesspool", ""), ns, nil)
@@ -95,7 +95,7 @@ func ClusterPgBouncer(t *testing.T, c Client) {
 		if err := lease.Unlock(t.Context()); err != nil {
 			t.Fatalf("Unlock: %v", err)
 		}
-		if pid := holderPID(t, admin, ns, "k"); pid != 0 {
+		if pid := HolderPID(t, admin, ns, "k"); pid != 0 {
 			t.Fatalf("backend %d still holds the key after Unlock", pid)
 		}
 	})
@@ -106,7 +106,7 @@ func ClusterPgBouncer(t *testing.T, c Client) {
 		err := ping(t, c, b.DSN("txpool", ""))
 		checkTxPooling(t, "Ping", err)
 
-		mc := open(t, c, b.DSN("txpool", ""), namespace(t), nil)
+		mc := open(t, c, b.DSN("txpool", ""), Namespace(t), nil)
 		_, err = mc.NewMutex("k").TryLock(t.Context())
 		checkTxPooling(t, "TryLock", err)
 	})
@@ -120,7 +120,7 @@ func ClusterPgBouncer(t *testing.T, c Client) {
 		// on the proxy's server connection.
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{})
 		warmPool(t, b, "txpool", 3)
-		ns := namespace(t)
+		ns := Namespace(t)
 		holder := open(t, c, pg.DSN("", nil), ns, nil)
 		lease, err := holder.NewMutex("k").TryLock(t.Context())
 		if err != nil {
@@ -136,7 +136,7 @@ func ClusterPgBouncer(t *testing.T, c Client) {
 		}
 		mc.Close()
 		deadline := time.Now().Add(30 * time.Second)
-		for holderPID(t, admin, ns, "k") != 0 {
+		for HolderPID(t, admin, ns, "k") != 0 {
 			if time.Now().After(deadline) {
 				t.Fatal("the key is still held on the server 30s after the holder released it and the waiting client closed")
 			}
@@ -149,13 +149,13 @@ func ClusterPgBouncer(t *testing.T, c Client) {
 		// a lone client stays on one backend, so Connect cannot tell.
 		b := testserver.StartPGBouncer(t, pg, testserver.PGBouncerOptions{})
 		warmPool(t, b, "txpool", 3)
-		ns := namespace(t)
+		ns := Namespace(t)
 		mc := open(t, c, b.DSN("txpool", ""), ns, nil)
 		lease, err := mc.NewMutex("k").TryLock(t.Context())
 		if err != nil {
 			t.Fatalf("TryLock: %v", err)
 		}
-		pid := holderPID(t, admin, ns, "k")
+		pid := HolderPID(t, admin, ns, "k")
 		if pid == 0 {
 			t.Fatal("the lock is not on the server")
 		}
@@ -202,7 +202,7 @@ func ClusterPgBouncer(t *testing.T, c Client) {
 		checkTxPooling(t, "lease", lease.Err())
 		// The lock stays on the backend the proxy gave to someone else:
 		// the hazard the docs warn of. Nothing client-side can free it.
-		if got := holderPID(t, admin, ns, "k"); got != pid {
+		if got := HolderPID(t, admin, ns, "k"); got != pid {
 			t.Errorf("after the loss the key is held by backend %d; expected it left on %d", got, pid)
 		}
 	})

@@ -117,7 +117,7 @@ func TwoProcessesExclude(t *testing.T, c Client) {
 	dsn, _ := adminDB(t)
 	logPath := t.TempDir() + "/log"
 	const rounds = 100
-	env := []string{"MUTEXKIT_PG_DSN=" + dsn, "MUTEXKIT_PG_NS=" + namespace(t),
+	env := []string{"MUTEXKIT_PG_DSN=" + dsn, "MUTEXKIT_PG_NS=" + Namespace(t),
 		"MUTEXKIT_PG_LOG=" + logPath, "MUTEXKIT_PG_ROUNDS=" + strconv.Itoa(rounds)}
 	var cmds []*exec.Cmd
 	var stdins []io.WriteCloser
@@ -175,7 +175,7 @@ func CrashedProcessFreesKey(t *testing.T, c Client) {
 		t.Skip("spawns processes")
 	}
 	dsn, _ := adminDB(t)
-	ns := namespace(t)
+	ns := Namespace(t)
 	cmd, _, stdout := childproc.Start(t, helperEnv, "hold", "MUTEXKIT_PG_DSN="+dsn, "MUTEXKIT_PG_NS="+ns)
 	line := childproc.ReadLine(t, stdout, "ready")
 	childToken, _ := strconv.ParseUint(strings.TrimPrefix(line, "ready "), 10, 64)

@@ -47,7 +47,7 @@ func ClusterSilentPeer(t *testing.T, c Client) {
 		t.Fatal(err)
 	}
 	u.Host = p.Addr()
-	ns := namespace(t)
+	ns := Namespace(t)
 	opts := []postgres.Option{postgres.WithNamespace(ns), postgres.WithStatementTimeout(silentStmt)}
 	open := func(heartbeat time.Duration) *mutex.Client {
 		mc := mutex.NewClient(c.Connect(t, u.String(), opts...), mutex.WithHeartbeat(heartbeat))

@@ -34,7 +34,7 @@ func ClusterStandbyRefused(t *testing.T, c Client) {
 	}
 	check("Ping", ping(t, c, standby.DSN("", nil)))
 
-	mc := open(t, c, standby.DSN("", nil), namespace(t), nil)
+	mc := open(t, c, standby.DSN("", nil), Namespace(t), nil)
 	if _, err := mc.NewMutex("k").TryLock(t.Context()); err == nil {
 		t.Error("TryLock on a standby succeeded")
 	} else {
@@ -52,7 +52,7 @@ func ClusterStandbyRefused(t *testing.T, c Client) {
 // returns the role of the backend that held it, as seen by admin.
 func LockOnce(t *testing.T, c Client, dsn string, admin *sql.DB) (role string) {
 	t.Helper()
-	ns := namespace(t)
+	ns := Namespace(t)
 	mc := open(t, c, dsn, ns, nil)
 	lease, err := mc.NewMutex("k").TryLock(t.Context())
 	if err != nil {

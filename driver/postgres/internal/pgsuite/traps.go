@@ -22,7 +22,7 @@ import (
 // the key.
 func NoRegrantToSameSession(t *testing.T, c Client) {
 	dsn, db := adminDB(t)
-	ns := namespace(t)
+	ns := Namespace(t)
 	l, err := c.Connect(t, dsn, postgres.WithNamespace(ns)).Connect(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -60,15 +60,15 @@ func NoRegrantToSameSession(t *testing.T, c Client) {
 			break
 		}
 	}
-	if pid := holderPID(t, db, ns, "k"); pid != 0 {
+	if pid := HolderPID(t, db, ns, "k"); pid != 0 {
 		t.Fatalf("key still held by backend %d after its one release: the lock was stacked", pid)
 	}
 }
 
-// blockFencedAcquire makes the next fenced acquisition of key wait on the
+// BlockFencedAcquire makes the next fenced acquisition of key wait on the
 // server: an open transaction locks its fencing row. It returns once the
 // row exists and is locked; the transaction ends with the test.
-func blockFencedAcquire(t *testing.T, db *sql.DB, c *mutex.Client, ns, key string) *sql.Tx {
+func BlockFencedAcquire(t *testing.T, db *sql.DB, c *mutex.Client, ns, key string) *sql.Tx {
 	t.Helper()
 	l, err := c.NewMutex(key, mutex.WithFencing()).TryLock(t.Context()) // writes the row
 	if err != nil {
@@ -105,7 +105,7 @@ func waitingOnLock(t *testing.T, db *sql.DB, pid int) bool {
 // the session, and the lease on it, alone.
 func DeadlineNeverCancelsSession(t *testing.T, c Client) {
 	dsn, db := adminDB(t)
-	ns := namespace(t)
+	ns := Namespace(t)
 	// The default heartbeat: the session is busy with the blocked
 	// statement for the deadline and more, and "held" is verified
 	// meanwhile through a session opened beside it, which under -race on
@@ -119,8 +119,8 @@ func DeadlineNeverCancelsSession(t *testing.T, c Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := holderPID(t, db, ns, "held")
-	tx := blockFencedAcquire(t, db, mc, ns, "slow")
+	pid := HolderPID(t, db, ns, "held")
+	tx := BlockFencedAcquire(t, db, mc, ns, "slow")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
@@ -129,7 +129,7 @@ func DeadlineNeverCancelsSession(t *testing.T, c Client) {
 		_, err := mc.NewMutex("slow", mutex.WithFencing()).TryLock(ctx)
 		done <- err
 	}()
-	waitFor(t, "the acquisition waits on the server", func() bool { return waitingOnLock(t, db, pid) })
+	WaitFor(t, "the acquisition waits on the server", func() bool { return waitingOnLock(t, db, pid) })
 	<-ctx.Done() // the deadline passes while the statement runs
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func DeadlineNeverCancelsSession(t *testing.T, c Client) {
 	if err := held.Err(); err != nil {
 		t.Fatalf("the other lease on the session: %v", err)
 	}
-	if got := holderPID(t, db, ns, "held"); got != pid {
+	if got := HolderPID(t, db, ns, "held"); got != pid {
 		t.Fatalf("held key on backend %d, was %d: the session was cancelled", got, pid)
 	}
 	if err := held.Unlock(t.Context()); err != nil {
@@ -150,30 +150,39 @@ func DeadlineNeverCancelsSession(t *testing.T, c Client) {
 
 // ServerSideTimeoutBoundsStatements: statements are bounded on the server
 // instead (lock_timeout, statement_timeout): one that waits too long
-// fails, and the session and its other leases survive.
+// fails with the server's error (a reply: driver.ErrUnavailable, carrying
+// the client library's error), and the session and its other leases
+// survive. A client whose server errors the driver did not read as
+// replies would give the session, and "held", up.
 func ServerSideTimeoutBoundsStatements(t *testing.T, c Client) {
 	dsn, db := adminDB(t)
-	ns := namespace(t)
+	ns := Namespace(t)
 	mc := open(t, c, dsn, ns, []postgres.Option{postgres.WithStatementTimeout(300 * time.Millisecond)})
 	held, err := mc.NewMutex("held").TryLock(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := holderPID(t, db, ns, "held")
-	blockFencedAcquire(t, db, mc, ns, "slow")
+	pid := HolderPID(t, db, ns, "held")
+	BlockFencedAcquire(t, db, mc, ns, "slow")
 	_, err = mc.NewMutex("slow", mutex.WithFencing()).TryLock(t.Context())
-	if err == nil || errors.Is(err, mutex.ErrLocked) {
-		t.Fatalf("TryLock blocked on the server: %v; want a timeout error", err)
+	if code := c.SQLState(err); code != "55P03" && code != "57014" {
+		t.Fatalf("TryLock blocked on the server: %v (SQLSTATE %q); want the server's lock or statement timeout (55P03, 57014)", err, code)
+	}
+	if !errors.Is(err, driver.ErrUnavailable) || errors.Is(err, mutex.ErrLocked) {
+		t.Errorf("TryLock: %v; want driver.ErrUnavailable, not ErrLocked", err)
 	}
 	t.Logf("TryLock: %v", err)
 	if err := held.Err(); err != nil {
 		t.Fatalf("the other lease: %v", err)
 	}
-	if got := holderPID(t, db, ns, "held"); got != pid {
+	if got := HolderPID(t, db, ns, "held"); got != pid {
 		t.Fatalf("held key on backend %d, was %d", got, pid)
 	}
-	if got := holderPID(t, db, ns, "slow"); got != 0 {
+	if got := HolderPID(t, db, ns, "slow"); got != 0 {
 		t.Fatalf("the failed attempt left \"slow\" held by %d", got)
+	}
+	if err := held.Unlock(t.Context()); err != nil {
+		t.Fatalf("Unlock on the session after the timeout: %v", err)
 	}
 }
 
@@ -182,7 +191,7 @@ func ServerSideTimeoutBoundsStatements(t *testing.T, c Client) {
 // lease on it is reported lost; the client goes on with a new one.
 func KilledSessionLosesEveryLease(t *testing.T, c Client) {
 	dsn, db := adminDB(t)
-	ns := namespace(t)
+	ns := Namespace(t)
 	mc := open(t, c, dsn, ns, nil)
 	var leases []*mutex.Lease
 	for i := range 3 {
@@ -192,7 +201,7 @@ func KilledSessionLosesEveryLease(t *testing.T, c Client) {
 		}
 		leases = append(leases, l)
 	}
-	pid := holderPID(t, db, ns, "k0")
+	pid := HolderPID(t, db, ns, "k0")
 	if _, err := db.Exec(`SELECT pg_terminate_backend($1)`, pid); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +221,7 @@ func KilledSessionLosesEveryLease(t *testing.T, c Client) {
 	if err != nil {
 		t.Fatalf("Lock after the loss: %v", err)
 	}
-	if got := holderPID(t, db, ns, "k0"); got == pid || got == 0 {
+	if got := HolderPID(t, db, ns, "k0"); got == pid || got == 0 {
 		t.Fatalf("k0 held by backend %d after the kill of %d", got, pid)
 	}
 	l.Unlock(t.Context())
@@ -224,7 +233,7 @@ func KilledSessionLosesEveryLease(t *testing.T, c Client) {
 // Client on a pool (one whose Open gives a Borrow).
 func PoolDiscardsSessions(t *testing.T, c Client) {
 	dsn, db := adminDB(t)
-	ns := namespace(t)
+	ns := Namespace(t)
 	connect, borrow := c.Open(t, dsn)
 	if borrow == nil {
 		t.Fatalf("client %s has no pool to borrow from", c.Name)
@@ -234,7 +243,7 @@ func PoolDiscardsSessions(t *testing.T, c Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := holderPID(t, db, ns, "k")
+	pid := HolderPID(t, db, ns, "k")
 
 	// A wait in the server takes its waiter session from the pool too.
 	other := newClient(t, connect(postgres.WithNamespace(ns)))
@@ -268,7 +277,7 @@ func PoolDiscardsSessions(t *testing.T, c Client) {
 			t.Fatalf("the pool handed out the lock session (backend %d)", pid)
 		}
 	}
-	if got := holderPID(t, db, ns, "k"); got != 0 {
+	if got := HolderPID(t, db, ns, "k"); got != 0 {
 		t.Fatalf("key held by %d after Close", got)
 	}
 }
@@ -280,7 +289,7 @@ func PoolDiscardsSessions(t *testing.T, c Client) {
 // and frees the key.
 func CancelledUnlockReleases(t *testing.T, c Client) {
 	dsn, db := adminDB(t)
-	ns := namespace(t)
+	ns := Namespace(t)
 	mc := open(t, c, dsn, ns, nil)
 	a, err := mc.NewMutex("a").TryLock(t.Context())
 	if err != nil {
@@ -290,23 +299,23 @@ func CancelledUnlockReleases(t *testing.T, c Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := holderPID(t, db, ns, "a")
+	pid := HolderPID(t, db, ns, "a")
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := b.Unlock(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("Unlock with a cancelled context: %v; want nil or an error matching context.Canceled", err)
 	}
-	waitFor(t, "b freed on the server by the release in the background", func() bool { return holderPID(t, db, ns, "b") == 0 })
+	WaitFor(t, "b freed on the server by the release in the background", func() bool { return HolderPID(t, db, ns, "b") == 0 })
 	// The client may still be forgetting b (ErrLocked meanwhile); then
 	// it takes it again.
-	waitFor(t, "TryLock b after its release", func() bool {
+	WaitFor(t, "TryLock b after its release", func() bool {
 		l, err := mc.NewMutex("b").TryLock(t.Context())
 		if err != nil && !errors.Is(err, mutex.ErrLocked) {
 			t.Fatalf("TryLock b after its release: %v", err)
 		}
 		return l != nil
 	})
-	if got := holderPID(t, db, ns, "a"); got != pid || a.Err() != nil {
+	if got := HolderPID(t, db, ns, "a"); got != pid || a.Err() != nil {
 		t.Fatalf("a on backend %d (was %d), Err %v", got, pid, a.Err())
 	}
 }
@@ -349,7 +358,7 @@ func nsHolders(t *testing.T, db *sql.DB, ns string, keys []string) int {
 func sessionsOf(t *testing.T, db *sql.DB, ns, key string) int {
 	t.Helper()
 	var name string
-	if err := db.QueryRow(`SELECT application_name FROM pg_stat_activity WHERE pid = $1`, holderPID(t, db, ns, key)).Scan(&name); err != nil {
+	if err := db.QueryRow(`SELECT application_name FROM pg_stat_activity WHERE pid = $1`, HolderPID(t, db, ns, key)).Scan(&name); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(name, "mutexkit ") {
@@ -380,7 +389,7 @@ func waitersOn(t *testing.T, db *sql.DB, ns, key string) int {
 // server).
 func TwoThousandKeysFewSessions(t *testing.T, c Client) {
 	dsn, db := adminDB(t)
-	ns := namespace(t)
+	ns := Namespace(t)
 	// The default heartbeat: under -race, a TryLock here may wait for a
 	// session longer than two and a half test heartbeats, and package
 	// mutex counts a session lease's first verification from the
@@ -426,7 +435,7 @@ func TwoThousandKeysFewSessions(t *testing.T, c Client) {
 			}
 		})
 	}
-	waitFor(t, "a wait in the server", func() bool { return waitersOn(t, db, ns, "blocked") == 1 })
+	WaitFor(t, "a wait in the server", func() bool { return waitersOn(t, db, ns, "blocked") == 1 })
 	holders, waiting, sessions := nsHolders(t, db, ns, keys), waitersOn(t, db, ns, "blocked"), sessionsOf(t, db, ns, keys[0])
 	cancel()
 	waiters.Wait()
@@ -454,7 +463,7 @@ func TwoThousandKeysFewSessions(t *testing.T, c Client) {
 // table fills.
 func MaxKeys(t *testing.T, c Client) {
 	dsn, _ := adminDB(t)
-	mc := open(t, c, dsn, namespace(t), []postgres.Option{postgres.WithMaxKeys(3)})
+	mc := open(t, c, dsn, Namespace(t), []postgres.Option{postgres.WithMaxKeys(3)})
 	var leases []*mutex.Lease
 	for i := range 3 {
 		l, err := mc.NewMutex(fmt.Sprint("k", i)).TryLock(t.Context())
