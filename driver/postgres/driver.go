@@ -52,10 +52,13 @@ func NewConnector(dsn string, opts ...Option) (driver.Connector, error) {
 // carries this driver's settings; a client holds at most MaxSessions of
 // them. db should use lib/pq: with another driver, whose errors this
 // driver cannot classify, any failed statement ends its session (and
-// loses its leases). For a pgx pool use pgxv5.FromPool (module
-// driver/postgres/pgxv5), not FromDB of stdlib.OpenDBFromPool, whose
-// connections go back to the pgx pool when database/sql closes them,
-// locks and settings included. The TCP keepalive of db's own connections
+// loses its leases). For pgx use pgxv5.FromPool (module
+// driver/postgres/pgxv5) with the *pgxpool.Pool: Connect refuses a db of
+// pgx's database/sql adapter (package stdlib) with an error matching
+// driver.ErrInvalid, since one of stdlib.OpenDBFromPool hands the
+// connections database/sql closes back to the pgx pool, locks and settings
+// included (one of stdlib.OpenDB, whose connections are its own, is
+// refused as well: the two cannot be told apart). The TCP keepalive of db's own connections
 // is db's business; this driver still sets the server side of it (see
 // WithKeepalive). Waits in the server take connections from db too (see
 // MaxWaiters). A bad option is reported by Connect.

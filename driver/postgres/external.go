@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"database/sql"
+	"fmt"
 	"net"
+	"reflect"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres/internal/backend"
@@ -44,4 +46,31 @@ func socketOf(c *sql.Conn) net.Conn {
 		return nil
 	})
 	return nc
+}
+
+// pgxStdlib is the package of pgx's database/sql adapter.
+const pgxStdlib = "github.com/jackc/pgx/v5/stdlib"
+
+// errPgxStdlib refuses FromDB of pgx's database/sql adapter. A *sql.DB of
+// stdlib.OpenDBFromPool hands a connection database/sql closes back to the
+// pgx pool: a discarded lock session would go back with its locks and this
+// driver's settings. One of stdlib.OpenDB or sql.Open("pgx", ...) closes
+// its connections, but its connections are of the same type and cannot be
+// told apart from outside, and this package reads pgx's server errors only
+// when pgxv5 is linked in: it is refused too.
+var errPgxStdlib error = kindError{fmt.Errorf("postgres: FromDB of a *sql.DB of pgx's database/sql adapter (%s), whose connections may go back to a pgx pool holding locks: use pgxv5.FromPool (module github.com/mutexkit/mutexkit/driver/postgres/pgxv5) with the *pgxpool.Pool, or NewConnector with the DSN", pgxStdlib), driver.ErrInvalid}
+
+// isPgxStdlib reports whether c is a connection of pgx's database/sql
+// adapter, by its type's package: this module does not depend on pgx.
+func isPgxStdlib(c *sql.Conn) bool {
+	var pgx bool
+	c.Raw(func(dc any) error {
+		t := reflect.TypeOf(dc)
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		pgx = t.PkgPath() == pgxStdlib
+		return nil
+	})
+	return pgx
 }

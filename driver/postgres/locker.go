@@ -93,7 +93,7 @@ func (l *locker) now() int64 { return int64(time.Since(l.epoch)) }
 // a session, with the password removed.
 func (l *locker) connectError(err error) error {
 	switch {
-	case errors.Is(err, ErrStandby), errors.Is(err, ErrTransactionPooling), errors.Is(err, driver.ErrUnimplemented):
+	case errors.Is(err, ErrStandby), errors.Is(err, ErrTransactionPooling), errors.Is(err, driver.ErrUnimplemented), errors.Is(err, errPgxStdlib):
 		return err
 	}
 	if outOfLocks(err) { // a new backend needs a lock-table entry to start

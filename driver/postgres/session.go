@@ -103,6 +103,10 @@ func (l *locker) dial(ctx context.Context) (*sql.Conn, net.Conn, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if !l.ownDB && isPgxStdlib(c) { // FromDB: nothing ran on c yet
+			c.Close()
+			return nil, nil, errPgxStdlib
+		}
 		return c, socketOf(c), nil
 	}
 	// One dial at a time, so that the socket the dialer remembers is this

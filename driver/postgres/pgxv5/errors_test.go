@@ -1,12 +1,15 @@
 package pgxv5_test
 
 import (
+	"database/sql"
 	"errors"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/mutexkit/mutexkit/driver"
 	"github.com/mutexkit/mutexkit/driver/postgres"
@@ -71,5 +74,48 @@ func TestInvalid(t *testing.T) {
 	pool := newPool(t, testserver.PostgresDSN(t), 4)
 	if _, err := pgxv5.FromPool(pool, postgres.WithMaxKeys(0)).Connect(t.Context()); !errors.Is(err, driver.ErrInvalid) {
 		t.Errorf("WithMaxKeys(0): %v; want driver.ErrInvalid", err)
+	}
+}
+
+// postgres.FromDB refuses a *sql.DB of pgx's database/sql adapter, with
+// driver.ErrInvalid pointing to FromPool: one of stdlib.OpenDBFromPool
+// would hand each lock session back to the pgx pool, locks and settings
+// included, when the driver discards it. One of stdlib.OpenDB (its own
+// connections) is refused too: from outside the two cannot be told apart.
+// Nothing is run on the connection FromDB looked at.
+func TestFromDBOfPgxRefused(t *testing.T) {
+	dsn := testserver.PostgresDSN(t)
+	pool := newPool(t, dsn, 4)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		db   *sql.DB
+	}{
+		{"OpenDBFromPool", stdlib.OpenDBFromPool(pool)},
+		{"OpenDB", stdlib.OpenDB(*cfg)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer c.db.Close()
+			l, err := postgres.FromDB(c.db).Connect(t.Context())
+			if err == nil {
+				l.Close()
+				t.Fatal("Connect succeeded")
+			}
+			if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "pgxv5.FromPool") {
+				t.Fatalf("Connect: %v; want driver.ErrInvalid pointing to pgxv5.FromPool", err)
+			}
+			t.Logf("Connect: %v", err)
+		})
+	}
+	// The pool's connection was given back untouched: no session settings.
+	var setting string
+	if err := pool.QueryRow(t.Context(), `SELECT coalesce(current_setting('mutexkit.session', true), '')`).Scan(&setting); err != nil {
+		t.Fatal(err)
+	}
+	if setting != "" {
+		t.Fatalf("a pool connection carries the driver's session setting %q", setting)
 	}
 }
