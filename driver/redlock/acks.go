@@ -15,8 +15,9 @@ import (
 // a write before its replicas have it; a failover then promotes a replica
 // without it, and a lock granted there is granted again. WAIT n ms blocks
 // the client until n replicas have every write its connection made, or
-// for ms, and says how many did. It counts one connection's writes and is
-// refused inside a script, so it goes right after the write in the same
+// for ms, and says how many did. It counts one connection's writes, and
+// inside a script it does not wait (Redis 7; before, it is refused
+// there), so it goes right after the write in the same
 // batch, which a transport sends on one connection of its own
 // (transport.go; backend.Transport for other modules).
 
