@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,7 +35,9 @@ const (
 // is reported lost within about three heartbeats and a half of the cut
 // (its verifications go unanswered), an Unlock returns when its context
 // ends (200 ms) with an error matching it, Close returns within the reply
-// deadline, and once the partition heals another client takes every key.
+// deadline, and once the partition heals another client takes every key;
+// on an application's pool, none of the sessions given up is handed out
+// again.
 func ClusterSilentPeer(t *testing.T, c Client) {
 	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{})
 	p, err := chaos.NewProxy(pg.Addr())
@@ -49,8 +52,11 @@ func ClusterSilentPeer(t *testing.T, c Client) {
 	u.Host = p.Addr()
 	ns := Namespace(t)
 	opts := []postgres.Option{postgres.WithNamespace(ns), postgres.WithStatementTimeout(silentStmt)}
+	// The clients share one Open: on an application's pool, no session
+	// given up must go back to it (checked once the partition heals).
+	connect, borrow := c.Open(t, u.String())
 	open := func(heartbeat time.Duration) *mutex.Client {
-		mc := mutex.NewClient(c.Connect(t, u.String(), opts...), mutex.WithHeartbeat(heartbeat))
+		mc := mutex.NewClient(connect(opts...), mutex.WithHeartbeat(heartbeat))
 		t.Cleanup(func() { mc.Close() })
 		return mc
 	}
@@ -68,6 +74,8 @@ func ClusterSilentPeer(t *testing.T, c Client) {
 	}
 	a, b := lock(c1, "a"), lock(c3, "b")
 	lock(c2, "c")
+	admin := OpenDB(t, pg.DSN("", nil))
+	sessions := []int{HolderPID(t, admin, ns, "a"), HolderPID(t, admin, ns, "b"), HolderPID(t, admin, ns, "c")}
 
 	p.SetMode(chaos.Blackhole, 0, 0)
 	cut := time.Now()
@@ -137,6 +145,19 @@ func ClusterSilentPeer(t *testing.T, c Client) {
 			continue
 		}
 		l.Unlock(ctx)
+	}
+	if borrow == nil {
+		return
+	}
+	// The sessions given up were closed, not handed back to the pool.
+	pids, err := borrow(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if slices.Contains(sessions, pid) {
+			t.Errorf("the pool handed out a lock session given up on the silent server (backend %d)", pid)
+		}
 	}
 }
 
