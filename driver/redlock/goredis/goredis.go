@@ -53,9 +53,13 @@ func FromClients(cs []redis.UniversalClient, opts ...redlock.Option) driver.Conn
 				return nil, fmt.Errorf("client %d: %w: %w", i, ErrRing, driver.ErrInvalid)
 			}
 			nodes[i] = backend.Node{Name: name, T: newTransport(c), Dial: dial(c)}
-			if cc, ok := c.(*redis.ClusterClient); ok {
+			switch cc := c.(type) {
+			case *redis.Client: // a pipeline is one connection: WAIT follows the write on it
+			case *redis.ClusterClient:
 				nodes[i].DialShard = dialShard(cc)
 				nodes[i].NoReplicaAcks = "not supported over a Redis Cluster client, which would send WAIT to another node than the write's"
+			default: // an application's type: its pipeline may go anywhere, WAIT too
+				nodes[i].NoReplicaAcks = fmt.Sprintf("needs a *redis.Client (NewClient, NewFailoverClient), not a %T, whose WAIT may not follow the write on its connection", c)
 			}
 		}
 		return nodes, nil

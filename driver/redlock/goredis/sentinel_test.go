@@ -161,7 +161,25 @@ func TestReplicaAcksRefusedOnCluster(t *testing.T) {
 		t.Fatalf("Connect over a cluster client without the option: %v", err)
 	}
 	l.Close()
+
+	// Nor over a client whose routing the driver cannot know: a type of
+	// the application's wrapping a cluster client, or a FailoverClient
+	// routing by latency (a cluster client over the sentinels' nodes).
+	fc := redis.NewFailoverClusterClient(&redis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{"127.0.0.1:1"}, RouteByLatency: true})
+	defer fc.Close()
+	for name, c := range map[string]redis.UniversalClient{"wrapped cluster client": wrappedClient{cc}, "FailoverClusterClient": fc} {
+		l, err := goredis.FromClient(c, redlock.WithReplicaAcks(1, time.Second)).Connect(t.Context())
+		if !errors.Is(err, driver.ErrInvalid) {
+			if l != nil {
+				l.Close()
+			}
+			t.Errorf("Connect with WithReplicaAcks over a %s: %v; want ErrInvalid", name, err)
+		}
+	}
 }
+
+// wrappedClient is an application's type around a go-redis client.
+type wrappedClient struct{ redis.UniversalClient }
 
 // TestReplicaAcksWritesConnection: WAIT counts the writes of its own
 // connection, so it must follow the grant or renewal on the connection
