@@ -41,4 +41,9 @@
 //
 // Close the mutex client before the pool: pgxpool's Close waits for the
 // connections the client still holds.
+//
+// Not postgres.FromDB(stdlib.OpenDBFromPool(pool)): pgx's database/sql
+// adapter would release each lock session back to the pool, locks and
+// settings included, so FromDB's Connect refuses a *sql.DB of that adapter
+// (driver.ErrInvalid).
 package pgxv5
