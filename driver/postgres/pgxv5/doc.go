@@ -14,13 +14,15 @@
 // Lock sessions are connections acquired from the pool (through pgx's own
 // database/sql adapter, package stdlib) for as long as the client lives;
 // they count against its MaxConns, and so do waits in the server, each on
-// a waiter session of its own: a client may take up to
-// postgres.MaxSessions + postgres.MaxWaiters + 2 of the pool's connections
-// at once, and waits for one (up to the reply deadline) when the pool has
-// none to spare. A connection that was a session is never released back
-// holding locks or the driver's session settings: it is closed, which ends
-// its server session and frees its locks, and pgxpool destroys it. No
-// other connection is dialled: there is no LISTEN connection.
+// a waiter session of its own: a client holds up to postgres.MaxSessions
+// lock sessions and postgres.MaxWaiters waiter sessions, and for a moment
+// one more to cancel its waits in the server (and any connection the pool
+// gives after the wait for it was given up, until it is closed). It waits
+// for one (up to the reply deadline) when the pool has none to spare. A
+// connection that was a session is never released back holding locks or
+// the driver's session settings: it is closed, which ends its server
+// session and frees its locks, and pgxpool destroys it. No other
+// connection is dialled: there is no LISTEN connection.
 //
 // pgx's server errors (*pgconn.PgError) are classified as lib/pq's are: an
 // ERROR (a statement or lock timeout) leaves the session and its leases in
