@@ -28,9 +28,9 @@ import (
 //
 // On a Redis Cluster (every node has a backend.Node.DialShard) a release
 // publishes in the lock key's slot (scripts.go, shardedWake), so the
-// watcher subscribes per key instead: from the key's first wait until its
-// last ends, one connection per key and node, to the master serving the
-// key's slot (SSUBSCRIBE). When the slot moves, the server ends the
+// watcher subscribes per key instead: from the key's first wait until
+// subLinger after its last ends, one connection per key and node, to the
+// master serving the key's slot (SSUBSCRIBE). When the slot moves, the server ends the
 // subscription and it is dialled again, to the new master. Its
 // confirmation wakes the key's waiters.
 type watcher struct {
@@ -46,6 +46,7 @@ type watcher struct {
 	// subscriptions of each key waited on.
 	shards []func(ctx context.Context, channel string) (backend.Sub, error)
 	keys   map[string][]*subscription
+	idle   map[string]*lingering // keys no longer waited on, their subscriptions ending
 
 	up     atomic.Int32 // subscriptions confirmed and not yet failed
 	ctx    context.Context
@@ -82,6 +83,7 @@ func (l *locker) shard(dials []func(ctx context.Context, channel string) (backen
 	w := &l.watch
 	w.shards = dials
 	w.keys = make(map[string][]*subscription)
+	w.idle = make(map[string]*lingering)
 	l.wakeArg = shardedWake
 	l.waits.keys = make(map[string]int)
 	l.waits.watchKey = w.watchKey
@@ -134,9 +136,18 @@ func (w *watcher) start() {
 	}
 }
 
-// watchKey starts (on) or ends the subscriptions to key's channel on a
-// Redis Cluster, one per node. waiters calls it under its own mu, so it
-// never calls waiters itself.
+// subLinger is how long a key's subscriptions on a Redis Cluster outlive
+// its last wait: a key contended again soon finds them up rather than
+// dialling a connection per Lock.
+const subLinger = driver.QueueHold
+
+// lingering is a key no longer waited on whose subscriptions end at t.
+type lingering struct{ t *time.Timer }
+
+// watchKey starts (on) the subscriptions to key's channel on a Redis
+// Cluster, one per node, or keeps those it has; or (off) has them end
+// after subLinger. waiters calls it under its own mu, so it never calls
+// waiters itself.
 func (w *watcher) watchKey(key string, on bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -147,11 +158,18 @@ func (w *watcher) watchKey(key string, on bool) {
 		w.start()
 	}
 	if !on {
-		for _, s := range w.keys[key] {
-			w.end(s)
+		if _, ok := w.keys[key]; ok {
+			lk := &lingering{}
+			lk.t = time.AfterFunc(subLinger, func() { w.unwatch(key, lk) })
+			w.idle[key] = lk
 		}
-		delete(w.keys, key)
-		w.subs = slices.DeleteFunc(w.subs, func(s *subscription) bool { return s.key == key })
+		return
+	}
+	if lk, ok := w.idle[key]; ok {
+		lk.t.Stop()
+		delete(w.idle, key)
+	}
+	if _, ok := w.keys[key]; ok {
 		return
 	}
 	channel := keysOf(w.l.cfg.prefix, key).lock + ":wake:" + w.l.waits.id
@@ -162,6 +180,22 @@ func (w *watcher) watchKey(key string, on bool) {
 		w.subs = append(w.subs, s)
 		w.wg.Go(func() { w.run(s) })
 	}
+}
+
+// unwatch ends key's subscriptions, unless it was waited on again (or
+// unwatched anew) since lk began.
+func (w *watcher) unwatch(key string, lk *lingering) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.idle[key] != lk {
+		return
+	}
+	delete(w.idle, key)
+	for _, s := range w.keys[key] {
+		w.end(s)
+	}
+	delete(w.keys, key)
+	w.subs = slices.DeleteFunc(w.subs, func(s *subscription) bool { return s.key == key })
 }
 
 // end closes s's connection and ends its goroutine. Callers hold mu.
@@ -181,6 +215,9 @@ func (w *watcher) stop() {
 	w.stopped = true
 	for _, s := range w.subs {
 		w.end(s)
+	}
+	for _, lk := range w.idle {
+		lk.t.Stop()
 	}
 	if w.cancel != nil {
 		w.cancel()

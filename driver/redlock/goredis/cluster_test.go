@@ -333,8 +333,8 @@ func (c *cluster) keyWithReplica(t *testing.T) (*testserver.ClusterNode, string)
 // testClusterWake: a waiter on a cluster is subscribed by SSUBSCRIBE to
 // its key's channel on the master serving the key's slot (PUBSUB
 // SHARDCHANNELS there lists it, no node has a plain channel), the
-// release's SPUBLISH wakes it, and the subscription ends with its wait;
-// over RESP2 and RESP3.
+// release's SPUBLISH wakes it, and the subscription ends soon after its
+// wait; over RESP2 and RESP3.
 func testClusterWake(t *testing.T, c *cluster) {
 	holderL, waiterL := c.locker(), c.locker()
 	holder, waiter := driver.NewOwner(), driver.NewOwner()
@@ -378,10 +378,16 @@ func testClusterWake(t *testing.T, c *cluster) {
 	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "w", Owner: waiter, TTL: ttl, Wait: true}); err != nil {
 		t.Fatalf("the woken waiter's attempt: %v", err)
 	}
-	// Its wait ended with the grant: the key's subscription is closed.
-	for deadline := time.Now().Add(5 * time.Second); len(c.pubsub(master, "SHARDCHANNELS", c.prefix+"*")) > 0; time.Sleep(20 * time.Millisecond) {
+	// Its wait ended with the grant: the key's subscription is closed
+	// after lingering (driver.QueueHold) in case the key is waited on
+	// again.
+	time.Sleep(driver.QueueHold / 2)
+	if got := c.pubsub(master, "SHARDCHANNELS", c.prefix+"*"); len(got) != 1 {
+		t.Errorf("the key's channels %q just after its last wait ended; want it lingering", got)
+	}
+	for deadline := time.Now().Add(driver.QueueHold + 5*time.Second); len(c.pubsub(master, "SHARDCHANNELS", c.prefix+"*")) > 0; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the key's channel still subscribed 5 s after its last wait ended: %q", c.pubsub(master, "SHARDCHANNELS", c.prefix+"*"))
+			t.Fatalf("the key's channel still subscribed 5 s after it stopped lingering: %q", c.pubsub(master, "SHARDCHANNELS", c.prefix+"*"))
 		}
 	}
 }
