@@ -14,13 +14,14 @@
 // cases and Queue/FIFO, Queue/CancelMidQueue, Queue/HeadKilled and
 // Queue/OneWake, which check the driver's single calls directly. Those four
 // check a wait queue itself and need Capabilities.Queue; Queue/RestartEmpty
-// needs a Harness that is also a Restarter. Run it under
-// -race. Cases a backend cannot take part in are declared by name in
-// Capabilities.Lacks and skipped saying so, never silently; a name that is
-// no case fails the run. Options passed to Run (middleware, say) apply to
-// every client the suite opens, so a middleware proves it keeps drivers
-// conformant by running the suite stacked over one, MemHarness needing no
-// server:
+// needs a Harness that is also a Restarter. Run them under -race. Cases a
+// backend cannot take part in are declared by name in Capabilities.Lacks
+// and skipped saying so, never silently; a name that is no case fails the
+// run. RunCase runs one case alone, for a harness on a backend of that
+// case's own: a private server it restarts, while Run takes a shared one.
+// Options passed to Run (middleware, say) apply to every client the suite
+// opens, so a middleware proves it keeps drivers conformant by running the
+// suite stacked over one, MemHarness needing no server:
 //
 //	conformance.Run(t, conformance.MemHarness, mutex.WithMiddleware(m))
 //
@@ -91,36 +92,55 @@ func Run(t *testing.T, newHarness HarnessMaker, opts ...mutex.Option) {
 	t.Helper()
 	checkLacks(t, newHarness)
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), caseTimeout)
-			defer cancel()
-			h, err := newHarness(ctx, t)
-			if err != nil {
-				t.Fatalf("harness: %v", err)
-			}
-			t.Cleanup(func() {
-				if err := h.Close(); err != nil {
-					t.Errorf("harness Close: %v", err)
-				}
-			})
-			caps := h.Capabilities()
-			if caps.LossWithin <= 0 {
-				caps.LossWithin = 10 * time.Second
-			}
-			if caps.FreeWithin <= 0 {
-				caps.FreeWithin = 30 * time.Second
-			}
-			if why, ok := caps.Lacks[c.name]; ok {
-				t.Skipf("driver declares it lacks %s: %s", c.name, why)
-			}
-			if c.needs != nil {
-				if ok, why := c.needs(h, caps); !ok {
-					t.Skipf("%s: %s", c.name, why)
-				}
-			}
-			c.run(&fixture{T: t, ctx: ctx, h: h, caps: caps, opts: opts})
-		})
+		runCase(t, c, newHarness, opts)
 	}
+}
+
+// RunCase runs the one case named name (a name Capabilities.Lacks takes),
+// as Run runs it, for a backend that serves that case alone: a private
+// server a Restarter restarts, say, while the other cases run on a shared
+// one. A name that is no case fails t.
+func RunCase(t *testing.T, name string, newHarness HarnessMaker, opts ...mutex.Option) {
+	t.Helper()
+	i := slices.IndexFunc(cases, func(c testCase) bool { return c.name == name })
+	if i < 0 {
+		t.Fatalf("RunCase: no case %q; the cases are %s", name, strings.Join(caseNames(), ", "))
+	}
+	checkLacks(t, newHarness)
+	runCase(t, cases[i], newHarness, opts)
+}
+
+// runCase runs c as a subtest, on a Harness of its own.
+func runCase(t *testing.T, c testCase, newHarness HarnessMaker, opts []mutex.Option) {
+	t.Run(c.name, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), caseTimeout)
+		defer cancel()
+		h, err := newHarness(ctx, t)
+		if err != nil {
+			t.Fatalf("harness: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := h.Close(); err != nil {
+				t.Errorf("harness Close: %v", err)
+			}
+		})
+		caps := h.Capabilities()
+		if caps.LossWithin <= 0 {
+			caps.LossWithin = 10 * time.Second
+		}
+		if caps.FreeWithin <= 0 {
+			caps.FreeWithin = 30 * time.Second
+		}
+		if why, ok := caps.Lacks[c.name]; ok {
+			t.Skipf("driver declares it lacks %s: %s", c.name, why)
+		}
+		if c.needs != nil {
+			if ok, why := c.needs(h, caps); !ok {
+				t.Skipf("%s: %s", c.name, why)
+			}
+		}
+		c.run(&fixture{T: t, ctx: ctx, h: h, caps: caps, opts: opts})
+	})
 }
 
 // checkLacks fails the run, before any case, if Capabilities.Lacks names a

@@ -81,6 +81,8 @@ func TestHelperProcess(t *testing.T) { pgsuite.HelperProcess(t, libpq) }
 
 func TestConformance(t *testing.T) { pgsuite.Conformance(t, libpq) }
 
+func TestConformanceRestartEmpty(t *testing.T) { pgsuite.ConformanceRestartEmpty(t, libpq) }
+
 func TestNoRegrantToSameSession(t *testing.T) { pgsuite.NoRegrantToSameSession(t, libpq) }
 
 func TestDeadlineNeverCancelsSession(t *testing.T) { pgsuite.DeadlineNeverCancelsSession(t, libpq) }

@@ -60,6 +60,7 @@ type Scenario struct {
 // module's tests.
 var Scenarios = []Scenario{
 	{"Conformance", Conformance},
+	{"ConformanceRestartEmpty", ConformanceRestartEmpty},
 	{"NoRegrantToSameSession", NoRegrantToSameSession},
 	{"DeadlineNeverCancelsSession", DeadlineNeverCancelsSession},
 	{"ServerSideTimeoutBoundsStatements", ServerSideTimeoutBoundsStatements},

@@ -46,6 +46,36 @@ func Conformance(t *testing.T, c Client) {
 	})
 }
 
+// ConformanceRestartEmpty runs the conformance case Queue/RestartEmpty
+// alone, on a private server (testserver.StartPGCluster) that its harness
+// restarts; the shared server is never restarted. Restarted empty means,
+// for PostgreSQL, that the server stops at once and starts again: every
+// session ends, so every advisory lock, and every wait in the lock
+// manager's queue, is gone. Tables stay: the fencing table keeps its
+// counters, so tokens go on increasing across the restart, which is what
+// fencing asks; the case checks grants and waits, not tokens.
+func ConformanceRestartEmpty(t *testing.T, c Client) {
+	pg := testserver.StartPGCluster(t, testserver.PGClusterOptions{})
+	maker := func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
+		admin, err := sql.Open("postgres", pg.AdminDSN())
+		if err != nil {
+			return nil, err
+		}
+		connect, _ := c.Open(t, pg.DSN("", nil))
+		return restartHarness{&harness{connect: connect, ns: Namespace(t), admin: admin}, pg}, nil
+	}
+	conformance.RunCase(t, "Queue/RestartEmpty", maker, mutex.WithHeartbeat(conformanceHeartbeat))
+}
+
+// restartHarness is a harness on a private server it may restart.
+type restartHarness struct {
+	*harness
+	pg *testserver.PGCluster
+}
+
+// RestartEmpty restarts the private server (conformance.Restarter).
+func (h restartHarness) RestartEmpty(context.Context) error { return h.pg.Restart() }
+
 // fenceAll asks for a fencing token on every acquisition.
 type fenceAll struct{ driver.Locker }
 

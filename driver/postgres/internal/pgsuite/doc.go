@@ -7,7 +7,8 @@
 // so a trap found on one is checked on all.
 //
 // The scenarios: Conformance (package conformance, as asked and always
-// fenced); the traps a driver on PostgreSQL must not fall into
+// fenced) and ConformanceRestartEmpty (its case Queue/RestartEmpty alone,
+// on a private server it restarts); the traps a driver on PostgreSQL must not fall into
 // (NoRegrantToSameSession, DeadlineNeverCancelsSession,
 // ServerSideTimeoutBoundsStatements, KilledSessionLosesEveryLease,
 // PoolDiscardsSessions, CancelledUnlockReleases, TwoThousandKeysFewSessions,
