@@ -126,7 +126,11 @@ func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (fu
 	if !l.watch.ensure() {
 		return nil, errNoSubscription
 	}
-	return l.waits.watch(key, owner, wake), nil
+	stop, ok := l.waits.watch(key, owner, wake)
+	if !ok {
+		return nil, errKeyPolled
+	}
+	return stop, nil
 }
 
 // Inspect reads the holder record on every node. The key is held when a

@@ -63,8 +63,13 @@ type waiters struct {
 	// (watch.go): watchKey(key, true) is called under mu when a key gets
 	// its first wait, watchKey(key, false) when its last one ends, so that
 	// the watcher subscribes per key. nil: one channel for every key.
-	watchKey func(key string, on bool)
-	keys     map[string]int // waits per key, when watchKey is set
+	// watchKey(key, true) reports false when the watcher has no room for
+	// key (maxShardKeys): the key is then polled until its last wait ends,
+	// its waiters' attempts all reaching the server and Watch refused, so
+	// that package mutex polls it with its own backoff.
+	watchKey func(key string, on bool) bool
+	keys     map[string]int      // waits per key, when watchKey is set
+	polled   map[string]struct{} // keys waited on but not subscribed
 }
 
 // sweepWaits is how many waits are kept before those nobody asked about
@@ -99,7 +104,7 @@ func (ws *waiters) ask(key string, owner driver.Owner, subsUp bool) (w *waiting,
 		}
 		w = &waiting{key: key, member: owner.String() + ws.id, stamp: now.UnixMicro()}
 		ws.keep(owner, w)
-	} else if subsUp && !w.woken && now.Sub(w.sent) < refreshEvery {
+	} else if subsUp && !w.woken && now.Sub(w.sent) < refreshEvery && !ws.isPolled(key) {
 		return w, false
 	}
 	w.sent, w.woken = now, false
@@ -136,10 +141,17 @@ func (ws *waiters) keep(owner driver.Owner, w *waiting) {
 	}
 	ws.byOwn[owner] = w
 	if ws.watchKey != nil {
-		if ws.keys[w.key]++; ws.keys[w.key] == 1 {
-			ws.watchKey(w.key, true)
+		if ws.keys[w.key]++; ws.keys[w.key] == 1 && !ws.watchKey(w.key, true) {
+			ws.polled[w.key] = struct{}{}
 		}
 	}
+}
+
+// isPolled reports whether key's waiters poll: on a Redis Cluster, no
+// subscription could be made for it. Callers hold mu.
+func (ws *waiters) isPolled(key string) bool {
+	_, ok := ws.polled[key]
+	return ok
 }
 
 // forget ends owner's wait w. Callers hold mu.
@@ -148,20 +160,28 @@ func (ws *waiters) forget(owner driver.Owner, w *waiting) {
 	if ws.watchKey != nil {
 		if ws.keys[w.key]--; ws.keys[w.key] <= 0 {
 			delete(ws.keys, w.key)
-			ws.watchKey(w.key, false)
+			if ws.isPolled(w.key) {
+				delete(ws.polled, w.key)
+			} else {
+				ws.watchKey(w.key, false)
+			}
 		}
 	}
 }
 
 // watch registers wake for owner's wake-ups, and wakes it at once if one
-// came since its last attempt.
-func (ws *waiters) watch(key string, owner driver.Owner, wake chan<- struct{}) (stop func()) {
+// came since its last attempt. ok is false when key is polled (no
+// subscription: nothing would wake it).
+func (ws *waiters) watch(key string, owner driver.Owner, wake chan<- struct{}) (stop func(), ok bool) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.byOwn[owner]
 	if w == nil { // not queued (yet): its next attempt goes to the server
 		w = &waiting{key: key, member: owner.String() + ws.id, stamp: time.Now().UnixMicro(), woken: true}
 		ws.keep(owner, w)
+	}
+	if ws.isPolled(key) {
+		return nil, false
 	}
 	w.wake = wake
 	if w.woken {
@@ -173,7 +193,7 @@ func (ws *waiters) watch(key string, owner driver.Owner, wake chan<- struct{}) (
 			w.wake = nil
 		}
 		ws.mu.Unlock()
-	}
+	}, true
 }
 
 // woken delivers a published wake-up: payload is the owner's hex digits.
@@ -225,7 +245,7 @@ func (ws *waiters) close() map[driver.Owner]*waiting {
 	ws.closed = true
 	waits := ws.byOwn
 	ws.byOwn = make(map[driver.Owner]*waiting)
-	ws.keys = nil // the watcher has stopped: no key to unwatch
+	ws.keys, ws.polled = nil, nil // the watcher has stopped: no key to unwatch
 	return waits
 }
 

@@ -191,8 +191,9 @@ end
 
 // shardedWake is the channel prefix the queue scripts take on a Redis
 // Cluster: they then wake the head by SPUBLISH on <lock key>:wake:<client
-// id>, a channel in the lock key's slot (the only one a script there may
-// publish to), rather than by PUBLISH on <prefix>:wake:<client id>. By
+// id>, a channel in the lock key's slot (the only slot a script there may
+// SPUBLISH to; a PUBLISH would go to every node of the cluster), rather
+// than by PUBLISH on <prefix>:wake:<client id>. By
 // pcall: a server without SPUBLISH (before Redis 7) keeps the key all the
 // same, and its waiters, whose SSUBSCRIBE fails too, poll.
 const shardedWake = ""

@@ -32,7 +32,10 @@ import (
 // subLinger after its last ends, one connection per key and node, to the
 // master serving the key's slot (SSUBSCRIBE). When the slot moves, the server ends the
 // subscription and it is dialled again, to the new master. Its
-// confirmation wakes the key's waiters.
+// confirmation wakes the key's waiters. At most maxShardKeys keys are
+// subscribed at once (lingering ones make room first): the waiters of a
+// key beyond them poll (queue.go), so that a Locker waiting on thousands
+// of keys holds a bounded number of connections.
 type watcher struct {
 	l *locker
 
@@ -72,6 +75,10 @@ const subPing = 5 * time.Second
 
 var errNoSubscription = fmt.Errorf("redlock: no pool can dial a subscription connection: %w", driver.ErrUnimplemented)
 
+// errKeyPolled is Watch's answer on a Redis Cluster for a key beyond
+// maxShardKeys: its waiters poll.
+var errKeyPolled = fmt.Errorf("redlock: this Locker already subscribes to %d keys: poll: %w", maxShardKeys, driver.ErrUnimplemented)
+
 func (w *watcher) init(l *locker, channel string) {
 	w.l = l
 	w.channel = channel
@@ -86,6 +93,7 @@ func (l *locker) shard(dials []func(ctx context.Context, channel string) (backen
 	w.idle = make(map[string]*lingering)
 	l.wakeArg = shardedWake
 	l.waits.keys = make(map[string]int)
+	l.waits.polled = make(map[string]struct{})
 	l.waits.watchKey = w.watchKey
 }
 
@@ -141,18 +149,24 @@ func (w *watcher) start() {
 // dialling a connection per Lock.
 const subLinger = driver.QueueHold
 
+// maxShardKeys is how many keys a Locker on a Redis Cluster subscribes to
+// at once, each on a connection per node: beyond them, waiters poll.
+const maxShardKeys = 128
+
 // lingering is a key no longer waited on whose subscriptions end at t.
 type lingering struct{ t *time.Timer }
 
 // watchKey starts (on) the subscriptions to key's channel on a Redis
 // Cluster, one per node, or keeps those it has; or (off) has them end
-// after subLinger. waiters calls it under its own mu, so it never calls
-// waiters itself.
-func (w *watcher) watchKey(key string, on bool) {
+// after subLinger. It reports whether key is subscribed: false when
+// maxShardKeys keys are, none of them lingering, or the watcher stopped
+// (the key's waiters then poll). waiters calls it under its own mu, so it
+// never calls waiters itself.
+func (w *watcher) watchKey(key string, on bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped {
-		return
+		return false
 	}
 	if !w.started {
 		w.start()
@@ -163,14 +177,24 @@ func (w *watcher) watchKey(key string, on bool) {
 			lk.t = time.AfterFunc(subLinger, func() { w.unwatch(key, lk) })
 			w.idle[key] = lk
 		}
-		return
+		return false
 	}
 	if lk, ok := w.idle[key]; ok {
 		lk.t.Stop()
 		delete(w.idle, key)
 	}
 	if _, ok := w.keys[key]; ok {
-		return
+		return true
+	}
+	if len(w.keys) >= maxShardKeys {
+		for k, lk := range w.idle { // a lingering key makes room
+			lk.t.Stop()
+			w.drop(k)
+			break
+		}
+		if len(w.keys) >= maxShardKeys {
+			return false
+		}
 	}
 	channel := keysOf(w.l.cfg.prefix, key).lock + ":wake:" + w.l.waits.id
 	for _, shard := range w.shards {
@@ -180,6 +204,7 @@ func (w *watcher) watchKey(key string, on bool) {
 		w.subs = append(w.subs, s)
 		w.wg.Go(func() { w.run(s) })
 	}
+	return true
 }
 
 // unwatch ends key's subscriptions, unless it was waited on again (or
@@ -190,6 +215,11 @@ func (w *watcher) unwatch(key string, lk *lingering) {
 	if w.stopped || w.idle[key] != lk {
 		return
 	}
+	w.drop(key)
+}
+
+// drop ends key's subscriptions at once. Callers hold mu.
+func (w *watcher) drop(key string) {
 	delete(w.idle, key)
 	for _, s := range w.keys[key] {
 		w.end(s)

@@ -42,6 +42,7 @@ func TestCluster(t *testing.T) {
 	t.Run("Spread", func(t *testing.T) { testClusterSpread(t, newCluster(t, rc)) })
 	t.Run("ScriptsFlushed", func(t *testing.T) { testClusterScriptsFlushed(t, newCluster(t, rc)) })
 	t.Run("ParallelDistinctKeys", func(t *testing.T) { testClusterParallel(t, newCluster(t, rc)) })
+	t.Run("ManyKeys", func(t *testing.T) { testClusterManyKeys(t, newCluster(t, rc)) })
 	t.Run("Reshard", func(t *testing.T) { testClusterReshard(t, newCluster(t, rc)) })
 	t.Run("FailoverLoses", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), false) })
 	t.Run("FailoverKeeps", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), true) })
