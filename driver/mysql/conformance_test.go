@@ -44,6 +44,41 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceRestartEmpty runs the case Queue/RestartEmpty alone, on a
+// private server (startPrivateServer) that its harness restarts; the
+// shared server is never restarted. Restarted empty means, for MySQL and
+// MariaDB, that the server shuts down (SIGTERM: it closes every client
+// connection) and starts again: every session ends, so every GET_LOCK
+// lock, and every wait in the server, is gone. Tables stay: the fencing
+// table keeps its counters, so tokens go on increasing across the
+// restart, which is what fencing asks; the case checks grants and waits,
+// not tokens.
+func TestConformanceRestartEmpty(t *testing.T) {
+	srv := startPrivateServer(t)
+	maker := func(ctx context.Context, t *testing.T) (conformance.Harness, error) {
+		admin := srv.admin("test")
+		t.Cleanup(func() { admin.Close() })
+		h := &harness{dsn: srv.dsn(), ns: uniqueNamespace(t), admin: admin, queue: true}
+		return restartHarness{h, srv}, nil
+	}
+	conformance.RunCase(t, "Queue/RestartEmpty", maker, mutex.WithHeartbeat(harnessHeartbeat))
+}
+
+// restartHarness is a harness on a private server it may restart.
+type restartHarness struct {
+	*harness
+	srv *privateServer
+}
+
+// RestartEmpty shuts the private server down and starts it again
+// (conformance.Restarter).
+func (h restartHarness) RestartEmpty(context.Context) error {
+	if err := h.srv.stop(); err != nil {
+		return err
+	}
+	return h.srv.start()
+}
+
 // fenceAll asks for a fencing token on every acquisition.
 type fenceAll struct{ driver.Locker }
 
