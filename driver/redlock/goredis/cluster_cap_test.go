@@ -3,6 +3,7 @@ package goredis_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -15,11 +16,13 @@ import (
 // (driver.ErrUnimplemented, so that package mutex polls them), and a
 // waiter of such a key is served by its next attempt, which reaches the
 // server though nothing woke it. Keys no longer waited on, lingering,
-// make room for a new one. Close ends every subscription.
+// make room for a new one. Close ends every subscription and goroutine.
 func testClusterManyKeys(t *testing.T, c *cluster) {
 	const n = 160
 	holderL := c.locker()
-	waiterL, err := c.connector().Connect(t.Context())
+	conn := c.connector()
+	before := runtime.NumGoroutine()
+	waiterL, err := conn.Connect(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +103,12 @@ func testClusterManyKeys(t *testing.T, c *cluster) {
 	for deadline := time.Now().Add(5 * time.Second); channels() > 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d shard channels still subscribed after Close", channels())
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() > before; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before Connect:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
 	}
 }
