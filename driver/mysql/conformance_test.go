@@ -94,7 +94,8 @@ type harness struct {
 	ns    string
 	opts  []mysql.Option
 	admin *sql.DB
-	queue bool // waits in the server: a FIFO queue
+	queue bool              // waits in the server: a FIFO queue
+	lacks map[string]string // Capabilities.Lacks
 
 	mu      sync.Mutex
 	pending []*time.Timer
@@ -103,7 +104,13 @@ type harness struct {
 
 func newHarness(t testing.TB, dsn string, opts ...mysql.Option) *harness {
 	_, admin := testDSN(t)
-	return &harness{dsn: dsn, ns: uniqueNamespace(t), admin: admin, opts: opts}
+	return &harness{dsn: dsn, ns: uniqueNamespace(t), admin: admin, opts: opts, lacks: onShared}
+}
+
+// onShared is what a harness on the shared server declares it lacks: that
+// server is never restarted.
+var onShared = map[string]string{
+	"Queue/RestartEmpty": "the shared server is never restarted; TestConformanceRestartEmpty runs this case on a private server",
 }
 
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
@@ -155,6 +162,7 @@ func (h *harness) Capabilities() conformance.Capabilities {
 		Queue:      h.queue,
 		LossWithin: 20 * harnessHeartbeat,
 		FreeWithin: 30 * time.Second, // Abandon's holder dies 2s after Abandon
+		Lacks:      h.lacks,
 	}
 	return c
 }

@@ -35,7 +35,7 @@ func Conformance(t *testing.T, c Client) {
 		// One Open per case, before the case counts goroutines: a pool's
 		// own are the application's, not the driver's.
 		connect, _ := c.Open(t, dsn)
-		return &harness{connect: connect, ns: Namespace(t), admin: admin}, nil
+		return &harness{connect: connect, ns: Namespace(t), admin: admin, lacks: onShared}, nil
 	}
 	hb := mutex.WithHeartbeat(conformanceHeartbeat)
 	t.Run("fencing=asked", func(t *testing.T) { conformance.Run(t, maker, hb) })
@@ -44,6 +44,12 @@ func Conformance(t *testing.T, c Client) {
 			Wrap: func(next driver.Locker, _ mutex.Info) driver.Locker { return fenceAll{next} },
 		}))
 	})
+}
+
+// onShared is what the harness on the shared server declares it lacks:
+// that server is never restarted.
+var onShared = map[string]string{
+	"Queue/RestartEmpty": "the shared server is never restarted; ConformanceRestartEmpty runs this case on a private server",
 }
 
 // ConformanceRestartEmpty runs the conformance case Queue/RestartEmpty
@@ -90,6 +96,7 @@ type harness struct {
 	connect func(...postgres.Option) driver.Connector
 	ns      string
 	admin   *sql.DB
+	lacks   map[string]string // Capabilities.Lacks
 
 	mu      sync.Mutex
 	pending []*time.Timer
@@ -141,6 +148,7 @@ func (h *harness) Capabilities() conformance.Capabilities {
 		Queue:      true,
 		LossWithin: 20 * conformanceHeartbeat, // about two heartbeats, with room for a busy machine
 		FreeWithin: 30 * time.Second,          // Abandon's holder dies 2s after Abandon
+		Lacks:      h.lacks,
 	}
 }
 
