@@ -46,6 +46,7 @@ func TestCluster(t *testing.T) {
 	t.Run("Reshard", func(t *testing.T) { testClusterReshard(t, newCluster(t, rc)) })
 	t.Run("FailoverLoses", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), false) })
 	t.Run("FailoverKeeps", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), true) })
+	t.Run("FailoverResubscribes", func(t *testing.T) { testClusterFailoverResubscribes(t, newCluster(t, rc)) })
 }
 
 // testClusterSpread: keys of one Locker land on every master, each on the
