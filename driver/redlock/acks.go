@@ -36,6 +36,16 @@ type replicaAcks struct {
 
 func (a replicaAcks) on() bool { return a.replicas > 0 }
 
+// within returns a with its timeout capped at validity, the longest the
+// grant or extension WAIT acknowledges could be of use: an acknowledgement
+// later than that is refused as too late anyway (errTooSlow), so a longer
+// WAIT would only hold the caller (replica_acks_timeout has no upper
+// bound of its own).
+func (a replicaAcks) within(validity time.Duration) replicaAcks {
+	a.timeout = max(min(a.timeout, validity), time.Millisecond)
+	return a
+}
+
 // cmd is the WAIT command.
 func (a replicaAcks) cmd() pipeline.Cmd {
 	return pipeline.Cmd{Name: "WAIT", Args: []any{a.replicas, max(a.timeout.Milliseconds(), 1)}}
@@ -140,15 +150,15 @@ func (n *node) acked(ctx context.Context, a replicaAcks, r result) error {
 	return e
 }
 
-// everywhereAcked is everywhere with WAIT after each node's batch: a call
-// a node answered 1 (extended) counts as that node's error unless its
+// everywhereAcked is everywhere with WAIT a after each node's batch: a
+// call a node answered 1 (extended) counts as that node's error unless its
 // replicas acknowledged it.
-func (l *locker) everywhereAcked(ctx context.Context, timeout time.Duration, calls []call) []tally {
+func (l *locker) everywhereAcked(ctx context.Context, timeout time.Duration, calls []call, a replicaAcks) []tally {
 	perNode := make([][]result, len(l.nodes))
 	var wg sync.WaitGroup
 	for j, n := range l.nodes {
 		wg.Go(func() {
-			out, unacked := n.pipelineAcked(ctx, timeout, calls, l.cfg.acks)
+			out, unacked := n.pipelineAcked(ctx, timeout, calls, a)
 			for i := range out {
 				if out[i].Err == nil && out[i].Reply == int64(1) && unacked[i] != nil {
 					out[i] = result{Err: unacked[i]}

@@ -141,6 +141,38 @@ func TestReplicaAcks(t *testing.T) {
 	}
 }
 
+// TestReplicaAcksTimeoutCapped: WAIT never waits longer than the lease it
+// acknowledges could be of use, however long replica_acks_timeout is: with
+// the replica paused, an acquire and a renewal return, refused, well
+// before the caller's generous deadline, instead of blocking until it.
+func TestReplicaAcksTimeoutCapped(t *testing.T) {
+	c, replica := startReplicated(t)
+	l := c.locker("replica_acks=1", "replica_acks_timeout=2562047h")
+	me := driver.NewOwner()
+	if _, err := acquire(t, l, "held", me); err != nil {
+		t.Fatal(err)
+	}
+	// A first renewal may meet NOSCRIPT and WAIT twice: load the script
+	// while the replica answers.
+	warm := []driver.Renewal{{Key: "held", Owner: me, TTL: ttl}}
+	if l.Renew(t.Context(), warm); warm[0].Err != nil {
+		t.Fatal(warm[0].Err)
+	}
+	replica.Pause()
+	defer replica.Resume()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	batch := []driver.Renewal{{Key: "held", Owner: me, TTL: ttl}}
+	l.Renew(ctx, batch)
+	if err := batch[0].Err; !errors.Is(err, redlock.ErrNotReplicated) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		t.Fatalf("Renew with a WAIT of 2562047h, the replica paused: %v (caller's deadline: %v); want ErrNotReplicated within the lease's validity", err, ctx.Err())
+	}
+	_, err := l.Acquire(ctx, driver.AcquireRequest{Key: "new", Owner: driver.NewOwner(), TTL: ttl})
+	if !errors.Is(err, redlock.ErrNotReplicated) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		t.Fatalf("Acquire with a WAIT of 2562047h, the replica paused: %v (caller's deadline: %v); want ErrNotReplicated within the lease's validity", err, ctx.Err())
+	}
+}
+
 // TestReplicaAcksOptions: bad values are refused as the other options'.
 func TestReplicaAcksOptions(t *testing.T) {
 	good := []string{"replica_acks=1", "replica_acks=2&replica_acks_timeout=250ms", "replica_acks_timeout=1ms&replica_acks=1", "replica_acks=0"}

@@ -59,7 +59,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	ttlArg := l.ttlArg(ttl.Milliseconds())
 	q.cmds.set = setCall(q.grant.lock, q.grant.rec, ttlArg)
-	q.cmds.acks = l.cfg.acks
+	q.cmds.acks = l.cfg.acks.within(validity)
 	if req.Fencing { // the counter only when a token is asked for: it costs Redis an INCR and a key
 		q.cmds.fence = ks.fence
 	}

@@ -135,7 +135,10 @@ func WithPool(maxIdle, maxActive int, idleTimeout time.Duration) Option {
 // far as a failover is concerned, and is lost if that lasts. Releases and
 // queue hand-offs do not wait: one a failover loses leaves the key held
 // until its TTL, never two holders. The timeout counts against the
-// grant's validity; replicas 0 turns it off.
+// grant's validity, and WAIT never waits longer than that validity (a
+// renewal batch's longest): an acknowledgement after it comes too late to
+// count, so a huge timeout cannot hold a call for ever. Replicas 0 turns
+// it off.
 func WithReplicaAcks(replicas int, timeout time.Duration) Option {
 	return func(c *config) {
 		if replicas < 0 || (replicas > 0 && timeout < time.Millisecond) {

@@ -25,7 +25,7 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 	}
 	calls := make([]call, 0, len(batch))
 	sent := make([]int, 0, len(batch)) // the batch index of each call
-	var minTTL time.Duration
+	var minTTL, maxValidity time.Duration
 	for i := range batch {
 		r := &batch[i]
 		ttl, validity := l.cfg.validity(r.TTL)
@@ -41,13 +41,15 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 		if minTTL == 0 || ttl < minTTL {
 			minTTL = ttl
 		}
+		maxValidity = max(maxValidity, validity)
 	}
 	if len(calls) == 0 {
 		return
 	}
 	var tallies []tally
 	if timeout := l.renewTimeout(ctx, minTTL, len(calls)); l.cfg.acks.on() {
-		tallies = l.everywhereAcked(ctx, timeout, calls) // one WAIT per node's batch
+		// One WAIT per node's batch, no longer than its longest lease could use.
+		tallies = l.everywhereAcked(ctx, timeout, calls, l.cfg.acks.within(maxValidity))
 	} else {
 		tallies = l.everywhere(ctx, timeout, calls)
 	}
