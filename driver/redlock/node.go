@@ -102,13 +102,12 @@ func (n *node) ping(ctx context.Context, timeout time.Duration) error {
 	case out[1].Err != nil && !isReplyError(out[1].Err):
 		return n.fail(ctx, out[1].Err)
 	}
-	var policy string
-	if kv, ok := out[1].Reply.([]any); ok && len(kv) == 2 {
-		p, _ := kv[1].([]byte)
-		policy = string(p)
-	}
-	if evicts(policy) {
-		return fmt.Errorf("redis %s: maxmemory-policy is %s: under memory pressure the server may evict lock keys, silently freeing held locks; set it to noeviction", n.name, policy)
+	// Name-value pairs: one, or a cluster's masters' one after another.
+	kv, _ := out[1].Reply.([]any)
+	for i := 1; i < len(kv); i += 2 {
+		if p, _ := kv[i].([]byte); evicts(string(p)) {
+			return fmt.Errorf("redis %s: maxmemory-policy is %s: under memory pressure the server may evict lock keys, silently freeing held locks; set it to noeviction", n.name, p)
+		}
 	}
 	return nil
 }

@@ -43,6 +43,7 @@ func TestCluster(t *testing.T) {
 	t.Run("ScriptsFlushed", func(t *testing.T) { testClusterScriptsFlushed(t, newCluster(t, rc)) })
 	t.Run("ParallelDistinctKeys", func(t *testing.T) { testClusterParallel(t, newCluster(t, rc)) })
 	t.Run("ManyKeys", func(t *testing.T) { testClusterManyKeys(t, newCluster(t, rc)) })
+	t.Run("PingEveryMaster", func(t *testing.T) { testClusterPingEveryMaster(t, newCluster(t, rc)) })
 	t.Run("Reshard", func(t *testing.T) { testClusterReshard(t, newCluster(t, rc)) })
 	t.Run("FailoverLoses", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), false) })
 	t.Run("FailoverKeeps", func(t *testing.T) { testClusterFailover(t, newCluster(t, rc), true) })
@@ -589,5 +590,31 @@ func untilReached(t *testing.T, f func() error) error {
 			return err
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// testClusterPingEveryMaster: Ping's maxmemory-policy check reaches every
+// master, not the one node a keyless CONFIG GET would go to: a policy that
+// evicts on any one of them, in turn, fails it.
+func testClusterPingEveryMaster(t *testing.T, c *cluster) {
+	setPolicy := func(addr, policy string) {
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		defer rc.Close()
+		if err := rc.ConfigSet(context.Background(), "maxmemory-policy", policy).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := mutex.NewClient(c.connector())
+	defer cl.Close()
+	if err := cl.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping, noeviction everywhere: %v", err)
+	}
+	for _, m := range c.rc.Masters() {
+		setPolicy(m.Addr(), "allkeys-lru")
+		err := cl.Ping(t.Context())
+		setPolicy(m.Addr(), "noeviction")
+		if err == nil || !strings.Contains(err.Error(), "maxmemory-policy is allkeys-lru") {
+			t.Fatalf("Ping, allkeys-lru on master %s alone: %v; want an error saying so", m.Addr(), err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	redigo "github.com/gomodule/redigo/redis"
@@ -90,12 +91,45 @@ func (t *transport) DoAll(ctx context.Context, deadline time.Time, cmds []backen
 	p := t.c.Pipeline()
 	rs := make([]*redis.Cmd, len(cmds))
 	for i, c := range cmds {
+		if t.cc != nil && c.Name == "CONFIG" {
+			continue // everyMaster's, below
+		}
 		rs[i] = p.Do(ctx, argv(c.Name, c.Args)...)
 	}
 	p.Exec(ctx) // each command's error is its own
 	for i, r := range rs {
+		if r == nil {
+			out[i].Reply, out[i].Err = t.everyMaster(ctx, argv(cmds[i].Name, cmds[i].Args))
+			continue
+		}
 		out[i].Reply, out[i].Err = t.reply(r.Val(), r.Err())
 	}
+}
+
+// everyMaster sends a CONFIG GET (Ping's maxmemory-policy check) to every
+// master of the cluster, not to the one node a keyless command would go
+// to, and returns their name-value pairs one after another: a policy that
+// evicts lock keys on any master is seen. A master that refuses CONFIG
+// (ACLs, a renamed command) adds nothing, as a single server that does is
+// not failed for it; one that cannot be reached fails the reply.
+func (t *transport) everyMaster(ctx context.Context, argv []any) (any, error) {
+	var mu sync.Mutex
+	var pairs []any
+	err := t.cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		v, err := reply(c.Do(ctx, argv...).Result())
+		if refused := redigo.Error(""); errors.As(err, &refused) {
+			return nil
+		}
+		kv, _ := v.([]any)
+		mu.Lock()
+		defer mu.Unlock()
+		pairs = append(pairs, kv...)
+		return err
+	})
+	if err != nil {
+		return t.reply(nil, err)
+	}
+	return pairs, nil
 }
 
 // Close waits for the batches under way (each bounded by its deadline)
