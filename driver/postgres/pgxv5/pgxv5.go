@@ -97,11 +97,20 @@ const closeWithin = time.Second
 type conn struct{ *stdlib.Conn }
 
 // Close ends the server session (freeing its locks), then releases the
-// closed connection, which pgxpool destroys.
+// closed connection, which pgxpool destroys. A connection that broke
+// under a statement (a session the driver gave up on) is cleaned up by
+// pgx in a goroutine of its own, which sends the server a cancel request:
+// Close waits for it too, within the same bound, so that none of pgx's
+// work for the Locker's sessions outlives the Locker's Close.
 func (c *conn) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeWithin)
-	err := c.Conn.Conn().Close(ctx)
-	cancel()
+	defer cancel()
+	pc := c.Conn.Conn()
+	err := pc.Close(ctx)
+	select {
+	case <-pc.PgConn().CleanupDone():
+	case <-ctx.Done():
+	}
 	c.Conn.Close()
 	return err
 }
