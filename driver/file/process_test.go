@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -146,28 +145,7 @@ func TestTwoProcessesExclude(t *testing.T) {
 		"MUTEXKIT_FILE_DIR=" + dir + "/locks", "MUTEXKIT_FILE_KEY=shared",
 		"MUTEXKIT_FILE_LOG=" + logPath, "MUTEXKIT_FILE_ROUNDS=" + strconv.Itoa(rounds),
 	}
-	var cmds []*exec.Cmd
-	var stdins []io.WriteCloser
-	for range 2 {
-		cmd, stdin, stdout := helper(t, "rounds", env...)
-		readLine(t, stdout, "ready")
-		go io.Copy(io.Discard, stdout)
-		cmds, stdins = append(cmds, cmd), append(stdins, stdin)
-	}
-	for _, w := range stdins {
-		io.WriteString(w, "go\n")
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(cmds))
-	for i, cmd := range cmds {
-		wg.Go(func() { errs[i] = cmd.Wait() })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("child %d: %v", i, err)
-		}
-	}
+	childproc.RunTogether(t, 2, helperEnv, "rounds", env...)
 
 	data, err := os.ReadFile(logPath)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -48,6 +49,35 @@ func ReadLine(t testing.TB, r *bufio.Reader, prefix string) string {
 		}
 		if err != nil {
 			t.Fatalf("child exited before printing %q: %v", prefix, err)
+		}
+	}
+}
+
+// RunTogether starts n children in role, waits until each prints "ready",
+// then writes "go" to all of them at once (so that they contend from the
+// same moment) and waits for every one to exit; a child that fails fails t.
+func RunTogether(t testing.TB, n int, envVar, role string, env ...string) {
+	t.Helper()
+	cmds := make([]*exec.Cmd, n)
+	stdins := make([]io.WriteCloser, n)
+	for i := range n {
+		cmd, stdin, stdout := Start(t, envVar, role, env...)
+		ReadLine(t, stdout, "ready")
+		go io.Copy(io.Discard, stdout)
+		cmds[i], stdins[i] = cmd, stdin
+	}
+	for _, w := range stdins {
+		io.WriteString(w, "go\n")
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		wg.Go(func() { errs[i] = cmd.Wait() })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("child %d: %v", i, err)
 		}
 	}
 }

@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -119,28 +116,7 @@ func TwoProcessesExclude(t *testing.T, c Client) {
 	const rounds = 100
 	env := []string{"MUTEXKIT_PG_DSN=" + dsn, "MUTEXKIT_PG_NS=" + Namespace(t),
 		"MUTEXKIT_PG_LOG=" + logPath, "MUTEXKIT_PG_ROUNDS=" + strconv.Itoa(rounds)}
-	var cmds []*exec.Cmd
-	var stdins []io.WriteCloser
-	for range 2 {
-		cmd, stdin, stdout := childproc.Start(t, helperEnv, "rounds", env...)
-		childproc.ReadLine(t, stdout, "ready")
-		go io.Copy(io.Discard, stdout)
-		cmds, stdins = append(cmds, cmd), append(stdins, stdin)
-	}
-	for _, w := range stdins {
-		io.WriteString(w, "go\n")
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(cmds))
-	for i, cmd := range cmds {
-		wg.Go(func() { errs[i] = cmd.Wait() })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("child %d: %v", i, err)
-		}
-	}
+	childproc.RunTogether(t, 2, helperEnv, "rounds", env...)
 	data, err := os.ReadFile(logPath)
 	if err != nil {
 		t.Fatal(err)
