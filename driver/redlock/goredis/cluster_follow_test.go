@@ -1,7 +1,6 @@
 package goredis_test
 
 import (
-	"errors"
 	"testing"
 	"time"
 
@@ -18,23 +17,7 @@ func testClusterFailoverResubscribes(t *testing.T, c *cluster) {
 	master, key := c.keyWithReplica(t)
 	holderL, waiterL := c.locker(), c.locker()
 	holder, waiter := driver.NewOwner(), driver.NewOwner()
-	if _, err := holderL.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: holder, TTL: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: waiter, TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
-		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
-	}
-	wake := make(chan struct{}, 1)
-	stop, err := waiterL.Watch(key, waiter, wake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	select {
-	case <-wake:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no wake-up at the subscription's confirmation")
-	}
+	watchQueued(t, holderL, waiterL, key, holder, waiter, time.Minute)
 	promoted := c.rc.KillMaster(master)
 	lock := redlock.LockKey(c.prefix, key)
 	for deadline := time.Now().Add(20 * time.Second); len(c.pubsub(promoted, "SHARDCHANNELS", lock+":wake:*")) == 0; time.Sleep(100 * time.Millisecond) {

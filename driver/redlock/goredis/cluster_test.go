@@ -341,23 +341,7 @@ func (c *cluster) keyWithReplica(t *testing.T) (*testserver.ClusterNode, string)
 func testClusterWake(t *testing.T, c *cluster) {
 	holderL, waiterL := c.locker(), c.locker()
 	holder, waiter := driver.NewOwner(), driver.NewOwner()
-	if _, err := holderL.Acquire(t.Context(), driver.AcquireRequest{Key: "w", Owner: holder, TTL: ttl}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "w", Owner: waiter, TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
-		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
-	}
-	wake := make(chan struct{}, 1)
-	stop, err := waiterL.Watch("w", waiter, wake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	select { // the subscription's confirmation wakes the key's waiters once
-	case <-wake:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no wake-up at the subscription's confirmation")
-	}
+	wake := watchQueued(t, holderL, waiterL, "w", holder, waiter, ttl)
 	lock := redlock.LockKey(c.prefix, "w")
 	master := c.rc.SlotOwner(c.rc.KeySlot(lock))
 	for _, n := range c.rc.Nodes() {
@@ -370,17 +354,7 @@ func testClusterWake(t *testing.T, c *cluster) {
 			t.Errorf("node %s has shard channels %q and channels %q; want none", n.Addr(), shard, plain)
 		}
 	}
-	if err := holderL.Release(t.Context(), "w", holder); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-wake:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the release woke no waiter within 10s")
-	}
-	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "w", Owner: waiter, TTL: ttl, Wait: true}); err != nil {
-		t.Fatalf("the woken waiter's attempt: %v", err)
-	}
+	releaseWakes(t, holderL, waiterL, "w", holder, waiter, wake)
 	// Its wait ended with the grant: the key's subscription is closed
 	// after lingering (driver.QueueHold) in case the key is waited on
 	// again.
@@ -400,43 +374,7 @@ func testClusterWake(t *testing.T, c *cluster) {
 // comes, which a subscription dialled again would give (its confirmation
 // wakes the key's waiters); then a release wakes the waiter.
 func testClusterQuiet(t *testing.T, c *cluster) {
-	holderL, waiterL := c.locker(), c.locker()
-	holder, waiter := driver.NewOwner(), driver.NewOwner()
-	if _, err := holderL.Acquire(t.Context(), driver.AcquireRequest{Key: "q", Owner: holder, TTL: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "q", Owner: waiter, TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
-		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
-	}
-	wake := make(chan struct{}, 1)
-	stop, err := waiterL.Watch("q", waiter, wake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	select {
-	case <-wake:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no confirmation")
-	}
-	select {
-	case <-wake:
-		t.Fatal("a wake-up with nothing released: the subscription was dialled again")
-	case <-time.After(12 * time.Second):
-	}
-	// The waiter's place lapsed in the quiet (QueueHold): it asks again,
-	// as Lock does every second, before the release.
-	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: "q", Owner: waiter, TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
-		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
-	}
-	if err := holderL.Release(t.Context(), "q", holder); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-wake:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the release woke no waiter")
-	}
+	checkQuietWake(t, c.locker(), c.locker())
 }
 
 // testClusterNoShardedPubSub: where SPUBLISH and SSUBSCRIBE fail (here an
@@ -536,8 +474,7 @@ func (c *cluster) locker(opts ...redlock.Option) driver.Locker {
 // clusterHarness implements conformance.Harness over a cluster client.
 type clusterHarness struct {
 	*cluster
-	mu        sync.Mutex
-	abandoned []driver.Locker
+	abandoners
 }
 
 func (h *clusterHarness) NewConnector(context.Context) (driver.Connector, error) {
@@ -549,24 +486,7 @@ func (h *clusterHarness) Vanish(ctx context.Context, key string) error {
 }
 
 func (h *clusterHarness) Abandon(ctx context.Context, key string) error {
-	l, err := h.connector().Connect(ctx)
-	if err != nil {
-		return err
-	}
-	h.mu.Lock()
-	h.abandoned = append(h.abandoned, l)
-	h.mu.Unlock()
-	_, err = l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: time.Second})
-	return err
-}
-
-func (h *clusterHarness) Close() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, l := range h.abandoned {
-		l.Close()
-	}
-	return nil
+	return h.abandon(ctx, h.connector(), key)
 }
 
 func (h *clusterHarness) Capabilities() conformance.Capabilities {

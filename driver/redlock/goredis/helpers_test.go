@@ -2,9 +2,7 @@ package goredis_test
 
 import (
 	"context"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -78,8 +76,7 @@ func connectT(t testing.TB, c driver.Connector) driver.Locker {
 // harness implements conformance.Harness with go-redis clients.
 type harness struct {
 	*nodes
-	mu        sync.Mutex
-	abandoned []driver.Locker
+	abandoners
 }
 
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
@@ -102,24 +99,7 @@ func (h *harness) Vanish(ctx context.Context, key string) error {
 // Abandon takes key with a one-second TTL through a Locker of its own that
 // never renews and is not closed until the harness is.
 func (h *harness) Abandon(ctx context.Context, key string) error {
-	l, err := h.connector().Connect(ctx)
-	if err != nil {
-		return err
-	}
-	h.mu.Lock()
-	h.abandoned = append(h.abandoned, l)
-	h.mu.Unlock()
-	_, err = l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: driver.NewOwner(), TTL: time.Second})
-	return err
-}
-
-func (h *harness) Close() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, l := range h.abandoned {
-		l.Close()
-	}
-	return nil
+	return h.abandon(ctx, h.connector(), key)
 }
 
 // RestartEmpty restarts every server without its data (conformance.Restarter).
