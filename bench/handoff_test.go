@@ -75,31 +75,48 @@ func BenchmarkHandoff(b *testing.B) {
 	}
 	b.Run("backend="+redis1, func(b *testing.B) {
 		byWaiters(b, 128, func(b *testing.B, n int) {
-			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, redis1, n) })
-			b.Run("impl=redsync-default", func(b *testing.B) { handoffRedsync(b, 1, n, redsyncExpiry) })
-			b.Run("impl=redsync-1to5ms", func(b *testing.B) { handoffRedsync(b, 1, n, redsyncShortRetry()...) })
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, redis1, n, askAgain) })
+			b.Run("impl=redsync-default", func(b *testing.B) { handoffRedsync(b, 1, n, askAgain, redsyncExpiry) })
+			b.Run("impl=redsync-1to5ms", func(b *testing.B) { handoffRedsync(b, 1, n, askAgain, redsyncShortRetry()...) })
 		})
 	})
 	b.Run("backend="+redis5, func(b *testing.B) {
 		byWaiters(b, 128, func(b *testing.B, n int) {
-			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, redis5, n) })
-			b.Run("impl=redsync-1to5ms", func(b *testing.B) { handoffRedsync(b, nodesOf5, n, redsyncShortRetry()...) })
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, redis5, n, askAgain) })
+			b.Run("impl=redsync-1to5ms", func(b *testing.B) { handoffRedsync(b, nodesOf5, n, askAgain, redsyncShortRetry()...) })
 		})
 	})
 	b.Run("backend="+pg, func(b *testing.B) {
 		byWaiters(b, postgresWaitersMax, func(b *testing.B, n int) {
-			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, pg, n) })
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, pg, n, askAgain) })
 		})
 	})
 	b.Run("backend="+mysqlBackend, func(b *testing.B) {
 		byWaiters(b, mysqlWaitersMax, func(b *testing.B, n int) {
-			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, mysqlBackend, n) })
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, mysqlBackend, n, askAgain) })
 		})
 	})
 	b.Run("backend="+memory, func(b *testing.B) {
 		byWaiters(b, 128, func(b *testing.B, n int) {
-			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, memory, n) })
+			b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, memory, n, askAgain) })
 		})
+	})
+}
+
+// passClients is how many clients BenchmarkPass sets on one key.
+const passClients = 8
+
+// BenchmarkPass is issue 8's handoff: passClients clients on one key (one
+// Redis node), each, once it holds the key, keeping it for holdTime,
+// releasing it and asking again only once another client took it, so that
+// every grant goes to a client that was waiting and none back to the one
+// that released (which BenchmarkHandoff's setup lets redsync do). It
+// reports what BenchmarkHandoff does; p50-us is what a waiting client
+// waits once the key is free.
+func BenchmarkPass(b *testing.B) {
+	b.Run("backend="+redis1, func(b *testing.B) {
+		b.Run("impl=ours", func(b *testing.B) { handoffOurs(b, redis1, passClients, passOn) })
+		b.Run("impl=redsync-default", func(b *testing.B) { handoffRedsync(b, 1, passClients, passOn, redsyncExpiry) })
 	})
 }
 
@@ -138,7 +155,15 @@ func redisMeter(b *testing.B, nodes int) *serverMeter {
 	}
 }
 
-func handoffOurs(b *testing.B, backend string, n int) {
+// askAgain and passOn are how a releaser goes on (runHandoff): it asks
+// again at once (issue 14's setup), or only once another client took the
+// key (issue 8's: every grant a handoff to a client that was waiting).
+const (
+	askAgain = false
+	passOn   = true
+)
+
+func handoffOurs(b *testing.B, backend string, n int, pass bool) {
 	clients := make([]*mutex.Client, n)
 	var dsn string
 	var mysqlAdmin *sql.DB
@@ -189,10 +214,10 @@ func handoffOurs(b *testing.B, backend string, n int) {
 			},
 		}
 	}
-	runHandoff(b, meter, locks)
+	runHandoff(b, meter, locks, pass)
 }
 
-func handoffRedsync(b *testing.B, nodes, n int, opts ...redsync.Option) {
+func handoffRedsync(b *testing.B, nodes, n int, pass bool, opts ...redsync.Option) {
 	locks := make([]lockFunc, n)
 	for i := range locks {
 		m := newRedsync(b, redisAddrs(b, nodes)).NewMutex(keyFor(b), opts...)
@@ -217,13 +242,15 @@ func handoffRedsync(b *testing.B, nodes, n int, opts ...redsync.Option) {
 			}
 		}
 	}
-	runHandoff(b, redisMeter(b, nodes), locks)
+	runHandoff(b, redisMeter(b, nodes), locks, pass)
 }
 
 // runHandoff runs the clients until b.N grants, checking on the way that
 // no two ever hold the key at once, and reports the figures (see
-// BenchmarkHandoff); meter, if not nil, measures the servers' work.
-func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
+// BenchmarkHandoff); meter, if not nil, measures the servers' work. With
+// pass (passOn), a releaser asks again only once another client took the
+// key.
+func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc, pass bool) {
 	// Warm up: the clients take the key once each, all asking at once and
 	// holding it for holdTime, so that connections, sessions and
 	// subscriptions exist before the clock starts, those a contended Lock
@@ -266,9 +293,10 @@ func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 		elapsed     time.Duration // base to the last grant
 
 		mu       sync.Mutex
-		passed   int64 // the most grants a Lock saw beyond fifo
-		holder   = -1  // the client that held the key last
-		regrants int64 // grants to the client that held it last
+		passed   int64                 // the most grants a Lock saw beyond fifo
+		holder   = -1                  // the client that held the key last
+		regrants int64                 // grants to the client that held it last
+		taken    = make(chan struct{}) // closed and replaced at every grant
 		samples  = make([]time.Duration, 0, b.N)
 		errs     []error
 	)
@@ -296,8 +324,8 @@ func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 					fail(errors.New("two clients hold the key at once"))
 				}
 				n := grants.Add(1)
+				mu.Lock()
 				if n <= last {
-					mu.Lock()
 					passed = max(passed, n-1-seen-fifo)
 					if holder == i {
 						regrants++
@@ -306,8 +334,11 @@ func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 					if l := lastRelease.Load(); l != 0 {
 						samples = append(samples, now-time.Duration(l))
 					}
-					mu.Unlock()
 				}
+				close(taken)
+				taken = make(chan struct{})
+				next := taken
+				mu.Unlock()
 				if n == last {
 					elapsed = now
 					if meter != nil && meter.end != nil {
@@ -324,6 +355,12 @@ func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc) {
 				if n >= last {
 					cancel()
 					return
+				}
+				if pass {
+					select { // let another client have it
+					case <-next:
+					case <-ctx.Done():
+					}
 				}
 			}
 		})

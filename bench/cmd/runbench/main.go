@@ -33,6 +33,7 @@ func main() {
 	flag.StringVar(&cfg.raw, "raw", "results/raw.txt", "where to keep the raw results (benchstat's format)")
 	flag.StringVar(&cfg.filter, "bench", ".", "run only benchmarks matching this regexp (go test -bench syntax)")
 	flag.StringVar(&cfg.before, "before", "results/before-queue.txt", `figures from before a change (benchstat's format) that targets compare with; "" for none`)
+	flag.StringVar(&cfg.beforeRev, "before-rev", "ecb0050", `a revision of this repository (git) whose uncontended benchmarks of ours run beside today's in every round, as impl=ours-before (issue 14's "no slower than before": ecb0050 is the code before the wait queues); "" for none`)
 	flag.BoolVar(&cfg.render, "render", false, "run nothing: write the page again from the last run's results (after editing notes.md)")
 	flag.StringVar(&cfg.clientCPUs, "client-cpus", "auto", `CPUs of the benchmark process (taskset -c list), "" for no pinning; auto: 0`)
 	flag.StringVar(&cfg.serverCPUs, "server-cpus", "auto", `CPUs of the servers, "" for no pinning; auto: the others`)
@@ -47,7 +48,7 @@ type config struct {
 	rounds                 int
 	render                 bool
 	out, raw, filter       string
-	before                 string
+	before, beforeRev      string
 	clientCPUs, serverCPUs string
 }
 
@@ -59,15 +60,21 @@ const (
 	handoffsPerRoundPolling = 300 // redsync's defaults: about 45 handoffs/s at 8 waiters
 )
 
+// isHandoff reports whether name is a handoff benchmark: a fixed number
+// of grants per round.
+func isHandoff(name string) bool {
+	return strings.HasPrefix(name, "BenchmarkHandoff/") || strings.HasPrefix(name, "BenchmarkPass/")
+}
+
 // benchtime is how long each benchmark runs per round: handoffs a fixed
 // number of them; many keys is one measurement per run.
 func benchtime(name string) string {
 	switch {
 	case strings.HasPrefix(name, "BenchmarkManyKeys/"):
 		return "1x"
-	case strings.HasPrefix(name, "BenchmarkHandoff/") && strings.HasSuffix(name, "/impl=redsync-default"):
+	case isHandoff(name) && strings.HasSuffix(name, "/impl=redsync-default"):
 		return fmt.Sprintf("%dx", handoffsPerRoundPolling)
-	case strings.HasPrefix(name, "BenchmarkHandoff/"):
+	case isHandoff(name):
 		return fmt.Sprintf("%dx", handoffsPerRound)
 	}
 	return "1s"
@@ -94,6 +101,13 @@ func run(cfg config) error {
 	if out, err := exec.Command("go", "test", "-mod=mod", "-c", "-o", bin, ".").CombinedOutput(); err != nil {
 		return fmt.Errorf("go test -c: %v\n%s", err, out)
 	}
+	var beforeBin string
+	if cfg.beforeRev != "" {
+		logf("building the benchmarks at %s", cfg.beforeRev)
+		if beforeBin, err = buildAt(cfg.beforeRev, tmp); err != nil {
+			return err
+		}
+	}
 	started := time.Now()
 	mach := describeMachine(cfg)
 
@@ -107,6 +121,9 @@ func run(cfg config) error {
 	names := first.names()
 	if len(names) == 0 {
 		return fmt.Errorf("no benchmark ran:\n%s", first.output)
+	}
+	if beforeBin != "" {
+		names = withBefore(names)
 	}
 	all := &results{order: names, skipped: first.skipped, failed: first.failed, before: loadBefore(cfg.before)}
 	// Everything each run printed, for a failure the page only summarises.
@@ -122,7 +139,15 @@ func run(cfg config) error {
 		for i, name := range order {
 			logf("round %d/%d, %d/%d: %s", r, cfg.rounds, i+1, len(order), name)
 			mach.loads = append(mach.loads, load1())
-			res, err := runBench(cfg, bin, exactPattern(name), benchtime(name))
+			var res *runResult
+			if today, ok := strings.CutSuffix(name, "/impl=ours-before"); ok {
+				res, err = runBench(cfg, beforeBin, exactPattern(today+"/impl=ours"), benchtime(name))
+				if err == nil {
+					res.rename(today+"/impl=ours", name)
+				}
+			} else {
+				res, err = runBench(cfg, bin, exactPattern(name), benchtime(name))
+			}
 			if err != nil {
 				return err
 			}
@@ -147,6 +172,56 @@ func run(cfg config) error {
 	}
 	logf("wrote %s and %s in %v", cfg.out, cfg.raw, time.Since(started).Round(time.Second))
 	return nil
+}
+
+// withBefore returns names with, after the uncontended benchmark of ours
+// on each of beforeBackends, its twin from the -before-rev build.
+func withBefore(names []string) []string {
+	var out []string
+	for _, n := range names {
+		out = append(out, n)
+		for _, backend := range beforeBackends {
+			if n == bname("Uncontended", backend, "ours") {
+				out = append(out, bname("Uncontended", backend, "ours-before"))
+			}
+		}
+	}
+	return out
+}
+
+// buildAt builds the benchmarks of this repository as they were at rev
+// (git archive, in a directory under tmp) and returns the test binary.
+func buildAt(rev, tmp string) (string, error) {
+	dir := filepath.Join(tmp, "at-"+rev)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	archive := exec.Command("git", "-C", "..", "archive", "--format=tar", rev)
+	extract := exec.Command("tar", "-x", "-C", dir)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	extract.Stdin = pipe
+	var stderr strings.Builder
+	archive.Stderr, extract.Stderr = &stderr, &stderr
+	if err := extract.Start(); err != nil {
+		return "", err
+	}
+	if err := archive.Run(); err != nil {
+		extract.Wait()
+		return "", fmt.Errorf("git archive %s: %v\n%s", rev, err, stderr.String())
+	}
+	if err := extract.Wait(); err != nil {
+		return "", fmt.Errorf("tar: %v\n%s", err, stderr.String())
+	}
+	bin := filepath.Join(tmp, "bench-"+rev+".test")
+	build := exec.Command("go", "test", "-mod=mod", "-c", "-o", bin, ".")
+	build.Dir = filepath.Join(dir, "bench")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go test -c at %s: %v\n%s", rev, err, out)
+	}
+	return bin, nil
 }
 
 // pinCPUs resolves "auto": the benchmark process on CPU 0, the servers on

@@ -8,10 +8,13 @@ import (
 
 // Units of the handoff benchmark.
 const (
-	cmdsHandoff  = "cmds/handoff"
-	xactsHandoff = "xacts/handoff"
-	stmtsHandoff = "stmts/handoff"
-	passedMax    = "passed-max"
+	cmdsHandoff = "cmds/handoff"
+	// scriptCmdsHandoff is what the scripts ran per handoff, apart from
+	// the commands clients sent.
+	scriptCmdsHandoff = "script-cmds/handoff"
+	xactsHandoff      = "xacts/handoff"
+	stmtsHandoff      = "stmts/handoff"
+	passedMax         = "passed-max"
 )
 
 // waitersAxis is the handoff's waiters (bench/handoff_test.go).
@@ -47,17 +50,36 @@ func queueTargets(r *results) []target {
 		return strings.Join(parts, ", "), vs, true
 	}
 
-	goal := "Issue 14, Redis 1 node: at most 5 commands per handoff at 8, 32 and 128 waiters"
-	fig, vs, ok := perWaiters("redis1", cmdsHandoff, "%.1f", waitersAxis)
-	worst := 0.0
-	if ok {
-		worst = slices.Max(vs)
-		if rs, ok := r.median(hname("redis1", 128, "redsync-1to5ms"), cmdsHandoff); ok {
-			fig += fmt.Sprintf("; redsync-1to5ms at 128: %.1f", rs)
-		}
+	// The issue counts a handoff's commands by INFO commandstats, which
+	// counts those scripts run as well as those clients send.
+	goal := "Issue 14, Redis 1 node: at most 5 commands per handoff (by INFO commandstats) at 8, 32 and 128 waiters"
+	total := func(r *results, n int, impl string) (sum, sent float64, ok bool) {
+		name := hname("redis1", n, impl)
+		sent, ok1 := r.medianOf(name, cmdsHandoff)
+		scripted, ok2 := r.medianOf(name, scriptCmdsHandoff)
+		return sent + scripted, sent, ok1 && ok2
 	}
-	ts = append(ts, judge(goal, ok, worst <= 5, "commands per handoff, by waiters: "+fig,
-		fmt.Sprintf("up to %.1f commands per handoff", worst)))
+	var parts []string
+	worst, measured := 0.0, true
+	for _, n := range waitersAxis {
+		sum, sent, ok := total(r, n, "ours")
+		if !ok {
+			measured = false
+			break
+		}
+		worst = max(worst, sum)
+		part := fmt.Sprintf("%d: %.1f (%.1f sent, %.1f run by scripts)", n, sum, sent, sum-sent)
+		if b, _, ok := total(r.before, n, "ours"); ok {
+			part += fmt.Sprintf(" (before %.1f)", b)
+		}
+		parts = append(parts, part)
+	}
+	fig := strings.Join(parts, ", ")
+	if rs, _, ok := total(r, 128, "redsync-1to5ms"); ok {
+		fig += fmt.Sprintf("; redsync-1to5ms at 128: %.1f", rs)
+	}
+	ts = append(ts, judge(goal, measured, worst <= 5, "commands per handoff, by waiters: "+fig,
+		fmt.Sprintf("up to %.1f commands per handoff, about 3 sent and the rest run by the queue's scripts (see the notes)", worst)))
 
 	goal = "Issue 14, Redis 1 node, 128 waiters: median handoff at most 0.6 ms, p99 at most 3 ms"
 	if v, ok := r.medians(p50, hname("redis1", 128, "ours")); ok {
@@ -77,7 +99,7 @@ func queueTargets(r *results) []target {
 	}
 
 	goal = "Issue 14, PostgreSQL: at most 5 transactions per handoff at 8 and 32 waiters"
-	fig, vs, ok = perWaiters("postgres", xactsHandoff, "%.1f", waitersAxis[:2])
+	fig, vs, ok := perWaiters("postgres", xactsHandoff, "%.1f", waitersAxis[:2])
 	if ok {
 		worst = slices.Max(vs)
 	}
@@ -98,8 +120,8 @@ func queueTargets(r *results) []target {
 		fmt.Sprintf("%.2fx from fewest to most", spread)))
 
 	goal = fmt.Sprintf("Issue 14, fair: no Lock passed over more than %d handoffs (ours, every backend and waiter count)", passedBound)
-	var parts, over []string
-	measured := false
+	var over []string
+	parts, measured = nil, false
 	for _, backend := range []string{"redis1", "redis5", "postgres", "mysql", "mem"} {
 		var cells []string
 		for _, n := range waitersAxis {
@@ -125,28 +147,41 @@ func queueTargets(r *results) []target {
 }
 
 // uncontendedVsBefore judges "uncontended TryLock+Unlock no slower than
-// before" on every backend of ours, as the other "no slower" targets are.
+// before" on every backend of ours, against the code before the wait
+// queues built and run in the same rounds (runbench -before-rev,
+// impl=ours-before): figures from another run would measure the machine,
+// whose speed wanders from hour to hour. Slower is a median more than
+// uncontendedSlack above before's, or above it with the rounds telling
+// the two apart (p < 0.05), as the other "no slower" targets judge.
 func uncontendedVsBefore(r *results) target {
-	goal := "Issue 14, uncontended TryLock+Unlock no slower than before the queue (results/before-queue.txt)"
-	if r.before == nil {
-		return judge(goal, false, false, "", "")
-	}
+	goal := "Issue 14, uncontended TryLock+Unlock no slower than before the queue (the code before it, run in the same rounds)"
 	var figs, slower []string
-	for _, backend := range []string{"redis1", "redis5", "postgres", "mem"} {
+	for _, backend := range beforeBackends {
 		name := bname("Uncontended", backend, "ours")
-		now, ok1 := r.median(name, nsOp)
-		was, ok2 := r.before.medianOf(name, nsOp)
-		if !ok1 || !ok2 {
+		v, ok := r.medians(nsOp, name, bname("Uncontended", backend, "ours-before"))
+		if !ok {
 			return judge(goal, false, false, "", "")
 		}
-		p := mannWhitneyP(r.values(name, nsOp), r.before.values(name, nsOp))
-		figs = append(figs, fmt.Sprintf("%s %s (before %s, p=%.2f)", backendLabel(backend), us(now), us(was), p))
-		if now > was && p < 0.05 {
-			slower = append(slower, fmt.Sprintf("%s %.2fx", backendLabel(backend), now/was))
+		change := v[0] / v[1]
+		p := mannWhitneyP(r.values(name, nsOp), r.values(bname("Uncontended", backend, "ours-before"), nsOp))
+		figs = append(figs, fmt.Sprintf("%s %s (before %s: %.2fx, p=%.2f)", backendLabel(backend), us(v[0]), us(v[1]), change, p))
+		if change > uncontendedSlack || change > 1 && p < 0.05 {
+			slower = append(slower, fmt.Sprintf("%s %.2fx", backendLabel(backend), change))
 		}
 	}
 	return judge(goal, true, len(slower) == 0, strings.Join(figs, "; "), "slower: "+strings.Join(slower, ", "))
 }
+
+// beforeBackends are the backends whose uncontended benchmark of ours
+// also runs from the -before-rev build: those the code before the wait
+// queues had.
+var beforeBackends = []string{"redis1", "redis5", "postgres", "mem"}
+
+// uncontendedSlack is how much slower than before a median may be before
+// it counts as slower whatever the rounds say: with few rounds the rank
+// test cannot tell anything apart (3 rounds against 3: p is never below
+// 0.05).
+const uncontendedSlack = 1.10
 
 // medianOf is median on results that may be nil (no figures from before).
 func (r *results) medianOf(name, unit string) (float64, bool) {

@@ -82,6 +82,21 @@ func parseOutput(out string) *runResult {
 	return res
 }
 
+// rename gives the results of benchmark from the name to.
+func (r *runResult) rename(from, to string) {
+	for i, l := range r.lines {
+		if l.name == from {
+			r.lines[i].name, r.lines[i].text = to, to+strings.TrimPrefix(l.text, from)
+		}
+	}
+	for _, m := range []map[string]string{r.failed, r.skipped} {
+		if msg, ok := m[from]; ok {
+			delete(m, from)
+			m[to] = msg
+		}
+	}
+}
+
 // missing records a benchmark that was run and printed no result, failure
 // or skip (a crash, a timeout), with the end of what the process printed.
 func (r *runResult) missing(name string) {
@@ -173,11 +188,16 @@ func (r *results) median(name, unit string) (float64, bool) {
 	if len(vs) == 0 {
 		return 0, false
 	}
+	return median(vs), true
+}
+
+// median returns the median of vs (not empty), which it sorts.
+func median(vs []float64) float64 {
 	slices.Sort(vs)
 	if len(vs)%2 == 1 {
-		return vs[len(vs)/2], true
+		return vs[len(vs)/2]
 	}
-	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2, true
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
 }
 
 // writeRaw writes every round in benchstat's format, each round's lines

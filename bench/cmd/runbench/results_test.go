@@ -53,3 +53,23 @@ func TestExactPattern(t *testing.T) {
 		t.Errorf("exactPattern: %s", got)
 	}
 }
+
+func TestRenameBefore(t *testing.T) {
+	res := parseOutput(sampleOutput)
+	res.rename("BenchmarkUncontended/backend=redis1/impl=ours", "BenchmarkUncontended/backend=redis1/impl=ours-before")
+	res.rename("BenchmarkUncontended/backend=redis5/impl=ours", "BenchmarkUncontended/backend=redis5/impl=ours-before")
+	if l := res.lines[0]; l.name != "BenchmarkUncontended/backend=redis1/impl=ours-before" ||
+		!strings.HasPrefix(l.text, l.name+" ") || l.metrics["ns/op"] != 388813 {
+		t.Errorf("renamed line: %+v", l)
+	}
+	if _, ok := res.failed["BenchmarkUncontended/backend=redis5/impl=ours-before"]; !ok || len(res.failed) != 1 {
+		t.Errorf("renamed failure: %q", res.failed)
+	}
+	names := withBefore([]string{"BenchmarkUncontended/backend=redis1/impl=ours", "BenchmarkUncontended/backend=mysql/impl=ours",
+		"BenchmarkHandoff/backend=redis1/waiters=8/impl=ours"})
+	want := "BenchmarkUncontended/backend=redis1/impl=ours BenchmarkUncontended/backend=redis1/impl=ours-before " +
+		"BenchmarkUncontended/backend=mysql/impl=ours BenchmarkHandoff/backend=redis1/waiters=8/impl=ours"
+	if got := strings.Join(names, " "); got != want {
+		t.Errorf("withBefore:\n got %s\nwant %s", got, want)
+	}
+}

@@ -30,6 +30,14 @@ func bname(scenario, backend, impl string) string {
 	return "Benchmark" + scenario + "/backend=" + backend + "/impl=" + impl
 }
 
+// pname is a BenchmarkPass name.
+func pname(backend, impl string) string {
+	return "BenchmarkPass/backend=" + backend + "/impl=" + impl
+}
+
+// passClients is BenchmarkPass's clients (bench/handoff_test.go).
+const passClients = 8
+
 // hname is a BenchmarkHandoff name.
 func hname(backend string, waiters int, impl string) string {
 	return fmt.Sprintf("BenchmarkHandoff/backend=%s/waiters=%d/impl=%s", backend, waiters, impl)
@@ -146,14 +154,17 @@ func targets(r *results) []target {
 			ts = append(ts, judge(goal, false, false, "", ""))
 		}
 	}
-	if v, ok := r.medians(p50, h("redis1", "ours"), h("redis1", "redsync-default")); ok {
+	// Judged in the setup it was set in (BenchmarkPass): in issue 14's,
+	// redsync's releaser mostly takes the key back itself, and its
+	// "handoff" is no handoff.
+	goal := "Contended handoff (8 waiters, each grant to a waiting client): at least 20x better than redsync's defaults"
+	if v, ok := r.medians(p50, pname("redis1", "ours"), pname("redis1", "redsync-default")); ok {
 		ratio := v[1] / v[0]
-		short, _ := r.median(h("redis1", "redsync-1to5ms"), p50)
-		ts = append(ts, judge("Contended handoff (8 waiters): at least 20x better than redsync's defaults", ok, ratio >= 20,
-			fmt.Sprintf("median ours %.0f µs, redsync default %.0f µs: %.1fx (redsync with a 1-5 ms retry delay: %.0f µs)", v[0], v[1], ratio, short),
+		ts = append(ts, judge(goal, ok, ratio >= 20,
+			fmt.Sprintf("median wait once the key is free: ours %.0f µs, redsync default %.0f µs: %.1fx", v[0], v[1], ratio),
 			fmt.Sprintf("%.1fx", ratio)))
 	} else {
-		ts = append(ts, judge("Contended handoff (8 waiters): at least 20x better than redsync's defaults", false, false, "", ""))
+		ts = append(ts, judge(goal, false, false, "", ""))
 	}
 
 	for _, db := range []struct{ backend, goal string }{
