@@ -135,8 +135,8 @@ return tonumber(token)
 // record.
 //
 // They read the server's clock (TIME) and then write, which Redis 3.2
-// to 4.x refuse from a script replicated whole: replicate_commands, first,
-// replicates its writes instead (the default from Redis 5 on, where the
+// to 4.x refuse from a script replicated whole: replicate_commands,
+// called before any write, replicates its writes instead (the default from Redis 5 on, where the
 // call does nothing). Redis before 3.2 lacks it and is not supported.
 //
 // KEYS of each: lock, queue, deadlines.
@@ -253,12 +253,28 @@ return tonumber(token)
 // caller's lease expired) is kept for the head too: nobody else would
 // wake it.
 //
+// Its first lines are the common release, an owner that did not wait with
+// nobody queued: a delete, before the queue's Lua is even defined (that
+// costs the server about as much again as the whole release: the queue's
+// functions are made afresh at every call). The switch to effects
+// replication comes first all the same, the script's first write being
+// the delete (queueLua's second call changes nothing). EXISTS asks
+// whether anyone is queued (an empty sorted set is no key): the ZRANGE
+// head makes costs the server about a third of this path again.
+//
 // KEYS: lock, queue, deadlines. ARGV: record (or the owner alone),
 // member, channel prefix. Returns 1 if released, 0 if not held (a key
 // kept for the caller is not held by it).
-var releaseScript = newScript(3, queueLua+`
+var releaseScript = newScript(3, `
+redis.replicate_commands()
 local rec, me = ARGV[1], ARGV[2]
 local cur = redis.call('GET', KEYS[1])
+if me == '' and cur and (cur == rec or (#rec == 32 and string.sub(cur, 1, 32) == rec))
+    and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+`+queueLua+`
 local released = 0
 if cur == rec or (cur and #rec == 32 and string.sub(cur, 1, 32) == rec) then
   released = 1
