@@ -3,19 +3,24 @@ package redlock_test
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gomodule/redigo/redis"
 
 	"github.com/mutexkit/mutexkit/driver/redlock"
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
 // TestDocumentedACL: an ACL user with the commands docs/REDIS.md lists (read
-// from the page, so that the two cannot drift apart), the fencing and Ping
-// extras, on the prefix's keys and channels alone, can do everything a
-// lock does: take and give back a key, fenced or not, wait in the queue
-// and be woken, renew, inspect, ping; on one node and on three.
+// from the page), the fencing and Ping extras, on the prefix's keys and
+// channels alone, can do everything a lock does: take and give back a key,
+// fenced or not, wait in the queue behind a dead waiter (passed over) and
+// be served, renew, inspect, ping; and its wake-up subscriptions are up
+// (a refused SUBSCRIBE would leave the waiter polling, which serves it
+// too). On one node and on three.
 func TestDocumentedACL(t *testing.T) {
 	rules := documentedACL(t)
 	const pass, userPass = "adm1n-Pw", "l0cker-Pw"
@@ -56,6 +61,17 @@ func TestDocumentedACL(t *testing.T) {
 			if _, _, err := a.Inspect(ctx, "k"); err != nil {
 				t.Fatalf("Inspect: %v", err)
 			}
+			// A dead waiter first in the queue (its place's deadline passed),
+			// which the release passes over.
+			for i := range n {
+				lock := redlock.LockKey(c.prefix, "k")
+				if _, err := c.doAuth(i, pass, "ZADD", lock+":q", 0, "dead"); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.doAuth(i, pass, "ZADD", lock+":qd", 1, "dead"); err != nil {
+					t.Fatal(err)
+				}
+			}
 			// Queued behind the holder, woken by its release.
 			got := make(chan error, 1)
 			go func() {
@@ -68,6 +84,15 @@ func TestDocumentedACL(t *testing.T) {
 			time.Sleep(1500 * time.Millisecond) // renewals of the 1 s lease meanwhile
 			if err := lease.Err(); err != nil {
 				t.Fatalf("the holder's renewals: %v", err)
+			}
+			for i := range n {
+				clients, err := redis.String(c.doAuth(i, pass, "CLIENT", "LIST"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !userSubscribed(clients, "locker") {
+					t.Errorf("node %d: no subscription of the ACL user's; CLIENT LIST:\n%s", i, clients)
+				}
 			}
 			if err := lease.Unlock(ctx); err != nil {
 				t.Fatalf("Unlock: %v", err)
@@ -86,6 +111,20 @@ func TestDocumentedACL(t *testing.T) {
 			}
 		})
 	}
+}
+
+// userSubscribed reports whether CLIENT LIST shows a connection of user
+// subscribed to a channel.
+func userSubscribed(clients, user string) bool {
+	for line := range strings.SplitSeq(clients, "\n") {
+		f := strings.Fields(line)
+		if slices.Contains(f, "user="+user) && !slices.Contains(f, "sub=0") && slices.ContainsFunc(f, func(s string) bool {
+			return strings.HasPrefix(s, "sub=")
+		}) {
+			return true
+		}
+	}
+	return false
 }
 
 // documentedACL returns the commands docs/REDIS.md says an ACL user needs.

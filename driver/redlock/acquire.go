@@ -238,7 +238,7 @@ func (l *locker) withdrawCall(q *acquisition) call {
 // wait is over.
 func (l *locker) granted(q *acquisition) {
 	if q.wait != nil {
-		q.grant.member = l.waits.leave(q.owner)
+		q.grant.member = l.waits.granted(q.owner, q.wait, l.single())
 	}
 	l.track(q.key, q.grant)
 }

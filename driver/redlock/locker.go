@@ -62,7 +62,9 @@ type heldKey struct {
 
 	// member is the owner's queue member when the grant ended its wait
 	// (nil if not): its release takes it out of the queues of the nodes
-	// that refused the grant (Redlock) and so still have it.
+	// that refused the grant (Redlock) and so still have it, or of a node
+	// that may have run one of its attempts late (waiters.granted). nil
+	// lets a release with nobody queued skip the queue (releaseScript).
 	member any
 
 	// late marks the nodes that had not answered the acquire when it

@@ -50,6 +50,11 @@ type waiting struct {
 	sent   time.Time
 	woken  bool
 	wake   chan<- struct{} // Watch's, nil when none
+
+	// unanswered: an attempt of this wait failed otherwise than by the
+	// nodes' reply (a timeout, a broken connection) or had its grant taken
+	// back, so a node may have run it later and queued the owner again.
+	unanswered bool
 }
 
 // waiters is a Locker's waits by owner.
@@ -116,8 +121,22 @@ func (ws *waiters) ask(key string, owner driver.Owner, subsUp bool) (w *waiting,
 // too late), and a node may now keep the key for it without a wake-up.
 func (ws *waiters) again(w *waiting) {
 	ws.mu.Lock()
-	w.woken = true
+	w.woken, w.unanswered = true, true
 	ws.mu.Unlock()
+}
+
+// granted ends owner's wait w, which a grant ended, and returns the member
+// its release must take out of the queue: none when every attempt of it
+// was answered on a single node, whose grant took it out (waitScript).
+func (ws *waiters) granted(owner driver.Owner, w *waiting, single bool) any {
+	ws.mu.Lock()
+	unanswered := w.unanswered
+	ws.mu.Unlock()
+	member := ws.leave(owner)
+	if single && !unanswered {
+		return nil
+	}
+	return member
 }
 
 // leave returns owner's member if it waits ("" if not), and forgets its

@@ -253,14 +253,15 @@ return tonumber(token)
 // caller's lease expired) is kept for the head too: nobody else would
 // wake it.
 //
-// Its first lines are the common release, an owner that did not wait with
-// nobody queued: a delete, before the queue's Lua is even defined (that
-// costs the server about as much again as the whole release: the queue's
-// functions are made afresh at every call). The switch to effects
-// replication comes first all the same, the script's first write being
-// the delete (queueLua's second call changes nothing). EXISTS asks
-// whether anyone is queued (an empty sorted set is no key): the ZRANGE
-// head makes costs the server about a third of this path again.
+// Its first lines are the common release: no member to take out of the
+// queue (a TryLock's grant, or a Lock's on one node: waiters.granted) and
+// nobody queued. It deletes before the queue's Lua runs, which would make
+// the release cost the server about 1.5 times as much (by INFO
+// commandstats: its functions are made afresh at every call, and head
+// reads the queue with ZRANGE; EXISTS, as an empty sorted set is no key,
+// is cheaper). The switch to effects replication comes first all the
+// same, the script's first write being the delete (queueLua's second call
+// changes nothing).
 //
 // KEYS: lock, queue, deadlines. ARGV: record (or the owner alone),
 // member, channel prefix. Returns 1 if released, 0 if not held (a key

@@ -119,3 +119,31 @@ func (c *cluster) calls(t testing.TB, i int, cmd string) int {
 	}
 	return 0
 }
+
+// TestReleaseSkipsAnEmptyQueue: a Lock's release with nobody queued costs
+// the server a delete and a look at the queue (EXISTS), as a TryLock's
+// does: its grant took its owner out of the queue, so the release sends
+// no member to take out (ZREM), and the queue's Lua does not run (no
+// ZRANGE beyond the grant's own look at the queue).
+func TestReleaseSkipsAnEmptyQueue(t *testing.T) {
+	c := startCluster(t, 1)
+	cl := c.client()
+	for _, lock := range []func(*mutex.Mutex) (*mutex.Lease, error){
+		func(m *mutex.Mutex) (*mutex.Lease, error) { return m.Lock(t.Context()) },
+		func(m *mutex.Mutex) (*mutex.Lease, error) { return m.TryLock(t.Context()) },
+	} {
+		lease, err := lock(cl.NewMutex("k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.do(0, "CONFIG", "RESETSTAT"); err != nil {
+			t.Fatal(err)
+		}
+		if err := lease.Unlock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if zrem, zrange, exists := c.calls(t, 0, "zrem"), c.calls(t, 0, "zrange"), c.calls(t, 0, "exists"); zrem+zrange != 0 || exists != 1 {
+			t.Errorf("the release ran ZREM %d, ZRANGE %d, EXISTS %d times; want 0, 0, 1", zrem, zrange, exists)
+		}
+	}
+}

@@ -13,8 +13,9 @@ import (
 // watchQueued has holderL take key for holder (for holdTTL), queues waiter
 // behind it through waiterL and watches the key for it. It returns the
 // wake-up channel once the subscription's confirmation has woken it (Watch
-// wakes only on a confirmation or a message, no timer, so a later wake is
-// a message's). The watch stops when the test ends.
+// wakes only on a confirmation or a message, no timer, so with one
+// subscription a later wake is a message's; over several nodes each
+// confirmation wakes it). The watch stops when the test ends.
 func watchQueued(t *testing.T, holderL, waiterL driver.Locker, key string, holder, waiter driver.Owner, holdTTL time.Duration) chan struct{} {
 	t.Helper()
 	if _, err := holderL.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: holder, TTL: holdTTL}); err != nil {

@@ -3,6 +3,8 @@ package goredis_test
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,14 +38,30 @@ func TestRedlockOverClusters(t *testing.T) {
 		holderL, waiterL := cs.locker(), cs.locker()
 		holder, waiter := driver.NewOwner(), driver.NewOwner()
 		wake := watchQueued(t, holderL, waiterL, "w", holder, waiter, ttl)
+		// Every cluster's subscription confirmed, and the wake-ups their
+		// confirmations gave drained: a wake-up now is a message's.
 		lock := redlock.LockKey(cs[0].prefix, "w")
 		for i, c := range cs {
-			got := c.pubsub(c.rc.Masters()[0], "SHARDCHANNELS", lock+":wake:*")
-			if len(got) != 1 {
-				t.Errorf("cluster %d: shard channels %q; want the key's wake-up channel", i, got)
+			for deadline := time.Now().Add(10 * time.Second); len(c.pubsub(c.rc.Masters()[0], "SHARDCHANNELS", lock+":wake:*")) != 1; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("cluster %d: no subscription to the key's wake-up channel after 10 s", i)
+				}
 			}
 		}
+		time.Sleep(100 * time.Millisecond)
+		for len(wake) > 0 {
+			<-wake
+		}
+		before := make([]int, len(cs))
+		for i, c := range cs {
+			before[i] = c.spublished(t)
+		}
 		releaseWakes(t, holderL, waiterL, "w", holder, waiter, wake)
+		for i, c := range cs {
+			if n := c.spublished(t); n <= before[i] {
+				t.Errorf("cluster %d published no wake-up on the release (SPUBLISH calls %d, %d before)", i, n, before[i])
+			}
+		}
 	})
 	t.Run("Quorum", func(t *testing.T) {
 		cs := newClusters(t, rcs)
@@ -72,6 +90,24 @@ func TestRedlockOverClusters(t *testing.T) {
 			t.Fatalf("release once every cluster answers again: %v", err)
 		}
 	})
+}
+
+// spublished returns how many SPUBLISH the cluster's first master has run
+// (its scripts' included).
+func (c *cluster) spublished(t *testing.T) int {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: c.rc.Masters()[0].Addr()})
+	defer rc.Close()
+	info, err := rc.Info(t.Context(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(info, "cmdstat_spublish:calls=")
+	if !ok {
+		return 0
+	}
+	n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+	return n
 }
 
 // clusters is one test's view of several Redis Clusters, one key prefix
