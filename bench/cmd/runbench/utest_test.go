@@ -32,3 +32,14 @@ func TestMannWhitneyP(t *testing.T) {
 		t.Errorf("tied but apart: p = %v; want small", p)
 	}
 }
+
+func TestCanTellApart(t *testing.T) {
+	for _, c := range []struct {
+		n1, n2 int
+		want   bool
+	}{{3, 3, false}, {3, 4, false}, {4, 4, true}, {6, 6, true}, {0, 6, false}} {
+		if got := canTellApart(c.n1, c.n2); got != c.want {
+			t.Errorf("canTellApart(%d, %d) = %v; want %v", c.n1, c.n2, got, c.want)
+		}
+	}
+}
