@@ -136,8 +136,9 @@ return tonumber(token)
 //
 // They read the server's clock (TIME) and then write, which Redis 3.2
 // to 4.x refuse from a script replicated whole: replicate_commands,
-// called before any write, replicates its writes instead (the default from Redis 5 on, where the
-// call does nothing). Redis before 3.2 lacks it and is not supported.
+// called before any write, replicates its writes instead (the default
+// from Redis 5 on, where the call does nothing). Redis before 3.2 lacks
+// it and is not supported.
 //
 // KEYS of each: lock, queue, deadlines.
 const queueLua = `
