@@ -128,6 +128,9 @@ func (ws *waiters) again(w *waiting) {
 // granted ends owner's wait w, which a grant ended, and returns the member
 // its release must take out of the queue: none when every attempt of it
 // was answered on a single node, whose grant took it out (waitScript).
+// (A resend the driver does not see, such as a go-redis client's
+// MaxRetries after a read timed out, can queue the owner again only while
+// the key is not its own: its lease was lost by then.)
 func (ws *waiters) granted(owner driver.Owner, w *waiting, single bool) any {
 	ws.mu.Lock()
 	unanswered := w.unanswered

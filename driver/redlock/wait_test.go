@@ -127,6 +127,9 @@ func (c *cluster) calls(t testing.TB, i int, cmd string) int {
 // ZRANGE beyond the grant's own look at the queue).
 func TestReleaseSkipsAnEmptyQueue(t *testing.T) {
 	c := startCluster(t, 1)
+	if c.servers[0].External() {
+		t.Skip("counts the server's commands: needs a server of its own, not MUTEXKIT_REDIS_ADDRS's")
+	}
 	cl := c.client()
 	for _, lock := range []func(*mutex.Mutex) (*mutex.Lease, error){
 		func(m *mutex.Mutex) (*mutex.Lease, error) { return m.Lock(t.Context()) },

@@ -160,8 +160,13 @@ func uncontendedVsBefore(r *results) target {
 	for _, backend := range beforeBackends {
 		now, was := bname("Uncontended", backend, "ours"), bname("Uncontended", backend, "ours-before")
 		v, ok := r.medians(nsOp, now, was)
-		if !ok || !canTellApart(len(r.values(now, nsOp)), len(r.values(was, nsOp))) {
+		if !ok {
 			return judge(goal, false, false, "", "")
+		}
+		if n1, n2 := len(r.values(now, nsOp)), len(r.values(was, nsOp)); !canTellApart(n1, n2) {
+			t := judge(goal, false, false, "", "")
+			t.figure = fmt.Sprintf("%d and %d rounds: too few for the rank test to tell any two apart (make bench BENCH_ROUNDS=4 or more)", n1, n2)
+			return t
 		}
 		change := v[0] / v[1]
 		p := mannWhitneyP(r.values(now, nsOp), r.values(was, nsOp))
