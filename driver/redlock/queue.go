@@ -133,13 +133,15 @@ func (ws *waiters) again(w *waiting) {
 // the key is not its own: its lease was lost by then.)
 func (ws *waiters) granted(owner driver.Owner, w *waiting, single bool) any {
 	ws.mu.Lock()
-	unanswered := w.unanswered
-	ws.mu.Unlock()
-	member := ws.leave(owner)
-	if single && !unanswered {
+	defer ws.mu.Unlock()
+	if ws.byOwn[owner] != w { // already forgotten (Close, or swept)
 		return nil
 	}
-	return member
+	ws.forget(owner, w)
+	if single && !w.unanswered {
+		return nil
+	}
+	return w.member
 }
 
 // leave returns owner's member if it waits ("" if not), and forgets its

@@ -271,14 +271,14 @@ var releaseScript = newScript(3, `
 redis.replicate_commands()
 local rec, me = ARGV[1], ARGV[2]
 local cur = redis.call('GET', KEYS[1])
-if me == '' and cur and (cur == rec or (#rec == 32 and string.sub(cur, 1, 32) == rec))
-    and redis.call('EXISTS', KEYS[2]) == 0 then
+local owned = cur == rec or (cur and #rec == 32 and string.sub(cur, 1, 32) == rec)
+if owned and me == '' and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[1])
   return 1
 end
 `+queueLua+`
 local released = 0
-if cur == rec or (cur and #rec == 32 and string.sub(cur, 1, 32) == rec) then
+if owned then
   released = 1
 elseif cur and string.sub(cur, 1, 34) ~= 'q ' .. string.sub(rec, 1, 32) then
   if me ~= '' then dequeue(me) end
