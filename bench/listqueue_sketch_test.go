@@ -46,11 +46,11 @@ func BenchmarkListSketch(b *testing.B) {
 }
 
 func sketchClient(b *testing.B, addr, key, cid string) lockFunc {
-	conn, err := redis.Dial("tcp", addr)
+	conn, err := redis.Dial("tcp", addr, redis.DialConnectTimeout(5*time.Second), redis.DialReadTimeout(5*time.Second))
 	if err != nil {
 		b.Fatal(err)
 	}
-	sc, err := redis.Dial("tcp", addr)
+	sc, err := redis.Dial("tcp", addr, redis.DialConnectTimeout(5*time.Second)) // waits for messages: no read deadline
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -86,12 +86,17 @@ func TestDocumentedACL(t *testing.T) {
 				t.Fatalf("the holder's renewals: %v", err)
 			}
 			for i := range n {
-				clients, err := redis.String(c.doAuth(i, pass, "CLIENT", "LIST"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !userSubscribed(clients, "locker") {
-					t.Errorf("node %d: no subscription of the ACL user's; CLIENT LIST:\n%s", i, clients)
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					clients, err := redis.String(c.doAuth(i, pass, "CLIENT", "LIST"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if userSubscribed(clients, "locker") {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("node %d: no subscription of the ACL user's after 10 s; CLIENT LIST:\n%s", i, clients)
+					}
 				}
 			}
 			if err := lease.Unlock(ctx); err != nil {
