@@ -39,6 +39,9 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	case req.Fencing && !l.single():
 		return driver.Grant{}, fmt.Errorf("redlock: fencing tokens over %d independent nodes: no counter they keep gives a total order (see docs/REDIS.md); use one node: %w", len(l.nodes), driver.ErrUnimplemented)
 	}
+	if l.list() {
+		return l.acquireList(ctx, req, start, ttl, validity)
+	}
 	var w *waiting
 	if req.Wait {
 		var send bool

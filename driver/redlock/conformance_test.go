@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/mutexkit/mutexkit/conformance"
+	"github.com/mutexkit/mutexkit/driver/redlock"
 	"github.com/mutexkit/mutexkit/internal/testing/testserver"
 	"github.com/mutexkit/mutexkit/middleware"
 	"github.com/mutexkit/mutexkit/mutex"
@@ -29,6 +30,17 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestConformanceList runs the suite on one node by the list protocol
+// (list.go).
+func TestConformanceList(t *testing.T) {
+	servers := testserver.StartRedis(t, 1)
+	conformance.Run(t, func(_ context.Context, t *testing.T) (conformance.Harness, error) {
+		c := newCluster(t, servers)
+		c.opts = []redlock.Option{redlock.WithListQueue()}
+		return &harness{cluster: c}, nil
+	})
 }
 
 // TestConformanceWithMiddleware: the whole middleware stack, recording to

@@ -21,6 +21,7 @@ type cluster struct {
 	t       testing.TB
 	servers []*testserver.Redis
 	prefix  string
+	opts    []redlock.Option // every connector's
 }
 
 func newCluster(t testing.TB, servers []*testserver.Redis) *cluster {
@@ -48,7 +49,7 @@ func (c *cluster) dsn(opts ...string) string {
 // connector opens a connector to the cluster.
 func (c *cluster) connector(opts ...string) driver.Connector {
 	c.t.Helper()
-	conn, err := redlock.NewConnector(c.dsn(opts...))
+	conn, err := redlock.NewConnector(c.dsn(opts...), c.opts...)
 	if err != nil {
 		c.t.Fatalf("OpenConnector: %v", err)
 	}
@@ -148,7 +149,7 @@ type harness struct {
 }
 
 func (h *harness) NewConnector(context.Context) (driver.Connector, error) {
-	return redlock.NewConnector(h.dsn())
+	return redlock.NewConnector(h.dsn(), h.opts...)
 }
 
 // Vanish deletes the lock behind its holder's back on every node, as a
@@ -160,7 +161,7 @@ func (h *harness) Vanish(_ context.Context, key string) error {
 // Abandon takes key with a one-second TTL through a Locker of its own that
 // never renews and is not closed until the harness is.
 func (h *harness) Abandon(ctx context.Context, key string) error {
-	c, err := redlock.NewConnector(h.dsn())
+	c, err := redlock.NewConnector(h.dsn(), h.opts...)
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,12 @@ type heldKey struct {
 	// lets a release with nobody queued skip the queue (releaseScript).
 	member any
 
+	// The list protocol's (list.go): the grant's member and lease key,
+	// and whether the lease lasts at most QueueHold (its release leaves it
+	// to expire rather than delete it).
+	lmember, lease string
+	short          bool
+
 	// late marks the nodes that had not answered the acquire when it
 	// returned; settled is closed once they all have (nil: none late).
 	late    []bool
@@ -141,6 +147,9 @@ func (l *locker) Watch(key string, owner driver.Owner, wake chan<- struct{}) (fu
 func (l *locker) Inspect(ctx context.Context, key string) (driver.Holder, bool, error) {
 	if l.closed.Load() {
 		return driver.Holder{}, false, errClosed
+	}
+	if l.list() {
+		return l.inspectList(ctx, key)
 	}
 	lock, _ := lockKeys(l.cfg.prefix, key)
 	c := newCall(inspectScript, 1)

@@ -55,6 +55,17 @@ type waiting struct {
 	// nodes' reply (a timeout, a broken connection) or had its grant taken
 	// back, so a node may have run it later and queued the owner again.
 	unanswered bool
+
+	list listWait // the list protocol's (list.go)
+}
+
+// listWait is a wait's state under the list protocol (list.go).
+type listWait struct {
+	member, lease string    // its member and lease key; "" before its first enqueue
+	wrote         time.Time // when its last lease write that succeeded was sent
+	head          bool      // a wake-up named member: it heads the list
+	unanswered    bool      // waiting.unanswered
+	place         int64     // its place (0: the head) at its last refresh; 0 before
 }
 
 // waiters is a Locker's waits by owner.
@@ -220,21 +231,78 @@ func (ws *waiters) watch(key string, owner driver.Owner, wake chan<- struct{}) (
 	}, true
 }
 
-// woken delivers a published wake-up: payload is the owner's hex digits.
+// woken delivers a published wake-up: payload is the owner's hex digits,
+// or, by the list protocol, the member at the head (list.go), which an
+// earlier member's late wake-up does not match.
 func (ws *waiters) woken(payload []byte) {
 	var owner driver.Owner
-	if len(payload) != ownerLen {
+	if len(payload) < ownerLen {
 		return
 	}
-	if _, err := hex.Decode(owner[:], payload); err != nil {
+	if _, err := hex.Decode(owner[:], payload[:ownerLen]); err != nil {
 		return
 	}
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	if w := ws.byOwn[owner]; w != nil {
-		w.woken = true
-		notify(w.wake)
+	w := ws.byOwn[owner]
+	if w == nil {
+		return
 	}
+	if len(payload) > ownerLen {
+		if string(payload) != w.list.member {
+			return
+		}
+		w.list.head = true
+	}
+	w.woken = true
+	notify(w.wake)
+}
+
+// listState returns w's list protocol state.
+func (ws *waiters) listState(w *waiting) listWait {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	st := w.list
+	st.unanswered = w.unanswered
+	return st
+}
+
+// setMember records w's new member and lease key, before they are sent.
+func (ws *waiters) setMember(w *waiting, member, lease string) {
+	ws.mu.Lock()
+	w.list = listWait{member: member, lease: lease}
+	ws.mu.Unlock()
+}
+
+// answered records that w's lease write sent at sent succeeded.
+func (ws *waiters) answered(w *waiting, sent time.Time) {
+	ws.mu.Lock()
+	w.list.wrote, w.unanswered = sent, false
+	ws.mu.Unlock()
+}
+
+// sawPlace records w's place in the list, found by a refresh, and
+// reports whether it is the place the last refresh found: the queue has
+// not moved since (its head may be dead).
+func (ws *waiters) sawPlace(w *waiting, pos int64) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	same := w.list.place == pos
+	w.list.place = pos
+	return same
+}
+
+// leaveList is leave for the list protocol: owner's wait state, and
+// whether it waited.
+func (ws *waiters) leaveList(owner driver.Owner) (listWait, bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byOwn[owner]
+	if w == nil {
+		return listWait{}, false
+	}
+	ws.forget(owner, w)
+	return w.list, true
 }
 
 // wakeAll wakes every waiter: a subscription was (re)confirmed, and a

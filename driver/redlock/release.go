@@ -20,6 +20,13 @@ func (l *locker) Release(ctx context.Context, key string, owner driver.Owner) er
 	// Each node's answer is bounded as for the acquire when this Locker
 	// made the grant.
 	h, mine := l.args(key, owner)
+	if l.list() {
+		err := l.releaseList(ctx, key, owner, h, mine)
+		if err == nil || errors.Is(err, driver.ErrNotHeld) {
+			l.untrack(key, owner)
+		}
+		return err
+	}
 	timeout := l.cfg.opTimeout()
 	if mine {
 		timeout = l.cfg.ttlTimeout(h.ttl)
@@ -122,6 +129,9 @@ func (l *locker) releaseOn(ctx context.Context, timeout time.Duration, nodes []i
 // queues, with one pipelined round trip per node (Close). Its error is
 // the releases' (a waiter's place ends by itself after QueueHold).
 func (l *locker) releaseAll(ctx context.Context, held map[string]heldKey, waits map[driver.Owner]*waiting) error {
+	if l.list() {
+		return l.releaseAllList(ctx, held, waits)
+	}
 	calls := make([]call, 0, len(held)+len(waits))
 	for _, h := range held {
 		calls = append(calls, l.releaseCall(h, ""))

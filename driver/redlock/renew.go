@@ -23,6 +23,10 @@ func (l *locker) Renew(ctx context.Context, batch []driver.Renewal) {
 		}
 		return
 	}
+	if l.list() {
+		l.renewList(ctx, batch, start)
+		return
+	}
 	calls := make([]call, 0, len(batch))
 	sent := make([]int, 0, len(batch)) // the batch index of each call
 	var minTTL, maxValidity time.Duration

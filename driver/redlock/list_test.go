@@ -1,0 +1,298 @@
+package redlock_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock"
+	"github.com/mutexkit/mutexkit/mutex"
+)
+
+// listCluster is one server of the test's own, run by the list protocol.
+func listCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := startCluster(t, 1)
+	c.opts = []redlock.Option{redlock.WithListQueue()}
+	return c
+}
+
+// members returns key's list on server 0.
+func (c *cluster) members(t testing.TB, key string) []string {
+	t.Helper()
+	v, err := redis.Strings(c.do(0, "LRANGE", c.lockKey(key), 0, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// waitMembers waits until key's list has n members.
+func (c *cluster) waitMembers(t testing.TB, key string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := c.members(t, key)
+		if len(m) == n {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("key's list has %d members 10s on; want %d", len(m), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// dataCommands returns how many commands server 0 ran since its stats
+// were reset, but for the test's own (LRANGE, INFO, CONFIG, PUBSUB), the
+// subscriptions' pings and a new connection's naming.
+func (c *cluster) dataCommands(t testing.TB) (int, string) {
+	t.Helper()
+	info, err := redis.String(c.do(0, "INFO", "commandstats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, seen := 0, ""
+	for line := range strings.SplitSeq(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "cmdstat_"), ":calls=")
+		if !ok || name == "ping" || name == "info" || name == "lrange" || strings.HasPrefix(name, "client|") || name == "config|resetstat" || name == "pubsub|channels" {
+			continue
+		}
+		n, _ := strconv.Atoi(rest[:strings.IndexByte(rest+",", ',')])
+		total += n
+		seen += " " + name + "=" + strconv.Itoa(n)
+	}
+	return total, seen
+}
+
+// TestListLayout: the lock key is a list whose head holds it; each member
+// has a lease key with its holder record.
+func TestListLayout(t *testing.T) {
+	c := listCluster(t)
+	lease, err := c.client().NewMutex("k").Lock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := redis.String(c.do(0, "TYPE", c.lockKey("k"))); typ != "list" {
+		t.Fatalf("the lock key is a %s; want a list", typ)
+	}
+	m := c.members(t, "k")
+	if len(m) != 1 {
+		t.Fatalf("members %q; want one", m)
+	}
+	rec, err := redis.String(c.do(0, "GET", c.lockKey("k")+":l:"+m[0]))
+	if err != nil || rec[:32] != m[0][:32] {
+		t.Fatalf("the member's lease holds %q (%v); want its owner's record", rec, err)
+	}
+	if err := lease.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := redis.Int(c.do(0, "EXISTS", c.lockKey("k"))); n != 0 {
+		t.Fatal("the list outlives its last member")
+	}
+}
+
+// TestListHandoffCommands: with waiters queued, a handoff (a release, the
+// next waiter's grant, the releaser queueing again) costs the server five
+// commands and no script: LREM and LINDEX, PUBLISH, and SET and RPUSH.
+func TestListHandoffCommands(t *testing.T) {
+	c := listCluster(t)
+	if c.servers[0].External() {
+		t.Skip("counts the server's commands: needs a server of its own")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	clients := []*mutex.Client{c.client(), c.client(), c.client()}
+	first, err := clients[0].NewMutex("k").Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *mutex.Lease, 3)
+	lock := func(cl *mutex.Client) {
+		l, err := cl.NewMutex("k").Lock(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}
+	for _, cl := range clients[1:] {
+		go lock(cl)
+	}
+	c.waitMembers(t, "k", 3)
+	waitSubscribed(t, c, 3)
+	if _, err := c.do(0, "CONFIG", "RESETSTAT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next := <-got
+	go lock(clients[0])
+	c.waitMembers(t, "k", 3)
+	if n, seen := c.dataCommands(t); n > 5 {
+		t.Errorf("a handoff cost the server %d commands (%s); want 5", n, seen)
+	}
+	if err := next.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if l := <-got; l != nil {
+			l.Unlock(ctx)
+		}
+	}
+}
+
+// waitSubscribed waits until n wake channels have a subscriber.
+func waitSubscribed(t *testing.T, c *cluster, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		chans, err := redis.Strings(c.do(0, "PUBSUB", "CHANNELS", c.prefix+":wake:*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(chans) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d wake channels subscribed 10s on; want %d", len(chans), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestListDeadWaiterPassedOver: a member whose lease lapsed (its process
+// died while it waited) does not stall the waiters behind it once it comes
+// to the head: they drop it.
+func TestListDeadWaiterPassedOver(t *testing.T) {
+	c := listCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	holder, err := c.client().NewMutex("k").Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := strings.Repeat("ab", 16) + "0123456789abcdef" + "1"
+	if _, err := c.do(0, "SET", c.lockKey("k")+":l:"+dead, strings.Repeat("ab", 16)+" 0 0 0 0 dead", "PX", 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.do(0, "RPUSH", c.lockKey("k"), dead); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		l, err := c.client().NewMutex("k").Lock(ctx)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		got <- err
+	}()
+	c.waitMembers(t, "k", 3)
+	start := time.Now()
+	if err := holder.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the waiter behind a dead one got the key %v after the release", time.Since(start).Round(time.Millisecond))
+	case <-time.After(2 * driver.QueueHold):
+		t.Fatalf("the waiter behind a dead one did not get the key within %v of the release", 2*driver.QueueHold)
+	}
+}
+
+// TestListStaleWakeIgnored: a wake-up that names another member of the
+// waiter's (an earlier enqueue's, arriving late) grants nothing: only one
+// naming the waiter's member does, and the release sends that.
+func TestListStaleWakeIgnored(t *testing.T) {
+	c := listCluster(t)
+	ctx := t.Context()
+	la, lb := c.locker(), c.locker()
+	a, b := driver.NewOwner(), driver.NewOwner()
+	req := func(o driver.Owner) driver.AcquireRequest {
+		return driver.AcquireRequest{Key: "k", Owner: o, TTL: 10 * time.Second, Wait: true}
+	}
+	if _, err := la.Acquire(ctx, req(a)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lb.Acquire(ctx, req(b)); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiter: %v; want ErrLocked", err)
+	}
+	wake := make(chan struct{}, 1)
+	stop, err := lb.Watch("k", b, wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	waitSubscribed(t, c, 2)
+	<-wake // the subscription's confirmation wakes every waiter
+	if _, err := lb.Acquire(ctx, req(b)); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiter after the confirmation: %v; want ErrLocked", err)
+	}
+	member := c.members(t, "k")[1]
+	stale := member[:48] + "ffffff"
+	if _, err := c.do(0, "PUBLISH", c.prefix+":wake:"+member[32:48], stale); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+		t.Fatal("a wake-up naming another member woke the waiter")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := lb.Acquire(ctx, req(b)); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiter after a stale wake-up: %v; want ErrLocked", err)
+	}
+	if err := la.Release(ctx, "k", a); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the release did not wake the waiter")
+	}
+	if _, err := lb.Acquire(ctx, req(b)); err != nil {
+		t.Fatalf("the woken waiter: %v", err)
+	}
+	if _, err := la.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: a, TTL: time.Second}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("TryLock of the woken waiter's key: %v; want ErrLocked", err)
+	}
+	if err := lb.Release(ctx, "k", b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestListOtherLayout: a key stored as a string (a client of the earlier
+// layout holds it) is refused as held, both ways.
+func TestListOtherLayout(t *testing.T) {
+	c := listCluster(t)
+	if _, err := c.do(0, "SET", c.lockKey("k"), strings.Repeat("ab", 16)+" 0 0 0 0 old", "PX", 60000); err != nil {
+		t.Fatal(err)
+	}
+	l := c.locker()
+	for _, wait := range []bool{false, true} {
+		_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Second, Wait: wait})
+		if !errors.Is(err, driver.ErrLocked) {
+			t.Errorf("Acquire (wait %v) of a key held by the string layout: %v; want ErrLocked", wait, err)
+		}
+	}
+	if _, err := c.do(0, "DEL", c.lockKey("k")); err != nil {
+		t.Fatal(err)
+	}
+	owner := driver.NewOwner()
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: owner, TTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := redlock.NewConnector(c.dsn()) // the string layout
+	ol := connect(t, conn, err)
+	if _, err := ol.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Second}); err == nil {
+		t.Error("the string layout took a key the list layout holds")
+	}
+}
