@@ -61,10 +61,17 @@ func TestDocumentedACL(t *testing.T) {
 			if _, _, err := a.Inspect(ctx, "k"); err != nil {
 				t.Fatalf("Inspect: %v", err)
 			}
-			// A dead waiter first in the queue (its place's deadline passed),
-			// which the release passes over.
+			// A dead waiter first in the queue (its place's deadline passed,
+			// or, in one node's list, its lease gone), which the release or
+			// the waiter behind it passes over.
 			for i := range n {
 				lock := redlock.LockKey(c.prefix, "k")
+				if n == 1 {
+					if _, err := c.doAuth(i, pass, "RPUSH", lock, strings.Repeat("de", 24)+"1"); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
 				if _, err := c.doAuth(i, pass, "ZADD", lock+":q", 0, "dead"); err != nil {
 					t.Fatal(err)
 				}

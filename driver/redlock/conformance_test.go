@@ -32,13 +32,14 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// TestConformanceList runs the suite on one node by the list protocol
-// (list.go).
-func TestConformanceList(t *testing.T) {
+// TestConformanceSortedSetQueue runs the suite on one node by the sorted
+// set queue (queue.go), which one node runs with replica
+// acknowledgements or on a Redis Cluster.
+func TestConformanceSortedSetQueue(t *testing.T) {
 	servers := testserver.StartRedis(t, 1)
 	conformance.Run(t, func(_ context.Context, t *testing.T) (conformance.Harness, error) {
 		c := newCluster(t, servers)
-		c.opts = []redlock.Option{redlock.WithListQueue()}
+		c.opts = []redlock.Option{redlock.WithoutListQueue()}
 		return &harness{cluster: c}, nil
 	})
 }

@@ -34,21 +34,34 @@ func TestDenied(t *testing.T) {
 		says               string // in the error
 		pingOK             bool   // the refusal is of a command the lock needs, not of the client
 		inspect            bool   // the refusal is of the scripts: Inspect's is checked, not Acquire's
+		only               int    // the one node count to run on (0: 1 and 3)
 	}{
 		{name: "wrong password", userinfo: ":wrong-" + pass + "@", says: "WRONGPASS"},
 		{name: "unknown user", userinfo: "nobody:" + pass + "@", says: "WRONGPASS"},
 		{name: "no password", says: "NOAUTH"},
 		{name: "db out of range", userinfo: ":" + pass + "@", db: "/99", says: "DB index is out of range"},
-		{name: "acl", userinfo: "limited:" + limitedPass + "@", says: "NOPERM", pingOK: true},
+		// Redlock's first command is SET; one node's TryLock is a script
+		// (the list protocol, list.go).
+		{name: "acl", userinfo: "limited:" + limitedPass + "@", says: "NOPERM", pingOK: true, only: 3},
+		{name: "acl", userinfo: "limited:" + limitedPass + "@", says: "can't run this command", pingOK: true, only: 1},
 		{name: "acl script", userinfo: "noget:" + limitedPass + "@", says: "can't run this command", pingOK: true, inspect: true},
 	} {
 		for _, n := range []int{1, 3} {
+			if tc.only != 0 && tc.only != n {
+				continue
+			}
 			addrs := c.addrs()[:n]
 			dsn := "redis://" + tc.userinfo + strings.Join(addrs, ",") + tc.db + "?prefix=" + c.prefix
 			t.Run(tc.name+"/"+string(rune('0'+n)), func(t *testing.T) {
 				conn, err := redlock.NewConnector(dsn)
 				l := connect(t, conn, err)
 				if tc.inspect {
+					// Held, so that Inspect reads a holder record (GET).
+					ac, err := redlock.NewConnector("redis://:" + pass + "@" + strings.Join(addrs, ",") + "?prefix=" + c.prefix)
+					admin := connect(t, ac, err)
+					if _, err := admin.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: time.Minute}); err != nil {
+						t.Fatal(err)
+					}
 					_, _, err = l.Inspect(t.Context(), "k")
 					denied(t, "Inspect", err, tc.says, pass, limitedPass)
 					return

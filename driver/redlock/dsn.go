@@ -62,7 +62,7 @@ type config struct {
 	pipeAlways     bool                    // tests: a call alone takes the pipe too
 	sendAll        bool                    // tests: every waiting attempt reaches the server (none answered by the client)
 	acks           replicaAcks             // WAIT after each acquire and renewal (replicas 0: none)
-	listQueue      bool                    // one server's lock and queue in a list (list.go)
+	listQueue      bool                    // one server's lock and queue in a list (list.go); tests turn it off
 
 	err error // the first bad Option (or FromPools argument), matching driver.ErrInvalid
 }
@@ -76,6 +76,7 @@ func defaultConfig() config {
 		maxIdle:        DefaultMaxIdle,
 		idleTimeout:    DefaultIdleTimeout,
 		pipeConns:      DefaultPipelineConns,
+		listQueue:      true,
 	}
 }
 

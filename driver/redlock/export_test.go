@@ -41,7 +41,8 @@ func Waits(l driver.Locker) int {
 // Subscribed returns how many of l's subscriptions are confirmed and up.
 func Subscribed(l driver.Locker) int { return int(l.(*locker).watch.up.Load()) }
 
-// WithListQueue runs the list protocol (list.go) on one server.
-func WithListQueue() Option {
-	return func(c *config) { c.listQueue = true }
+// WithoutListQueue runs the sorted-set queue (queue.go) on one server
+// too, as it runs with replica acknowledgements or on a Redis Cluster.
+func WithoutListQueue() Option {
+	return func(c *config) { c.listQueue = false }
 }

@@ -96,10 +96,17 @@ func (c *cluster) do(i int, cmd string, args ...any) (any, error) {
 func (c *cluster) lockKey(key string) string { return redlock.LockKey(c.prefix, key) }
 
 // owner returns the owner of key's lock on server i (the first 32 bytes
-// of its holder record), "" if none.
+// of its holder record: the lock's, or its list head's lease's), "" if
+// none.
 func (c *cluster) owner(i int, key string) string {
 	c.t.Helper()
 	v, err := redis.String(c.do(i, "GET", c.lockKey(key)))
+	if err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		var head string
+		if head, err = redis.String(c.do(i, "LINDEX", c.lockKey(key), 0)); err == nil {
+			v, err = redis.String(c.do(i, "GET", c.lockKey(key)+":l:"+head))
+		}
+	}
 	if err != nil && err != redis.ErrNil {
 		c.t.Fatalf("GET on %s: %v", c.servers[i].Addr(), err)
 	}

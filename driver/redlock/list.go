@@ -87,10 +87,13 @@ end
 // the head by it), or recognises the owner's own grant (a retried
 // attempt), rewriting its record with this attempt's and its TTL.
 //
-// KEYS: list, lease, fence. ARGV: member, record (token 0), ttl ms, "1" to
+// KEYS: list, lease. ARGV: member, record (token 0), ttl ms, "1" to
 // fence, wake channel prefix. Returns {token, member} when granted (the
 // member is the earlier attempt's for a recognised grant), else the head.
-var listTryScript = newScript(3, listLua+`
+// The fencing counter, <list>:fence, is not among KEYS: Redis refuses a
+// call of more than ten words from a client that has not authenticated
+// (a protocol error, where a shorter one gets NOAUTH).
+var listTryScript = newScript(2, listLua+`
 local h, popped = first()
 if h then
   if string.sub(h, 1, 32) ~= string.sub(ARGV[2], 1, 32) then
@@ -103,7 +106,7 @@ if h then
   return {tonumber(token), h}
 end
 local token = '0'
-if ARGV[4] == '1' then token = string.format('%d', redis.call('INCR', KEYS[3])) end
+if ARGV[4] == '1' then token = string.format('%d', redis.call('INCR', KEYS[1] .. ':fence')) end
 redis.call('SET', KEYS[2], withToken(ARGV[2], token), 'PX', ARGV[3])
 redis.call('RPUSH', KEYS[1], ARGV[1])
 return {tonumber(token), ARGV[1]}
@@ -200,31 +203,38 @@ func (l *locker) acquireList(ctx context.Context, req driver.AcquireRequest, sta
 	g := heldKey{owner: req.Owner, ttl: ttl, lock: ks.lock, rec: record(req.Owner, l.attempts.Add(1), req.Holder)}
 	timeout := l.cfg.ttlTimeout(ttl)
 	if !req.Wait {
-		return l.tryList(ctx, req, g, ks.fence, timeout, validity)
+		return l.tryList(ctx, req, g, timeout, validity)
 	}
 	w, send := l.waits.ask(req.Key, req.Owner, l.watch.ensure() && l.watch.healthy(1) && !l.cfg.sendAll)
 	if !send {
 		return driver.Grant{}, errLocked
 	}
 	st := l.waits.listState(w)
+	var gr driver.Grant
+	var err error
 	switch {
 	case st.member == "" || st.unanswered:
-		return l.enqueue(ctx, req, w, st, g, ks.fence, start, timeout, validity)
+		gr, err = l.enqueue(ctx, req, w, st, g, ks.fence, start, timeout, validity)
 	case st.head:
-		return l.grantHead(ctx, req, w, st, g, ks.fence, start, timeout, validity)
+		gr, err = l.grantHead(ctx, req, w, st, g, ks.fence, start, timeout, validity)
+	default:
+		gr, err = l.refresh(ctx, req, w, st, g, ks.fence, start, timeout, validity)
 	}
-	return l.refresh(ctx, req, w, st, g, ks.fence, start, timeout, validity)
+	if errors.Is(err, driver.ErrDenied) || errors.Is(err, driver.ErrInvalid) {
+		l.waits.leave(req.Owner) // package mutex gives up on these without a Release
+	}
+	return gr, err
 }
 
 // tryList is a TryLock by the list protocol: listTryScript.
-func (l *locker) tryList(ctx context.Context, req driver.AcquireRequest, g heldKey, fence string, timeout, validity time.Duration) (driver.Grant, error) {
+func (l *locker) tryList(ctx context.Context, req driver.AcquireRequest, g heldKey, timeout, validity time.Duration) (driver.Grant, error) {
 	m := l.newMember(req.Owner)
 	flag := "0"
 	if req.Fencing {
 		flag = "1"
 	}
-	c := newCall(listTryScript, 8)
-	c.args = append(c.args, g.lock, leaseKey(g.lock.(string), m), fence, m, g.rec, l.ttlArg(g.ttl.Milliseconds()), flag, l.wakeArg)
+	c := newCall(listTryScript, 7)
+	c.args = append(c.args, g.lock, leaseKey(g.lock.(string), m), m, g.rec, l.ttlArg(g.ttl.Milliseconds()), flag, l.wakeArg)
 	reply, err := l.nodes[0].do(ctx, timeout, c)
 	if err != nil {
 		return driver.Grant{}, acquireErr(err)

@@ -15,12 +15,11 @@ import (
 	"github.com/mutexkit/mutexkit/mutex"
 )
 
-// listCluster is one server of the test's own, run by the list protocol.
+// listCluster is one server of the test's own, which the driver runs by
+// the list protocol.
 func listCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := startCluster(t, 1)
-	c.opts = []redlock.Option{redlock.WithListQueue()}
-	return c
+	return startCluster(t, 1)
 }
 
 // members returns key's list on server 0.

@@ -66,6 +66,7 @@ func TestFailedAttemptAsksAgain(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		t.Run(map[int]string{1: "1node", 3: "3nodes"}[n], func(t *testing.T) {
 			c := startCluster(t, n)
+			c.opts = []redlock.Option{redlock.WithoutListQueue()} // a woken waiter of the list asks nothing
 			holder, wl := c.locker(), c.locker()
 			h, w := driver.NewOwner(), driver.NewOwner()
 			if _, err := acquire(t, holder, "k", h); err != nil {
@@ -100,10 +101,14 @@ func TestFailedAttemptAsksAgain(t *testing.T) {
 	}
 }
 
-// queued reports whether owner is in key's queue on server i.
+// queued reports whether owner is in key's queue on server i: its list
+// (list.go) or its sorted set (queue.go).
 func (c *cluster) queued(t *testing.T, i int, key string, owner driver.Owner) bool {
 	t.Helper()
 	members, err := redis.Strings(c.do(i, "ZRANGE", c.lockKey(key)+":q", 0, -1))
+	if typ, _ := redis.String(c.do(i, "TYPE", c.lockKey(key))); typ == "list" {
+		members, err = redis.Strings(c.do(i, "LRANGE", c.lockKey(key), 0, -1))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +208,7 @@ func TestCloseEndsPlaces(t *testing.T) {
 // live waiter, and a TryLock is refused.
 func TestManyDeadWaiters(t *testing.T) {
 	c := startCluster(t, 1)
+	c.opts = []redlock.Option{redlock.WithoutListQueue()}
 	holder, wl, other := c.locker(), c.locker(), c.locker()
 	h, w := driver.NewOwner(), driver.NewOwner()
 	if _, err := acquire(t, holder, "k", h); err != nil {
@@ -243,6 +249,7 @@ func TestManyDeadWaiters(t *testing.T) {
 // expired) still keeps it for the queue's head and wakes it.
 func TestReleaseAfterExpiry(t *testing.T) {
 	c := startCluster(t, 1)
+	c.opts = []redlock.Option{redlock.WithoutListQueue()}
 	holder, wl := c.locker(), c.locker()
 	h, w := driver.NewOwner(), driver.NewOwner()
 	if _, err := acquire(t, holder, "k", h); err != nil {
@@ -270,13 +277,15 @@ func TestReleaseAfterExpiry(t *testing.T) {
 // Release) leaves no wait behind in the Locker.
 func TestDeniedAttemptForgetsWait(t *testing.T) {
 	c := startCluster(t, 1)
-	if _, err := c.do(0, "ACL", "SETUSER", "noscript", "on", ">n0script-Pw", "~*", "&*", "+@all", "-evalsha", "-eval"); err != nil {
+	// Without the scripts (the sorted-set queue's waiting attempt) nor
+	// RPUSH (the list's).
+	if _, err := c.do(0, "ACL", "SETUSER", "noscript", "on", ">n0script-Pw", "~*", "&*", "+@all", "-evalsha", "-eval", "-rpush"); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := redlock.NewConnector("redis://noscript:n0script-Pw@" + c.servers[0].Addr() + "?prefix=" + c.prefix)
 	l := connect(t, conn, err)
 	if err := waitAttempt(t, l, "k", driver.NewOwner()); !errors.Is(err, driver.ErrDenied) {
-		t.Fatalf("waiting attempt without EVALSHA: %v; want ErrDenied", err)
+		t.Fatalf("waiting attempt without EVALSHA and RPUSH: %v; want ErrDenied", err)
 	}
 	if n := redlock.Waits(l); n != 0 {
 		t.Fatalf("%d waits kept after a refused attempt; want none", n)

@@ -124,8 +124,8 @@ func sendAll(conn redis.Conn, deadline time.Time, cmds []pipeline.Cmd, out []res
 }
 
 // pipelined sends overlapping calls through the pipe; a call alone on
-// its node takes a pooled connection, writing and reading itself with no
-// goroutine handoff. Batches always take the pipe.
+// its node, one command or a batch, takes a pooled connection, writing
+// and reading itself with no goroutine handoff.
 type pipelined struct {
 	pipe   *pipeline.Pipe
 	pooled *pooled
@@ -147,7 +147,9 @@ func (p *pipelined) do(ctx context.Context, deadline time.Time, cmd string, args
 }
 
 func (p *pipelined) doAll(ctx context.Context, deadline time.Time, cmds []pipeline.Cmd, out []result) {
-	if waits(cmds) { // WAIT would hold every call queued behind it on the pipe
+	alone := p.busy.Add(1) == 1
+	defer p.busy.Add(-1)
+	if waits(cmds) || (alone && p.solo) { // WAIT would hold every call queued behind it on the pipe
 		p.pooled.doAll(ctx, deadline, cmds, out)
 		return
 	}

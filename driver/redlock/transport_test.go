@@ -192,7 +192,7 @@ func (c preSetGet) Write(b []byte) (int, error) {
 func TestAcquireWithoutSetGet(t *testing.T) {
 	c := startCluster(t, 1)
 	var writes atomic.Int64
-	conn, err := redlock.NewConnector(c.dsn(), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
+	conn, err := redlock.NewConnector(c.dsn(), redlock.WithoutListQueue(), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
 		return preSetGet{writeCounter{nc, &writes}}
 	}))
 	l := connect(t, conn, err)
