@@ -223,7 +223,13 @@ func testStoppedBeforeLapse(t *testing.T, e *env, srv server) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The lease of the lock's list head (the redis driver's list protocol).
 	lockKey := "mutexkit:{lapse}"
+	head, err := redis.String(c.Do("LINDEX", lockKey, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockKey += ":l:" + head
 	pttl, err := redis.Int64(c.Do("PTTL", lockKey))
 	lapse := time.Now().Add(time.Duration(pttl) * time.Millisecond)
 	c.Close()

@@ -183,7 +183,39 @@ return redis.call('GET', leaseOf(h))
 // list reports whether l runs the list protocol: one server, neither a
 // Redis Cluster nor replica acknowledgements asked.
 func (l *locker) list() bool {
-	return l.cfg.listQueue && len(l.nodes) == 1 && l.watch.shards == nil && !l.cfg.acks.on()
+	return l.cfg.listQueue && len(l.nodes) == 1 && l.watch.shards == nil
+}
+
+// write runs calls that write the caller's own state (its lease, its
+// place) in one round trip. With replica acknowledgements asked
+// (WithReplicaAcks), WAIT follows on the same connection, bounded by
+// within, and unacked says why the replicas did not acknowledge the
+// writes (nil when they did). A lost release needs no acknowledgement:
+// it only keeps the member a little longer.
+func (l *locker) write(ctx context.Context, timeout time.Duration, calls []call, within time.Duration) (out []result, unacked error) {
+	if !l.cfg.acks.on() {
+		return l.nodes[0].pipeline(ctx, timeout, calls), nil
+	}
+	out, un := l.nodes[0].pipelineAcked(ctx, timeout, calls, l.cfg.acks.within(within))
+	for _, e := range un {
+		if e != nil {
+			return out, e
+		}
+	}
+	return out, nil
+}
+
+// giveBack takes member, granted with writes the replicas did not
+// acknowledge, out of the list, and wakes the new head.
+func (l *locker) giveBackList(ctx context.Context, timeout time.Duration, lock, member, lease string) {
+	out := l.nodes[0].pipeline(context.WithoutCancel(ctx), timeout, []call{
+		{cmd: "LREM", args: []any{lock, 0, member}},
+		{cmd: "DEL", args: []any{lease}},
+		{cmd: "LINDEX", args: []any{lock, 0}},
+	})
+	if head, _ := out[2].Reply.([]byte); out[2].Err == nil {
+		l.wakeHead(ctx, timeout, head)
+	}
 }
 
 // holdMs is a waiter's lease, driver.QueueHold, as the server takes it.
@@ -235,7 +267,8 @@ func (l *locker) tryList(ctx context.Context, req driver.AcquireRequest, g heldK
 	}
 	c := newCall(listTryScript, 7)
 	c.args = append(c.args, g.lock, leaseKey(g.lock.(string), m), m, g.rec, l.ttlArg(g.ttl.Milliseconds()), flag, l.wakeArg)
-	reply, err := l.nodes[0].do(ctx, timeout, c)
+	out, unacked := l.write(ctx, timeout, []call{c}, validity)
+	reply, err := out[0].Reply, out[0].Err
 	if err != nil {
 		return driver.Grant{}, acquireErr(err)
 	}
@@ -253,6 +286,10 @@ func (l *locker) tryList(ctx context.Context, req driver.AcquireRequest, g heldK
 	}
 	g.lmember, g.lease, g.rec = string(member), leaseKey(g.lock.(string), string(member)), withToken(g.rec.(string), token)
 	g.short = g.ttl <= driver.QueueHold
+	if unacked != nil {
+		l.giveBackList(ctx, timeout, g.lock.(string), g.lmember, g.lease)
+		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w; given back", unacked)
+	}
 	l.track(req.Key, g)
 	return driver.Grant{Token: uint64(token), Validity: validity}, nil
 }
@@ -276,14 +313,24 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 	calls = append(calls,
 		call{cmd: "SET", args: []any{lease, g.rec, "PX", holdMs}},
 		call{cmd: "RPUSH", args: []any{lock, m}})
+	push := len(calls) - 1
 	if old {
 		calls = append(calls, call{cmd: "LINDEX", args: []any{lock, 0}})
 	}
 	l.waits.setMember(w, m, lease)
-	out := l.nodes[0].pipeline(ctx, timeout, calls)
+	_, hold := l.cfg.validity(driver.QueueHold)
+	out, unacked := l.write(ctx, timeout, calls, hold)
 	if err := firstErr(out); err != nil {
 		l.waits.again(w)
 		return driver.Grant{}, acquireErr(err)
+	}
+	n, _ := out[push].Reply.(int64)
+	if unacked != nil { // a failover could lose the place: the next attempt makes a new one
+		l.waits.again(w)
+		if n == 1 {
+			l.giveBackList(ctx, timeout, lock, m, lease)
+		}
+		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", unacked)
 	}
 	l.waits.answered(w, start)
 	if old { // the old member may have been the head: pass the key on
@@ -291,9 +338,8 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 		if head, _ := out[len(out)-1].Reply.([]byte); string(before) == st.member && string(head) != m {
 			l.wakeHead(ctx, timeout, head)
 		}
-		out = out[:len(out)-1]
 	}
-	if n, _ := out[len(out)-1].Reply.(int64); n == 1 {
+	if n == 1 {
 		return l.grantHead(ctx, req, w, l.waits.listState(w), g, fence, start, timeout, validity)
 	}
 	return driver.Grant{}, errLocked
@@ -306,12 +352,16 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 // enqueues again.
 func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *waiting, st listWait, g heldKey, fence string, start time.Time, timeout, validity time.Duration) (driver.Grant, error) {
 	lock := g.lock.(string)
-	out := l.nodes[0].pipeline(ctx, timeout, []call{
+	_, hold := l.cfg.validity(driver.QueueHold)
+	out, unacked := l.write(ctx, timeout, []call{
 		{cmd: "PEXPIRE", args: []any{st.lease, holdMs}},
 		{cmd: "LPOS", args: []any{lock, st.member}},
-	})
+	}, hold)
 	if err := firstErr(out); err != nil {
 		return driver.Grant{}, acquireErr(err)
+	}
+	if unacked != nil { // the hold counts from the last acknowledged write
+		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", unacked)
 	}
 	pos, inList := out[1].Reply.(int64)
 	if out[0].Reply != int64(1) || !inList { // the place is lost, or will be
@@ -359,9 +409,12 @@ func (l *locker) grantHead(ctx context.Context, req driver.AcquireRequest, w *wa
 	case req.Fencing:
 		c := newCall(listFenceScript, 6)
 		c.args = append(c.args, g.lock, st.lease, fence, st.member, g.rec, l.ttlArg(g.ttl.Milliseconds()))
-		reply, err := l.nodes[0].do(ctx, timeout, c)
+		out, unacked := l.write(ctx, timeout, []call{c}, validity)
+		reply, err := out[0].Reply, out[0].Err
+		if err == nil {
+			err = unacked
+		}
 		if err != nil {
-			l.waits.again(w)
 			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
 		}
 		if token, _ = reply.(int64); token <= 0 {
@@ -370,7 +423,11 @@ func (l *locker) grantHead(ctx context.Context, req driver.AcquireRequest, w *wa
 		}
 		v, g.short, g.rec = validity, false, withToken(g.rec.(string), token)
 	case v < hold/3:
-		reply, err := l.nodes[0].do(ctx, timeout, call{cmd: "PEXPIRE", args: []any{st.lease, l.ttlArg(g.ttl.Milliseconds())}})
+		out, unacked := l.write(ctx, timeout, []call{{cmd: "PEXPIRE", args: []any{st.lease, l.ttlArg(g.ttl.Milliseconds())}}}, validity)
+		reply, err := out[0].Reply, out[0].Err
+		if err == nil {
+			err = unacked
+		}
 		if err != nil {
 			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
 		}
@@ -478,7 +535,7 @@ func firstErr(out []result) error {
 func (l *locker) renewList(ctx context.Context, batch []driver.Renewal, start time.Time) {
 	calls := make([]call, 0, len(batch))
 	sent := make([]int, 0, len(batch))
-	var minTTL time.Duration
+	var minTTL, maxValidity time.Duration
 	for i := range batch {
 		r := &batch[i]
 		ttl, validity := l.cfg.validity(r.TTL)
@@ -486,6 +543,7 @@ func (l *locker) renewList(ctx context.Context, batch []driver.Renewal, start ti
 			r.Err = errNoValidity(r.TTL)
 			continue
 		}
+		maxValidity = max(maxValidity, validity)
 		h, mine := l.args(r.Key, r.Owner)
 		if !mine || h.lmember == "" {
 			h.lmember = "" // the owner alone: the script finds its member
@@ -501,7 +559,13 @@ func (l *locker) renewList(ctx context.Context, batch []driver.Renewal, start ti
 	if len(calls) == 0 {
 		return
 	}
-	out := l.nodes[0].pipeline(ctx, l.renewTimeout(ctx, minTTL, len(calls)), calls)
+	var out []result
+	var unacked []error
+	if timeout := l.renewTimeout(ctx, minTTL, len(calls)); l.cfg.acks.on() {
+		out, unacked = l.nodes[0].pipelineAcked(ctx, timeout, calls, l.cfg.acks.within(maxValidity))
+	} else {
+		out = l.nodes[0].pipeline(ctx, timeout, calls)
+	}
 	elapsed := time.Since(start)
 	for k, res := range out {
 		r := &batch[sent[k]]
@@ -512,6 +576,8 @@ func (l *locker) renewList(ctx context.Context, batch []driver.Renewal, start ti
 		case res.Reply != int64(1):
 			r.Err = fmt.Errorf("redlock: lease gone: %w", driver.ErrNotHeld)
 			l.untrack(r.Key, r.Owner)
+		case unacked != nil && unacked[k] != nil:
+			r.Err = fmt.Errorf("redlock: renew: %w", unacked[k])
 		case elapsed >= validity:
 			r.Err = fmt.Errorf("redlock: renewal took %v, longer than the validity %v", elapsed.Round(time.Millisecond), validity)
 		default:
