@@ -141,16 +141,19 @@ type serverMeter struct {
 }
 
 // redisMeter counts the commands the clients send the first nodes servers
-// (cmds/handoff), and those their scripts run (script-cmds/handoff).
+// (cmds/handoff), those their scripts run (script-cmds/handoff), and of
+// those sent, the list waiters' refreshes of their places
+// (refresh-cmds/handoff: per waiter and second, not per handoff).
 func redisMeter(b *testing.B, nodes int) *serverMeter {
 	m := monitorCommands(b, redisAddrs(b, nodes))
 	return &serverMeter{
 		start: func() { m.mark(b, meterStart) },
 		end:   func() { m.mark(b, meterEnd) },
 		report: func(handoffs int) {
-			sent, scripted := m.total(b)
+			sent, scripted, refresh := m.total(b)
 			b.ReportMetric(float64(sent)/float64(handoffs), "cmds/handoff")
 			b.ReportMetric(float64(scripted)/float64(handoffs), "script-cmds/handoff")
+			b.ReportMetric(float64(refresh)/float64(handoffs), "refresh-cmds/handoff")
 		},
 	}
 }

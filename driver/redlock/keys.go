@@ -2,22 +2,29 @@ package redlock
 
 import "strings"
 
-// Key layout. A lock on key K is up to four Redis keys sharing the hash
-// tag {K'}, where K' is K with '%', '{' and '}' percent-escaped, so they
-// live in one Redis Cluster slot whatever K holds:
+// Key layout. A lock on key K is Redis keys sharing the hash tag {K'},
+// where K' is K with '%', '{' and '}' percent-escaped, so they live in one
+// Redis Cluster slot whatever K holds. On one server (list.go):
 //
-//	<prefix>:{K'}         the lock: its holder record (value.go), or
-//	                      "q <member>" while kept for a waiter; PX = TTL
+//	<prefix>:{K'}            a list of members, the head holding the key
+//	<prefix>:{K'}:l:<member> each member's lease: its holder record
+//	                         (value.go); PX = QueueHold, a grant's TTL
+//	<prefix>:{K'}:fence      the fencing counter, made by the first
+//	                         fenced grant, never expires
+//
+// With Redlock, and on a Redis Cluster (queue.go):
+//
+//	<prefix>:{K'}         the lock: its holder record, or "q <member>"
+//	                      while kept for a waiter; PX = TTL
 //	<prefix>:{K'}:q       the wait queue: a sorted set of members (owner
 //	                      and client id, queue.go) scored by arrival
 //	<prefix>:{K'}:qd      each member's deadline (server ms): passed over after
-//	<prefix>:{K'}:fence   the fencing counter (single node, made by the
-//	                      first fenced grant), never expires
+//	<prefix>:{K'}:fence   the fencing counter (on a Redis Cluster)
 //
 // A waiter is woken on its client's own channel, <prefix>:wake:<client id>
-// (queue.go). Escaping keeps the tag non-empty and free of '}' (a key "}x"
-// would otherwise give the empty tag "{}", and Redis would hash each name
-// whole).
+// (on a Redis Cluster <prefix>:{K'}:wake:<client id>). Escaping keeps the
+// tag non-empty and free of '}' (a key "}x" would otherwise give the
+// empty tag "{}", and Redis would hash each name whole).
 const fenceSuffix = ":fence"
 
 // keySet is the Redis keys of one lock, cut from one string: "<lock>:qd"
@@ -48,9 +55,12 @@ func lockKeys(prefix, key string) (lock, fence string) {
 }
 
 // LockKey returns the Redis key that holds the lock on key under prefix
-// (DefaultPrefix unless the DSN sets one), for operators:
-// redis-cli GET "$(...)" shows its holder record (owner, token, since,
-// pid, attempt, host), PTTL its remaining time.
+// (DefaultPrefix unless the DSN sets one), for operators. On one server
+// it is a list whose head holds the key: redis-cli LINDEX "$(...)" 0 gives
+// the head, and GET "$(...):l:<head>" its holder record (owner, token,
+// since, pid, attempt, host), PTTL its remaining time. With Redlock and on
+// a Redis Cluster, GET "$(...)" gives the record. Inspect (mutexkit
+// status) reads either.
 func LockKey(prefix, key string) string {
 	lock, _ := lockKeys(prefix, key)
 	return lock

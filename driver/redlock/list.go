@@ -25,42 +25,49 @@ import (
 //
 //   - Lock: SET lease PX QueueHold, then RPUSH member, in one round trip.
 //     RPUSH answering 1 means the member is the head: granted. Otherwise
-//     the waiter is queued, and its Locker refreshes the lease (PEXPIRE)
-//     at least every refreshEvery while it waits, with LINDEX 0, which
-//     also shows a head a wake-up was lost for.
+//     the waiter is queued. While it waits its Locker refreshes the lease
+//     and finds its place (PEXPIRE, LPOS) at least every refreshEvery,
+//     which also shows a head whose wake-up was lost.
 //   - Unlock: LREM the member, then LINDEX 0, in one round trip; then
 //     PUBLISH the new head's member on its client's channel. A woken
 //     waiter asks the server nothing: it holds the key.
-//   - TryLock, and the rarer paths (a dead head, a fenced grant, an owner
-//     that is not this Locker's grant) run scripts.
+//   - TryLock, renewals and the rarer paths (dead heads, a fenced grant,
+//     a Locker that knows the owner alone) run scripts.
 //
 // Exclusion rests on three rules:
 //
-//  1. A member leaves the list only by its own Locker's LREM (after which
-//     that Locker never uses its lease key again), or when it is the head
-//     and its lease key is gone (listLua's first, in a script). Nothing
-//     is ever put before a member. So a member that was the head stays
-//     the head until its Locker removes it or its lease expires.
-//  2. A lease key, once written, is only extended (PEXPIRE), never
-//     written again for that member, except by scripts that find the
-//     member in the list. So a PEXPIRE that succeeds proves the member is
-//     still in the list (it was never dropped: its lease never lapsed).
-//  3. A member's Locker counts the member's hold from the last lease write
-//     that succeeded (its sending): the lease key outlives that by its
-//     PX, so the member cannot have been dropped before then, less the
-//     drift. A wake-up names the member: an earlier member's, arriving
-//     late, is ignored.
+//  1. A member leaves the list only by an LREM of its owner's (its
+//     Locker's, after which that Locker never uses the member again, or
+//     another Locker's release by owner), or when it is the head and its
+//     lease key is gone (listLua's first, in a script). Nothing is ever
+//     put before a member. So a member that is the head stays the head
+//     until its owner removes it or its lease expires.
+//  2. A member's Locker counts its hold from the sending of its last lease
+//     write that succeeded: the lease key outlives that by its PX, less
+//     the drift, and until then (1) keeps the member in place. A renewal
+//     extends the lease and checks, in one script, that the member heads
+//     the list (an operator's DEL of the list leaves the lease key).
+//  3. A wake-up names the member, published by the Unlock that made it the
+//     head: an earlier member's, arriving late, is ignored, and each
+//     enqueue makes a new member.
 //
 // A waiter's lease lasts QueueHold, so a dead waiter is passed over soon
-// after it comes to the head (driver.QueueHold); a grant's is extended to
-// its TTL by its first renewal (a TryLock's and a fenced grant's have it
-// at once). So a grant may first last QueueHold rather than its TTL, if
-// its holder dies before renewing. A member that leaves by Unlock leaves
-// its lease key to expire (at most QueueHold) unless it was extended.
+// after it comes to the head (driver.QueueHold): the waiter behind it, its
+// place unchanged over two refreshes, drops it. A grant's lease is
+// extended to its TTL by its first renewal (a TryLock's and a fenced
+// grant's have it at once), so a grant may first last QueueHold rather
+// than its TTL if its holder dies before renewing. A member that leaves
+// by Unlock leaves its lease key to expire (at most QueueHold) unless it
+// was extended.
 //
 // The list has no TTL (its members' leases have one): a key whose last
-// members all died keeps them until the next TryLock, Lock, Inspect-free
-// call on it drops them.
+// members all died keeps them until the next TryLock or Lock on it drops
+// them.
+//
+// On a Redis Cluster a Locker keeps the sorted-set queue (queue.go): the
+// list's scripts read other members' lease keys, which they cannot name
+// in KEYS, and while a slot migrates key by key a lease already moved
+// would look gone to a script run on the source.
 
 // listLua is the scripts' common Lua. KEYS[1] is the list.
 const listLua = `
@@ -180,8 +187,8 @@ if not h then return false end
 return redis.call('GET', leaseOf(h))
 `)
 
-// list reports whether l runs the list protocol: one server, neither a
-// Redis Cluster nor replica acknowledgements asked.
+// list reports whether l runs the list protocol: one server, not a Redis
+// Cluster.
 func (l *locker) list() bool {
 	return l.cfg.listQueue && len(l.nodes) == 1 && l.watch.shards == nil
 }
@@ -515,8 +522,11 @@ func (l *locker) wakeHead(ctx context.Context, timeout time.Duration, head []byt
 // keeps it from that one (WRONGTYPE both ways).
 func acquireErr(err error) error {
 	var e redis.Error
-	if errors.As(err, &e) && strings.HasPrefix(string(e), "WRONGTYPE") {
+	switch {
+	case errors.As(err, &e) && strings.HasPrefix(string(e), "WRONGTYPE"):
 		return fmt.Errorf("redlock: the lock key holds a value of another layout (a client of an earlier version of this driver?): %w: %w", driver.ErrLocked, err)
+	case errors.As(err, &e) && strings.Contains(strings.ToLower(string(e)), "unknown command"):
+		return fmt.Errorf("redlock: acquire: one server's queue needs Redis 6.0.6 or later (LPOS): %w", err)
 	}
 	return fmt.Errorf("redlock: acquire: %w", err)
 }

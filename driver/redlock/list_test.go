@@ -295,3 +295,49 @@ func TestListOtherLayout(t *testing.T) {
 		t.Error("the string layout took a key the list layout holds")
 	}
 }
+
+// TestListWokenHeadHolds: a release hands the key to the head of the
+// list, which holds it before it asks anything: a TryLock or a
+// newcomer's Lock is refused, Inspect reports the head's holder record,
+// the previous holder can neither renew nor release it, and the head's
+// next attempt is its grant.
+func TestListWokenHeadHolds(t *testing.T) {
+	c := listCluster(t)
+	ctx := t.Context()
+	holder, waiter, other := c.locker(), c.locker(), c.locker()
+	h, w := driver.NewOwner(), driver.NewOwner()
+	if _, err := acquire(t, holder, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	mustWaitLocked(t, waiter, "k", w)
+	if err := holder.Release(ctx, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acquire(t, other, "k", driver.NewOwner()); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("TryLock of the head's key: %v; want ErrLocked", err)
+	}
+	if _, err := other.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: ttl, Fencing: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("fenced TryLock of the head's key: %v; want ErrLocked", err)
+	}
+	mustWaitLocked(t, other, "k", driver.NewOwner())
+	if got := c.owner(0, "k"); got != w.String() {
+		t.Fatalf("the key's holder record is %q's; want the head's, %s", got, w)
+	}
+	if _, held, err := other.Inspect(ctx, "k"); err != nil || !held {
+		t.Fatalf("Inspect of the head's key: held %v, %v; want held", held, err)
+	}
+	batch := []driver.Renewal{{Key: "k", Owner: h, TTL: ttl}}
+	holder.Renew(ctx, batch)
+	if !errors.Is(batch[0].Err, driver.ErrNotHeld) {
+		t.Fatalf("Renew by the previous holder: %v; want ErrNotHeld", batch[0].Err)
+	}
+	if err := holder.Release(ctx, "k", h); !errors.Is(err, driver.ErrNotHeld) {
+		t.Fatalf("second Release: %v; want ErrNotHeld", err)
+	}
+	if err := waitAttempt(t, waiter, "k", w); err != nil {
+		t.Fatalf("the head's attempt: %v", err)
+	}
+	if err := waiter.Release(ctx, "k", w); err != nil {
+		t.Fatal(err)
+	}
+}
