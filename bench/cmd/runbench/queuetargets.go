@@ -16,9 +16,9 @@ const (
 	// waiters' refreshes of their places: each waiter's every
 	// QueueHold/3, so per waiter and second rather than per handoff.
 	refreshCmdsHandoff = "refresh-cmds/handoff"
-	xactsHandoff      = "xacts/handoff"
-	stmtsHandoff      = "stmts/handoff"
-	passedMax         = "passed-max"
+	xactsHandoff       = "xacts/handoff"
+	stmtsHandoff       = "stmts/handoff"
+	passedMax          = "passed-max"
 )
 
 // waitersAxis is the handoff's waiters (bench/handoff_test.go).
