@@ -28,7 +28,7 @@ import (
 //     the waiter is queued. While it waits its Locker refreshes the lease
 //     and finds its place (PEXPIRE, LPOS) at least every refreshEvery,
 //     which also shows a head whose wake-up was lost.
-//   - Unlock: LREM the member, then LINDEX 0, in one round trip; then
+//   - Unlock: LREM the member (every copy), then LINDEX 0, in one round trip; then
 //     PUBLISH the new head's member on its client's channel. A woken
 //     waiter asks the server nothing: it holds the key.
 //   - TryLock, renewals and the rarer paths (dead heads, a fenced grant,
@@ -462,7 +462,9 @@ func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner
 	st, waiting := l.waits.leaveList(owner)
 	switch {
 	case mine && h.lmember != "":
-		calls := []call{{cmd: "LREM", args: []any{lock, 1, h.lmember}}}
+		// Every copy: a client that sent its RPUSH twice (go-redis's
+		// MaxRetries after a lost reply) queued the member twice.
+		calls := []call{{cmd: "LREM", args: []any{lock, 0, h.lmember}}}
 		if !h.short {
 			calls = append(calls, call{cmd: "DEL", args: []any{h.lease}})
 		}
@@ -471,7 +473,7 @@ func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner
 		if err := firstErr(out); err != nil {
 			return fmt.Errorf("redlock: release: %w", err)
 		}
-		if out[0].Reply != int64(1) {
+		if n, _ := out[0].Reply.(int64); n == 0 {
 			return fmt.Errorf("redlock: %w", driver.ErrNotHeld)
 		}
 		head, _ := out[len(out)-1].Reply.([]byte)
