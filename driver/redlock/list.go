@@ -11,6 +11,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/mutexkit/mutexkit/driver"
+	"github.com/mutexkit/mutexkit/driver/redlock/internal/pipeline"
 )
 
 // The list protocol: one Redis server's lock and wait queue in one list,
@@ -95,8 +96,9 @@ end
 // attempt), rewriting its record with this attempt's and its TTL.
 //
 // KEYS: list, lease. ARGV: member, record (token 0), ttl ms, "1" to
-// fence, wake channel prefix. Returns {token, member} when granted (the
-// member is the earlier attempt's for a recognised grant), else the head.
+// fence, wake channel prefix. Returns the token when it granted the key
+// to the member, {token, member} when it recognised the owner's grant to
+// an earlier attempt's member, else the head.
 // The fencing counter, <list>:fence, is not among KEYS: Redis refuses a
 // call of more than ten words from a client that has not authenticated
 // (a protocol error, where a shorter one gets NOAUTH).
@@ -116,7 +118,7 @@ local token = '0'
 if ARGV[4] == '1' then token = string.format('%d', redis.call('INCR', KEYS[1] .. ':fence')) end
 redis.call('SET', KEYS[2], withToken(ARGV[2], token), 'PX', ARGV[3])
 redis.call('RPUSH', KEYS[1], ARGV[1])
-return {tonumber(token), ARGV[1]}
+return tonumber(token)
 `)
 
 // listFenceScript fences the grant of a member at the head: it bumps the
@@ -201,6 +203,10 @@ func (l *locker) list() bool {
 // it only keeps the member a little longer.
 func (l *locker) write(ctx context.Context, timeout time.Duration, calls []call, within time.Duration) (out []result, unacked error) {
 	if !l.cfg.acks.on() {
+		if len(calls) == 1 { // a pipeline's slices and resend closures cost allocations
+			reply, err := l.nodes[0].do(ctx, timeout, calls[0])
+			return []result{{Reply: reply, Err: err}}, nil
+		}
 		return l.nodes[0].pipeline(ctx, timeout, calls), nil
 	}
 	out, un := l.nodes[0].pipelineAcked(ctx, timeout, calls, l.cfg.acks.within(within))
@@ -231,23 +237,62 @@ var holdMs any = driver.QueueHold.Milliseconds()
 // leaseKey returns member's lease key.
 func leaseKey(lock, member string) string { return lock + ":l:" + member }
 
-// newMember returns a new member of owner's.
-func (l *locker) newMember(owner driver.Owner) string {
-	return owner.String() + l.waits.id + strconv.FormatUint(l.attempts.Add(1), 16)
+// newLease returns the lease key of a new member of owner's in lock's
+// list, and the member: one string, the member its tail.
+func (l *locker) newLease(lock string, owner driver.Owner) (lease, member string) {
+	var b strings.Builder
+	b.Grow(len(lock) + len(":l:") + ownerLen + len(l.waits.id) + 16)
+	b.WriteString(lock)
+	lease, member = l.finishLease(&b, owner)
+	return lease, member
+}
+
+// newLeaseOf is newLease for key's lock, made in the same string: the
+// lock key its head.
+func (l *locker) newLeaseOf(key string, owner driver.Owner) (lock, lease, member string) {
+	var b strings.Builder
+	b.Grow(2*len(l.cfg.prefix) + len(key) + len(":{}:l:") + ownerLen + len(l.waits.id) + 16)
+	b.WriteString(l.cfg.prefix)
+	b.WriteString(":{")
+	escapeKey(&b, key)
+	b.WriteByte('}')
+	n := b.Len()
+	lease, member = l.finishLease(&b, owner)
+	return lease[:n], lease, member
+}
+
+// finishLease writes ":l:" and a new member of owner's after the lock key
+// in b, and returns the lease key and the member.
+func (l *locker) finishLease(b *strings.Builder, owner driver.Owner) (lease, member string) {
+	b.WriteString(":l:")
+	n := b.Len()
+	const digits = "0123456789abcdef"
+	for _, c := range owner {
+		b.WriteByte(digits[c>>4])
+		b.WriteByte(digits[c&0x0f])
+	}
+	b.WriteString(l.waits.id)
+	var num [16]byte
+	b.Write(strconv.AppendUint(num[:0], l.attempts.Add(1), 16))
+	lease = b.String()
+	return lease, lease[n:]
 }
 
 // acquireList is Acquire by the list protocol.
 func (l *locker) acquireList(ctx context.Context, req driver.AcquireRequest, start time.Time, ttl, validity time.Duration) (driver.Grant, error) {
+	if !req.Wait {
+		g, err := l.tryList(ctx, req, start, ttl, validity)
+		return g, closedMeanwhile(l, err)
+	}
 	ks := keysOf(l.cfg.prefix, req.Key)
 	g := heldKey{owner: req.Owner, ttl: ttl, lock: ks.lock, rec: record(req.Owner, l.attempts.Add(1), req.Holder)}
-	timeout := l.cfg.ttlTimeout(ttl)
-	if !req.Wait {
-		return l.tryList(ctx, req, g, timeout, validity)
-	}
 	w, send := l.waits.ask(req.Key, req.Owner, l.watch.ensure() && l.watch.healthy(1) && !l.cfg.sendAll)
 	if !send {
 		return driver.Grant{}, errLocked
 	}
+	// A waiter's calls keep a lease of QueueHold: bounded as an acquire of
+	// that would be.
+	timeout := l.cfg.ttlTimeout(min(ttl, driver.QueueHold))
 	st := l.waits.listState(w)
 	var gr driver.Grant
 	var err error
@@ -262,53 +307,99 @@ func (l *locker) acquireList(ctx context.Context, req driver.AcquireRequest, sta
 	if errors.Is(err, driver.ErrDenied) || errors.Is(err, driver.ErrInvalid) {
 		l.waits.leave(req.Owner) // package mutex gives up on these without a Release
 	}
-	return gr, err
+	return gr, closedMeanwhile(l, err)
+}
+
+// closedMeanwhile is err, or, when the Locker closed during the call
+// (which then failed on its closed pools), an error matching ErrClosed
+// too.
+func closedMeanwhile(l *locker, err error) error {
+	if err != nil && l.closed.Load() && !errors.Is(err, driver.ErrClosed) {
+		return fmt.Errorf("redlock: closed meanwhile: %w: %w", driver.ErrClosed, err)
+	}
+	return err
 }
 
 // tryList is a TryLock by the list protocol: listTryScript.
-func (l *locker) tryList(ctx context.Context, req driver.AcquireRequest, g heldKey, timeout, validity time.Duration) (driver.Grant, error) {
-	m := l.newMember(req.Owner)
+func (l *locker) tryList(ctx context.Context, req driver.AcquireRequest, start time.Time, ttl, validity time.Duration) (driver.Grant, error) {
+	lock, lease, m := l.newLeaseOf(req.Key, req.Owner)
+	// Each boxed once, for the script and the release.
+	g := heldKey{owner: req.Owner, ttl: ttl, lock: lock, rec: record(req.Owner, l.attempts.Add(1), req.Holder), lmember: m, lease: lease}
+	timeout := l.cfg.ttlTimeout(ttl)
 	flag := "0"
 	if req.Fencing {
 		flag = "1"
 	}
 	c := newCall(listTryScript, 7)
-	c.args = append(c.args, g.lock, leaseKey(g.lock.(string), m), m, g.rec, l.ttlArg(g.ttl.Milliseconds()), flag, l.wakeArg)
-	out, unacked := l.write(ctx, timeout, []call{c}, validity)
-	reply, err := out[0].Reply, out[0].Err
+	c.args = append(c.args, g.lock, g.lease, g.lmember, g.rec, l.ttlArg(g.ttl.Milliseconds()), flag, l.wakeArg)
+	var reply any
+	var err, unacked error
+	if l.cfg.acks.on() {
+		var out []result
+		out, unacked = l.write(ctx, timeout, []call{c}, validity)
+		reply, err = out[0].Reply, out[0].Err
+	} else {
+		reply, err = l.nodes[0].do(ctx, timeout, c)
+	}
 	if err != nil {
 		return driver.Grant{}, acquireErr(err)
 	}
-	v, ok := reply.([]any)
-	if !ok {
-		if _, isHead := reply.([]byte); isHead {
-			return driver.Grant{}, errLocked
+	token, granted := reply.(int64)
+	switch v := reply.(type) {
+	case []byte: // the head: held
+		return driver.Grant{}, errLocked
+	case []any: // the owner's grant to an earlier attempt
+		var member []byte
+		if len(v) == 2 {
+			token, _ = v[0].(int64)
+			member, _ = v[1].([]byte)
 		}
+		if len(member) == 0 {
+			return driver.Grant{}, fmt.Errorf("redis %s: unexpected reply to acquire", l.nodes[0].name)
+		}
+		g.lmember, g.lease = string(member), leaseKey(lock, string(member))
+		granted = true
+	}
+	if !granted {
 		return driver.Grant{}, fmt.Errorf("redis %s: unexpected reply %T to acquire", l.nodes[0].name, reply)
 	}
-	token, _ := v[0].(int64)
-	member, _ := v[1].([]byte)
-	if len(v) != 2 || len(member) == 0 {
-		return driver.Grant{}, fmt.Errorf("redis %s: unexpected reply to acquire", l.nodes[0].name)
+	if token != 0 {
+		g.rec = withToken(g.rec.(string), token)
 	}
-	g.lmember, g.lease, g.rec = string(member), leaseKey(g.lock.(string), string(member)), withToken(g.rec.(string), token)
 	g.short = g.ttl <= driver.QueueHold
-	if unacked != nil {
-		l.giveBackList(ctx, timeout, g.lock.(string), g.lmember, g.lease)
-		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w; given back", unacked)
+	if err := l.keep(ctx, req.Key, g, start, validity, timeout, unacked); err != nil {
+		return driver.Grant{}, err
 	}
-	l.track(req.Key, g)
 	return driver.Grant{Token: uint64(token), Validity: validity}, nil
+}
+
+// keep makes g, granted with validity counted from start, the Locker's,
+// or gives it back: when its writes were not acknowledged (unacked), when
+// it came too late, or when the Locker closed meanwhile (Close would not
+// release it).
+func (l *locker) keep(ctx context.Context, key string, g heldKey, start time.Time, validity, timeout time.Duration, unacked error) error {
+	lock := g.lock.(string)
+	switch elapsed := time.Since(start); {
+	case unacked != nil:
+		l.giveBackList(ctx, timeout, lock, g.lmember.(string), g.lease.(string))
+		return fmt.Errorf("redlock: acquire: %w; given back", unacked)
+	case elapsed >= validity:
+		l.giveBackList(ctx, timeout, lock, g.lmember.(string), g.lease.(string))
+		return errTooSlow(elapsed, validity)
+	case !l.track(key, g):
+		l.giveBackList(ctx, timeout, lock, g.lmember.(string), g.lease.(string))
+		return errClosed
+	}
+	return nil
 }
 
 // enqueue puts the owner's new member at the tail of the list, first
 // taking out the member of an attempt that went unanswered (st.member,
-// which the server may or may not have). RPUSH answering 1 grants the
-// key.
+// which the server may or may not have, and a write of which may yet
+// run). RPUSH answering 1 grants the key.
 func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *waiting, st listWait, g heldKey, fence string, start time.Time, timeout, validity time.Duration) (driver.Grant, error) {
 	lock := g.lock.(string)
-	m := l.newMember(req.Owner)
-	lease := leaseKey(lock, m)
+	lease, m := l.newLease(lock, req.Owner)
 	old := st.member != "" && st.unanswered
 	var calls []call
 	if old {
@@ -331,6 +422,12 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 		l.waits.again(w)
 		return driver.Grant{}, acquireErr(err)
 	}
+	if old { // the old member may have been the head: pass the key on
+		before, _ := out[0].Reply.([]byte)
+		if head, _ := out[len(out)-1].Reply.([]byte); string(before) == st.member && string(head) != m {
+			l.wakeHead(ctx, timeout, head)
+		}
+	}
 	n, _ := out[push].Reply.(int64)
 	if unacked != nil { // a failover could lose the place: the next attempt makes a new one
 		l.waits.again(w)
@@ -340,12 +437,6 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", unacked)
 	}
 	l.waits.answered(w, start)
-	if old { // the old member may have been the head: pass the key on
-		before, _ := out[0].Reply.([]byte)
-		if head, _ := out[len(out)-1].Reply.([]byte); string(before) == st.member && string(head) != m {
-			l.wakeHead(ctx, timeout, head)
-		}
-	}
 	if n == 1 {
 		return l.grantHead(ctx, req, w, l.waits.listState(w), g, fence, start, timeout, validity)
 	}
@@ -356,7 +447,9 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 // waiter holds the key at the head. One whose place has not moved since
 // its last refresh drops the dead heads (listReapScript). A waiter whose
 // lease is gone, or whose member is not in the list (it was deleted),
-// enqueues again.
+// enqueues again, and so does, at its next attempt, one whose refresh
+// failed: a PEXPIRE of 3 s still on its way could otherwise land after
+// the grant's renewal and shorten the lease under its holder.
 func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *waiting, st listWait, g heldKey, fence string, start time.Time, timeout, validity time.Duration) (driver.Grant, error) {
 	lock := g.lock.(string)
 	_, hold := l.cfg.validity(driver.QueueHold)
@@ -365,9 +458,11 @@ func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *wait
 		{cmd: "LPOS", args: []any{lock, st.member}},
 	}, hold)
 	if err := firstErr(out); err != nil {
+		l.waits.again(w)
 		return driver.Grant{}, acquireErr(err)
 	}
 	if unacked != nil { // the hold counts from the last acknowledged write
+		l.waits.retry(w)
 		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", unacked)
 	}
 	pos, inList := out[1].Reply.(int64)
@@ -379,6 +474,7 @@ func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *wait
 	if pos > 0 && l.waits.sawPlace(w, pos) {
 		head, err := l.reap(ctx, lock, st.member, timeout)
 		if err != nil {
+			l.waits.retry(w)
 			return driver.Grant{}, err
 		}
 		if string(head) == st.member {
@@ -391,68 +487,72 @@ func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *wait
 	return driver.Grant{}, errLocked
 }
 
-// reap runs listReapScript and returns the head.
+// reap runs listReapScript and returns the head. With replica
+// acknowledgements asked, the replicas must have its drops before the
+// caller counts on them.
 func (l *locker) reap(ctx context.Context, lock, member string, timeout time.Duration) ([]byte, error) {
 	c := newCall(listReapScript, 3)
 	c.args = append(c.args, lock, l.wakeArg, member)
-	reply, err := l.nodes[0].do(ctx, timeout, c)
-	if err != nil {
-		return nil, fmt.Errorf("redlock: acquire: %w", err)
+	_, hold := l.cfg.validity(driver.QueueHold)
+	out, unacked := l.write(ctx, timeout, []call{c}, hold)
+	if err := out[0].Err; err != nil {
+		return nil, acquireErr(err)
 	}
-	head, _ := reply.([]byte)
+	if unacked != nil {
+		return nil, fmt.Errorf("redlock: acquire: %w", unacked)
+	}
+	head, _ := out[0].Reply.([]byte)
 	return head, nil
 }
 
 // grantHead turns the waiter's place at the head into its grant. Its
-// validity counts from its last lease write (st.wrote); with too little
-// left, or a fenced grant asked, it asks the server first, which extends
-// the lease to the TTL.
+// validity counts from its last lease write (st.wrote). With a third of
+// QueueHold or less of it left, or a fenced grant asked, it asks the
+// server first (listRenewScript, listFenceScript), which checks that the
+// member heads the list and extends its lease to the TTL.
 func (l *locker) grantHead(ctx context.Context, req driver.AcquireRequest, w *waiting, st listWait, g heldKey, fence string, start time.Time, timeout, validity time.Duration) (driver.Grant, error) {
 	_, hold := l.cfg.validity(driver.QueueHold)
-	v := min(validity, st.wrote.Add(hold).Sub(start))
-	g.lmember, g.lease, g.short = st.member, st.lease, true
+	v := min(validity, st.wrote.Add(hold).Sub(start)) // from start
+	g.lmember, g.lease, g.short = any(st.member), any(st.lease), true
 	var token int64
-	switch {
-	case req.Fencing:
-		c := newCall(listFenceScript, 6)
-		c.args = append(c.args, g.lock, st.lease, fence, st.member, g.rec, l.ttlArg(g.ttl.Milliseconds()))
+	if req.Fencing || v-time.Since(start) < hold/3 {
+		var c call
+		if req.Fencing {
+			c = newCall(listFenceScript, 6)
+			c.args = append(c.args, g.lock, st.lease, fence, st.member, g.rec, l.ttlArg(g.ttl.Milliseconds()))
+		} else {
+			c = newCall(listRenewScript, 4)
+			c.args = append(c.args, g.lock, req.Owner.String(), st.member, l.ttlArg(g.ttl.Milliseconds()))
+		}
 		out, unacked := l.write(ctx, timeout, []call{c}, validity)
-		reply, err := out[0].Reply, out[0].Err
-		if err == nil {
-			err = unacked
+		if err := out[0].Err; err != nil {
+			l.waits.again(w) // the next attempt makes a new member
+			return driver.Grant{}, acquireErr(err)
 		}
-		if err != nil {
-			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
+		if unacked != nil {
+			l.waits.retry(w)
+			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", unacked)
 		}
-		if token, _ = reply.(int64); token <= 0 {
-			l.waits.again(w) // dropped meanwhile: enqueue again
+		reply, _ := out[0].Reply.(int64)
+		if (req.Fencing && reply <= 0) || (!req.Fencing && reply != 1) {
+			l.waits.again(w) // dropped meanwhile: the next attempt queues again
 			return driver.Grant{}, errLocked
 		}
-		v, g.short, g.rec = validity, false, withToken(g.rec.(string), token)
-	case v < hold/3:
-		out, unacked := l.write(ctx, timeout, []call{{cmd: "PEXPIRE", args: []any{st.lease, l.ttlArg(g.ttl.Milliseconds())}}}, validity)
-		reply, err := out[0].Reply, out[0].Err
-		if err == nil {
-			err = unacked
-		}
-		if err != nil {
-			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", err)
-		}
-		if reply != int64(1) {
-			l.waits.again(w)
-			return driver.Grant{}, errLocked
+		if req.Fencing {
+			token, g.rec = reply, withToken(g.rec.(string), reply)
 		}
 		v, g.short = validity, g.ttl <= driver.QueueHold
 	}
-	if v <= 0 {
-		return driver.Grant{}, errTooSlow(time.Since(start), validity)
-	}
 	l.waits.leave(req.Owner)
-	l.track(req.Key, g)
+	if err := l.keep(ctx, req.Key, g, start, v, timeout, nil); err != nil {
+		return driver.Grant{}, err
+	}
 	return driver.Grant{Token: uint64(token), Validity: v}, nil
 }
 
-// releaseList is Release by the list protocol.
+// releaseList is Release by the list protocol. A grant whose lease
+// lapsed while its member still heads the list (no waiter dropped it) is
+// released as held: nobody else held the key meanwhile.
 func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner, h heldKey, mine bool) error {
 	timeout := l.cfg.opTimeout()
 	if mine {
@@ -461,23 +561,24 @@ func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner
 	lock := h.lock.(string)
 	st, waiting := l.waits.leaveList(owner)
 	switch {
-	case mine && h.lmember != "":
+	case mine && h.lmember != nil:
 		// Every copy: a client that sent its RPUSH twice (go-redis's
 		// MaxRetries after a lost reply) queued the member twice.
-		calls := []call{{cmd: "LREM", args: []any{lock, 0, h.lmember}}}
+		var b plainCmds
+		b.add("LREM", h.lock, 0, h.lmember)
 		if !h.short {
-			calls = append(calls, call{cmd: "DEL", args: []any{h.lease}})
+			b.add("DEL", h.lease)
 		}
-		calls = append(calls, call{cmd: "LINDEX", args: []any{lock, 0}})
-		out := l.nodes[0].pipeline(ctx, timeout, calls)
+		head := b.add("LINDEX", h.lock, 0)
+		out := b.run(ctx, l, timeout)
 		if err := firstErr(out); err != nil {
 			return fmt.Errorf("redlock: release: %w", err)
 		}
 		if n, _ := out[0].Reply.(int64); n == 0 {
 			return fmt.Errorf("redlock: %w", driver.ErrNotHeld)
 		}
-		head, _ := out[len(out)-1].Reply.([]byte)
-		l.wakeHead(ctx, timeout, head)
+		next, _ := out[head].Reply.([]byte)
+		l.wakeHead(ctx, timeout, next)
 		return nil
 	case waiting && st.member != "":
 		out := l.nodes[0].pipeline(ctx, timeout, []call{
@@ -489,8 +590,10 @@ func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner
 		if err := firstErr(out); err != nil {
 			return fmt.Errorf("redlock: release: %w", err)
 		}
+		// Whoever heads the list now was the head when LINDEX read it: a
+		// wake-up is right whenever the head changed.
 		before, _ := out[0].Reply.([]byte)
-		if head, _ := out[3].Reply.([]byte); string(before) == st.member {
+		if head, _ := out[3].Reply.([]byte); string(head) != string(before) {
 			l.wakeHead(ctx, timeout, head)
 		}
 		return fmt.Errorf("redlock: %w", driver.ErrNotHeld)
@@ -509,13 +612,21 @@ func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner
 
 // wakeHead publishes head (a member, nil if none) on its client's
 // channel. A wake-up that fails is not an error of the call that made
-// it: the waiter finds it heads the list by its next refresh.
+// it: the waiter finds it heads the list by its next refresh. It is sent
+// even when the caller's ctx has ended, as the release it follows was.
 func (l *locker) wakeHead(ctx context.Context, timeout time.Duration, head []byte) {
-	if len(head) < ownerLen+16 {
-		return
+	if c, ok := l.wakeCall(head); ok {
+		l.nodes[0].do(context.WithoutCancel(ctx), timeout, c)
 	}
-	channel := l.wakeArg.(string) + string(head[ownerLen:ownerLen+16])
-	l.nodes[0].do(ctx, timeout, call{cmd: "PUBLISH", args: []any{channel, head}})
+}
+
+// wakeCall is the PUBLISH that wakes head, a member, on its client's
+// channel. ok is false when head is nil or not a member.
+func (l *locker) wakeCall(head []byte) (c call, ok bool) {
+	if len(head) < ownerLen+16 {
+		return call{}, false
+	}
+	return call{cmd: "PUBLISH", args: []any{l.wakeArg.(string) + string(head[ownerLen:ownerLen+16]), head}}, true
 }
 
 // acquireErr is an acquire's error. A key stored otherwise than as a
@@ -525,7 +636,7 @@ func (l *locker) wakeHead(ctx context.Context, timeout time.Duration, head []byt
 func acquireErr(err error) error {
 	var e redis.Error
 	switch {
-	case errors.As(err, &e) && strings.HasPrefix(string(e), "WRONGTYPE"):
+	case errors.As(err, &e) && strings.Contains(string(e), "WRONGTYPE"): // inside a script too
 		return fmt.Errorf("redlock: the lock key holds a value of another layout (a client of an earlier version of this driver?): %w: %w", driver.ErrLocked, err)
 	case errors.As(err, &e) && strings.Contains(strings.ToLower(string(e)), "unknown command"):
 		return fmt.Errorf("redlock: acquire: one server's queue needs Redis 6.0.6 or later (LPOS): %w", err)
@@ -557,12 +668,15 @@ func (l *locker) renewList(ctx context.Context, batch []driver.Renewal, start ti
 		}
 		maxValidity = max(maxValidity, validity)
 		h, mine := l.args(r.Key, r.Owner)
-		if !mine || h.lmember == "" {
+		if !mine || h.lmember == nil {
 			h.lmember = "" // the owner alone: the script finds its member
 		}
 		c := newCall(listRenewScript, 4)
 		c.args = append(c.args, h.lock, r.Owner.String(), h.lmember, l.ttlArg(ttl.Milliseconds()))
 		calls = append(calls, c)
+		if mine && ttl > driver.QueueHold {
+			l.lengthened(r.Key, r.Owner) // as sent: its outcome may stay unknown
+		}
 		sent = append(sent, i)
 		if minTTL == 0 || ttl < minTTL {
 			minTTL = ttl
@@ -581,7 +695,7 @@ func (l *locker) renewList(ctx context.Context, batch []driver.Renewal, start ti
 	elapsed := time.Since(start)
 	for k, res := range out {
 		r := &batch[sent[k]]
-		ttl, validity := l.cfg.validity(r.TTL)
+		_, validity := l.cfg.validity(r.TTL)
 		switch {
 		case res.Err != nil:
 			r.Err = fmt.Errorf("redlock: renew: %w", res.Err)
@@ -594,9 +708,6 @@ func (l *locker) renewList(ctx context.Context, batch []driver.Renewal, start ti
 			r.Err = fmt.Errorf("redlock: renewal took %v, longer than the validity %v", elapsed.Round(time.Millisecond), validity)
 		default:
 			r.Validity, r.Err = validity, nil
-			if ttl > driver.QueueHold {
-				l.lengthened(r.Key, r.Owner)
-			}
 		}
 	}
 }
@@ -618,6 +729,15 @@ func (l *locker) inspectList(ctx context.Context, key string) (driver.Holder, bo
 	c := newCall(listInspectScript, 1)
 	c.args = append(c.args, lock)
 	reply, err := l.nodes[0].do(ctx, l.cfg.opTimeout(), c)
+	var e redis.Error
+	if errors.As(err, &e) && strings.Contains(string(e), "WRONGTYPE") {
+		// The earlier layout's string: its holder record (or a key kept
+		// for a waiter, held by nobody).
+		reply, err = l.nodes[0].do(ctx, l.cfg.opTimeout(), call{cmd: "GET", args: []any{lock}})
+		if v, ok := reply.([]byte); ok && kept(v) {
+			reply = nil
+		}
+	}
 	if err != nil {
 		return driver.Holder{}, false, fmt.Errorf("redlock: inspect: %w", err)
 	}
@@ -644,8 +764,8 @@ func (l *locker) releaseAllList(ctx context.Context, held map[string]heldKey, wa
 			call{cmd: "LINDEX", args: []any{lock, 0}})
 	}
 	for _, h := range held {
-		if h.lmember != "" {
-			leave(h.lock.(string), h.lmember, h.lease)
+		if h.lmember != nil {
+			leave(h.lock.(string), h.lmember.(string), h.lease.(string))
 		}
 	}
 	for _, w := range waits {
@@ -666,11 +786,12 @@ func (l *locker) releaseAllList(ctx context.Context, held map[string]heldKey, wa
 	seen := make(map[string]bool)
 	for i := 2; i < len(out); i += 3 {
 		head, _ := out[i].Reply.([]byte)
-		if len(head) < ownerLen+16 || seen[string(head)] {
+		c, ok := l.wakeCall(head)
+		if !ok || seen[string(head)] {
 			continue
 		}
 		seen[string(head)] = true
-		wakes = append(wakes, call{cmd: "PUBLISH", args: []any{l.wakeArg.(string) + string(head[ownerLen:ownerLen+16]), head}})
+		wakes = append(wakes, c)
 	}
 	if len(wakes) > 0 {
 		if err := firstErr(l.nodes[0].pipeline(ctx, timeout, wakes)); err != nil {
@@ -678,4 +799,40 @@ func (l *locker) releaseAllList(ctx context.Context, held map[string]heldKey, wa
 		}
 	}
 	return nil
+}
+
+// plainCmds is a few plain commands (no script: nothing to send again as
+// EVAL) and their results, in one allocation with no slices of their own:
+// a release's round trip.
+type plainCmds struct {
+	cmds [3]pipeline.Cmd
+	args [8]any
+	out  [3]result
+	n, a int
+}
+
+// add appends a command and returns its index.
+func (b *plainCmds) add(name string, args ...any) int {
+	i, from := b.n, b.a
+	b.a += copy(b.args[b.a:], args)
+	b.cmds[i] = pipeline.Cmd{Name: name, Args: b.args[from:b.a:b.a]}
+	b.n++
+	return i
+}
+
+// run sends b's commands in one round trip and returns their results.
+func (b *plainCmds) run(ctx context.Context, l *locker, timeout time.Duration) []result {
+	n, out := l.nodes[0], b.out[:b.n]
+	deadline, ok := deadlineFor(ctx, timeout)
+	if !ok {
+		failAll(out, n.fail(ctx, context.DeadlineExceeded))
+		return out
+	}
+	n.t.doAll(ctx, deadline, b.cmds[:b.n], out)
+	for i := range out {
+		if out[i].Err != nil {
+			out[i].Err = n.fail(ctx, out[i].Err)
+		}
+	}
+	return out
 }

@@ -282,6 +282,9 @@ func TestListOtherLayout(t *testing.T) {
 			t.Errorf("Acquire (wait %v) of a key held by the string layout: %v; want ErrLocked", wait, err)
 		}
 	}
+	if _, held, err := l.Inspect(t.Context(), "k"); err != nil || !held {
+		t.Errorf("Inspect of a key held by the string layout: held %v, %v", held, err)
+	}
 	if _, err := c.do(0, "DEL", c.lockKey("k")); err != nil {
 		t.Fatal(err)
 	}
@@ -339,5 +342,103 @@ func TestListWokenHeadHolds(t *testing.T) {
 	}
 	if err := waiter.Release(ctx, "k", w); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestListWokenGrantChecksTheHead: a woken waiter with little of its hold
+// left asks the server before it takes the key, and the server's check is
+// that its member heads the list: after an operator's DEL of the list
+// (which leaves the leases), it is refused, and the key is free for
+// others.
+func TestListWokenGrantChecksTheHead(t *testing.T) {
+	c := listCluster(t)
+	ctx := t.Context()
+	holder, waiter := c.locker(), c.locker()
+	h, w := driver.NewOwner(), driver.NewOwner()
+	if _, err := acquire(t, holder, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	wake := make(chan struct{}, 1)
+	stop, err := waiter.Watch("k", w, wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	waitSubscribed(t, c, 1)
+	mustWaitLocked(t, waiter, "k", w)
+	queued := time.Now()
+	if err := holder.Release(ctx, "k", h); err != nil {
+		t.Fatal(err)
+	}
+	woken(t, wake, "the release")
+	if _, err := c.do(0, "DEL", c.lockKey("k")); err != nil {
+		t.Fatal(err)
+	}
+	// Three quarters of the waiter's hold (QueueHold from its queueing)
+	// gone: less than a third left.
+	time.Sleep(time.Until(queued.Add(driver.QueueHold * 3 / 4)))
+	if _, err := waitAttemptErr(ctx, waiter, "k", w); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("the woken waiter, its list deleted: %v; want ErrLocked", err)
+	}
+	if _, err := acquire(t, c.locker(), "k", driver.NewOwner()); err != nil {
+		t.Fatalf("TryLock of the deleted list's key: %v", err)
+	}
+}
+
+// waitAttemptErr is one waiting attempt of owner's.
+func waitAttemptErr(ctx context.Context, l driver.Locker, key string, owner driver.Owner) (driver.Grant, error) {
+	return l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: owner, TTL: ttl, Wait: true})
+}
+
+// TestListLateGrantGivenBack: a grant whose reply comes after its validity
+// ran out (the server paused) is given back, not returned as held.
+func TestListLateGrantGivenBack(t *testing.T) {
+	c := listCluster(t)
+	conn, err := redlock.NewConnector(c.dsn(), redlock.WithNodeTimeout(5*time.Second))
+	l := connect(t, conn, err)
+	if _, err := c.do(0, "CLIENT", "PAUSE", 300, "WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: 100 * time.Millisecond})
+	if err == nil || errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("a grant that came after its validity: %v; want an error", err)
+	}
+	if n, _ := redis.Int(c.do(0, "LLEN", c.lockKey("k"))); n != 0 {
+		t.Fatalf("the late grant's member is still in the list (%d members)", n)
+	}
+}
+
+// TestListGrantAfterCloseRefused: an attempt under way when its Locker
+// closes is refused (ErrClosed), though the server granted it: Close
+// would not release it.
+func TestListGrantAfterCloseRefused(t *testing.T) {
+	c := listCluster(t)
+	conn, err := redlock.NewConnector(c.dsn(), redlock.WithNodeTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := conn.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A connection at hand and the script loaded: the attempt is sent at
+	// once, and the server runs it once unpaused.
+	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "warm", Owner: driver.NewOwner(), TTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.do(0, "CLIENT", "PAUSE", 300, "WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: 10 * time.Second})
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the attempt waits in the paused server
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; !errors.Is(err, driver.ErrClosed) {
+		t.Fatalf("an attempt granted as its Locker closed: %v; want ErrClosed", err)
 	}
 }

@@ -67,10 +67,11 @@ type heldKey struct {
 	// lets a release with nobody queued skip the queue (releaseScript).
 	member any
 
-	// The list protocol's (list.go): the grant's member and lease key,
-	// and whether the lease lasts at most QueueHold (its release leaves it
-	// to expire rather than delete it).
-	lmember, lease string
+	// The list protocol's (list.go): the grant's member and lease key
+	// (strings, boxed once; nil unless the list's), and whether the lease
+	// lasts at most QueueHold (its release leaves it to expire rather than
+	// delete it).
+	lmember, lease any
 	short          bool
 
 	// late marks the nodes that had not answered the acquire when it
@@ -108,12 +109,16 @@ func newLocker(cfg *config, nodes []*node) *locker {
 // single reports whether l is a single-instance lock, which can fence.
 func (l *locker) single() bool { return len(l.nodes) == 1 }
 
-func (l *locker) track(key string, h heldKey) {
+// track records h, a grant of key; false when the Locker is closing (its
+// Close would not release h).
+func (l *locker) track(key string, h heldKey) bool {
 	l.mu.Lock()
-	if l.held != nil {
-		l.held[key] = h
+	defer l.mu.Unlock()
+	if l.held == nil {
+		return false
 	}
-	l.mu.Unlock()
+	l.held[key] = h
+	return true
 }
 
 func (l *locker) untrack(key string, owner driver.Owner) {

@@ -274,6 +274,14 @@ func (ws *waiters) setMember(w *waiting, member, lease string) {
 	ws.mu.Unlock()
 }
 
+// retry makes w's next attempt reach the server (its last one failed,
+// though the wait's member stands).
+func (ws *waiters) retry(w *waiting) {
+	ws.mu.Lock()
+	w.woken = true
+	ws.mu.Unlock()
+}
+
 // answered records that w's lease write sent at sent succeeded.
 func (ws *waiters) answered(w *waiting, sent time.Time) {
 	ws.mu.Lock()
