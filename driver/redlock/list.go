@@ -284,12 +284,12 @@ func (l *locker) acquireList(ctx context.Context, req driver.AcquireRequest, sta
 		g, err := l.tryList(ctx, req, start, ttl, validity)
 		return g, closedMeanwhile(l, err)
 	}
-	ks := keysOf(l.cfg.prefix, req.Key)
-	g := heldKey{owner: req.Owner, ttl: ttl, lock: ks.lock, rec: record(req.Owner, l.attempts.Add(1), req.Holder)}
 	w, send := l.waits.ask(req.Key, req.Owner, l.watch.ensure() && l.watch.healthy(1) && !l.cfg.sendAll)
 	if !send {
 		return driver.Grant{}, errLocked
 	}
+	ks := keysOf(l.cfg.prefix, req.Key)
+	g := heldKey{owner: req.Owner, ttl: ttl, lock: ks.lock, rec: record(req.Owner, l.attempts.Add(1), req.Holder)}
 	// A waiter's calls keep a lease of QueueHold: bounded as an acquire of
 	// that would be.
 	timeout := l.cfg.ttlTimeout(min(ttl, driver.QueueHold))
