@@ -29,8 +29,8 @@
 // FromClients): its transport under this package's Locker, scripts, record
 // and queue, which it reaches through internal/backend.
 //
-// Acquiring sends one SET NX PX (with GET, Redis 7.0 on; a script on older
-// servers) to every node at once; the lock is held when a quorum (N/2+1)
+// With Redlock, acquiring sends one SET NX PX (with GET, Redis 7.0 on; a
+// script on older servers) to every node at once; the lock is held when a quorum (N/2+1)
 // granted it and the grant's validity (TTL less clock drift, counted from
 // before the first send) has not run out. The lock's value is its holder
 // record: the owner (128 random bits), then token, since, pid, attempt
@@ -44,11 +44,16 @@
 // other nodes' answers are awaited in the background, so a slow or paused
 // minority does not slow them.
 //
-// Waiters queue per key, in arrival order (their Lock's first attempt):
-// a release keeps the key for the head waiter and wakes that waiter alone,
-// on its client's own channel. A waiter's place ends at its grant, its
-// Release, its Locker's Close, or QueueHold after its last attempt; see
-// queue.go and docs/REDIS.md.
+// On one server (not a Redis Cluster) the lock is a list whose head holds
+// it, each member with a lease key of its own (list.go): a Lock is SET of
+// its lease and RPUSH, an Unlock LREM and LINDEX, then a PUBLISH that
+// wakes the new head, which holds the key without asking the server: five
+// commands per handoff, no script. A TryLock is one script. With Redlock
+// and on a Redis Cluster, waiters queue per key in sorted sets beside the
+// lock, in arrival order (their Lock's first attempt): a release keeps the
+// key for the head waiter and wakes that waiter alone (queue.go). Either
+// way a waiter's place ends at its grant, its Release, its Locker's Close,
+// or about QueueHold after its last attempt; see docs/REDIS.md.
 //
 // Calls from concurrent goroutines share round trips: each node has a
 // pipelined connection (DSN option pipeline, WithPipeline) on which the
@@ -58,7 +63,7 @@
 // pipelined.
 //
 // On one node a grant asked for with mutex.WithFencing carries a fencing
-// token from a per-key counter bumped in the acquire script; other grants
+// token from a per-key counter bumped in the grant's script; other grants
 // leave the counter alone (Token is 0). Over several nodes there is no token
 // (Token is 0, and WithFencing fails with errors.ErrUnsupported): a
 // majority of independent counters does not give a total order.
