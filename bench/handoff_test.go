@@ -143,7 +143,7 @@ type serverMeter struct {
 // redisMeter counts the commands the clients send the first nodes servers
 // (cmds/handoff), those their scripts run (script-cmds/handoff), and of
 // those sent, what the clients send by the clock rather than per handoff
-// (upkeep-cmds/handoff: subscriptions' pings, list waiters' refreshes).
+// (upkeep-cmds/handoff: subscriptions' pings).
 func redisMeter(b *testing.B, nodes int) *serverMeter {
 	m := monitorCommands(b, redisAddrs(b, nodes))
 	return &serverMeter{

@@ -46,3 +46,7 @@ func Subscribed(l driver.Locker) int { return int(l.(*locker).watch.up.Load()) }
 func WithoutListQueue() Option {
 	return func(c *config) { c.listQueue = false }
 }
+
+// RefreshScript is the list waiter's refresh script (list.go), for tests
+// that run a late copy of it.
+func RefreshScript() string { return listRefreshScript.src }

@@ -24,11 +24,13 @@ import (
 // holding its holder record (value.go) and expiring: a member whose lease
 // key is gone is dead.
 //
-//   - Lock: SET lease PX QueueHold, then RPUSH member, in one round trip.
-//     RPUSH answering 1 means the member is the head: granted. Otherwise
-//     the waiter is queued. While it waits its Locker refreshes the lease
-//     and finds its place (PEXPIRE, LPOS) at least every refreshEvery,
-//     which also shows a head whose wake-up was lost.
+//   - Lock: SET lease PX QueueHold NX, then RPUSH member, in one round
+//     trip. RPUSH answering 1 means the member is the head: granted.
+//     Otherwise the waiter is queued. While it waits its Locker refreshes
+//     the lease and finds its place (listRefreshScript) at least every
+//     refreshEvery, which also shows a head whose wake-up was lost. Lease
+//     writes never shorten a lease: a copy a client resent after a
+//     timeout may run after the grant's renewal.
 //   - Unlock: LREM the member (every copy), then LINDEX 0, in one round trip; then
 //     PUBLISH the new head's member on its client's channel. A woken
 //     waiter asks the server nothing: it holds the key.
@@ -131,6 +133,23 @@ if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) 
 local token = string.format('%d', redis.call('INCR', KEYS[3]))
 redis.call('SET', KEYS[2], withToken(ARGV[2], token), 'PX', ARGV[3])
 return tonumber(token)
+`)
+
+// listRefreshScript is a waiter's refresh: it extends the member's lease
+// to the hold, never shortening it (a copy of it that a client resent
+// after a timeout, go-redis's MaxRetries, may run after the grant's
+// renewal made the lease longer), and finds the member's place.
+//
+// KEYS: list, lease. ARGV: member, hold ms. Returns the place (0: the
+// head), -1 when the lease is gone (the place is lost, or will be), -2
+// when the member is not in the list (it was deleted).
+var listRefreshScript = newScript(2, `
+local t = redis.call('PTTL', KEYS[2])
+if t == -2 then return -1 end
+if t >= 0 and t < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+local pos = redis.call('LPOS', KEYS[1], ARGV[1])
+if not pos then return -2 end
+return pos
 `)
 
 // listReapScript drops the dead heads and wakes the live member that comes
@@ -409,7 +428,9 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 			call{cmd: "DEL", args: []any{st.lease}})
 	}
 	calls = append(calls,
-		call{cmd: "SET", args: []any{lease, g.rec, "PX", holdMs}},
+		// NX: a copy resent after a timeout (go-redis's MaxRetries) must
+		// not cut the lease of a grant renewed meanwhile.
+		call{cmd: "SET", args: []any{lease, g.rec, "PX", holdMs, "NX"}},
 		call{cmd: "RPUSH", args: []any{lock, m}})
 	push := len(calls) - 1
 	if old {
@@ -423,8 +444,10 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 		return driver.Grant{}, acquireErr(err)
 	}
 	if old { // the old member may have been the head: pass the key on
+		// Whoever heads the list now was the head when LINDEX read it: a
+		// wake-up is right whenever the head changed.
 		before, _ := out[0].Reply.([]byte)
-		if head, _ := out[len(out)-1].Reply.([]byte); string(before) == st.member && string(head) != m {
+		if head, _ := out[len(out)-1].Reply.([]byte); string(before) != string(head) && string(head) != m {
 			l.wakeHead(ctx, timeout, head)
 		}
 	}
@@ -443,9 +466,12 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 	return driver.Grant{}, errLocked
 }
 
-// refresh extends the waiter's lease and finds its place (LPOS): the
-// waiter holds the key at the head. One whose place has not moved since
-// its last refresh drops the dead heads (listReapScript). A waiter whose
+// refresh extends the waiter's lease and finds its place
+// (listRefreshScript): the waiter holds the key at the head. One whose
+// place has not moved since its last refresh drops the dead heads
+// (listReapScript): the next in line at every such refresh, the others
+// at most once a QueueHold, so that a long hold does not make every
+// waiter reap every second. A waiter whose
 // lease is gone, or whose member is not in the list (it was deleted),
 // enqueues again, and so does, at its next attempt, one whose refresh
 // failed: a PEXPIRE of 3 s still on its way could otherwise land after
@@ -453,11 +479,10 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *waiting, st listWait, g heldKey, fence string, start time.Time, timeout, validity time.Duration) (driver.Grant, error) {
 	lock := g.lock.(string)
 	_, hold := l.cfg.validity(driver.QueueHold)
-	out, unacked := l.write(ctx, timeout, []call{
-		{cmd: "PEXPIRE", args: []any{st.lease, holdMs}},
-		{cmd: "LPOS", args: []any{lock, st.member}},
-	}, hold)
-	if err := firstErr(out); err != nil {
+	c := newCall(listRefreshScript, 4)
+	c.args = append(c.args, lock, st.lease, st.member, holdMs)
+	out, unacked := l.write(ctx, timeout, []call{c}, hold)
+	if err := out[0].Err; err != nil {
 		l.waits.again(w)
 		return driver.Grant{}, acquireErr(err)
 	}
@@ -465,13 +490,13 @@ func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *wait
 		l.waits.retry(w)
 		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", unacked)
 	}
-	pos, inList := out[1].Reply.(int64)
-	if out[0].Reply != int64(1) || !inList { // the place is lost, or will be
+	pos, _ := out[0].Reply.(int64)
+	if pos < 0 { // the place is lost, or will be
 		st.unanswered = true
 		return l.enqueue(ctx, req, w, st, g, fence, start, timeout, validity)
 	}
 	l.waits.answered(w, start)
-	if pos > 0 && l.waits.sawPlace(w, pos) {
+	if pos > 0 && l.waits.stalled(w, pos) {
 		head, err := l.reap(ctx, lock, st.member, timeout)
 		if err != nil {
 			l.waits.retry(w)
@@ -572,7 +597,7 @@ func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner
 		head := b.add("LINDEX", h.lock, 0)
 		out := b.run(ctx, l, timeout)
 		if err := firstErr(out); err != nil {
-			return fmt.Errorf("redlock: release: %w", err)
+			return notHeldErr("release", err)
 		}
 		if n, _ := out[0].Reply.(int64); n == 0 {
 			return fmt.Errorf("redlock: %w", driver.ErrNotHeld)
@@ -588,7 +613,7 @@ func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner
 			{cmd: "LINDEX", args: []any{lock, 0}},
 		})
 		if err := firstErr(out); err != nil {
-			return fmt.Errorf("redlock: release: %w", err)
+			return notHeldErr("release", err)
 		}
 		// Whoever heads the list now was the head when LINDEX read it: a
 		// wake-up is right whenever the head changed.
@@ -603,7 +628,7 @@ func (l *locker) releaseList(ctx context.Context, key string, owner driver.Owner
 	reply, err := l.nodes[0].do(ctx, timeout, c)
 	switch {
 	case err != nil:
-		return fmt.Errorf("redlock: release: %w", err)
+		return notHeldErr("release", err)
 	case reply == int64(1):
 		return nil
 	}
@@ -642,6 +667,17 @@ func acquireErr(err error) error {
 		return fmt.Errorf("redlock: acquire: one server's queue needs Redis 6.0.6 or later (LPOS): %w", err)
 	}
 	return fmt.Errorf("redlock: acquire: %w", err)
+}
+
+// notHeldErr is the error of op (a release, a renewal): on a key stored
+// otherwise than as a list (a client of the earlier layout holds it),
+// driver.ErrNotHeld.
+func notHeldErr(op string, err error) error {
+	var e redis.Error
+	if errors.As(err, &e) && strings.Contains(string(e), "WRONGTYPE") {
+		return fmt.Errorf("redlock: %s: the lock key holds a value of another layout: %w: %w", op, driver.ErrNotHeld, err)
+	}
+	return fmt.Errorf("redlock: %s: %w", op, err)
 }
 
 func firstErr(out []result) error {
@@ -698,7 +734,7 @@ func (l *locker) renewList(ctx context.Context, batch []driver.Renewal, start ti
 		_, validity := l.cfg.validity(r.TTL)
 		switch {
 		case res.Err != nil:
-			r.Err = fmt.Errorf("redlock: renew: %w", res.Err)
+			r.Err = notHeldErr("renew", res.Err)
 		case res.Reply != int64(1):
 			r.Err = fmt.Errorf("redlock: lease gone: %w", driver.ErrNotHeld)
 			l.untrack(r.Key, r.Owner)

@@ -442,3 +442,38 @@ func TestListGrantAfterCloseRefused(t *testing.T) {
 		t.Fatalf("an attempt granted as its Locker closed: %v; want ErrClosed", err)
 	}
 }
+
+// TestListResentWaiterWritesKeepTheLease: a copy of a waiter's lease
+// writes that a client sent again after a timeout (go-redis's MaxRetries)
+// and that runs after the grant's renewal (TTL 30 s) leaves the lease as
+// long: the queueing's SET has NX, the refresh script only extends.
+func TestListResentWaiterWritesKeepTheLease(t *testing.T) {
+	c := listCluster(t)
+	l := c.locker()
+	owner := driver.NewOwner()
+	if _, err := waitAttemptErr(t.Context(), l, "k", owner); err != nil {
+		t.Fatal(err)
+	}
+	batch := []driver.Renewal{{Key: "k", Owner: owner, TTL: 30 * time.Second}}
+	l.Renew(t.Context(), batch)
+	if batch[0].Err != nil {
+		t.Fatal(batch[0].Err)
+	}
+	member := c.members(t, "k")[0]
+	lease := c.lockKey("k") + ":l:" + member
+	if _, err := c.do(0, "SET", lease, "late", "PX", 3000, "NX"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.do(0, "EVAL", redlock.RefreshScript(), 2, c.lockKey("k"), lease, member, 3000); err != nil {
+		t.Fatal(err)
+	}
+	if pttl, err := redis.Int(c.do(0, "PTTL", lease)); err != nil || pttl < 20000 {
+		t.Fatalf("the lease's PTTL after late copies of the waiter's writes: %d ms (%v); want the renewal's 30 s", pttl, err)
+	}
+	if rec, _ := redis.String(c.do(0, "GET", lease)); rec == "late" {
+		t.Fatal("a late copy of the queueing's SET replaced the holder record")
+	}
+	if err := l.Release(t.Context(), "k", owner); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -66,6 +66,7 @@ type listWait struct {
 	head          bool      // a wake-up named member: it heads the list
 	unanswered    bool      // waiting.unanswered
 	place         int64     // its place (0: the head) at its last refresh; 0 before
+	reaped        time.Time // when it last dropped dead heads (listReapScript)
 }
 
 // waiters is a Locker's waits by owner.
@@ -289,15 +290,20 @@ func (ws *waiters) answered(w *waiting, sent time.Time) {
 	ws.mu.Unlock()
 }
 
-// sawPlace records w's place in the list, found by a refresh, and
-// reports whether it is the place the last refresh found: the queue has
-// not moved since (its head may be dead).
-func (ws *waiters) sawPlace(w *waiting, pos int64) bool {
+// stalled records w's place in the list, found by a refresh, and reports
+// whether w should drop dead heads: its place is the one the last
+// refresh found (the queue has not moved: its head may be dead), and it
+// is next in line, or has not reaped for a QueueHold.
+func (ws *waiters) stalled(w *waiting, pos int64) bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	same := w.list.place == pos
 	w.list.place = pos
-	return same
+	if !same || (pos != 1 && time.Since(w.list.reaped) < driver.QueueHold) {
+		return false
+	}
+	w.list.reaped = time.Now()
+	return true
 }
 
 // leaveList is leave for the list protocol: owner's wait state, and

@@ -14,9 +14,8 @@ const (
 	// the commands clients sent.
 	scriptCmdsHandoff = "script-cmds/handoff"
 	// upkeepCmdsHandoff is, of the commands clients sent, those sent by
-	// the clock: each client's subscription PING every 5 s, each list
-	// waiter's refresh of its place every 1 to 2 s. Per client and second,
-	// not per handoff.
+	// the clock: each client's subscription PING every 5 s. Per client and
+	// second, not per handoff.
 	upkeepCmdsHandoff = "upkeep-cmds/handoff"
 	xactsHandoff      = "xacts/handoff"
 	stmtsHandoff      = "stmts/handoff"
@@ -58,9 +57,8 @@ func queueTargets(r *results) []target {
 
 	// The issue counts a handoff's commands by INFO commandstats, which
 	// counts those scripts run as well as those clients send. The upkeep
-	// is apart: subscription pings and waiters' refreshes come by the
-	// clock per client whatever the handoffs (the driver's contract, a
-	// dead waiter passed over within QueueHold, needs the refreshes).
+	// is apart: subscription pings come by the clock per client whatever
+	// the handoffs.
 	goal := "Issue 14, Redis 1 node: at most 5 commands per handoff (by INFO commandstats) at 8, 32 and 128 waiters"
 	total := func(r *results, n int, impl string) (sum, sent, upkeep float64, ok bool) {
 		name := hname("redis1", n, impl)
@@ -78,7 +76,7 @@ func queueTargets(r *results) []target {
 			break
 		}
 		worst, worstUpkeep = max(worst, sum), max(worstUpkeep, upkeep)
-		part := fmt.Sprintf("%d: %.1f (%.1f sent, %.1f run by scripts; and %.2f of upkeep: pings, waiters' refreshes)", n, sum, sent, sum-sent, upkeep)
+		part := fmt.Sprintf("%d: %.1f (%.1f sent, %.1f run by scripts; and %.2f of upkeep: subscription pings)", n, sum, sent, sum-sent, upkeep)
 		if b, _, _, ok := total(r.before, n, "ours"); ok {
 			part += fmt.Sprintf(" (before %.1f)", b)
 		}
