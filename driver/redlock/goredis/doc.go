@@ -26,7 +26,11 @@
 // may send a call again after a read timed out: the acquire, release and
 // renewal scripts may be repeated, but a fenced acquire repeated after a
 // grant whose reply was lost takes no second token, as it recognises its
-// owner's grant.
+// owner's grant; on one server a Lock's queueing repeated puts its member
+// twice in the list (its release takes out every copy), and a waiter's
+// lease writes, repeated late, never shorten a lease. A repeated call can
+// still leave a member queued or a key held for nobody until its lease
+// expires: MaxRetries -1 avoids it.
 //
 // A *redis.ClusterClient is one node to FromClient: each key is locked on
 // the master of its slot, and waiters are woken by sharded pub/sub
