@@ -165,7 +165,9 @@ return h
 
 // listReleaseOwnerScript releases owner's grant, and drops its waiting
 // members, for a Locker that did not make the grant (it knows the owner
-// alone); it wakes the new head.
+// alone); it wakes the new head. It must not race that owner's own Lock
+// on another Locker (package mutex never does): a waiter woken there
+// holds the key without asking the server, and would go on holding it.
 //
 // KEYS: list. ARGV: owner (32 hex digits), wake channel prefix. Returns 1
 // when the owner held the key, else 0.
