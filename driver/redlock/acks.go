@@ -120,11 +120,7 @@ func (n *node) pipelineAcked(ctx context.Context, timeout time.Duration, calls [
 	if len(again) > 0 {
 		send(again, func(c call) pipeline.Cmd { return pipeline.Cmd{Name: "EVAL", Args: c.evalArgs()} })
 	}
-	for i := range out {
-		if out[i].Err != nil {
-			out[i].Err = n.fail(ctx, out[i].Err)
-		}
-	}
+	n.classify(ctx, out)
 	return out, unacked
 }
 

@@ -36,10 +36,7 @@ type keySet struct {
 func keysOf(prefix, key string) keySet {
 	var b strings.Builder
 	b.Grow(2*(len(prefix)+len(key)+3) + 3 + len(fenceSuffix))
-	b.WriteString(prefix)
-	b.WriteString(":{")
-	escapeKey(&b, key)
-	b.WriteByte('}')
+	writeLockKey(&b, prefix, key)
 	n := b.Len()
 	b.WriteString(":qd")
 	b.WriteString(b.String()[:n])
@@ -64,6 +61,15 @@ func lockKeys(prefix, key string) (lock, fence string) {
 func LockKey(prefix, key string) string {
 	lock, _ := lockKeys(prefix, key)
 	return lock
+}
+
+// writeLockKey writes the lock key of key under prefix to b:
+// <prefix>:{K'}.
+func writeLockKey(b *strings.Builder, prefix, key string) {
+	b.WriteString(prefix)
+	b.WriteString(":{")
+	escapeKey(b, key)
+	b.WriteByte('}')
 }
 
 func escapeKey(b *strings.Builder, key string) {

@@ -224,10 +224,6 @@ func (l *locker) list() bool {
 // it only keeps the member a little longer.
 func (l *locker) write(ctx context.Context, timeout time.Duration, calls []call, within time.Duration) (out []result, unacked error) {
 	if !l.cfg.acks.on() {
-		if len(calls) == 1 { // a pipeline's slices and resend closures cost allocations
-			reply, err := l.nodes[0].do(ctx, timeout, calls[0])
-			return []result{{Reply: reply, Err: err}}, nil
-		}
 		return l.nodes[0].pipeline(ctx, timeout, calls), nil
 	}
 	out, un := l.nodes[0].pipelineAcked(ctx, timeout, calls, l.cfg.acks.within(within))
@@ -237,6 +233,16 @@ func (l *locker) write(ctx context.Context, timeout time.Duration, calls []call,
 		}
 	}
 	return out, nil
+}
+
+// writeOne is write for one call, without a pipeline's slices (the hot
+// path: TryLock).
+func (l *locker) writeOne(ctx context.Context, timeout time.Duration, c call, within time.Duration) (reply any, err, unacked error) {
+	if !l.cfg.acks.on() {
+		reply, err = l.nodes[0].do(ctx, timeout, c)
+		return reply, err, nil
+	}
+	return l.nodes[0].doAcked(ctx, timeout, c, l.cfg.acks.within(within))
 }
 
 // giveBack takes member, granted with writes the replicas did not
@@ -273,10 +279,7 @@ func (l *locker) newLease(lock string, owner driver.Owner) (lease, member string
 func (l *locker) newLeaseOf(key string, owner driver.Owner) (lock, lease, member string) {
 	var b strings.Builder
 	b.Grow(2*len(l.cfg.prefix) + len(key) + len(":{}:l:") + ownerLen + len(l.waits.id) + 16)
-	b.WriteString(l.cfg.prefix)
-	b.WriteString(":{")
-	escapeKey(&b, key)
-	b.WriteByte('}')
+	writeLockKey(&b, l.cfg.prefix, key)
 	n := b.Len()
 	lease, member = l.finishLease(&b, owner)
 	return lease[:n], lease, member
@@ -302,8 +305,7 @@ func (l *locker) finishLease(b *strings.Builder, owner driver.Owner) (lease, mem
 // acquireList is Acquire by the list protocol.
 func (l *locker) acquireList(ctx context.Context, req driver.AcquireRequest, start time.Time, ttl, validity time.Duration) (driver.Grant, error) {
 	if !req.Wait {
-		g, err := l.tryList(ctx, req, start, ttl, validity)
-		return g, closedMeanwhile(l, err)
+		return l.tryList(ctx, req, start, ttl, validity)
 	}
 	w, send := l.waits.ask(req.Key, req.Owner, l.watch.ensure() && l.watch.healthy(1) && !l.cfg.sendAll)
 	if !send {
@@ -314,12 +316,12 @@ func (l *locker) acquireList(ctx context.Context, req driver.AcquireRequest, sta
 	// A waiter's calls keep a lease of QueueHold: bounded as an acquire of
 	// that would be.
 	timeout := l.cfg.ttlTimeout(min(ttl, driver.QueueHold))
-	st := l.waits.listState(w)
+	st, unanswered := l.waits.listState(w)
 	var gr driver.Grant
 	var err error
 	switch {
-	case st.member == "" || st.unanswered:
-		gr, err = l.enqueue(ctx, req, w, st, g, ks.fence, start, timeout, validity)
+	case st.member == "" || unanswered:
+		gr, err = l.enqueue(ctx, req, w, st, unanswered, g, ks.fence, start, timeout, validity)
 	case st.head:
 		gr, err = l.grantHead(ctx, req, w, st, g, ks.fence, start, timeout, validity)
 	default:
@@ -328,17 +330,7 @@ func (l *locker) acquireList(ctx context.Context, req driver.AcquireRequest, sta
 	if errors.Is(err, driver.ErrDenied) || errors.Is(err, driver.ErrInvalid) {
 		l.waits.leave(req.Owner) // package mutex gives up on these without a Release
 	}
-	return gr, closedMeanwhile(l, err)
-}
-
-// closedMeanwhile is err, or, when the Locker closed during the call
-// (which then failed on its closed pools), an error matching ErrClosed
-// too.
-func closedMeanwhile(l *locker, err error) error {
-	if err != nil && l.closed.Load() && !errors.Is(err, driver.ErrClosed) {
-		return fmt.Errorf("redlock: closed meanwhile: %w: %w", driver.ErrClosed, err)
-	}
-	return err
+	return gr, err
 }
 
 // tryList is a TryLock by the list protocol: listTryScript.
@@ -353,15 +345,7 @@ func (l *locker) tryList(ctx context.Context, req driver.AcquireRequest, start t
 	}
 	c := newCall(listTryScript, 7)
 	c.args = append(c.args, g.lock, g.lease, g.lmember, g.rec, l.ttlArg(g.ttl.Milliseconds()), flag, l.wakeArg)
-	var reply any
-	var err, unacked error
-	if l.cfg.acks.on() {
-		var out []result
-		out, unacked = l.write(ctx, timeout, []call{c}, validity)
-		reply, err = out[0].Reply, out[0].Err
-	} else {
-		reply, err = l.nodes[0].do(ctx, timeout, c)
-	}
+	reply, err, unacked := l.writeOne(ctx, timeout, c, validity)
 	if err != nil {
 		return driver.Grant{}, acquireErr(err)
 	}
@@ -415,13 +399,14 @@ func (l *locker) keep(ctx context.Context, key string, g heldKey, start time.Tim
 }
 
 // enqueue puts the owner's new member at the tail of the list, first
-// taking out the member of an attempt that went unanswered (st.member,
+// taking out, when old, the member of an attempt that went unanswered
+// or lost its lease (st.member,
 // which the server may or may not have, and a write of which may yet
 // run). RPUSH answering 1 grants the key.
-func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *waiting, st listWait, g heldKey, fence string, start time.Time, timeout, validity time.Duration) (driver.Grant, error) {
+func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *waiting, st listWait, old bool, g heldKey, fence string, start time.Time, timeout, validity time.Duration) (driver.Grant, error) {
 	lock := g.lock.(string)
 	lease, m := l.newLease(lock, req.Owner)
-	old := st.member != "" && st.unanswered
+	old = old && st.member != ""
 	var calls []call
 	if old {
 		calls = append(calls,
@@ -463,7 +448,8 @@ func (l *locker) enqueue(ctx context.Context, req driver.AcquireRequest, w *wait
 	}
 	l.waits.answered(w, start)
 	if n == 1 {
-		return l.grantHead(ctx, req, w, l.waits.listState(w), g, fence, start, timeout, validity)
+		st, _ := l.waits.listState(w)
+		return l.grantHead(ctx, req, w, st, g, fence, start, timeout, validity)
 	}
 	return driver.Grant{}, errLocked
 }
@@ -483,8 +469,8 @@ func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *wait
 	_, hold := l.cfg.validity(driver.QueueHold)
 	c := newCall(listRefreshScript, 4)
 	c.args = append(c.args, lock, st.lease, st.member, holdMs)
-	out, unacked := l.write(ctx, timeout, []call{c}, hold)
-	if err := out[0].Err; err != nil {
+	reply, err, unacked := l.writeOne(ctx, timeout, c, hold)
+	if err != nil {
 		l.waits.again(w)
 		return driver.Grant{}, acquireErr(err)
 	}
@@ -492,10 +478,9 @@ func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *wait
 		l.waits.retry(w)
 		return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", unacked)
 	}
-	pos, _ := out[0].Reply.(int64)
+	pos, _ := reply.(int64)
 	if pos < 0 { // the place is lost, or will be
-		st.unanswered = true
-		return l.enqueue(ctx, req, w, st, g, fence, start, timeout, validity)
+		return l.enqueue(ctx, req, w, st, true, g, fence, start, timeout, validity)
 	}
 	l.waits.answered(w, start)
 	if pos > 0 && l.waits.stalled(w, pos) {
@@ -509,7 +494,8 @@ func (l *locker) refresh(ctx context.Context, req driver.AcquireRequest, w *wait
 		}
 	}
 	if pos == 0 {
-		return l.grantHead(ctx, req, w, l.waits.listState(w), g, fence, start, timeout, validity)
+		st, _ := l.waits.listState(w)
+		return l.grantHead(ctx, req, w, st, g, fence, start, timeout, validity)
 	}
 	return driver.Grant{}, errLocked
 }
@@ -521,14 +507,14 @@ func (l *locker) reap(ctx context.Context, lock, member string, timeout time.Dur
 	c := newCall(listReapScript, 3)
 	c.args = append(c.args, lock, l.wakeArg, member)
 	_, hold := l.cfg.validity(driver.QueueHold)
-	out, unacked := l.write(ctx, timeout, []call{c}, hold)
-	if err := out[0].Err; err != nil {
+	reply, err, unacked := l.writeOne(ctx, timeout, c, hold)
+	if err != nil {
 		return nil, acquireErr(err)
 	}
 	if unacked != nil {
 		return nil, fmt.Errorf("redlock: acquire: %w", unacked)
 	}
-	head, _ := out[0].Reply.([]byte)
+	head, _ := reply.([]byte)
 	return head, nil
 }
 
@@ -551,8 +537,8 @@ func (l *locker) grantHead(ctx context.Context, req driver.AcquireRequest, w *wa
 			c = newCall(listRenewScript, 4)
 			c.args = append(c.args, g.lock, req.Owner.String(), st.member, l.ttlArg(g.ttl.Milliseconds()))
 		}
-		out, unacked := l.write(ctx, timeout, []call{c}, validity)
-		if err := out[0].Err; err != nil {
+		r, err, unacked := l.writeOne(ctx, timeout, c, validity)
+		if err != nil {
 			l.waits.again(w) // the next attempt makes a new member
 			return driver.Grant{}, acquireErr(err)
 		}
@@ -560,7 +546,7 @@ func (l *locker) grantHead(ctx context.Context, req driver.AcquireRequest, w *wa
 			l.waits.retry(w)
 			return driver.Grant{}, fmt.Errorf("redlock: acquire: %w", unacked)
 		}
-		reply, _ := out[0].Reply.(int64)
+		reply, _ := r.(int64)
 		if (req.Fencing && reply <= 0) || (!req.Fencing && reply != 1) {
 			l.waits.again(w) // dropped meanwhile: the next attempt queues again
 			return driver.Grant{}, errLocked
@@ -807,7 +793,7 @@ func (l *locker) releaseAllList(ctx context.Context, held map[string]heldKey, wa
 		}
 	}
 	for _, w := range waits {
-		if st := l.waits.listState(w); st.member != "" {
+		if st, _ := l.waits.listState(w); st.member != "" {
 			lock, _ := lockKeys(l.cfg.prefix, w.key)
 			leave(lock, st.member, st.lease)
 		}
@@ -860,17 +846,7 @@ func (b *plainCmds) add(name string, args ...any) int {
 
 // run sends b's commands in one round trip and returns their results.
 func (b *plainCmds) run(ctx context.Context, l *locker, timeout time.Duration) []result {
-	n, out := l.nodes[0], b.out[:b.n]
-	deadline, ok := deadlineFor(ctx, timeout)
-	if !ok {
-		failAll(out, n.fail(ctx, context.DeadlineExceeded))
-		return out
-	}
-	n.t.doAll(ctx, deadline, b.cmds[:b.n], out)
-	for i := range out {
-		if out[i].Err != nil {
-			out[i].Err = n.fail(ctx, out[i].Err)
-		}
-	}
+	out := b.out[:b.n]
+	l.nodes[0].doCmds(ctx, timeout, b.cmds[:b.n], out)
 	return out
 }

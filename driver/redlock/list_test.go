@@ -434,7 +434,7 @@ func TestListGrantAfterCloseRefused(t *testing.T) {
 		_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: 10 * time.Second})
 		got <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the attempt waits in the paused server
+	waitPaused(t, c, "evalsha") // the attempt waits in the paused server
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -475,5 +475,27 @@ func TestListResentWaiterWritesKeepTheLease(t *testing.T) {
 	}
 	if err := l.Release(t.Context(), "k", owner); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitPaused waits until a client of server 0 is held by CLIENT PAUSE in
+// cmd (CLIENT LIST shows it blocked, flags=b, in cmd).
+func waitPaused(t *testing.T, c *cluster, cmd string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		clients, err := redis.String(c.do(0, "CLIENT", "LIST"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(clients, "\n") {
+			if strings.Contains(line, " flags=b ") && strings.Contains(line, " cmd="+cmd+" ") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no client in %s 5 s on; CLIENT LIST:\n%s", cmd, clients)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }

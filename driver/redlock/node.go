@@ -75,12 +75,29 @@ func (n *node) pipeline(ctx context.Context, timeout time.Duration, calls []call
 	}, func(cmds []pipeline.Cmd, out []result) {
 		n.t.doAll(ctx, deadline, cmds, out)
 	})
+	n.classify(ctx, out)
+	return out
+}
+
+// doCmds runs plain commands (no script: nothing to send again as EVAL)
+// on n in one round trip, in slices the caller owns: out[i] is cmds[i]'s.
+func (n *node) doCmds(ctx context.Context, timeout time.Duration, cmds []pipeline.Cmd, out []result) {
+	deadline, ok := deadlineFor(ctx, timeout)
+	if !ok {
+		failAll(out, n.fail(ctx, context.DeadlineExceeded))
+		return
+	}
+	n.t.doAll(ctx, deadline, cmds, out)
+	n.classify(ctx, out)
+}
+
+// classify turns the errors in out into the driver's (fail).
+func (n *node) classify(ctx context.Context, out []result) {
 	for i := range out {
 		if out[i].Err != nil {
 			out[i].Err = n.fail(ctx, out[i].Err)
 		}
 	}
-	return out
 }
 
 // pingCmds are ping's commands, sent in one round trip.

@@ -64,7 +64,6 @@ type listWait struct {
 	member, lease string    // its member and lease key; "" before its first enqueue
 	wrote         time.Time // when its last lease write that succeeded was sent
 	head          bool      // a wake-up named member: it heads the list
-	unanswered    bool      // waiting.unanswered
 	place         int64     // its place (0: the head) at its last refresh; 0 before
 	reaped        time.Time // when it last dropped dead heads (listReapScript)
 }
@@ -259,13 +258,12 @@ func (ws *waiters) woken(payload []byte) {
 	notify(w.wake)
 }
 
-// listState returns w's list protocol state.
-func (ws *waiters) listState(w *waiting) listWait {
+// listState returns w's list protocol state, and whether an attempt of
+// it went unanswered (again).
+func (ws *waiters) listState(w *waiting) (listWait, bool) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	st := w.list
-	st.unanswered = w.unanswered
-	return st
+	return w.list, w.unanswered
 }
 
 // setMember records w's new member and lease key, before they are sent.

@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,8 @@ type pooled struct {
 	pool *redis.Pool
 	dial func(context.Context) (redis.Conn, error) // fresh connections (idle.go); nil: the pool's
 	own  bool                                      // made by the driver: closed with the Locker
+
+	closed atomic.Bool // close ran: a call still under way fails with pipeline.ErrClosed
 }
 
 func (p *pooled) do(ctx context.Context, deadline time.Time, cmd string, args []any) (any, error) {
@@ -82,6 +85,7 @@ func (p *pooled) doAll(ctx context.Context, deadline time.Time, cmds []pipeline.
 
 func (p *pooled) close() {
 	if p.own {
+		p.closed.Store(true)
 		p.pool.Close()
 	}
 }
@@ -96,7 +100,11 @@ func (p *pooled) get(ctx context.Context, deadline time.Time) (redis.Conn, error
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	return p.pool.GetContext(ctx)
+	conn, err := p.pool.GetContext(ctx)
+	if err != nil && p.closed.Load() { // redigo's error for it is unexported
+		err = fmt.Errorf("%w: %w", pipeline.ErrClosed, err)
+	}
+	return conn, err
 }
 
 // sendAll sends cmds on conn with one flush and reads their replies. A
