@@ -17,7 +17,7 @@ func testClusterFailoverResubscribes(t *testing.T, c *cluster) {
 	master, key := c.keyWithReplica(t)
 	holderL, waiterL := c.locker(), c.locker()
 	holder, waiter := driver.NewOwner(), driver.NewOwner()
-	watchQueued(t, holderL, waiterL, key, holder, waiter, time.Minute)
+	watchQueued(t, holderL, waiterL, key, holder, waiter, time.Minute, nil)
 	promoted := c.rc.KillMaster(master)
 	lock := redlock.LockKey(c.prefix, key)
 	for deadline := time.Now().Add(20 * time.Second); len(c.pubsub(promoted, "SHARDCHANNELS", lock+":wake:*")) == 0; time.Sleep(100 * time.Millisecond) {

@@ -341,7 +341,7 @@ func (c *cluster) keyWithReplica(t *testing.T) (*testserver.ClusterNode, string)
 func testClusterWake(t *testing.T, c *cluster) {
 	holderL, waiterL := c.locker(), c.locker()
 	holder, waiter := driver.NewOwner(), driver.NewOwner()
-	wake := watchQueued(t, holderL, waiterL, "w", holder, waiter, ttl)
+	wake := watchQueued(t, holderL, waiterL, "w", holder, waiter, ttl, nil)
 	lock := redlock.LockKey(c.prefix, "w")
 	master := c.rc.SlotOwner(c.rc.KeySlot(lock))
 	for _, n := range c.rc.Nodes() {

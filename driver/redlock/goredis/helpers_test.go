@@ -46,6 +46,17 @@ func (ns *nodes) clients(plain ...bool) []redis.UniversalClient {
 	return cs
 }
 
+// records reads key's lock record on each server ("" where none).
+func (ns *nodes) records(key string) []string {
+	out := make([]string, len(ns.servers))
+	for i, s := range ns.servers {
+		c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+		out[i] = c.Get(ns.t.Context(), redlock.LockKey(ns.prefix, key)).Val()
+		c.Close()
+	}
+	return out
+}
+
 // connector is a go-redis connector over fresh clients.
 func (ns *nodes) connector(opts ...redlock.Option) driver.Connector {
 	return goredis.FromClients(ns.clients(), append([]redlock.Option{redlock.WithPrefix(ns.prefix)}, opts...)...)

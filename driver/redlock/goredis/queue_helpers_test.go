@@ -3,6 +3,7 @@ package goredis_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,10 +17,21 @@ import (
 // wakes only on a confirmation or a message, no timer, so with one
 // subscription a later wake is a message's; over several nodes each
 // confirmation wakes it). The watch stops when the test ends.
-func watchQueued(t *testing.T, holderL, waiterL driver.Locker, key string, holder, waiter driver.Owner, holdTTL time.Duration) chan struct{} {
+//
+// Over several nodes, records (nil for one) reads key's lock record on
+// each: the waiter queues only once every node has the holder's. An
+// acquire returns at a quorum, and a waiter's attempt that reached a late
+// node first would take the key there (kept for the waiter once it is
+// refused elsewhere), so that node's release would wake nobody.
+func watchQueued(t *testing.T, holderL, waiterL driver.Locker, key string, holder, waiter driver.Owner, holdTTL time.Duration, records func(key string) []string) chan struct{} {
 	t.Helper()
 	if _, err := holderL.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: holder, TTL: holdTTL}); err != nil {
 		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); records != nil && !heldBy(records(key), holder); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after its acquire the holder's record is not on every node: %q", records(key))
+		}
 	}
 	if _, err := waiterL.Acquire(t.Context(), driver.AcquireRequest{Key: key, Owner: waiter, TTL: ttl, Wait: true}); !errors.Is(err, driver.ErrLocked) {
 		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
@@ -36,6 +48,16 @@ func watchQueued(t *testing.T, holderL, waiterL driver.Locker, key string, holde
 		t.Fatal("no wake-up at the subscription's confirmation")
 	}
 	return wake
+}
+
+// heldBy reports whether every record is owner's.
+func heldBy(records []string, owner driver.Owner) bool {
+	for _, r := range records {
+		if !strings.HasPrefix(r, owner.String()) {
+			return false
+		}
+	}
+	return true
 }
 
 // releaseWakes has holderL release key, sees the release wake the watching
@@ -62,7 +84,7 @@ func releaseWakes(t *testing.T, holderL, waiterL driver.Locker, key string, hold
 func checkQuietWake(t *testing.T, holderL, waiterL driver.Locker) {
 	t.Helper()
 	holder, waiter := driver.NewOwner(), driver.NewOwner()
-	wake := watchQueued(t, holderL, waiterL, "q", holder, waiter, time.Minute)
+	wake := watchQueued(t, holderL, waiterL, "q", holder, waiter, time.Minute, nil)
 	select {
 	case <-wake:
 		t.Fatal("a wake-up with nothing released: the subscription was dialled again")

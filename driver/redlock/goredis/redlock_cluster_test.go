@@ -37,7 +37,7 @@ func TestRedlockOverClusters(t *testing.T) {
 		cs := newClusters(t, rcs)
 		holderL, waiterL := cs.locker(), cs.locker()
 		holder, waiter := driver.NewOwner(), driver.NewOwner()
-		wake := watchQueued(t, holderL, waiterL, "w", holder, waiter, ttl)
+		wake := watchQueued(t, holderL, waiterL, "w", holder, waiter, ttl, cs.records)
 		// Every cluster subscribed to the key's channel. (Each
 		// subscription's confirmation wakes the waiter too, so the wake-up
 		// after the release may be one of those: what shows the release's
@@ -111,6 +111,17 @@ func (c *cluster) spublished(t *testing.T) int {
 	}
 	n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
 	return n
+}
+
+// records reads key's lock record on each cluster ("" where none).
+func (cs clusters) records(key string) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		rc := redis.NewClient(&redis.Options{Addr: c.rc.Masters()[0].Addr()}) // each cluster's one master
+		out[i] = rc.Get(c.t.Context(), redlock.LockKey(c.prefix, key)).Val()
+		rc.Close()
+	}
+	return out
 }
 
 // clusters is one test's view of several Redis Clusters, one key prefix
