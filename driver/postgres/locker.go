@@ -49,7 +49,8 @@ type locker struct {
 	wsess   map[*session]struct{} // every waiter session, for Close
 	idle    []*session            // waiter sessions that hold nothing
 	watches map[watchKey]map[*watchReg]struct{}
-	wg      sync.WaitGroup // waits, verifications, background releases
+	busy    map[string]time.Time // keys a waiting attempt found held lately (waitAtOnce)
+	wg      sync.WaitGroup       // waits, verifications, background releases
 }
 
 // hold is one key taken, or being taken, by this locker.
@@ -81,6 +82,7 @@ func newLocker(cfg config, db *sql.DB, ownDB bool, d *dialer, dsn dsnInfo) *lock
 		failed:  make(map[watchKey]error),
 		ending:  make(map[*wait]struct{}),
 		watches: make(map[watchKey]map[*watchReg]struct{}),
+		busy:    make(map[string]time.Time),
 	}
 	l.appName = appName(newClientID(), l.procPID, host)
 	return l
@@ -125,8 +127,9 @@ func (l *locker) start(ctx context.Context) error {
 // Acquire makes one pg_try_advisory_lock attempt on a lock session, with
 // the fencing token in the same statement when req.Fencing is set. A
 // waiting attempt that finds the key held waits in the server's own lock
-// queue (see wait.go); the owner's later attempts ask nothing of the
-// server until the key is kept for it. A key this locker holds, or is
+// queue (see wait.go), at once, with no try, on a key found held lately;
+// the owner's later attempts ask nothing of the server until the key is
+// kept for it. A key this locker holds, or is
 // acquiring, is never asked for again: PostgreSQL would grant it again to
 // the same session and stack it.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
@@ -162,8 +165,14 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, fmt.Errorf("postgres: this client holds %d keys, its cap (WithMaxKeys, mutexkit_max_keys); the server's lock table is shared by every session: %w", n, ErrTooManyKeys)
 	}
 	l.held[req.Key] = h
+	atOnce := req.Wait && l.waitAtOnceLocked(req.Key)
 	l.mu.Unlock()
 
+	if atOnce {
+		if g, done, err := l.queueAtOnce(ctx, h, req); done {
+			return g, err
+		}
+	}
 	var s *session
 	var ok bool
 	var token uint64
@@ -179,6 +188,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 	}
 	if !ok {
 		if req.Wait {
+			l.markBusy(req.Key)
 			waiting, err := l.startWait(ctx, h)
 			switch {
 			case waiting && err == nil:

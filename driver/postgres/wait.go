@@ -27,7 +27,9 @@ import (
 //     starts pg_advisory_lock(key) on a waiter session of its own (a
 //     dedicated connection, never one of the pool's lock sessions), and
 //     returns driver.ErrLocked once the server shows the request (pg_locks),
-//     so that waiters queue in the order of their attempts.
+//     so that waiters queue in the order of their attempts. On a key this
+//     client found held lately, the attempt skips the try and queues at
+//     once (queueAtOnce).
 //   - When the server grants it, the key is kept for the owner: Watch wakes
 //     the owner, and its next attempt turns it into its grant with no
 //     statement. The waiter session then holds the key, as a lock session
@@ -150,8 +152,76 @@ type wait struct {
 	lastTry time.Time
 }
 
-// startWait makes h, in flight and just refused by the server, wait in the
-// server's queue. It reports false, leaving h to the caller, when the wait
+// A key a waiting attempt found held is most likely held at the next one
+// too: a contended key passes from waiter to waiter. A waiting attempt on a
+// key this locker found held within busyFor queues in the server at once
+// (queueAtOnce), with no pg_try_advisory_lock first, so its request reaches
+// the server one statement after the attempt began rather than two. Waiters
+// then queue closer to the order of their attempts: where a statement ends,
+// a backend flushes its statistics (at most once a second), which takes
+// milliseconds when many backends flush at once, and the Locks that asked
+// meanwhile on other backends would queue first. A key that turns out
+// free is granted to the waiter session at once, and handed over as a kept
+// key.
+const busyFor = 2 * time.Second
+
+// maxBusy bounds the keys remembered as busy: beyond, a key found held is
+// not remembered, and its next waiting attempt tries first.
+const maxBusy = 1024
+
+// waitAtOnceLocked reports whether a waiting attempt on key queues at once.
+// The caller holds l.mu.
+func (l *locker) waitAtOnceLocked(key string) bool {
+	t, ok := l.busy[key]
+	return ok && time.Since(t) < busyFor
+}
+
+// markBusy remembers that a waiting attempt found key held.
+func (l *locker) markBusy(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if _, ok := l.busy[key]; !ok && len(l.busy) >= maxBusy {
+		for k, t := range l.busy {
+			if now.Sub(t) >= busyFor {
+				delete(l.busy, k)
+			}
+		}
+		if len(l.busy) >= maxBusy {
+			return
+		}
+	}
+	l.busy[key] = now
+}
+
+// queueAtOnce makes waiting attempt h, on a busy key, wait in the server
+// with no try first. It reports done false, leaving h to the caller's try,
+// when the wait cannot be had; otherwise it returns the attempt's outcome:
+// the grant when the server granted the key at once, else driver.ErrLocked
+// as a waiting attempt does.
+func (l *locker) queueAtOnce(ctx context.Context, h *hold, req driver.AcquireRequest) (g driver.Grant, done bool, err error) {
+	waiting, err := l.startWait(ctx, h)
+	switch {
+	case err != nil: // the wait, if it started, is over
+		if !waiting {
+			l.forget(h)
+		}
+		return driver.Grant{}, true, err
+	case !waiting:
+		return driver.Grant{}, false, nil
+	}
+	l.mu.Lock()
+	if l.held[h.key] == h && h.w != nil && h.w.kept { // the key was free
+		g, err := l.attemptWaiting(h, req) // unlocks mu
+		return g, true, err
+	}
+	l.mu.Unlock()
+	l.markBusy(h.key)
+	return driver.Grant{}, true, fmt.Errorf("postgres: waiting in the server's queue: %w", driver.ErrLocked)
+}
+
+// startWait makes h, in flight and just refused by the server or on a busy
+// key (queueAtOnce), wait in the server's queue. It reports false, leaving h to the caller, when the wait
 // cannot be had (MaxWaiters waiter sessions in use, closing, no session),
 // with an error when that is what the attempt should return: ctx ended, or
 // a transaction-pooling proxy. Once it started, it returns an error only

@@ -443,3 +443,72 @@ func TestQueueCloseCancelsEndingWait(t *testing.T) {
 	waitFor(t, "the application's pool emptied", func() bool { return app.Stats().OpenConnections == 0 })
 	waitFor(t, "the client's goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// A waiting attempt on a key its locker found held lately queues in the
+// server at once, with no try first (queueAtOnce). When the key turns out
+// free, the attempt returns the grant, held on the waiter session and
+// fenced when asked; other clients are refused until its release frees
+// the key. A key never found held is tried on a lock session.
+func TestQueueBusyKeyQueuesAtOnce(t *testing.T) {
+	dsn, _ := adminDB(t)
+	ns := namespace(t)
+	ctx := t.Context()
+	_, a := testClient(t, dsn, ns)
+	_, w := testClient(t, dsn, ns)
+	onWaiterSession := func(owner driver.Owner) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		h := w.held["k"]
+		if h == nil || h.owner != owner || h.s == nil {
+			t.Fatalf("owner %v holds no grant of k", owner)
+		}
+		return h.s.waiter
+	}
+
+	first := driver.NewOwner()
+	g1, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: first, Wait: true, Fencing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if onWaiterSession(first) {
+		t.Fatal("a key never found held was granted on a waiter session; want a lock session's try")
+	}
+	if err := w.Release(ctx, "k", first); err != nil {
+		t.Fatal(err)
+	}
+
+	holder, gaveUp := driver.NewOwner(), driver.NewOwner()
+	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: holder}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: gaveUp, Wait: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiting attempt on a held key: %v; want ErrLocked", err)
+	}
+	if err := w.Release(ctx, "k", gaveUp); err != nil && !errors.Is(err, driver.ErrNotHeld) {
+		t.Fatalf("giving up the wait: %v", err)
+	}
+	if err := a.Release(ctx, "k", holder); err != nil {
+		t.Fatal(err)
+	}
+
+	busy := driver.NewOwner()
+	g, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: busy, Wait: true, Fencing: true})
+	if err != nil {
+		t.Fatalf("waiting attempt on a free key found held lately: %v; want its grant", err)
+	}
+	if !onWaiterSession(busy) {
+		t.Fatal("a key found held lately was tried on a lock session; want its request queued at once on a waiter session")
+	}
+	if g.Token <= g1.Token {
+		t.Fatalf("fencing token %d after %d; want a larger one", g.Token, g1.Token)
+	}
+	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("another client's attempt while the key is held on the waiter session: %v; want ErrLocked", err)
+	}
+	if err := w.Release(ctx, "k", busy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); err != nil {
+		t.Fatalf("another client's attempt once released: %v", err)
+	}
+}
