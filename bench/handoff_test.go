@@ -248,35 +248,51 @@ func handoffRedsync(b *testing.B, nodes, n int, pass bool, opts ...redsync.Optio
 	runHandoff(b, redisMeter(b, nodes), locks, pass)
 }
 
+// warmUp has holder take the key, and then waiters ask for it, each
+// keeping it for holdTime once it has it. holder lets go after a pause
+// that queues them behind it (the pause is no condition: a waiter that
+// asks only later takes the key all the same).
+func warmUp(holder lockFunc, waiters []lockFunc) error {
+	ctx := context.Background()
+	unlock, err := holder(ctx)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(waiters))
+	for i, lock := range waiters {
+		wg.Go(func() {
+			unlock, err := lock(ctx)
+			if err == nil {
+				time.Sleep(holdTime)
+				err = unlock(ctx)
+			}
+			errs[i] = err
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	err = unlock(ctx)
+	wg.Wait()
+	return errors.Join(append(errs, err)...)
+}
+
 // runHandoff runs the clients until b.N grants, checking on the way that
 // no two ever hold the key at once, and reports the figures (see
 // BenchmarkHandoff); meter, if not nil, measures the servers' work. With
 // pass (passOn), a releaser asks again only once another client took the
 // key.
 func runHandoff(b *testing.B, meter *serverMeter, locks []lockFunc, pass bool) {
-	// Warm up: the clients take the key once each, all asking at once and
-	// holding it for holdTime, so that connections, sessions and
-	// subscriptions exist before the clock starts, those a contended Lock
-	// uses too (PostgreSQL's and MySQL's waiter sessions: without them, the
-	// first handoffs of a round wait for N connections to be dialled, which
-	// measures the dials and lets the releaser pass over the dialling).
-	var warm sync.WaitGroup
-	warmErrs := make(chan error, len(locks))
-	for _, lock := range locks {
-		warm.Go(func() {
-			unlock, err := lock(context.Background())
-			if err == nil {
-				time.Sleep(holdTime)
-				err = unlock(context.Background())
-			}
-			if err != nil {
-				warmErrs <- err
-			}
-		})
+	// Warm up, so that connections, sessions and subscriptions exist
+	// before the clock starts, those a contended Lock uses too
+	// (PostgreSQL's and MySQL's waiter sessions: without them, the first
+	// handoffs of a round wait for connections to be dialled, which
+	// measures the dials and lets the others pass over the dialling
+	// client). Every client waits once: the others queue behind client 0,
+	// then client 0 behind client 1.
+	if err := warmUp(locks[0], locks[1:]); err != nil {
+		b.Fatal(err)
 	}
-	warm.Wait()
-	close(warmErrs)
-	for err := range warmErrs {
+	if err := warmUp(locks[1], locks[:1]); err != nil {
 		b.Fatal(err)
 	}
 	pinPostgresIf(b)
