@@ -43,14 +43,15 @@ type locker struct {
 	maxKeys   int
 	lockTable int64 // entries in the server's lock table; 0: unknown yet
 
-	failed  map[watchKey]error    // waits the server refused, until their owner's next call
-	ending  map[*wait]struct{}    // waits ended, their cancel in flight
-	waiters int                   // waiter sessions waiting or holding a key: MaxWaiters at most
-	wsess   map[*session]struct{} // every waiter session, for Close
-	idle    []*session            // waiter sessions that hold nothing
-	watches map[watchKey]map[*watchReg]struct{}
-	busy    map[string]time.Time // keys a waiting attempt found held lately (waitAtOnce)
-	wg      sync.WaitGroup       // waits, verifications, background releases
+	failed    map[watchKey]error    // waits the server refused, until their owner's next call
+	ending    map[*wait]struct{}    // waits ended, their cancel in flight
+	waiters   int                   // waiter sessions waiting or holding a key: MaxWaiters at most
+	wsess     map[*session]struct{} // every waiter session, for Close
+	idle      []*session            // waiter sessions that hold nothing
+	watches   map[watchKey]map[*watchReg]struct{}
+	busy      map[string]time.Time // keys a waiting attempt found held lately (queueAtOnce)
+	busySwept time.Time
+	wg        sync.WaitGroup // waits, verifications, background releases
 }
 
 // hold is one key taken, or being taken, by this locker.
@@ -127,9 +128,10 @@ func (l *locker) start(ctx context.Context) error {
 // Acquire makes one pg_try_advisory_lock attempt on a lock session, with
 // the fencing token in the same statement when req.Fencing is set. A
 // waiting attempt that finds the key held waits in the server's own lock
-// queue (see wait.go), at once, with no try, on a key found held lately;
-// the owner's later attempts ask nothing of the server until the key is
-// kept for it. A key this locker holds, or is
+// queue (see wait.go); on a key found held lately it queues at once, with
+// no try (queueAtOnce), and a fencing token comes from a statement of its
+// own once the key is granted. The owner's later attempts ask nothing of
+// the server until the key is kept for it. A key this locker holds, or is
 // acquiring, is never asked for again: PostgreSQL would grant it again to
 // the same session and stack it.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
@@ -172,6 +174,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		if g, done, err := l.queueAtOnce(ctx, h, req); done {
 			return g, err
 		}
+		// No wait to be had: the try, and a refusal makes the Lock poll.
 	}
 	var s *session
 	var ok bool
@@ -187,7 +190,7 @@ func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver
 		return driver.Grant{}, err
 	}
 	if !ok {
-		if req.Wait {
+		if req.Wait && !atOnce {
 			l.markBusy(req.Key)
 			waiting, err := l.startWait(ctx, h)
 			switch {

@@ -161,12 +161,14 @@ type wait struct {
 // a backend flushes its statistics (at most once a second), which takes
 // milliseconds when many backends flush at once, and the Locks that asked
 // meanwhile on other backends would queue first. A key that turns out
-// free is granted to the waiter session at once, and handed over as a kept
-// key.
+// free is granted to the waiter session at once, and kept for the owner:
+// the attempt returns it when the reply is in by the time its request is
+// confirmed, else Watch wakes the owner for its next attempt.
 const busyFor = 2 * time.Second
 
 // maxBusy bounds the keys remembered as busy: beyond, a key found held is
-// not remembered, and its next waiting attempt tries first.
+// not remembered, and its next waiting attempt tries first. The lapsed
+// ones are swept out at most once per busyFor.
 const maxBusy = 1024
 
 // waitAtOnceLocked reports whether a waiting attempt on key queues at once.
@@ -182,6 +184,10 @@ func (l *locker) markBusy(key string) {
 	defer l.mu.Unlock()
 	now := time.Now()
 	if _, ok := l.busy[key]; !ok && len(l.busy) >= maxBusy {
+		if now.Sub(l.busySwept) < busyFor {
+			return
+		}
+		l.busySwept = now
 		for k, t := range l.busy {
 			if now.Sub(t) >= busyFor {
 				delete(l.busy, k)
@@ -197,8 +203,8 @@ func (l *locker) markBusy(key string) {
 // queueAtOnce makes waiting attempt h, on a busy key, wait in the server
 // with no try first. It reports done false, leaving h to the caller's try,
 // when the wait cannot be had; otherwise it returns the attempt's outcome:
-// the grant when the server granted the key at once, else driver.ErrLocked
-// as a waiting attempt does.
+// the grant when the key is kept for the owner already, else
+// driver.ErrLocked as a waiting attempt does.
 func (l *locker) queueAtOnce(ctx context.Context, h *hold, req driver.AcquireRequest) (g driver.Grant, done bool, err error) {
 	waiting, err := l.startWait(ctx, h)
 	switch {
@@ -554,7 +560,10 @@ func (l *locker) attemptWaiting(h *hold, req driver.AcquireRequest) (driver.Gran
 	}
 	token, err := l.fenceKept(s, h, req)
 	if err != nil {
-		// Not granted: package mutex releases, which unlocks it on s.
+		// Not granted: the key goes to the server's next waiter, as a
+		// try gives back a key whose fencing statement failed, and the
+		// owner's next attempt asks again.
+		l.release(h)
 		return driver.Grant{}, err
 	}
 	return driver.Grant{Token: token}, nil

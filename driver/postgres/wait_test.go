@@ -446,8 +446,8 @@ func TestQueueCloseCancelsEndingWait(t *testing.T) {
 
 // A waiting attempt on a key its locker found held lately queues in the
 // server at once, with no try first (queueAtOnce). When the key turns out
-// free, the attempt returns the grant, held on the waiter session and
-// fenced when asked; other clients are refused until its release frees
+// free, the owner's attempt returns the grant, held on the waiter session
+// and fenced when asked; other clients are refused until its release frees
 // the key. A key never found held is tried on a lock session.
 func TestQueueBusyKeyQueuesAtOnce(t *testing.T) {
 	dsn, _ := adminDB(t)
@@ -491,11 +491,18 @@ func TestQueueBusyKeyQueuesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The key is granted on the waiter session at once, or once the given
+	// up wait's session is clear (its cancel may land after the release):
+	// the attempt returns it, or a later one of the owner's does.
 	busy := driver.NewOwner()
-	g, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: busy, Wait: true, Fencing: true})
-	if err != nil {
-		t.Fatalf("waiting attempt on a free key found held lately: %v; want its grant", err)
-	}
+	var g driver.Grant
+	waitFor(t, "the grant of a free key found held lately", func() bool {
+		g, err = w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: busy, Wait: true, Fencing: true})
+		if err != nil && !errors.Is(err, driver.ErrLocked) {
+			t.Fatalf("waiting attempt on a free key found held lately: %v", err)
+		}
+		return err == nil
+	})
 	if !onWaiterSession(busy) {
 		t.Fatal("a key found held lately was tried on a lock session; want its request queued at once on a waiter session")
 	}
@@ -510,5 +517,58 @@ func TestQueueBusyKeyQueuesAtOnce(t *testing.T) {
 	}
 	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); err != nil {
 		t.Fatalf("another client's attempt once released: %v", err)
+	}
+}
+
+// A kept key whose fencing statement fails (here its row is locked by
+// another transaction past the statement timeout) is not the owner's: the
+// attempt fails and the key is given back, as a try gives back a key whose
+// fencing statement failed, rather than left held on the waiter session.
+func TestQueueKeptKeyFencingFailureGivesItBack(t *testing.T) {
+	dsn, db := adminDB(t)
+	ns := namespace(t)
+	ctx := t.Context()
+	_, a := testClient(t, dsn, ns)
+	_, w := testClient(t, dsn, ns, WithStatementTimeout(200*time.Millisecond))
+	first := driver.NewOwner() // makes the key's fencing row
+	if _, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: first, Fencing: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Release(ctx, "k", first); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`SELECT 1 FROM `+FencingTable+` WHERE key_id = $1 FOR UPDATE`, KeyID(ns, "k")); err != nil {
+		t.Fatal(err)
+	}
+
+	holder, waiter := driver.NewOwner(), driver.NewOwner()
+	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: holder}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: waiter, Wait: true, Fencing: true}); !errors.Is(err, driver.ErrLocked) {
+		t.Fatalf("waiting attempt: %v; want ErrLocked", err)
+	}
+	if err := a.Release(ctx, "k", holder); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the kept key's fencing statement to fail", func() bool {
+		_, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: waiter, Wait: true, Fencing: true})
+		switch {
+		case err == nil:
+			t.Fatal("granted with the key's fencing row locked")
+		case errors.Is(err, driver.ErrLocked):
+			return false
+		case !errors.Is(err, driver.ErrUnavailable):
+			t.Fatalf("kept key's fencing statement timed out: %v; want ErrUnavailable", err)
+		}
+		return true
+	})
+	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: driver.NewOwner()}); err != nil {
+		t.Fatalf("another client's attempt after the failed grant: %v; want the key given back", err)
 	}
 }
