@@ -38,6 +38,9 @@ func (t *Table) waitLocked(key string, owner driver.Owner, by *locker) {
 // oldest whose place has not run out. It drops the places that ran out, and
 // reports whether the head it returns is new for that. Callers hold mu.
 func (t *Table) headLocked(key string) (head *waiting, passedOver bool) {
+	if len(t.queues) == 0 { // nobody waits for any key: no lookup
+		return nil, false
+	}
 	q := t.queues[key]
 	if len(q) == 0 {
 		return nil, false
@@ -95,6 +98,9 @@ func (t *Table) setQueueLocked(key string, q []*waiting) {
 // of its queue alone, or, when nobody queues, every watcher. Callers hold
 // mu.
 func (t *Table) handOnLocked(key string) {
+	if len(t.watchers[key]) == 0 { // nobody to wake: the common release
+		return
+	}
 	if t.liveLocked(key) != nil {
 		return
 	}
