@@ -207,7 +207,7 @@ func writeHandoff(b *strings.Builder, r *results) {
 	b.WriteString("## Contended handoff\n\n" +
 		"N clients (waiters=N; each with connections of its own, like N pods) on one key: each holder keeps it\n" +
 		"1 ms, releases it and calls Lock again at once, so N-1 are always waiting (issue 14's setup). One op is one\n" +
-		fmt.Sprintf("grant; each run makes %d of them (redsync-default %d), after each client has taken the key once.\n", handoffsPerRound, handoffsPerRoundPolling) +
+		fmt.Sprintf("grant; each run makes %d of them (redsync-default %d), after a warm-up in which each client waited for the key once.\n", handoffsPerRound, handoffsPerRoundPolling) +
 		"Latency: from the start of a release to the next Lock returning. redsync-default is redsync's 50-250 ms\n" +
 		"retry delay; redsync-1to5ms gives it a jittered 1-5 ms delay and unlimited tries. Holding 1 ms caps\n" +
 		"handoffs/s near 1,000.\n\n" +
