@@ -227,12 +227,13 @@ func (l *locker) queueAtOnce(ctx context.Context, h *hold, req driver.AcquireReq
 }
 
 // startWait makes h, in flight and just refused by the server or on a busy
-// key (queueAtOnce), wait in the server's queue. It reports false, leaving h to the caller, when the wait
-// cannot be had (MaxWaiters waiter sessions in use, closing, no session),
-// with an error when that is what the attempt should return: ctx ended, or
-// a transaction-pooling proxy. Once it started, it returns an error only
-// when ctx ended as the request was being queued, or the lock session that
-// checks it found a transaction-pooling proxy; the wait is then ended.
+// key (queueAtOnce), wait in the server's queue. It reports false, leaving
+// h to the caller, when the wait cannot be had (MaxWaiters waiter sessions
+// in use, closing, no session), with an error when that is what the
+// attempt should return: ctx ended, or a transaction-pooling proxy. Once it
+// started, it returns an error only when ctx ended as the request was being
+// queued, or the lock session that checks it found a transaction-pooling
+// proxy; the wait is then ended.
 func (l *locker) startWait(ctx context.Context, h *hold) (bool, error) {
 	l.mu.Lock()
 	if l.closed || l.waiters >= MaxWaiters || l.held[h.key] != h {
