@@ -30,6 +30,18 @@ func holdKey(t *testing.T, dsn, ns, key string) *mutex.Lease {
 	return lease
 }
 
+// holderAndWaiter opens two clients of one fresh namespace on the shared
+// server, a (to hold keys) and w (with opts, to wait), and returns them with
+// an administrator's connection pool and the namespace.
+func holderAndWaiter(t *testing.T, opts ...Option) (db *sql.DB, ns string, a, w *locker) {
+	t.Helper()
+	dsn, db := adminDB(t)
+	ns = namespace(t)
+	_, a = testClient(t, dsn, ns)
+	_, w = testClient(t, dsn, ns, opts...)
+	return db, ns, a, w
+}
+
 // smallPool is an application's pool of at most n connections.
 func smallPool(t *testing.T, dsn string, n int) *sql.DB {
 	t.Helper()
@@ -79,11 +91,8 @@ func takeKept(t *testing.T, a, w *locker, key string, pause time.Duration) drive
 // A lock_timeout of 20 ms, and releases at random times within it, make the
 // race common (before the fix it showed within a few hundred trials).
 func TestQueueLockTimeoutAsGrantedNotStacked(t *testing.T) {
-	dsn, db := adminDB(t)
-	ns := namespace(t)
+	db, ns, a, w := holderAndWaiter(t, withServerWait(20*time.Millisecond))
 	const key = "k"
-	_, a := testClient(t, dsn, ns)
-	_, w := testClient(t, dsn, ns, withServerWait(20*time.Millisecond))
 	for i := range 500 {
 		wo := takeKept(t, a, w, key, time.Duration(rand.IntN(20000))*time.Microsecond)
 		if stmt, lock := heldWaiterSettings(t, w, key); stmt != w.cfg.stmtTimeout.Milliseconds() || lock != stmt {
@@ -101,11 +110,8 @@ func TestQueueLockTimeoutAsGrantedNotStacked(t *testing.T) {
 // A waiter session frees whatever it holds as it goes idle: a grant
 // stacked on it (here by hand) does not outlive the owner's Release.
 func TestQueueWaiterSessionClearedWhenIdle(t *testing.T) {
-	dsn, db := adminDB(t)
-	ns := namespace(t)
+	db, ns, a, w := holderAndWaiter(t)
 	const key = "k"
-	_, a := testClient(t, dsn, ns)
-	_, w := testClient(t, dsn, ns)
 	wo := takeKept(t, a, w, key, 0)
 	w.mu.Lock()
 	s := w.held[key].s
@@ -155,10 +161,7 @@ func sessionSettings(t *testing.T, s *session) (stmt, lock int64) {
 // session's lock_timeout is serverWaitFor, and its statement timeout and
 // the client's wait for the reply are longer.
 func TestQueueWaitLastsMinutes(t *testing.T) {
-	dsn, _ := adminDB(t)
-	ns := namespace(t)
-	_, a := testClient(t, dsn, ns)
-	_, w := testClient(t, dsn, ns)
+	_, _, a, w := holderAndWaiter(t)
 	wo := takeKept(t, a, w, "k", 0)
 	if err := w.Release(t.Context(), "k", wo); err != nil {
 		t.Fatal(err)
@@ -214,11 +217,8 @@ func TestQueueCloseOnFullPool(t *testing.T) {
 // attempt returns ErrLocked (its Lock asks again) instead of a lease lost
 // at the next heartbeat.
 func TestQueueKeptKeyCheckedWhenStale(t *testing.T) {
-	dsn, db := adminDB(t)
-	ns := namespace(t)
+	db, ns, a, w := holderAndWaiter(t)
 	ctx := t.Context()
-	_, a := testClient(t, dsn, ns)
-	_, w := testClient(t, dsn, ns)
 	ao, wo := driver.NewOwner(), driver.NewOwner()
 	if _, err := a.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: ao}); err != nil {
 		t.Fatal(err)
@@ -334,10 +334,7 @@ func heldWaiterSettings(t *testing.T, w *locker, key string) (stmt, lock int64) 
 // unlock, verification and fencing statements have; idle again, it has its
 // waiting ones.
 func TestQueueHeldWaiterHasLockSessionTimeouts(t *testing.T) {
-	dsn, _ := adminDB(t)
-	ns := namespace(t)
-	_, a := testClient(t, dsn, ns)
-	_, w := testClient(t, dsn, ns)
+	_, _, a, w := holderAndWaiter(t)
 	for i := range 2 { // a new waiter session, then the same one again
 		wo := takeKept(t, a, w, "k", 0)
 		if stmt, lock := heldWaiterSettings(t, w, "k"); stmt != w.cfg.stmtTimeout.Milliseconds() || lock != stmt {
@@ -450,11 +447,8 @@ func TestQueueCloseCancelsEndingWait(t *testing.T) {
 // and fenced when asked; other clients are refused until its release frees
 // the key. A key never found held is tried on a lock session.
 func TestQueueBusyKeyQueuesAtOnce(t *testing.T) {
-	dsn, _ := adminDB(t)
-	ns := namespace(t)
+	_, _, a, w := holderAndWaiter(t)
 	ctx := t.Context()
-	_, a := testClient(t, dsn, ns)
-	_, w := testClient(t, dsn, ns)
 	onWaiterSession := func(owner driver.Owner) bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -525,11 +519,8 @@ func TestQueueBusyKeyQueuesAtOnce(t *testing.T) {
 // attempt fails and the key is given back, as a try gives back a key whose
 // fencing statement failed, rather than left held on the waiter session.
 func TestQueueKeptKeyFencingFailureGivesItBack(t *testing.T) {
-	dsn, db := adminDB(t)
-	ns := namespace(t)
+	db, ns, a, w := holderAndWaiter(t, WithStatementTimeout(200*time.Millisecond))
 	ctx := t.Context()
-	_, a := testClient(t, dsn, ns)
-	_, w := testClient(t, dsn, ns, WithStatementTimeout(200*time.Millisecond))
 	first := driver.NewOwner() // makes the key's fencing row
 	if _, err := w.Acquire(ctx, driver.AcquireRequest{Key: "k", Owner: first, Fencing: true}); err != nil {
 		t.Fatal(err)

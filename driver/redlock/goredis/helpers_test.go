@@ -48,10 +48,20 @@ func (ns *nodes) clients(plain ...bool) []redis.UniversalClient {
 
 // records reads key's lock record on each server ("" where none).
 func (ns *nodes) records(key string) []string {
-	out := make([]string, len(ns.servers))
+	addrs := make([]string, len(ns.servers))
 	for i, s := range ns.servers {
-		c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-		out[i] = c.Get(ns.t.Context(), redlock.LockKey(ns.prefix, key)).Val()
+		addrs[i] = s.Addr()
+	}
+	return lockRecords(ns.t, addrs, redlock.LockKey(ns.prefix, key))
+}
+
+// lockRecords reads the string at lock on each server at addrs ("" where
+// none).
+func lockRecords(t testing.TB, addrs []string, lock string) []string {
+	out := make([]string, len(addrs))
+	for i, addr := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		out[i] = c.Get(t.Context(), lock).Val()
 		c.Close()
 	}
 	return out

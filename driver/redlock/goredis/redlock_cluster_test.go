@@ -115,13 +115,11 @@ func (c *cluster) spublished(t *testing.T) int {
 
 // records reads key's lock record on each cluster ("" where none).
 func (cs clusters) records(key string) []string {
-	out := make([]string, len(cs))
+	masters := make([]string, len(cs))
 	for i, c := range cs {
-		rc := redis.NewClient(&redis.Options{Addr: c.rc.Masters()[0].Addr()}) // each cluster's one master
-		out[i] = rc.Get(c.t.Context(), redlock.LockKey(c.prefix, key)).Val()
-		rc.Close()
+		masters[i] = c.rc.Masters()[0].Addr() // each cluster's one master
 	}
-	return out
+	return lockRecords(cs[0].t, masters, redlock.LockKey(cs[0].prefix, key))
 }
 
 // clusters is one test's view of several Redis Clusters, one key prefix
