@@ -563,3 +563,28 @@ func TestQueueKeptKeyFencingFailureGivesItBack(t *testing.T) {
 		t.Fatalf("another client's attempt after the failed grant: %v; want the key given back", err)
 	}
 }
+
+// The keys remembered as busy stay at most maxBusy: beyond, a new key is
+// not remembered, until the lapsed ones are swept out (at most once per
+// busyFor), which makes room again.
+func TestBusyKeysBounded(t *testing.T) {
+	l := &locker{busy: make(map[string]time.Time)}
+	for i := range 2 * maxBusy {
+		l.markBusy(strconv.Itoa(i))
+	}
+	if len(l.busy) != maxBusy {
+		t.Fatalf("%d keys remembered as busy; want at most %d", len(l.busy), maxBusy)
+	}
+	if !l.waitAtOnceLocked("0") || l.waitAtOnceLocked(strconv.Itoa(maxBusy)) {
+		t.Fatal("want the first keys remembered and those beyond the bound not")
+	}
+	lapsed := time.Now().Add(-busyFor)
+	for k := range l.busy {
+		l.busy[k] = lapsed
+	}
+	l.busySwept = lapsed
+	l.markBusy("new")
+	if len(l.busy) != 1 || !l.waitAtOnceLocked("new") || l.waitAtOnceLocked("0") {
+		t.Fatalf("after the sweep %d keys remembered; want the new one alone", len(l.busy))
+	}
+}
