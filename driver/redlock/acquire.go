@@ -28,10 +28,23 @@ type acquisition struct {
 // if a quorum granted it within its validity. A failed attempt releases
 // the key wherever it may have been taken.
 func (l *locker) Acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
-	start := time.Now()
+	l.calls.RLock()
+	defer l.calls.RUnlock()
 	if l.closed.Load() {
 		return driver.Grant{}, errClosed
 	}
+	g, err := l.acquire(ctx, req)
+	if err == nil && l.closed.Load() {
+		// Granted as the Locker closed: the grant is tracked, and Close,
+		// which waits for this call, releases it.
+		return driver.Grant{}, errClosed
+	}
+	return g, err
+}
+
+// acquire is Acquire on a Locker not closed yet.
+func (l *locker) acquire(ctx context.Context, req driver.AcquireRequest) (driver.Grant, error) {
+	start := time.Now()
 	ttl, validity := l.cfg.validity(req.TTL)
 	switch {
 	case validity <= 0:

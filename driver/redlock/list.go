@@ -379,22 +379,20 @@ func (l *locker) tryList(ctx context.Context, req driver.AcquireRequest, start t
 }
 
 // keep makes g, granted with validity counted from start, the Locker's,
-// or gives it back: when its writes were not acknowledged (unacked), when
-// it came too late, or when the Locker closed meanwhile (Close would not
-// release it).
+// or gives it back: when its writes were not acknowledged (unacked), or
+// when it came too late.
 func (l *locker) keep(ctx context.Context, key string, g heldKey, start time.Time, validity, timeout time.Duration, unacked error) error {
-	lock := g.lock.(string)
-	switch elapsed := time.Since(start); {
-	case unacked != nil:
-		l.giveBackList(ctx, timeout, lock, g.lmember.(string), g.lease.(string))
-		return fmt.Errorf("redlock: acquire: %w; given back", unacked)
-	case elapsed >= validity:
-		l.giveBackList(ctx, timeout, lock, g.lmember.(string), g.lease.(string))
-		return errTooSlow(elapsed, validity)
-	case !l.track(key, g):
-		l.giveBackList(ctx, timeout, lock, g.lmember.(string), g.lease.(string))
-		return errClosed
+	var err error
+	if elapsed := time.Since(start); unacked != nil {
+		err = fmt.Errorf("redlock: acquire: %w; given back", unacked)
+	} else if elapsed >= validity {
+		err = errTooSlow(elapsed, validity)
 	}
+	if err != nil {
+		l.giveBackList(ctx, timeout, g.lock.(string), g.lmember.(string), g.lease.(string))
+		return err
+	}
+	l.track(key, g)
 	return nil
 }
 

@@ -225,16 +225,9 @@ func TestListStaleWakeIgnored(t *testing.T) {
 	if _, err := lb.Acquire(ctx, req(b)); !errors.Is(err, driver.ErrLocked) {
 		t.Fatalf("waiter: %v; want ErrLocked", err)
 	}
-	wake := make(chan struct{}, 1)
-	stop, err := lb.Watch("k", b, wake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	waitSubscribed(t, c, 2)
-	<-wake // the subscription's confirmation wakes every waiter
+	wake := watchQuiet(t, lb, 1, "k", b)
 	if _, err := lb.Acquire(ctx, req(b)); !errors.Is(err, driver.ErrLocked) {
-		t.Fatalf("waiter after the confirmation: %v; want ErrLocked", err)
+		t.Fatalf("waiter once subscribed: %v; want ErrLocked", err)
 	}
 	member := c.members(t, "k")[1]
 	stale := member[:48] + "ffffff"
@@ -358,13 +351,7 @@ func TestListWokenGrantChecksTheHead(t *testing.T) {
 	if _, err := acquire(t, holder, "k", h); err != nil {
 		t.Fatal(err)
 	}
-	wake := make(chan struct{}, 1)
-	stop, err := waiter.Watch("k", w, wake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	waitSubscribed(t, c, 1)
+	wake := watchQuiet(t, waiter, 1, "k", w)
 	mustWaitLocked(t, waiter, "k", w)
 	queued := time.Now()
 	if err := holder.Release(ctx, "k", h); err != nil {
@@ -377,17 +364,12 @@ func TestListWokenGrantChecksTheHead(t *testing.T) {
 	// Three quarters of the waiter's hold (QueueHold from its queueing)
 	// gone: less than a third left.
 	time.Sleep(time.Until(queued.Add(driver.QueueHold * 3 / 4)))
-	if _, err := waitAttemptErr(ctx, waiter, "k", w); !errors.Is(err, driver.ErrLocked) {
+	if err := waitAttempt(t, waiter, "k", w); !errors.Is(err, driver.ErrLocked) {
 		t.Fatalf("the woken waiter, its list deleted: %v; want ErrLocked", err)
 	}
 	if _, err := acquire(t, c.locker(), "k", driver.NewOwner()); err != nil {
 		t.Fatalf("TryLock of the deleted list's key: %v", err)
 	}
-}
-
-// waitAttemptErr is one waiting attempt of owner's.
-func waitAttemptErr(ctx context.Context, l driver.Locker, key string, owner driver.Owner) (driver.Grant, error) {
-	return l.Acquire(ctx, driver.AcquireRequest{Key: key, Owner: owner, TTL: ttl, Wait: true})
 }
 
 // TestListLateGrantGivenBack: a grant whose reply comes after its validity
@@ -408,38 +390,53 @@ func TestListLateGrantGivenBack(t *testing.T) {
 	}
 }
 
-// TestListGrantAfterCloseRefused: an attempt under way when its Locker
-// closes is refused (ErrClosed), though the server granted it: Close
-// would not release it.
-func TestListGrantAfterCloseRefused(t *testing.T) {
-	c := listCluster(t)
-	conn, err := redlock.NewConnector(c.dsn(), redlock.WithNodeTimeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := conn.Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A connection at hand and the script loaded: the attempt is sent at
-	// once, and the server runs it once unpaused.
-	if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "warm", Owner: driver.NewOwner(), TTL: time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.do(0, "CLIENT", "PAUSE", 300, "WRITE"); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan error, 1)
-	go func() {
-		_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: 10 * time.Second})
-		got <- err
-	}()
-	waitPaused(t, c, "evalsha") // the attempt waits in the paused server
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-got; !errors.Is(err, driver.ErrClosed) {
-		t.Fatalf("an attempt granted as its Locker closed: %v; want ErrClosed", err)
+// TestGrantAfterCloseRefused: an attempt under way when its Locker closes
+// is refused (ErrClosed), though the server granted it, and Close, which
+// waits for it, gives the key back: nothing is left on the server. On one
+// server's list and on the sorted-set layout (a plain SET).
+func TestGrantAfterCloseRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []redlock.Option
+		cmd  string // the attempt's command, as CLIENT LIST shows it
+	}{
+		{"list", nil, "evalsha"},
+		{"sorted sets", []redlock.Option{redlock.WithoutListQueue()}, "set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := listCluster(t)
+			conn, err := redlock.NewConnector(c.dsn(), append(tc.opts, redlock.WithNodeTimeout(5*time.Second))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := conn.Connect(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A connection at hand and the script loaded: the attempt is
+			// sent at once, and the server runs it once unpaused.
+			if _, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "warm", Owner: driver.NewOwner(), TTL: time.Second}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.do(0, "CLIENT", "PAUSE", 300, "WRITE"); err != nil {
+				t.Fatal(err)
+			}
+			got := make(chan error, 1)
+			go func() {
+				_, err := l.Acquire(t.Context(), driver.AcquireRequest{Key: "k", Owner: driver.NewOwner(), TTL: 10 * time.Second})
+				got <- err
+			}()
+			waitPaused(t, c, tc.cmd) // the attempt waits in the paused server
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-got; !errors.Is(err, driver.ErrClosed) {
+				t.Fatalf("an attempt granted as its Locker closed: %v; want ErrClosed", err)
+			}
+			if keys, _ := redis.Strings(c.do(0, "KEYS", c.lockKey("k")+"*")); len(keys) != 0 {
+				t.Fatalf("after Close, keys left on the server: %q; want none (the grant given back)", keys)
+			}
+		})
 	}
 }
 
@@ -451,7 +448,7 @@ func TestListResentWaiterWritesKeepTheLease(t *testing.T) {
 	c := listCluster(t)
 	l := c.locker()
 	owner := driver.NewOwner()
-	if _, err := waitAttemptErr(t.Context(), l, "k", owner); err != nil {
+	if err := waitAttempt(t, l, "k", owner); err != nil {
 		t.Fatal(err)
 	}
 	batch := []driver.Renewal{{Key: "k", Owner: owner, TTL: 30 * time.Second}}

@@ -17,6 +17,11 @@ type locker struct {
 	quorum int
 
 	closed atomic.Bool
+	// calls is held for reading by each Acquire: Close takes it to wait
+	// for the acquires under way, whose grants it then releases with the
+	// rest (a grant made as the Locker closed would otherwise hold its key
+	// until its TTL, the transports being closed).
+	calls  sync.RWMutex
 	mu     sync.Mutex
 	held   map[string]heldKey        // keys granted and not yet released, for Close
 	ghosts map[ghost]<-chan struct{} // owners released before every node answered (ghosts.go)
@@ -111,14 +116,10 @@ func (l *locker) single() bool { return len(l.nodes) == 1 }
 
 // track records h, a grant of key; false when the Locker is closing (its
 // Close would not release h).
-func (l *locker) track(key string, h heldKey) bool {
+func (l *locker) track(key string, h heldKey) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.held == nil {
-		return false
-	}
-	l.held[key] = h
-	return true
+	l.held[key] = h // not nil: Close waits for every Acquire (calls)
+	l.mu.Unlock()
 }
 
 func (l *locker) untrack(key string, owner driver.Owner) {
@@ -241,6 +242,8 @@ func (l *locker) Close() error {
 	if !l.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	l.calls.Lock() // the acquires under way end (each bounded by its node timeouts)
+	l.calls.Unlock()
 	l.watch.stop()
 	waits := l.waits.close()
 	l.mu.Lock()

@@ -90,12 +90,14 @@ func (p *pooled) close() {
 	}
 }
 
-// get takes a connection from the pool. When it may have to dial, the
-// dial is bounded by deadline too: a node that cannot be reached within
-// the call's bound is as good as down. (The context costs allocations, so
-// the usual case, an idle connection at hand, goes without.)
+// get takes a connection from the pool. When it may have to dial, or to
+// wait for a slot of a pool capped by MaxActive (Wait: another call may
+// take the idle connection first), the wait is bounded by deadline too: a
+// node that cannot be reached within the call's bound is as good as down.
+// (The context costs allocations, so the usual case, an idle connection at
+// hand in an uncapped pool, goes without.)
 func (p *pooled) get(ctx context.Context, deadline time.Time) (redis.Conn, error) {
-	if p.pool.IdleCount() == 0 {
+	if p.pool.Wait || p.pool.IdleCount() == 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
