@@ -1,10 +1,14 @@
 package redlock_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -443,10 +447,15 @@ func TestGrantAfterCloseRefused(t *testing.T) {
 // TestListResentWaiterWritesKeepTheLease: a copy of a waiter's lease
 // writes that a client sent again after a timeout (go-redis's MaxRetries)
 // and that runs after the grant's renewal (TTL 30 s) leaves the lease as
-// long: the queueing's SET has NX, the refresh script only extends.
+// long: the queueing's SET, replayed as the driver wrote it, has NX, and
+// the refresh script only extends.
 func TestListResentWaiterWritesKeepTheLease(t *testing.T) {
 	c := listCluster(t)
-	l := c.locker()
+	var written socketRecord
+	conn, err := redlock.NewConnector(c.dsn(), redlock.WithPipeAlways(), redlock.WithConnWrapper(func(nc net.Conn) net.Conn {
+		return recordingConn{nc, &written}
+	}))
+	l := connect(t, conn, err)
 	owner := driver.NewOwner()
 	if err := waitAttempt(t, l, "k", owner); err != nil {
 		t.Fatal(err)
@@ -458,21 +467,84 @@ func TestListResentWaiterWritesKeepTheLease(t *testing.T) {
 	}
 	member := c.members(t, "k")[0]
 	lease := c.lockKey("k") + ":l:" + member
-	if _, err := c.do(0, "SET", lease, "late", "PX", 3000, "NX"); err != nil {
+	set := written.command(t, "SET", lease)
+	rec, _ := redis.String(c.do(0, "GET", lease))
+	if _, err := c.do(0, set[0], toAny(set[1:])...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.do(0, "EVAL", redlock.RefreshScript(), 2, c.lockKey("k"), lease, member, 3000); err != nil {
 		t.Fatal(err)
 	}
 	if pttl, err := redis.Int(c.do(0, "PTTL", lease)); err != nil || pttl < 20000 {
-		t.Fatalf("the lease's PTTL after late copies of the waiter's writes: %d ms (%v); want the renewal's 30 s", pttl, err)
+		t.Fatalf("the lease's PTTL after late copies of the waiter's writes (%q): %d ms (%v); want the renewal's 30 s", set, pttl, err)
 	}
-	if rec, _ := redis.String(c.do(0, "GET", lease)); rec == "late" {
-		t.Fatal("a late copy of the queueing's SET replaced the holder record")
+	if after, _ := redis.String(c.do(0, "GET", lease)); after != rec {
+		t.Fatalf("a late copy of the queueing's SET replaced the holder record %q with %q", rec, after)
 	}
 	if err := l.Release(t.Context(), "k", owner); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// socketRecord keeps what a client wrote on its pipelined connections.
+type socketRecord struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+type recordingConn struct {
+	net.Conn
+	r *socketRecord
+}
+
+func (c recordingConn) Write(b []byte) (int, error) {
+	c.r.mu.Lock()
+	c.r.buf = append(c.r.buf, b...)
+	c.r.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+// command returns the first command written whose name is name and whose
+// first argument is key, parsed from its RESP array.
+func (r *socketRecord) command(t *testing.T, name, key string) []string {
+	t.Helper()
+	r.mu.Lock()
+	b := slices.Clone(r.buf)
+	r.mu.Unlock()
+	line := func(p int) (string, int) { // a line from p, and where the next begins
+		e := bytes.Index(b[p:], []byte("\r\n"))
+		if e < 0 {
+			t.Fatalf("a RESP line cut short in %q", b)
+		}
+		return string(b[p : p+e]), p + e + 2
+	}
+	for p := 0; p < len(b); {
+		head, next := line(p)
+		n, err := strconv.Atoi(strings.TrimPrefix(head, "*"))
+		if err != nil {
+			t.Fatalf("not a RESP array at %d: %q", p, head)
+		}
+		p = next
+		args := make([]string, n)
+		for i := range args {
+			size, next := line(p)
+			m, _ := strconv.Atoi(strings.TrimPrefix(size, "$"))
+			args[i], p = string(b[next:next+m]), next+m+2
+		}
+		if len(args) > 1 && strings.EqualFold(args[0], name) && args[1] == key {
+			return args
+		}
+	}
+	t.Fatalf("no %s %s among the commands written", name, key)
+	return nil
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // waitPaused waits until a client of server 0 is held by CLIENT PAUSE in
