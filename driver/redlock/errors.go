@@ -152,6 +152,13 @@ func deniedReply(e redis.Error) bool {
 }
 
 // transientReply reports server errors that pass by themselves.
+// wrongType reports a WRONGTYPE reply (a command's, or one inside a
+// script's error): the key holds a value of another type.
+func wrongType(err error) bool {
+	var e redis.Error
+	return errors.As(err, &e) && strings.Contains(string(e), "WRONGTYPE")
+}
+
 func transientReply(e redis.Error) bool {
 	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "READONLY"} {
 		if strings.HasPrefix(string(e), p) {

@@ -290,11 +290,7 @@ func (l *locker) newLeaseOf(key string, owner driver.Owner) (lock, lease, member
 func (l *locker) finishLease(b *strings.Builder, owner driver.Owner) (lease, member string) {
 	b.WriteString(":l:")
 	n := b.Len()
-	const digits = "0123456789abcdef"
-	for _, c := range owner {
-		b.WriteByte(digits[c>>4])
-		b.WriteByte(digits[c&0x0f])
-	}
+	writeOwnerHex(b, owner)
 	b.WriteString(l.waits.id)
 	var num [16]byte
 	b.Write(strconv.AppendUint(num[:0], l.attempts.Add(1), 16))
@@ -647,7 +643,7 @@ func (l *locker) wakeCall(head []byte) (c call, ok bool) {
 func acquireErr(err error) error {
 	var e redis.Error
 	switch {
-	case errors.As(err, &e) && strings.Contains(string(e), "WRONGTYPE"): // inside a script too
+	case wrongType(err): // inside a script too
 		return fmt.Errorf("redlock: the lock key holds a value of another layout (a client of an earlier version of this driver?): %w: %w", driver.ErrLocked, err)
 	case errors.As(err, &e) && strings.Contains(strings.ToLower(string(e)), "unknown command"):
 		return fmt.Errorf("redlock: acquire: one server's queue needs Redis 6.0.6 or later (LPOS): %w", err)
@@ -659,8 +655,7 @@ func acquireErr(err error) error {
 // otherwise than as a list (a client of the earlier layout holds it),
 // driver.ErrNotHeld.
 func notHeldErr(op string, err error) error {
-	var e redis.Error
-	if errors.As(err, &e) && strings.Contains(string(e), "WRONGTYPE") {
+	if wrongType(err) {
 		return fmt.Errorf("redlock: %s: the lock key holds a value of another layout: %w: %w", op, driver.ErrNotHeld, err)
 	}
 	return fmt.Errorf("redlock: %s: %w", op, err)
@@ -751,8 +746,7 @@ func (l *locker) inspectList(ctx context.Context, key string) (driver.Holder, bo
 	c := newCall(listInspectScript, 1)
 	c.args = append(c.args, lock)
 	reply, err := l.nodes[0].do(ctx, l.cfg.opTimeout(), c)
-	var e redis.Error
-	if errors.As(err, &e) && strings.Contains(string(e), "WRONGTYPE") {
+	if wrongType(err) {
 		// The earlier layout's string: its holder record (or a key kept
 		// for a waiter, held by nobody).
 		reply, err = l.nodes[0].do(ctx, l.cfg.opTimeout(), call{cmd: "GET", args: []any{lock}})

@@ -33,11 +33,7 @@ func record(owner driver.Owner, attempt uint64, h driver.Holder) string {
 	var num [20]byte
 	var b strings.Builder
 	b.Grow(ownerLen + 3 + 2*len(num) + 1 + len(h.Host))
-	const digits = "0123456789abcdef"
-	for _, c := range owner {
-		b.WriteByte(digits[c>>4])
-		b.WriteByte(digits[c&0x0f])
-	}
+	writeOwnerHex(&b, owner)
 	b.WriteString(" 0 ")
 	b.Write(strconv.AppendInt(num[:0], since, 10))
 	b.WriteByte(' ')
@@ -77,4 +73,14 @@ func parseRecord(v string) (owner string, h driver.Holder) {
 	h.PID, _ = strconv.Atoi(fields[3])
 	h.Host = fields[5]
 	return owner, h
+}
+
+// writeOwnerHex writes owner in lower-case hex (ownerLen bytes) to b, with
+// no allocation of its own.
+func writeOwnerHex(b *strings.Builder, owner driver.Owner) {
+	const digits = "0123456789abcdef"
+	for _, c := range owner {
+		b.WriteByte(digits[c>>4])
+		b.WriteByte(digits[c&0x0f])
+	}
 }
