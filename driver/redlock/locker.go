@@ -242,8 +242,11 @@ func (l *locker) Close() error {
 	if !l.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	l.calls.Lock() // the acquires under way end (each bounded by its node timeouts)
-	l.calls.Unlock()
+	// The acquires under way end first (each bounded by its node
+	// timeouts); those that come later wait for Close, then find the
+	// Locker closed.
+	l.calls.Lock()
+	defer l.calls.Unlock()
 	l.watch.stop()
 	waits := l.waits.close()
 	l.mu.Lock()
